@@ -1,0 +1,36 @@
+# contrastlab: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch / torchvision as ranges: pip takes the builds that lie on this machine's disk (2.14.1 / 0.29.1).
+TORCH_SPEC := "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
+TEST_EXTRAS := dev,vision
+
+.PHONY: demo test lint bench venv clean
+
+$(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[$(TEST_EXTRAS)]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(VENV)/.installed-$(TEST_EXTRAS)
+
+demo: venv
+	$(PY) -m contrastlab demo --out reports/demo
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: venv
+	$(PY) benchmarks/bench_losses.py
+
+clean:
+	rm -rf $(VENV) reports runs .pytest_cache .mypy_cache .ruff_cache

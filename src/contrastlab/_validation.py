@@ -1,0 +1,106 @@
+"""Input checks that fail early with one clear line naming the argument and what is allowed.
+
+Every public function of contrastlab validates its arguments with these helpers, so that bad input
+raises ``ValueError("<name>: ...")`` instead of a traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``allowed``; otherwise raise a ValueError listing them."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {shown}; got {value!r}")
+    return value
+
+
+def check_positive(name: str, value: float) -> float:
+    """Require a finite real number > 0."""
+    if not _is_real(value) or not (float(value) > 0.0) or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    """Require a finite real number >= 0."""
+    if not _is_real(value) or not (float(value) >= 0.0) or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def check_unit_interval(name: str, value: float, *, closed_right: bool = False) -> float:
+    """Require 0 <= value < 1 (or <= 1 with ``closed_right``)."""
+    ok = _is_real(value) and float(value) >= 0.0
+    ok = ok and (float(value) <= 1.0 if closed_right else float(value) < 1.0)
+    if not ok:
+        bound = "[0, 1]" if closed_right else "[0, 1)"
+        raise ValueError(f"{name} must lie in {bound}; got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Require an integer >= 1 (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return value
+
+
+def check_tensor(
+    name: str,
+    x: Any,
+    ndim: int | Sequence[int],
+    *,
+    floating: bool = True,
+    shape_hint: str = "",
+) -> torch.Tensor:
+    """Require a torch tensor with the given number of dimensions (and a floating dtype)."""
+    dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    hint = f" {shape_hint}" if shape_hint else ""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor{hint}; got {type(x).__name__}")
+    if x.ndim not in dims:
+        want = " or ".join(str(d) for d in dims)
+        raise ValueError(
+            f"{name} must have {want} dimensions{hint}; got shape {tuple(x.shape)}"
+        )
+    if floating and not x.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype; got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty; got shape {tuple(x.shape)}")
+    return x
+
+
+def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """Require two tensors of identical shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_b} must have the same shape as {name_a} {tuple(a.shape)}; got {tuple(b.shape)}"
+        )
+
+
+def check_labels(name: str, labels: Any, n: int) -> torch.Tensor:
+    """Require an integer label vector of length ``n``."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of integer class labels, shape ({n},)")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},); got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class labels; got dtype {labels.dtype}")
+    return labels
+
+
+def _is_real(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return False
+    return f == f  # not NaN

@@ -1,0 +1,113 @@
+"""contrastlab.losses — the contrastive loss library.
+
+k (the number of negatives), the negative sampler, the hardness beta and the feature
+normalization are explicit arguments everywhere; none is tied to the batch size.
+
+Loss family on score vectors v_i = f^T (f+ - f_i^-)  (SPEC A2)
+    score_loss(v, loss, temperature)    logistic | infonce | infonce-mean | hinge
+    LOSS_PROPERTIES, check_loss_properties
+
+Explicit-k NCE (Arora et al. 2019; Awasthi et al. 2022)
+    nce_loss(anchor, positive, negatives (B,k,d) or (k,d), loss=..., temperature=...)
+
+In-batch losses over two views (2B rows)
+    info_nce(z1, z2, temperature, normalize)          SimCLR NT-Xent, 2B-2 negatives, mean over 2B
+    supcon(z1, z2, labels=None, temperature)          Khosla et al. 2020 L_out, no base temperature
+    debiased_hard(z1, z2, temperature, tau_plus, beta)  Chuang et al. 2020 (beta=0) /
+                                                      Robinson et al. 2021 (beta>0), with clamp
+
+Jiang et al. 2023 family (single view, anchor among its positives, mean over k negatives)
+    scl(z, labels, k, ..., exact)       other-class negatives
+    hscl(z, labels, beta, k, ..., exact)  other-class, tilted by exp(beta s)
+    ucl(z, labels, k, ..., exact)       marginal negatives (collisions)
+    hucl(z, labels, beta, k, ..., exact)  marginal, tilted
+    exact=False: sampled; True/"loss": exact expected loss; "mean": plug-in negative term
+
+Feature normalization (SPEC A4)
+    normalize(z, kind)                  sphere | ball | none
+
+Negative samplers (indices into a pool; separate from the losses)
+    NegativeSampler, sample_uniform, sample_other_class, sample_tilted, tilted_log_probs,
+    candidate_mask, gather_negatives
+
+Exact expectations
+    expected_log1p_sum(log_y, log_p, k)  E log(1 + sum of k i.i.d. discrete variables)
+
+Modules: InfoNCELoss, SupConLoss, DebiasedHardLoss, NCELoss, HardContrastiveLoss, SCLLoss,
+HSCLLoss, UCLLoss, HUCLLoss.
+"""
+
+from contrastlab.losses.debiased import debiased_hard
+from contrastlab.losses.expectation import expected_log1p_sum
+from contrastlab.losses.family import (
+    LOSS_PROPERTIES,
+    LOSSES,
+    LossProperties,
+    check_loss_properties,
+    score_loss,
+)
+from contrastlab.losses.infonce import info_nce
+from contrastlab.losses.modules import (
+    DebiasedHardLoss,
+    HardContrastiveLoss,
+    HSCLLoss,
+    HUCLLoss,
+    InfoNCELoss,
+    NCELoss,
+    SCLLoss,
+    SupConLoss,
+    UCLLoss,
+)
+from contrastlab.losses.nce import nce_loss
+from contrastlab.losses.normalize import NORMALIZATIONS, normalize
+from contrastlab.losses.samplers import (
+    SAMPLERS,
+    NegativeSampler,
+    candidate_mask,
+    gather_negatives,
+    sample_from_log_probs,
+    sample_other_class,
+    sample_tilted,
+    sample_uniform,
+    tilted_log_probs,
+)
+from contrastlab.losses.scl import hard_contrastive, hscl, hucl, scl, ucl
+from contrastlab.losses.supcon import supcon
+
+__all__ = [
+    "LOSSES",
+    "LOSS_PROPERTIES",
+    "NORMALIZATIONS",
+    "SAMPLERS",
+    "DebiasedHardLoss",
+    "HSCLLoss",
+    "HUCLLoss",
+    "HardContrastiveLoss",
+    "InfoNCELoss",
+    "LossProperties",
+    "NCELoss",
+    "NegativeSampler",
+    "SCLLoss",
+    "SupConLoss",
+    "UCLLoss",
+    "candidate_mask",
+    "check_loss_properties",
+    "debiased_hard",
+    "expected_log1p_sum",
+    "gather_negatives",
+    "hard_contrastive",
+    "hscl",
+    "hucl",
+    "info_nce",
+    "nce_loss",
+    "normalize",
+    "sample_from_log_probs",
+    "sample_other_class",
+    "sample_tilted",
+    "sample_uniform",
+    "scl",
+    "score_loss",
+    "supcon",
+    "tilted_log_probs",
+    "ucl",
+]

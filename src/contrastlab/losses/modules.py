@@ -1,0 +1,160 @@
+"""Thin ``nn.Module`` wrappers over the pure loss functions (arguments are checked at
+construction, so a bad configuration fails before the first batch)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from contrastlab._validation import (
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_unit_interval,
+)
+from contrastlab.losses._common import REDUCTIONS
+from contrastlab.losses.debiased import debiased_hard
+from contrastlab.losses.family import LOSSES
+from contrastlab.losses.infonce import info_nce
+from contrastlab.losses.nce import nce_loss
+from contrastlab.losses.normalize import NORMALIZATIONS
+from contrastlab.losses.scl import EXACT_MODES, NEGATIVE_REDUCTIONS, hard_contrastive
+from contrastlab.losses.supcon import supcon
+
+
+class InfoNCELoss(nn.Module):
+    """Module form of :func:`contrastlab.losses.info_nce` (SimCLR NT-Xent)."""
+
+    def __init__(self, temperature: float = 0.5, normalize: str = "sphere") -> None:
+        super().__init__()
+        self.temperature = check_positive("temperature", temperature)
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return info_nce(z1, z2, self.temperature, self.normalize)
+
+
+class SupConLoss(nn.Module):
+    """Module form of :func:`contrastlab.losses.supcon` (Khosla et al. L_out)."""
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        normalize: str = "sphere",
+        base_temperature: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.temperature = check_positive("temperature", temperature)
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        self.base_temperature = base_temperature
+
+    def forward(
+        self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return supcon(z1, z2, labels, self.temperature, self.normalize, self.base_temperature)
+
+
+class DebiasedHardLoss(nn.Module):
+    """Module form of :func:`contrastlab.losses.debiased_hard` (Chuang / Robinson et al.)."""
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        tau_plus: float = 0.1,
+        beta: float = 1.0,
+        normalize: str = "sphere",
+    ) -> None:
+        super().__init__()
+        self.temperature = check_positive("temperature", temperature)
+        self.tau_plus = check_unit_interval("tau_plus", tau_plus)
+        self.beta = check_nonnegative("beta", beta)
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return debiased_hard(z1, z2, self.temperature, self.tau_plus, self.beta, self.normalize)
+
+
+class NCELoss(nn.Module):
+    """Module form of :func:`contrastlab.losses.nce_loss` (explicit k negatives)."""
+
+    def __init__(
+        self,
+        loss: str = "infonce",
+        temperature: float = 1.0,
+        normalize: str = "none",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.loss = check_choice("loss", loss, LOSSES)
+        self.temperature = check_positive("temperature", temperature)
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+
+    def forward(
+        self, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        return nce_loss(
+            anchor, positive, negatives, self.loss, self.temperature, self.normalize,
+            self.reduction,
+        )
+
+
+class HardContrastiveLoss(nn.Module):
+    """Module form of the SCL / HSCL / UCL / HUCL family (:func:`hard_contrastive`).
+
+    ``negatives="other-class"`` with ``beta=0`` is SCL, with ``beta>0`` HSCL;
+    ``negatives="marginal"`` gives UCL / HUCL.
+    """
+
+    def __init__(
+        self,
+        negatives: str = "other-class",
+        beta: float = 0.0,
+        k: int = 256,
+        temperature: float = 1.0,
+        normalize: str = "ball",
+        exact: bool | str = False,
+        negatives_reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.negatives = check_choice("negatives", negatives, ("other-class", "marginal"))
+        self.beta = check_nonnegative("beta", beta)
+        self.k = check_positive_int("k", k)
+        self.temperature = check_positive("temperature", temperature)
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        self.exact = check_choice("exact", exact, EXACT_MODES)
+        self.negatives_reduction = check_choice(
+            "negatives_reduction", negatives_reduction, NEGATIVE_REDUCTIONS
+        )
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        return hard_contrastive(
+            z, labels, self.negatives, self.beta, self.k, self.temperature, self.normalize,
+            self.exact, self.negatives_reduction, "mean", generator,
+        )
+
+
+def SCLLoss(**kwargs: object) -> HardContrastiveLoss:
+    """SCL as a module: :class:`HardContrastiveLoss` with other-class negatives and beta = 0."""
+    return HardContrastiveLoss(negatives="other-class", beta=0.0, **kwargs)  # type: ignore[arg-type]
+
+
+def HSCLLoss(beta: float = 1.0, **kwargs: object) -> HardContrastiveLoss:
+    """HSCL as a module: other-class negatives tilted by exp(beta s)."""
+    return HardContrastiveLoss(negatives="other-class", beta=beta, **kwargs)  # type: ignore[arg-type]
+
+
+def UCLLoss(**kwargs: object) -> HardContrastiveLoss:
+    """UCL as a module: negatives from the marginal (the whole batch), beta = 0."""
+    return HardContrastiveLoss(negatives="marginal", beta=0.0, **kwargs)  # type: ignore[arg-type]
+
+
+def HUCLLoss(beta: float = 1.0, **kwargs: object) -> HardContrastiveLoss:
+    """HUCL as a module: marginal negatives tilted by exp(beta s)."""
+    return HardContrastiveLoss(negatives="marginal", beta=beta, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,73 @@
+"""Explicit-k NCE: k negatives per anchor, k independent of the batch size.
+
+Arora et al. (2019) eq. (2) / Awasthi et al. (2022) eq. (1): for an anchor f, a positive f+ and
+negatives f_1^-..f_k^-, the loss is ``l(v)`` with ``v_i = f^T (f+ - f_i^-)`` and ``l`` a member
+of the loss family (:mod:`contrastlab.losses.family`). With ``loss="infonce"``::
+
+    l = -log( exp(f^T f+ / t) / (exp(f^T f+ / t) + sum_{i=1}^k exp(f^T f_i^- / t)) )
+
+Conventions: the negatives are **summed** (``infonce``) or **averaged** (``infonce-mean``); the
+anchor is not among its own negatives unless the caller puts it there; temperature t divides the
+similarities; the batch reduction is a mean over anchors by default.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from contrastlab._validation import check_choice, check_positive, check_tensor
+from contrastlab.losses._common import reduce
+from contrastlab.losses.family import LOSSES, score_loss
+from contrastlab.losses.normalize import normalize as _normalize
+
+
+def nce_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    loss: str = "infonce",
+    temperature: float = 1.0,
+    normalize: str = "none",
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """NCE loss with an explicit number k of negatives.
+
+    Args:
+        anchor: (B, d) anchors f(x).
+        positive: (B, d) positives f(x+), row b pairs with anchor b.
+        negatives: (B, k, d), k negatives for each anchor, or (k, d), the same k negatives
+            shared by every anchor (a negative pool, e.g. a memory bank).
+        loss: ``logistic``, ``infonce``, ``infonce-mean`` or ``hinge`` (SPEC A2).
+        temperature: t > 0 for the InfoNCE forms.
+        normalize: ``sphere``, ``ball`` or ``none``, applied to every vector first.
+        reduction: ``mean`` | ``sum`` | ``none`` over the B anchors.
+    """
+    check_choice("loss", loss, LOSSES)
+    check_positive("temperature", temperature)
+    check_tensor("anchor", anchor, ndim=2, shape_hint="(B, d)")
+    check_tensor("positive", positive, ndim=2, shape_hint="(B, d)")
+    check_tensor("negatives", negatives, ndim=(2, 3), shape_hint="(B, k, d) or (k, d)")
+    if positive.shape != anchor.shape:
+        raise ValueError(
+            f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
+            f"{tuple(positive.shape)}"
+        )
+    b, d = anchor.shape
+    if negatives.shape[-1] != d:
+        raise ValueError(
+            f"negatives must have feature dimension d = {d}; got {negatives.shape[-1]}"
+        )
+    if negatives.ndim == 3 and negatives.shape[0] != b:
+        raise ValueError(
+            f"negatives must have shape (B, k, d) with B = {b}; got {tuple(negatives.shape)}"
+        )
+    a = _normalize(anchor, normalize)
+    p = _normalize(positive, normalize)
+    n = _normalize(negatives, normalize)
+    s_pos = (a * p).sum(dim=-1, keepdim=True)  # (B, 1)
+    if n.ndim == 2:
+        s_neg = a @ n.T  # (B, k)
+    else:
+        s_neg = torch.einsum("bd,bkd->bk", a, n)
+    per_anchor = score_loss(s_pos - s_neg, loss, temperature)
+    return reduce(per_anchor, reduction)

@@ -1,0 +1,210 @@
+"""SCL, HSCL, UCL and HUCL: supervised / unsupervised contrastive losses with hard negatives.
+
+Jiang, Nguyen, Aeron & Ishwar (2023), "Hard-Negative Sampling for Contrastive Learning: Optimal
+Representation Geometry and Neural- vs Dimensional-Collapse", Sec. 2 (population losses) and the
+authors' code ``rjiang03/HCL@7a55a2f:main/SCL/train_mean_classifier.py`` (``nce_supervised_hard``
+/ ``_easy``; the UCL file differs only in the negative set). SPEC A3.
+
+Convention (the authors' code; single view, no augmentation)::
+
+    S = Z Z^T / t                    Z: the B normalized features (``ball`` by default)
+    P_i = {p : y_p = y_i}            the anchor counts among its own positives (p = i)
+    N_i = {j : y_j != y_i}           SCL / HSCL  (supervised: other classes)
+    N_i = {1..B}                     UCL / HUCL  (marginal: i and its class included)
+    q_ij ∝ exp(beta z_i^T z_j) 1[j in N_i]     hardening eta(s) = e^{beta s}, detached;
+                                               beta = 0 for SCL / UCL
+    for each pair (i, p): j_1..j_k i.i.d. ~ q_i.
+    g_ip = (1/k) sum_r exp(S_{i j_r})           ("mean" over negatives, the code's default;
+                                               ``negatives_reduction="sum"`` gives the paper's
+                                               sum, log(1 + sum_r ...))
+    l_ip = -log( exp(S_ip) / (exp(S_ip) + g_ip) )
+    loss = sum_i sum_{p in P_i} l_ip / sum_i |P_i|
+
+Three estimators of the same objective, chosen by ``exact``:
+
+- ``False``: the sampled form above (gradients flow through the sampled S_ij only);
+- ``True`` or ``"loss"``: the exact expectation of l_ip over the sampling law given the batch —
+  no sampling noise; the value the sampled form averages to. Computed exactly, for any k, by
+  the one-dimensional integral of :mod:`contrastlab.losses.expectation` (cost O(B^2 |P| Q), Q
+  ~ 8 (2/t + log k + 90) quadrature nodes); it is the batch analogue of the population loss;
+- ``"mean"``: the plug-in that replaces g_ip by its expectation sum_j q_ij exp(S_ij) inside the
+  log (what the earlier ``rjiang03/H-SCL`` code and Robinson et al.'s reweighting compute). By
+  Jensen it upper-bounds the expected loss; it is *not* the mean of the sampled form.
+
+The temperature t divides S (the authors' code has t = 1). The hardness weights use the raw
+inner product z_i^T z_j, so beta has the same meaning whatever t is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from contrastlab._validation import (
+    check_choice,
+    check_labels,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_tensor,
+)
+from contrastlab.losses._common import reduce
+from contrastlab.losses.expectation import expected_log1p_sum
+from contrastlab.losses.normalize import normalize as _normalize
+from contrastlab.losses.samplers import candidate_mask, sample_from_log_probs, tilted_log_probs
+
+EXACT_MODES = (False, True, "loss", "mean")
+NEGATIVE_REDUCTIONS = ("mean", "sum")
+
+
+def hard_contrastive(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    negatives: str,
+    beta: float = 0.0,
+    k: int = 256,
+    temperature: float = 1.0,
+    normalize: str = "ball",
+    exact: bool | str = False,
+    negatives_reduction: str = "mean",
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The common engine of :func:`scl`, :func:`hscl`, :func:`ucl` and :func:`hucl`.
+
+    Args:
+        z: (B, d) features (one view per sample).
+        labels: (B,) integer (latent) class labels; they define the positives.
+        negatives: ``"other-class"`` (supervised) or ``"marginal"`` (unsupervised).
+        beta: hardness >= 0 of eta(s) = exp(beta s).
+        k: number of negatives per (anchor, positive) pair, >= 1, independent of B.
+        temperature: t > 0 dividing the similarities (1.0 in the authors' code).
+        normalize: ``ball`` (the authors' code), ``sphere`` or ``none``.
+        exact: ``False`` (sampled), ``True``/``"loss"`` (exact expected loss), ``"mean"``
+            (plug-in expected negative term).
+        negatives_reduction: ``mean`` (the code: log(1 + mean_r ...)) or ``sum`` (the paper:
+            log(1 + sum_r ...)).
+        reduction: ``mean`` (over all (anchor, positive) pairs, as the code), ``sum`` or
+            ``none`` (a vector over pairs, in row-major order of (i, p)).
+        generator: a ``torch.Generator`` for reproducible sampling (``exact=False``).
+    """
+    check_tensor("z", z, ndim=2, shape_hint="(B, d)")
+    b = z.shape[0]
+    labels = check_labels("labels", labels, b).to(z.device)
+    check_choice("negatives", negatives, ("other-class", "marginal"))
+    beta = check_nonnegative("beta", beta)
+    check_positive_int("k", k)
+    t = check_positive("temperature", temperature)
+    if isinstance(exact, bool):
+        mode: str = "loss" if exact else "sampled"
+    else:
+        mode = check_choice("exact", exact, EXACT_MODES)
+    check_choice("negatives_reduction", negatives_reduction, NEGATIVE_REDUCTIONS)
+
+    zn = _normalize(z, normalize)
+    gram = zn @ zn.T
+    logits = gram / t
+    mask = candidate_mask(labels, labels, negatives, num_anchors=b, pool_size=b)
+    log_q = tilted_log_probs(gram, beta, mask)  # (B, B), detached, float64
+    pos_i, pos_p = torch.nonzero(labels[:, None] == labels[None, :], as_tuple=True)
+    s_pos = logits[pos_i, pos_p]  # (R,)
+    log_k = math.log(k) if negatives_reduction == "mean" else 0.0
+
+    if mode == "sampled":
+        idx = sample_from_log_probs(log_q[pos_i], k, replace=True, generator=generator)  # (R, k)
+        s_neg = logits[pos_i[:, None], idx]  # (R, k)
+        log_g = torch.logsumexp(s_neg, dim=1) - log_k
+        per_pair = F.softplus(log_g - s_pos)
+    elif mode == "mean":
+        log_g = torch.logsumexp(log_q.to(logits.dtype)[pos_i] + logits[pos_i], dim=1)
+        if negatives_reduction == "sum":
+            log_g = log_g + math.log(k)
+        per_pair = F.softplus(log_g - s_pos)
+    else:
+        log_y = logits[pos_i] - s_pos[:, None] - log_k  # (R, B)
+        per_pair = expected_log1p_sum(log_y, log_q[pos_i], k)
+    return reduce(per_pair, reduction)
+
+
+def scl(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    k: int = 256,
+    temperature: float = 1.0,
+    normalize: str = "ball",
+    exact: bool | str = False,
+    negatives_reduction: str = "mean",
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Supervised contrastive loss SCL (Jiang et al. 2023): k negatives uniform over the other
+    classes of the batch. Conventions and arguments: see :func:`hard_contrastive`."""
+    return hard_contrastive(
+        z, labels, "other-class", 0.0, k, temperature, normalize, exact,
+        negatives_reduction, reduction, generator,
+    )
+
+
+def hscl(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float = 1.0,
+    k: int = 256,
+    temperature: float = 1.0,
+    normalize: str = "ball",
+    exact: bool | str = False,
+    negatives_reduction: str = "mean",
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Hard supervised contrastive loss HSCL (Jiang et al. 2023): k negatives from the other
+    classes with probability ∝ exp(beta z_i^T z_j). beta = 0 is SCL. HSCL >= SCL for every
+    representation (Harris inequality, Jiang et al. Thm. 2). See :func:`hard_contrastive`."""
+    return hard_contrastive(
+        z, labels, "other-class", beta, k, temperature, normalize, exact,
+        negatives_reduction, reduction, generator,
+    )
+
+
+def ucl(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    k: int = 256,
+    temperature: float = 1.0,
+    normalize: str = "ball",
+    exact: bool | str = False,
+    negatives_reduction: str = "mean",
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Unsupervised contrastive loss UCL (Jiang et al. 2023): k negatives uniform over the whole
+    batch (the marginal; the anchor's own class, and the anchor itself, can be drawn:
+    collisions). ``labels`` are the latent classes that define the positives.
+    See :func:`hard_contrastive`."""
+    return hard_contrastive(
+        z, labels, "marginal", 0.0, k, temperature, normalize, exact,
+        negatives_reduction, reduction, generator,
+    )
+
+
+def hucl(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float = 1.0,
+    k: int = 256,
+    temperature: float = 1.0,
+    normalize: str = "ball",
+    exact: bool | str = False,
+    negatives_reduction: str = "mean",
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Hard unsupervised contrastive loss HUCL (Jiang et al. 2023): k negatives from the whole
+    batch with probability ∝ exp(beta z_i^T z_j). beta = 0 is UCL; HUCL >= UCL (Harris
+    inequality). See :func:`hard_contrastive`."""
+    return hard_contrastive(
+        z, labels, "marginal", beta, k, temperature, normalize, exact,
+        negatives_reduction, reduction, generator,
+    )
