@@ -198,23 +198,85 @@ def dirichlet_prior(
 # --------------------------------------------------------------------------------------------
 
 
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _stirlerr(n: torch.Tensor) -> torch.Tensor:
+    """``log n! - [(n + 1/2) log n - n + log(2 pi)/2]`` for n >= 1 (float64; Loader 2000).
+
+    Direct ``lgamma`` for n <= 15, the asymptotic series (5 terms, error < 1e-16) above.
+    """
+    small = n <= 15
+    ns = torch.where(small, n, torch.ones_like(n))
+    direct = torch.lgamma(ns + 1.0) - (ns + 0.5) * torch.log(ns) + ns - 0.5 * _LOG_2PI
+    nl = torch.where(small, torch.full_like(n, 16.0), n)
+    n2 = nl * nl
+    series = (
+        1.0 / 12 - (1.0 / 360 - (1.0 / 1260 - (1.0 / 1680 - 1.0 / 1188 / n2) / n2) / n2) / n2
+    ) / nl
+    return torch.where(small, direct, series)
+
+
+def _bd0(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """The deviance term ``x log(x / mu) + mu - x`` for x, mu > 0 (broadcast), without
+    cancellation (Loader 2000: a series in ``v = (x - mu) / (x + mu)`` where ``|v| < 0.1``)."""
+    x, mu = torch.broadcast_tensors(x, mu)
+    out = x / mu
+    out.log_().mul_(x).add_(mu).sub_(x)
+    v = (x - mu) / (x + mu)
+    near = v.abs() < 0.1
+    if bool(near.any()):
+        xs, ms, vs = x[near], mu[near], v[near]
+        s = (xs - ms) * vs
+        ej = 2.0 * xs * vs
+        v2 = vs * vs
+        # term j is ~|v|^(2j-1) relative to the first: stop below 1e-17
+        vmax = float(vs.abs().max())
+        terms = 1 if vmax == 0.0 else min(16, max(1, math.ceil(-17.0 / (2.0 * math.log10(vmax)))))
+        for j in range(1, terms + 1):
+            ej.mul_(v2)
+            s.add_(ej / (2 * j + 1))
+        out[near] = s
+    return out
+
+
 def _binomial_log_pmf(k: int, p: torch.Tensor) -> torch.Tensor:
     """log Binomial(k, p) pmf at m = 0..k, shape ``(*p.shape, k+1)``, float64.
 
-    ``log C(k, m) + m log p + (k - m) log(1 - p)`` with ``lgamma`` for the coefficient and
-    ``xlogy`` / ``xlog1py`` so that p = 0 and p = 1 give exact point masses (0 * log 0 = 0).
+    Loader's saddle-point form (C. Loader 2000, "Fast and accurate computation of binomial
+    probabilities", the algorithm of R's ``dbinom``):
+    ``log pmf(m) = stirlerr(k) - stirlerr(m) - stirlerr(k-m) - bd0(m, kp) - bd0(k-m, kq)
+    - log(2 pi m (k-m) / k) / 2`` for 0 < m < k, and ``k log(1-p)``, ``k log p`` at the ends.
+    It avoids the cancellation of ``lgamma(k+1) - lgamma(m+1) - lgamma(k-m+1)``: relative error
+    ~1e-13 even at k = 10^6. p = 0 and p = 1 give exact point masses.
     """
     m = torch.arange(k + 1, dtype=torch.float64)
     p = p.to(torch.float64).unsqueeze(-1)
-    log_coef = math.lgamma(k + 1.0) - torch.lgamma(m + 1.0) - torch.lgamma(k - m + 1.0)
-    return log_coef + torch.xlogy(m, p) + torch.special.xlog1py(k - m, -p)
+    q = 1.0 - p
+    kf = float(k)
+    out = torch.empty(*p.shape[:-1], k + 1, dtype=torch.float64)
+    out[..., 0] = (kf * torch.log1p(-p)).squeeze(-1)
+    out[..., k] = (kf * torch.log(p)).squeeze(-1)
+    if k >= 2:
+        mi = m[1:k]
+        inner_p = p.clamp(min=torch.finfo(torch.float64).tiny)
+        inner_q = q.clamp(min=torch.finfo(torch.float64).tiny)
+        st = _stirlerr(mi)
+        stir = _stirlerr(torch.tensor(kf, dtype=torch.float64)) - st - st.flip(0)  # k-m = flip(m)
+        lc = stir - _bd0(mi, kf * inner_p) - _bd0(kf - mi, kf * inner_q)
+        lf = _LOG_2PI + torch.log(mi) + torch.log1p(-mi / kf)
+        inner = lc - 0.5 * lf
+        degenerate = (p == 0.0) | (p == 1.0)
+        out[..., 1:k] = torch.where(degenerate, torch.full_like(inner, -math.inf), inner)
+    return out
 
 
 def binomial_pmf(k: int, p: float | torch.Tensor) -> torch.Tensor:
     """The Binomial(k, p) pmf at m = 0..k, float64, shape ``(*p.shape, k + 1)``.
 
-    Computed in log space (``lgamma``), so it is accurate (relative error ~1e-9 or better where
-    the pmf does not underflow) and sums to 1 for k up to 10^6 and beyond. ``p`` in [0, 1].
+    Computed in log space with Loader's saddle-point algorithm (as R's ``dbinom``), so it is
+    accurate (relative error ~1e-13 where the pmf does not underflow) and sums to 1 for k up to
+    10^6 and beyond. ``p`` in [0, 1].
     """
     k = _as_int("k", k)
     pt = torch.as_tensor(p, dtype=torch.float64)
@@ -299,7 +361,9 @@ class LatentClassModel:
                 )
             shapes.append(tuple(int(d) for d in s.input_shape))
         if any(sh != shapes[0] for sh in shapes):
-            raise ValueError(f"samplers must all have the same input_shape; got {sorted(set(shapes))}")
+            raise ValueError(
+                f"samplers must all have the same input_shape; got {sorted(set(shapes))}"
+            )
         self._samplers: tuple[ClassSampler, ...] = tuple(samplers)
         self._input_shape: tuple[int, ...] = shapes[0]
         C = len(self._samplers)
@@ -328,10 +392,7 @@ class LatentClassModel:
         return self._samplers
 
     def __repr__(self) -> str:
-        return (
-            f"LatentClassModel(num_classes={self.num_classes}, "
-            f"input_shape={self.input_shape})"
-        )
+        return f"LatentClassModel(num_classes={self.num_classes}, input_shape={self.input_shape})"
 
     # ---- sampling --------------------------------------------------------------------------
 
@@ -411,10 +472,20 @@ class LatentClassModel:
         k = _as_int("k", k)
         check_choice("negatives", negatives, NEGATIVES)
         generator = _check_generator(generator)
+        C = self.num_classes
+        if (
+            not isinstance(anchor_class, torch.Tensor)
+            or anchor_class.ndim != 1
+            or anchor_class.is_floating_point()
+            or anchor_class.dtype == torch.bool
+        ):
+            raise ValueError("anchor_class must be a 1-D integer torch.Tensor of class indices")
+        anchor_class = anchor_class.to(torch.int64)
+        if bool((anchor_class < 0).any()) or bool((anchor_class >= C).any()):
+            raise ValueError(f"anchor_class must hold class indices in [0, {C - 1}]")
         n = int(anchor_class.shape[0])
         if negatives == "marginal":
             return _sample_categorical(self._prior, (n, k), generator)
-        C = self.num_classes
         if C < 2:
             raise ValueError("negatives='other-class' needs at least 2 classes; this model has 1")
         if bool((self._prior == 1.0).any()):
@@ -477,7 +548,9 @@ class LatentClassModel:
         try:
             ci = operator.index(c)
         except TypeError:
-            raise ValueError(f"c must be a class index in [0, {C - 1}] or None; got {c!r}") from None
+            raise ValueError(
+                f"c must be a class index in [0, {C - 1}] or None; got {c!r}"
+            ) from None
         if not 0 <= ci < C:
             raise ValueError(f"c must be a class index in [0, {C - 1}] or None; got {c!r}")
         return ci
@@ -488,9 +561,9 @@ class LatentClassModel:
         For unsupervised negatives (``"marginal"``) and anchor class c this is
         ``Binomial(k, rho_c)`` (SPEC A1); with ``c=None`` the anchor class is itself random, and
         the pmf is the mixture ``sum_c rho_c Binomial(k, rho_c)``. (With ``"other-class"``
-        negatives m = 0 always.) Computed in log space with ``lgamma``; accurate for k up to
-        10^6 and beyond. Classes with equal prior share one binomial, so a balanced prior costs
-        O(k).
+        negatives m = 0 always.) Computed in log space (Loader's algorithm, see
+        :func:`binomial_pmf`); accurate for k up to 10^6 and beyond. Classes with equal prior
+        share one binomial, so a balanced prior costs O(k).
         """
         k = _as_int("k", k)
         if c is not None:

@@ -1,0 +1,25 @@
+"""Shared fixtures and helpers for the test suite."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+
+def simplex_etf(num_classes: int, dim: int | None = None, dtype: torch.dtype = torch.float64):
+    """Unit-norm simplex ETF (SPEC A7), written independently of the library for the tests."""
+    c = num_classes
+    d = c - 1 if dim is None else dim
+    centered = torch.eye(c, dtype=dtype) - 1.0 / c
+    u, _, _ = torch.linalg.svd(centered)
+    v = u[:, : c - 1] * math.sqrt(c / (c - 1))
+    out = torch.zeros(c, d, dtype=dtype)
+    out[:, : c - 1] = v
+    return out
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
