@@ -329,12 +329,14 @@ def ref_jiang_given_indices(
     temperature: float = 1.0,
     normalize: str = "ball",
     negatives_reduction: str = "mean",
-) -> float:
+    reduction: str = "mean",
+) -> float | list[float]:
     """The sampled Jiang+ loss for GIVEN negative indices j_1..j_K of every pair (i, p):
 
     g_ip = (1/K) sum_r exp(S_{i j_r})  ("mean"; "sum": without the 1/K),
     l_ip = -log( exp(S_ip) / (exp(S_ip) + g_ip) ),
-    loss = sum_i sum_{p in P_i} l_ip / sum_i |P_i|.
+    loss = sum_i sum_{p in P_i} l_ip / sum_i |P_i|  (``reduction="none"``: the l_ip in row-major
+    order of (i, p); ``"sum"``: their sum).
     """
     _, _, s = _jiang_setup(z, labels, temperature, normalize)
     positives = ref_jiang_positives(labels)
@@ -343,7 +345,32 @@ def ref_jiang_given_indices(
         for p in p_set:
             g = _g_from_indices(s[i], indices[(i, p)], negatives_reduction)
             terms.append(_pair_loss(s[i][p], g))
-    return math.fsum(terms) / len(terms)
+    return reduce(terms, reduction)
+
+
+def ref_jiang_possible_pair_losses(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    k: int,
+    unsupervised: bool,
+    temperature: float = 1.0,
+    normalize: str = "ball",
+    negatives_reduction: str = "mean",
+) -> list[list[float]]:
+    """For each pair (i, p) in row-major order, every value l_ip can take when j_1..j_K range over
+    all multisets of N_i (the support of the sampling law for any finite beta)."""
+    _, y, s = _jiang_setup(z, labels, temperature, normalize)
+    out = []
+    for i, p_set in enumerate(ref_jiang_positives(labels)):
+        candidates = [j for j in range(len(y)) if unsupervised or y[j] != y[i]]
+        gs = [
+            _g_from_indices(s[i], combo, negatives_reduction)
+            for combo in itertools.combinations_with_replacement(candidates, k)
+        ]
+        for p in p_set:
+            out.append([_pair_loss(s[i][p], g) for g in gs])
+    return out
 
 
 def _multisets_with_probability(
@@ -377,7 +404,8 @@ def ref_jiang(
     mode: str = "loss",
     law: list[dict[int, float]] | None = None,
     by_tuples: bool = False,
-) -> float:
+    reduction: str = "mean",
+) -> float | list[float]:
     """Deterministic forms of the Jiang+ (2023) SCL/HSCL/UCL/HUCL loss (SPEC A3), t = temperature.
 
     With S = Z Z^T / t, P_i (including i), N_i and p_ij as in :func:`ref_jiang_sampling_law`:
@@ -390,8 +418,9 @@ def ref_jiang(
     - ``mode="mean"``: the plug-in form, g_ip = sum_j p_ij exp(S_ij) ("mean") or
       K sum_j p_ij exp(S_ij) ("sum").
 
-    loss = sum_i sum_{p in P_i} l_ip / sum_i |P_i|.  ``law`` overrides p_ij (e.g. frozen at other
-    inputs, to differentiate with the law detached).
+    loss = sum_i sum_{p in P_i} l_ip / sum_i |P_i| (``reduction="none"``: the l_ip in row-major
+    order of (i, p); ``"sum"``: their sum).  ``law`` overrides p_ij (e.g. frozen at other inputs,
+    to differentiate with the law detached).
     """
     _, _, s = _jiang_setup(z, labels, temperature, normalize)
     if law is None:
@@ -429,7 +458,7 @@ def ref_jiang(
                 terms.append(_pair_loss(s[i][p], g))
         else:
             raise ValueError(mode)
-    return math.fsum(terms) / len(terms)
+    return reduce(terms, reduction)
 
 
 def numerical_gradient(fn: Any, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:

@@ -271,6 +271,35 @@ def test_debiased_hard_defaults() -> None:
     _close(L.debiased_hard(z1, z2), R.reduce(R.ref_debiased_hard(z1, z2, 0.5, 0.1, 1.0), "mean"))
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("objective", ["info_nce", "supcon", "debiased_hard"])
+def test_two_view_reduction(objective, reduction) -> None:
+    """reduction="none" is the (2B,) vector of per-anchor losses, rows of z1 first."""
+    z1, z2 = _rows((5, 3), 23), _rows((5, 3), 24)
+    labels = _labels(5, 2, 25)
+    if objective == "info_nce":
+        got = L.info_nce(z1, z2, temperature=0.5, normalize="ball", reduction=reduction)
+        ref = R.ref_info_nce(z1, z2, 0.5, "ball")
+    elif objective == "supcon":
+        got = L.supcon(z1, z2, labels, temperature=0.5, normalize="ball", reduction=reduction)
+        ref = R.ref_supcon(z1, z2, labels, 0.5, "ball")
+    else:
+        got = L.debiased_hard(
+            z1, z2, temperature=0.5, tau_plus=0.1, beta=0.5, normalize="ball", reduction=reduction
+        )
+        ref = R.ref_debiased_hard(z1, z2, 0.5, 0.1, 0.5, "ball")
+    _close(got, R.reduce(ref, reduction))
+
+
+@pytest.mark.parametrize("base_temperature", [0.07, 0.5])
+def test_supcon_base_temperature(base_temperature) -> None:
+    """base_temperature scales the loss by t / base_temperature (Khosla et al.'s code)."""
+    z1, z2, labels = _rows((6, 3), 26), _rows((6, 3), 27), _labels(6, 3, 28)
+    ref = R.reduce(R.ref_supcon(z1, z2, labels, 0.1, "sphere"), "mean")
+    got = L.supcon(z1, z2, labels, temperature=0.1, base_temperature=base_temperature)
+    _close(got, 0.1 / base_temperature * ref)
+
+
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_debiased_hard_clamp_active(beta: float) -> None:
     """Positives close to their anchors and a large tau_plus push Ng below N exp(-1/t): the clamp
@@ -343,11 +372,9 @@ def test_jiang_hard_beta_grid(variant, beta, exact) -> None:
     _close(got, ref)
 
 
-@pytest.mark.parametrize("variant", list(JIANG))
+@pytest.mark.parametrize("variant", ["hscl", "hucl"])
 def test_jiang_beta_zero_equals_easy(variant) -> None:
     """hscl(beta=0) is scl and hucl(beta=0) is ucl (uniform law on N_i)."""
-    if not JIANG[variant][1]:
-        pytest.skip("only the hard variants take beta")
     easy = "scl" if variant == "hscl" else "ucl"
     z, y = _rows((6, 3), 43), _labels(6, 2, 43)
     for exact in (True, "mean"):
@@ -375,6 +402,18 @@ def test_jiang_defaults(variant) -> None:
     _close(got, _jiang_ref(variant, z, y, k=2, beta=1.0))
 
 
+@pytest.mark.parametrize("variant", list(JIANG))
+@pytest.mark.parametrize("exact", [True, "mean"], ids=["exact-loss", "exact-mean"])
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_jiang_reduction(variant, exact, reduction) -> None:
+    """reduction="none": one loss per (anchor, positive) pair, in row-major order of (i, p)."""
+    z, y = _rows((7, 3), 63), _labels(7, 3, 63)
+    kwargs = dict(k=2, beta=1.5, temperature=0.5, normalize="sphere", negatives_reduction="sum")
+    got = _jiang_call(variant, z, y, exact=exact, reduction=reduction, **kwargs)
+    mode = "loss" if exact is True else "mean"
+    _close(got, _jiang_ref(variant, z, y, mode=mode, reduction=reduction, **kwargs))
+
+
 # --------------------------------------------------------------------------------------------
 # Jiang+: the sampled form
 # --------------------------------------------------------------------------------------------
@@ -392,7 +431,7 @@ def test_jiang_sampled_reproducible(variant) -> None:
     assert torch.equal(outs[0], outs[1])
     assert torch.equal(grads[0], grads[1])
     others = {
-        float(_jiang_call(variant, z, y, k=4, beta=2.0, exact=False, generator=_gen(s)))
+        float(_jiang_call(variant, z.detach(), y, k=4, beta=2.0, exact=False, generator=_gen(s)))
         for s in range(6, 12)
     }
     assert len(others) > 1, "different seeds should give different samples"
@@ -434,30 +473,69 @@ def test_jiang_sampled_single_candidate(variant, negatives_reduction, k) -> None
     torch.testing.assert_close(grad, R.numerical_gradient(ref, z), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("variant", list(JIANG))
+@pytest.mark.parametrize("negatives_reduction", ["mean", "sum"])
+def test_jiang_sampled_pairs_in_support(variant, negatives_reduction) -> None:
+    """Each sampled l_ip (reduction="none") is the formula at SOME multiset of K indices from
+    N_i: other-class samples only for SCL/HSCL, any sample (the anchor included) for UCL/HUCL;
+    and reduction="mean" is the mean of those pair losses for the same draw."""
+    z, y = _rows((7, 2), 73), _labels(7, 3, 73)
+    unsupervised = JIANG[variant][0]
+    kwargs = dict(k=2, temperature=0.5, normalize="ball", negatives_reduction=negatives_reduction)
+    possible = R.ref_jiang_possible_pair_losses(z, y, unsupervised=unsupervised, **kwargs)
+    for seed in range(5):
+        per_pair = _jiang_call(
+            variant, z, y, beta=1.0, exact=False, reduction="none", generator=_gen(seed), **kwargs
+        )
+        assert per_pair.shape == (len(possible),)
+        for value, options in zip(per_pair.tolist(), possible, strict=True):
+            assert min(abs(value - o) for o in options) < 1e-10 * (1 + abs(value)), (
+                value,
+                options,
+            )
+        mean = _jiang_call(
+            variant, z, y, beta=1.0, exact=False, reduction="mean", generator=_gen(seed), **kwargs
+        )
+        _close(mean, float(per_pair.mean()), rtol=1e-12, atol=1e-14)
+
+
 MC_CALLS = 1500
 
 
 @pytest.mark.parametrize("variant", list(JIANG))
 @pytest.mark.parametrize("negatives_reduction", ["mean", "sum"])
 def test_jiang_sampled_monte_carlo_mean(variant, negatives_reduction) -> None:
-    """The mean of the sampled loss over many seeded calls matches the brute-force exact
-    expectation (within 4 standard errors; the seeds are fixed so the test is deterministic)."""
+    """The mean of the sampled loss over many calls matches the brute-force exact expectation
+    within 4 standard errors, for the whole loss and for every (i, p) pair (within 5 standard
+    errors; one seeded generator, so the test is deterministic)."""
     z, y = _rows((6, 2), 91), torch.tensor([0, 1, 2, 0, 1, 2])
     kwargs = dict(
-        k=3, beta=2.0, temperature=0.5, normalize="sphere", negatives_reduction=negatives_reduction
+        k=3,
+        beta=2.0,
+        temperature=0.5,
+        normalize="sphere",
+        negatives_reduction=negatives_reduction,
     )
     gen = _gen(1234)
-    values = torch.tensor(
+    values = torch.stack(
         [
-            float(_jiang_call(variant, z, y, exact=False, generator=gen, **kwargs))
+            _jiang_call(variant, z, y, exact=False, generator=gen, reduction="none", **kwargs)
             for _ in range(MC_CALLS)
-        ],
-        dtype=F64,
+        ]
     )
-    mean, se = float(values.mean()), float(values.std()) / math.sqrt(MC_CALLS)
+    exact_pairs = torch.tensor(_jiang_ref(variant, z, y, reduction="none", **kwargs), dtype=F64)
     exact = _jiang_ref(variant, z, y, **kwargs)
+    assert float(exact_pairs.mean()) == pytest.approx(exact, rel=1e-12)
+
+    totals = values.mean(dim=1)
+    mean, se = float(totals.mean()), float(totals.std()) / math.sqrt(MC_CALLS)
     assert se > 0
     assert abs(mean - exact) < 4 * se, (mean, exact, se, (mean - exact) / se)
+
+    pair_se = values.std(dim=0) / math.sqrt(MC_CALLS)
+    assert bool((pair_se > 0).all())
+    z_scores = (values.mean(dim=0) - exact_pairs) / pair_se
+    assert float(z_scores.abs().max()) < 5, z_scores
 
 
 # --------------------------------------------------------------------------------------------

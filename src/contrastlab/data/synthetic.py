@@ -45,6 +45,8 @@ __all__ = [
 _MAX_BATCH_NUMBERS = 1 << 23
 # Below this probability of the support a truncated law is refused (sampling would not end).
 _MIN_ACCEPTANCE = 1e-7
+# Quadrature over a ~ N(0, 1) is cut at |a| = 38.5, where the density is below 1e-320.
+_A_MAX = 38.5
 
 
 def _vector(name: str, value: Any) -> torch.Tensor:
@@ -249,14 +251,24 @@ class SphericalCapClass:
             def inside(a: float) -> float:  # 1 + s a > 0 and s r <= tan(alpha) (1 + s a)
                 return phi(a) * chi2_cdf(tan_a * (1.0 + s * a) / s)
 
-            val, _ = integrate.quad(inside, a0, np.inf, epsabs=0.0, epsrel=1e-6, limit=200)
+            lo = max(a0, -_A_MAX)
+            pts = [0.0] if lo < 0.0 else None
+            val, _ = integrate.quad(
+                inside, lo, _A_MAX, points=pts, epsabs=0.0, epsrel=1e-6, limit=200
+            )
             return float(min(1.0, max(0.0, val)))
         tan_b = math.tan(math.pi - alpha)
 
         def behind(a: float) -> float:  # 1 + s a < 0 and s r >= tan(pi - alpha) |1 + s a|
             return phi(a) * (1.0 - chi2_cdf(tan_b * abs(1.0 + s * a) / s))
 
-        val, _ = integrate.quad(behind, -np.inf, a0, epsabs=0.0, epsrel=1e-6, limit=200)
+        if a0 <= -_A_MAX:
+            val = 0.0
+        else:
+            pts = [0.0] if a0 > 0.0 else None
+            val, _ = integrate.quad(
+                behind, -_A_MAX, a0, points=pts, epsabs=0.0, epsrel=1e-6, limit=200
+            )
         return float(min(1.0, max(0.0, special.ndtr(1.0 / s) + val)))
 
     def _angles(self, x64: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ HSCLLoss, UCLLoss, HUCLLoss.
 """
 
 from contrastlab.losses.debiased import debiased_hard
-from contrastlab.losses.expectation import expected_log1p_sum
+from contrastlab.losses.expectation import expected_log1p_sum, expected_log1p_sum_grouped
 from contrastlab.losses.family import (
     LOSS_PROPERTIES,
     LOSSES,
@@ -94,6 +94,7 @@ __all__ = [
     "check_loss_properties",
     "debiased_hard",
     "expected_log1p_sum",
+    "expected_log1p_sum_grouped",
     "gather_negatives",
     "hard_contrastive",
     "hscl",

@@ -25,8 +25,8 @@ Three estimators of the same objective, chosen by ``exact``:
 - ``False``: the sampled form above (gradients flow through the sampled S_ij only);
 - ``True`` or ``"loss"``: the exact expectation of l_ip over the sampling law given the batch —
   no sampling noise; the value the sampled form averages to. Computed exactly, for any k, by
-  the one-dimensional integral of :mod:`contrastlab.losses.expectation` (cost O(B^2 |P| Q), Q
-  ~ 8 (2/t + log k + 90) quadrature nodes); it is the batch analogue of the population loss;
+  the one-dimensional integral of :mod:`contrastlab.losses.expectation` (cost O(B^2 Q), Q
+  ~ 8 (2/t + log k + 90) quadrature nodes per anchor); it is the batch analogue of the population loss;
 - ``"mean"``: the plug-in that replaces g_ip by its expectation sum_j q_ij exp(S_ij) inside the
   log (what the earlier ``rjiang03/H-SCL`` code and Robinson et al.'s reweighting compute). By
   Jensen it upper-bounds the expected loss; it is *not* the mean of the sampled form.
@@ -51,7 +51,7 @@ from contrastlab._validation import (
     check_tensor,
 )
 from contrastlab.losses._common import reduce
-from contrastlab.losses.expectation import expected_log1p_sum
+from contrastlab.losses.expectation import expected_log1p_sum_grouped
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.samplers import candidate_mask, sample_from_log_probs, tilted_log_probs
 
@@ -123,8 +123,8 @@ def hard_contrastive(
             log_g = log_g + math.log(k)
         per_pair = F.softplus(log_g - s_pos)
     else:
-        log_y = logits[pos_i] - s_pos[:, None] - log_k  # (R, B)
-        per_pair = expected_log1p_sum(log_y, log_q[pos_i], k)
+        # pair (i, p): Y = exp(S_ij - S_ip) / k, j ~ q_i. — one law per anchor, shifted per pair
+        per_pair = expected_log1p_sum_grouped(logits, log_q, pos_i, -s_pos - log_k, k)
     return reduce(per_pair, reduction)
 
 

@@ -1,0 +1,5 @@
+"""``python -m contrastlab`` runs the command line."""
+
+from contrastlab.cli import main
+
+main()
