@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,9 +14,9 @@ app = typer.Typer(add_completion=False, help="contrastlab: a laboratory for cont
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("reports/demo"), help="Directory for the report."),
-    steps: int = typer.Option(300, min=1, help="Training steps per configuration."),
-    seed: int = typer.Option(0, help="Random seed."),
+    out: Annotated[Path, typer.Option(help="Directory for the report.")] = Path("reports/demo"),
+    steps: Annotated[int, typer.Option(min=1, help="Training steps per configuration.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Run the demo job (exact ETF losses vs k; SCL/HSCL/UCL/HUCL training) and write a report."""
     from contrastlab.demo import run_demo

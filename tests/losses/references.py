@@ -357,19 +357,19 @@ def ref_jiang_possible_pair_losses(
     temperature: float = 1.0,
     normalize: str = "ball",
     negatives_reduction: str = "mean",
-) -> list[list[float]]:
-    """For each pair (i, p) in row-major order, every value l_ip can take when j_1..j_K range over
+) -> list[list[tuple[tuple[int, ...], float]]]:
+    """For each pair (i, p) in row-major order, every (multiset, l_ip) with j_1..j_K ranging over
     all multisets of N_i (the support of the sampling law for any finite beta)."""
     _, y, s = _jiang_setup(z, labels, temperature, normalize)
     out = []
     for i, p_set in enumerate(ref_jiang_positives(labels)):
         candidates = [j for j in range(len(y)) if unsupervised or y[j] != y[i]]
-        gs = [
-            _g_from_indices(s[i], combo, negatives_reduction)
-            for combo in itertools.combinations_with_replacement(candidates, k)
-        ]
+        combos = list(itertools.combinations_with_replacement(candidates, k))
+        gs = [_g_from_indices(s[i], combo, negatives_reduction) for combo in combos]
         for p in p_set:
-            out.append([_pair_loss(s[i][p], g) for g in gs])
+            out.append(
+                [(combo, _pair_loss(s[i][p], g)) for combo, g in zip(combos, gs, strict=True)]
+            )
     return out
 
 

@@ -29,6 +29,16 @@ TAU_PLUS = (0.0, 0.1, 0.3)
 JIANG = {"scl": (False, False), "hscl": (False, True), "ucl": (True, False), "hucl": (True, True)}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tensors here are tiny: one intra-op thread avoids OpenMP spin-waiting, which makes this
+    module ~8x slower on a busy 2-core machine. The previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------------------------
@@ -73,7 +83,7 @@ def _jiang_call(variant: str, z, labels, *, k, beta, **kwargs):
     return fn(z, labels, k=k, **kwargs)
 
 
-def _jiang_ref(variant: str, z, labels, *, k, beta, **kwargs) -> float:
+def _jiang_ref(variant: str, z, labels, *, k, beta, **kwargs) -> float | list[float]:
     unsupervised, hard = JIANG[variant]
     return R.ref_jiang(
         z, labels, k=k, beta=beta if hard else 0.0, unsupervised=unsupervised, **kwargs
@@ -136,7 +146,7 @@ def test_reference_self_consistency() -> None:
 
 
 @pytest.mark.parametrize("kind", NORMALIZATIONS)
-@pytest.mark.parametrize("shape", [(7, 3), (4, 3, 5), (2, 1)])
+@pytest.mark.parametrize("shape", [(7, 3), (4, 3, 5), (2, 1), (5,)])
 def test_normalize(kind: str, shape: tuple[int, ...]) -> None:
     z = _rows(shape, 10 + len(shape))
     _close(L.normalize(z, kind), R.ref_normalize(z, kind), rtol=1e-12, atol=1e-14)
@@ -360,6 +370,22 @@ def test_jiang_deterministic(variant, exact, negatives_reduction, temperature, n
     _close(got, ref)
 
 
+@pytest.mark.parametrize("variant", list(JIANG))
+@pytest.mark.parametrize("k", [8, 16, 32])
+@pytest.mark.parametrize("temperature", [0.1, 1.0])
+@pytest.mark.parametrize("normalize", ["sphere", "none"])
+def test_jiang_exact_loss_large_k(variant, k, temperature, normalize) -> None:
+    """exact=True at larger K against the multinomial enumeration (B = 4, so |N_i| <= 4)."""
+    scale = 2.0 if normalize == "none" else 1.0
+    z, y = scale * _rows((4, 3), 5 * k), _labels(4, 2, k)
+    kwargs = dict(k=k, beta=2.0, temperature=temperature, normalize=normalize)
+    for negatives_reduction in ("mean", "sum"):
+        got = _jiang_call(
+            variant, z, y, exact=True, negatives_reduction=negatives_reduction, **kwargs
+        )
+        _close(got, _jiang_ref(variant, z, y, negatives_reduction=negatives_reduction, **kwargs))
+
+
 @pytest.mark.parametrize("variant", ["hscl", "hucl"])
 @pytest.mark.parametrize("beta", BETAS)
 @pytest.mark.parametrize("exact", [True, "mean"], ids=["exact-loss", "exact-mean"])
@@ -473,6 +499,18 @@ def test_jiang_sampled_single_candidate(variant, negatives_reduction, k) -> None
     torch.testing.assert_close(grad, R.numerical_gradient(ref, z), rtol=1e-5, atol=1e-7)
 
 
+def _identify_draws(per_pair: torch.Tensor, possible) -> list[tuple[int, ...]]:
+    """The multiset of negative indices behind each sampled pair loss (the unique one whose
+    formula value matches)."""
+    draws = []
+    for value, options in zip(per_pair.tolist(), possible, strict=True):
+        matches = [combo for combo, v in options if abs(value - v) < 1e-10 * (1 + abs(value))]
+        assert matches, (value, options)
+        assert len(matches) == 1, (value, matches)
+        draws.append(matches[0])
+    return draws
+
+
 @pytest.mark.parametrize("variant", list(JIANG))
 @pytest.mark.parametrize("negatives_reduction", ["mean", "sum"])
 def test_jiang_sampled_pairs_in_support(variant, negatives_reduction) -> None:
@@ -488,15 +526,39 @@ def test_jiang_sampled_pairs_in_support(variant, negatives_reduction) -> None:
             variant, z, y, beta=1.0, exact=False, reduction="none", generator=_gen(seed), **kwargs
         )
         assert per_pair.shape == (len(possible),)
-        for value, options in zip(per_pair.tolist(), possible, strict=True):
-            assert min(abs(value - o) for o in options) < 1e-10 * (1 + abs(value)), (
-                value,
-                options,
-            )
+        _identify_draws(per_pair, possible)
         mean = _jiang_call(
             variant, z, y, beta=1.0, exact=False, reduction="mean", generator=_gen(seed), **kwargs
         )
         _close(mean, float(per_pair.mean()), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("variant", list(JIANG))
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
+def test_jiang_sampled_gradient_is_formula_with_fixed_draws(variant, normalize) -> None:
+    """The gradient of the sampled loss is the gradient of the formula with the sampled indices
+    held fixed (the sampling law is detached): the draws are recovered from the per-pair values,
+    then the reference with those draws is differentiated by finite differences."""
+    z, y = _rows((6, 2), 75, True), _labels(6, 3, 75)
+    unsupervised = JIANG[variant][0]
+    kwargs = dict(k=2, temperature=0.5, normalize=normalize, negatives_reduction="mean")
+    possible = R.ref_jiang_possible_pair_losses(z, y, unsupervised=unsupervised, **kwargs)
+    per_pair = _jiang_call(
+        variant, z, y, beta=2.0, exact=False, reduction="none", generator=_gen(3), **kwargs
+    )
+    draws = _identify_draws(per_pair.detach(), possible)
+    pairs = [(i, p) for i, p_set in enumerate(R.ref_jiang_positives(y)) for p in p_set]
+    indices = dict(zip(pairs, draws, strict=True))
+    loss = _jiang_call(variant, z, y, beta=2.0, exact=False, generator=_gen(3), **kwargs)
+    _close(loss, float(per_pair.detach().mean()), rtol=1e-12, atol=1e-14)
+    (grad,) = torch.autograd.grad(loss, z)
+
+    def ref(x):
+        return R.ref_jiang_given_indices(
+            x, y, indices, temperature=0.5, normalize=normalize, negatives_reduction="mean"
+        )
+
+    torch.testing.assert_close(grad, R.numerical_gradient(ref, z), rtol=1e-5, atol=1e-7)
 
 
 MC_CALLS = 1500
@@ -676,3 +738,55 @@ def test_gradcheck_jiang_sampled(variant, negatives_reduction, normalize) -> Non
         ),
         z,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# float32 with logits beyond float32's exp range (|s| / t > 88.7)
+# --------------------------------------------------------------------------------------------
+
+F32_OBJECTIVES = [
+    "info_nce",
+    "supcon",
+    "debiased_hard",
+    "nce_loss-infonce",
+    "nce_loss-infonce-mean",
+    "nce_loss-logistic",
+    "hscl-loss",
+    "hucl-loss",
+    "hscl-mean",
+    "hucl-mean",
+]
+
+
+@pytest.mark.parametrize("objective", F32_OBJECTIVES)
+def test_float32_large_logits_match_float64_reference(objective) -> None:
+    """float32 inputs whose scaled similarities reach ~125 (exp overflows float32 at 88.7) must
+    still match the float64 reference to float32 accuracy."""
+    t = 0.05
+    z1, z2 = 3.0 * _rows((6, 4), 1), 3.0 * _rows((6, 4), 2)
+    y = _labels(6, 2, 3)
+    assert float((z1 @ z2.T).abs().max()) / t > 100
+    f = lambda x: x.to(torch.float32)  # noqa: E731
+    if objective == "info_nce":
+        got = L.info_nce(f(z1), f(z2), temperature=t, normalize="none")
+        ref = R.reduce(R.ref_info_nce(z1, z2, t, "none"), "mean")
+    elif objective == "supcon":
+        got = L.supcon(f(z1), f(z2), y, temperature=t, normalize="none")
+        ref = R.reduce(R.ref_supcon(z1, z2, y, t, "none"), "mean")
+    elif objective == "debiased_hard":
+        got = L.debiased_hard(f(z1), f(z2), temperature=t, tau_plus=0.1, beta=1.0, normalize="none")
+        ref = R.reduce(R.ref_debiased_hard(z1, z2, t, 0.1, 1.0, "none"), "mean")
+    elif objective.startswith("nce_loss"):
+        loss = objective.split("-", 1)[1]
+        n = 3.0 * _rows((6, 5, 4), 4)
+        got = L.nce_loss(f(z1), f(z2), f(n), loss=loss, temperature=t)
+        ref = R.reduce(R.ref_nce_loss(z1, z2, n, loss, t, "none"), "mean")
+    else:
+        variant, mode = objective.split("-")
+        exact = True if mode == "loss" else "mean"
+        kwargs = dict(k=3, beta=1.0, temperature=t, normalize="none")
+        got = _jiang_call(variant, f(z1), y, exact=exact, **kwargs)
+        ref = _jiang_ref(variant, z1, y, mode=mode, **kwargs)
+    assert got.dtype == torch.float32
+    assert math.isfinite(float(got))
+    assert float(got) == pytest.approx(ref, rel=2e-5)

@@ -13,6 +13,7 @@ similarity, as in SimCLR. Computed with a masked log-sum-exp: finite for any t >
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from contrastlab._validation import check_positive
 from contrastlab.losses._common import check_two_views, reduce, view_positive_index
@@ -48,6 +49,5 @@ def info_nce(
     b = check_two_views(z1, z2, min_batch=1)
     logits = view_logits(z1, z2, temperature, normalize)
     pos = view_positive_index(b, logits.device)
-    rows = torch.arange(2 * b, device=logits.device)
-    per_anchor = torch.logsumexp(logits, dim=1) - logits[rows, pos]
+    per_anchor = F.cross_entropy(logits, pos, reduction="none")  # fused log-softmax + pick
     return reduce(per_anchor, reduction)

@@ -13,6 +13,8 @@ similarities; the batch reduction is a mean over anchors by default.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from contrastlab._validation import check_choice, check_positive, check_tensor
@@ -69,5 +71,16 @@ def nce_loss(
         s_neg = a @ n.T  # (B, k)
     else:
         s_neg = torch.einsum("bd,bkd->bk", a, n)
-    per_anchor = score_loss(s_pos - s_neg, loss, temperature)
+    if loss == "hinge":
+        per_anchor = score_loss(s_pos - s_neg, loss, temperature)
+    else:
+        # log(1 + sum_i exp((s_i^- - s^+) / t)) as a log-softmax of the positive: one fused pass
+        t = 1.0 if loss == "logistic" else temperature
+        logits = torch.cat([s_pos, s_neg], dim=1) / t
+        if loss == "infonce-mean":
+            # log(1 + (1/k) sum ...): shift the negatives' logits by -log k
+            logits = logits - torch.cat(
+                [logits.new_zeros(1), logits.new_full((s_neg.shape[1],), math.log(s_neg.shape[1]))]
+            )
+        per_anchor = torch.logsumexp(logits, dim=1) - logits[:, 0]
     return reduce(per_anchor, reduction)

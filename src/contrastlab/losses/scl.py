@@ -25,8 +25,9 @@ Three estimators of the same objective, chosen by ``exact``:
 - ``False``: the sampled form above (gradients flow through the sampled S_ij only);
 - ``True`` or ``"loss"``: the exact expectation of l_ip over the sampling law given the batch —
   no sampling noise; the value the sampled form averages to. Computed exactly, for any k, by
-  the one-dimensional integral of :mod:`contrastlab.losses.expectation` (cost O(B^2 Q), Q
-  ~ 8 (2/t + log k + 90) quadrature nodes per anchor); it is the batch analogue of the population loss;
+  the one-dimensional integral of :mod:`contrastlab.losses.expectation` (cost O(B^2 Q), with
+  Q ~ 8 (2/t + log k + 90) quadrature nodes per anchor); it is the batch analogue of the
+  population loss;
 - ``"mean"``: the plug-in that replaces g_ip by its expectation sum_j q_ij exp(S_ij) inside the
   log (what the earlier ``rjiang03/H-SCL`` code and Robinson et al.'s reweighting compute). By
   Jensen it upper-bounds the expected loss; it is *not* the mean of the sampled form.

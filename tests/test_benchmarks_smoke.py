@@ -1,0 +1,19 @@
+"""The benchmark harness runs and every implementation agrees with contrastlab (tiny sizes)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_losses.py"
+
+
+def test_bench_quick_runs_and_agrees(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_losses", BENCH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "table.md"
+    assert mod.main(["--quick", "--repeats", "1", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| NT-Xent" in table and "published" in table and "NO |" not in table
