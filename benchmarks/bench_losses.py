@@ -58,7 +58,9 @@ def plain_supcon(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, t: float) 
     return (-(mask * log_prob).sum(1) / mask.sum(1)).mean()
 
 
-def published_hard(z1: torch.Tensor, z2: torch.Tensor, t: float, tau: float, beta: float) -> torch.Tensor:
+def published_hard(
+    z1: torch.Tensor, z2: torch.Tensor, t: float, tau: float, beta: float
+) -> torch.Tensor:
     # Robinson et al. image/main.py, re-expressed (exp of similarities, masked_select, clamp)
     b = z1.shape[0]
     out1, out2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
@@ -78,7 +80,9 @@ def published_hard(z1: torch.Tensor, z2: torch.Tensor, t: float, tau: float, bet
     return (-torch.log(pos / (pos + ng))).mean()
 
 
-def published_hscl(z: torch.Tensor, y: torch.Tensor, beta: float, k: int, rng: np.random.Generator) -> torch.Tensor:
+def published_hscl(
+    z: torch.Tensor, y: torch.Tensor, beta: float, k: int, rng: np.random.Generator
+) -> torch.Tensor:
     # Jiang et al. nce_supervised_hard, re-expressed on CPU (per-anchor loop, numpy sampling)
     inner = z @ z.T
     batch = y.shape[0]
@@ -139,7 +143,7 @@ def cases(quick: bool) -> list[tuple[str, dict[str, Impl], float]]:
     try:
         from lightly.loss import NTXentLoss as LightlyNTXent
     except ImportError:  # pragma: no cover - optional peer
-        LightlyNTXent = None  # noqa: N806
+        LightlyNTXent = None
     try:
         from pytorch_metric_learning import losses as pml
     except ImportError:  # pragma: no cover - optional peer
@@ -194,8 +198,9 @@ def cases(quick: bool) -> list[tuple[str, dict[str, Impl], float]]:
         rng = np.random.default_rng(0)
         gen = torch.Generator().manual_seed(0)
         impls = {
-            "contrastlab": lambda z=z, y=y, k=k, gen=gen: L.hscl(z, y, beta=5.0, k=k, normalize="none",
-                                                               generator=gen),
+            "contrastlab": lambda z=z, y=y, k=k, gen=gen: L.hscl(
+                z, y, beta=5.0, k=k, normalize="none", generator=gen
+            ),
             "published": lambda z=z, y=y, k=k, rng=rng: published_hscl(z, y, 5.0, k, rng),
         }
         # sampled losses: values agree only statistically

@@ -18,8 +18,9 @@ def test_permuting_negatives_does_not_change_nce(loss: str) -> None:
     n = torch.randn(4, 9, 3, generator=g)
     perm = torch.randperm(9, generator=g)
     base = L.nce_loss(a, p, n, loss=loss, temperature=0.3, reduction="none")
-    assert torch.allclose(base, L.nce_loss(a, p, n[:, perm], loss=loss, temperature=0.3,
-                                           reduction="none"), atol=1e-6)
+    assert torch.allclose(
+        base, L.nce_loss(a, p, n[:, perm], loss=loss, temperature=0.3, reduction="none"), atol=1e-6
+    )
     # shared (k, d) negatives equal the broadcast (B, k, d) form
     shared = n[0]
     assert torch.allclose(
@@ -31,7 +32,10 @@ def test_permuting_negatives_does_not_change_nce(loss: str) -> None:
 
 def test_permuting_the_batch_does_not_change_in_batch_losses() -> None:
     g = torch.Generator().manual_seed(1)
-    z1, z2 = torch.randn(10, 5, generator=g, dtype=torch.float64), torch.randn(10, 5, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(10, 5, generator=g, dtype=torch.float64),
+        torch.randn(10, 5, generator=g, dtype=torch.float64),
+    )
     y = torch.arange(10) % 3
     perm = torch.randperm(10, generator=g)
     for fn in (
@@ -50,13 +54,17 @@ def test_modules_equal_functions() -> None:
     y = torch.arange(8) % 4
     assert torch.equal(L.InfoNCELoss(0.3)(z1, z2), L.info_nce(z1, z2, 0.3))
     assert torch.equal(L.SupConLoss(0.3)(z1, z2, y), L.supcon(z1, z2, y, 0.3))
-    assert torch.equal(L.DebiasedHardLoss(0.3, 0.1, 2.0)(z1, z2), L.debiased_hard(z1, z2, 0.3, 0.1, 2.0))
+    assert torch.equal(
+        L.DebiasedHardLoss(0.3, 0.1, 2.0)(z1, z2), L.debiased_hard(z1, z2, 0.3, 0.1, 2.0)
+    )
     n = torch.randn(8, 5, 4, generator=g)
     assert torch.equal(L.NCELoss("hinge")(z1, z2, n), L.nce_loss(z1, z2, n, loss="hinge"))
-    for module, fn in [(L.SCLLoss(k=7, exact=True), lambda: L.scl(z1, y, k=7, exact=True)),
-                       (L.HSCLLoss(beta=2.0, k=7, exact=True), lambda: L.hscl(z1, y, beta=2.0, k=7, exact=True)),
-                       (L.UCLLoss(k=7, exact=True), lambda: L.ucl(z1, y, k=7, exact=True)),
-                       (L.HUCLLoss(beta=2.0, k=7, exact=True), lambda: L.hucl(z1, y, beta=2.0, k=7, exact=True))]:
+    for module, fn in [
+        (L.SCLLoss(k=7, exact=True), lambda: L.scl(z1, y, k=7, exact=True)),
+        (L.HSCLLoss(beta=2.0, k=7, exact=True), lambda: L.hscl(z1, y, beta=2.0, k=7, exact=True)),
+        (L.UCLLoss(k=7, exact=True), lambda: L.ucl(z1, y, k=7, exact=True)),
+        (L.HUCLLoss(beta=2.0, k=7, exact=True), lambda: L.hucl(z1, y, beta=2.0, k=7, exact=True)),
+    ]:
         assert torch.equal(module(z1, y), fn())
 
 
@@ -95,7 +103,9 @@ def test_expected_log1p_sum_handles_unsupported_values_and_extremes() -> None:
     # huge values: E log(1 + sum) ~ E log(sum of the huge values)
     big = torch.tensor([[700.0, 701.0]], dtype=torch.float64)
     half = torch.log(torch.tensor([[0.5, 0.5]], dtype=torch.float64))
-    want = 0.25 * (math.log(2) + 700) + 0.25 * (math.log(2) + 701) + 0.5 * (700 + math.log1p(math.e))
+    want = (
+        0.25 * (math.log(2) + 700) + 0.25 * (math.log(2) + 701) + 0.5 * (700 + math.log1p(math.e))
+    )
     assert L.expected_log1p_sum(big, half, 2).item() == pytest.approx(want, rel=1e-10)
 
 
@@ -108,6 +118,16 @@ def test_expected_log1p_sum_gradcheck() -> None:
 
 def test_help_shows_the_whole_family() -> None:
     doc = L.__doc__ or ""
-    for name in ("nce_loss", "info_nce", "supcon", "debiased_hard", "scl", "hscl", "ucl", "hucl",
-                 "normalize", "NegativeSampler"):
+    for name in (
+        "nce_loss",
+        "info_nce",
+        "supcon",
+        "debiased_hard",
+        "scl",
+        "hscl",
+        "ucl",
+        "hucl",
+        "normalize",
+        "NegativeSampler",
+    ):
         assert name in doc and hasattr(L, name)

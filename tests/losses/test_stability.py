@@ -28,7 +28,11 @@ def _feat(*shape: int, norm: float | None = None, seed: int = 0) -> torch.Tensor
 @pytest.mark.parametrize("normalize", ["sphere", "none"])
 @pytest.mark.parametrize("loss", L.LOSSES)
 def test_nce_loss_k4096(loss: str, normalize: str) -> None:
-    a, p, n = _feat(8, 16, norm=100.0), _feat(8, 16, norm=100.0, seed=1), _feat(8, K_BIG, 16, norm=100.0, seed=2)
+    a, p, n = (
+        _feat(8, 16, norm=100.0),
+        _feat(8, 16, norm=100.0, seed=1),
+        _feat(8, K_BIG, 16, norm=100.0, seed=2),
+    )
     _finite(L.nce_loss(a, p, n, loss=loss, temperature=0.05, normalize=normalize), a, p, n)
 
 
@@ -46,7 +50,9 @@ def test_info_nce_and_supcon(normalize: str) -> None:
 def test_debiased_hard_beta30(normalize: str, tau_plus: float) -> None:
     z1, z2 = _feat(64, 16, norm=100.0), _feat(64, 16, norm=100.0, seed=1)
     _finite(
-        L.debiased_hard(z1, z2, temperature=0.05, tau_plus=tau_plus, beta=30.0, normalize=normalize),
+        L.debiased_hard(
+            z1, z2, temperature=0.05, tau_plus=tau_plus, beta=30.0, normalize=normalize
+        ),
         z1,
         z2,
     )
@@ -59,8 +65,16 @@ def test_hard_family_k4096_beta30(fn, normalize: str, exact) -> None:
     z = _feat(24, 8, norm=100.0)
     labels = torch.arange(24) % 4
     g = torch.Generator().manual_seed(0)
-    out = fn(z, labels, beta=30.0, k=K_BIG, temperature=0.05, normalize=normalize, exact=exact,
-             generator=g)
+    out = fn(
+        z,
+        labels,
+        beta=30.0,
+        k=K_BIG,
+        temperature=0.05,
+        normalize=normalize,
+        exact=exact,
+        generator=g,
+    )
     _finite(out, z)
 
 

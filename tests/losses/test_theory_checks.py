@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -34,7 +35,9 @@ def test_scl_ucl_hscl_at_etf(c: int, k: int, t: float) -> None:
     kw = {"k": k, "temperature": t, "exact": True, "negatives_reduction": "sum"}
     assert L.scl(z, y, **kw).item() == pytest.approx(math.log1p(k * math.exp(-a)), abs=1e-9)
     # every negative is equidistant from the anchor: hardness changes nothing
-    assert L.hscl(z, y, beta=3.0, **kw).item() == pytest.approx(math.log1p(k * math.exp(-a)), abs=1e-9)
+    assert L.hscl(z, y, beta=3.0, **kw).item() == pytest.approx(
+        math.log1p(k * math.exp(-a)), abs=1e-9
+    )
     assert L.ucl(z, y, **kw).item() == pytest.approx(_ucl_closed(c, k, a, 1 / c), abs=1e-9)
     # Jiang-code convention (mean over negatives): log(1 + e^{-a})
     kw["negatives_reduction"] = "mean"
@@ -55,8 +58,13 @@ def test_spec_reference_values() -> None:
     # SPEC A7 table, C = 10, t = 1 (UCL / SCL) and HUCL at k = 16.
     z, y = _etf_batch(10)
     kw = {"exact": True, "negatives_reduction": "sum"}
-    table = {1: (0.3254, 0.2846), 4: (0.9389, 0.8402), 16: (1.9876, 1.8353), 64: (3.2701, 3.0941),
-             256: (4.6288, 4.4459)}
+    table = {
+        1: (0.3254, 0.2846),
+        4: (0.9389, 0.8402),
+        16: (1.9876, 1.8353),
+        64: (3.2701, 3.0941),
+        256: (4.6288, 4.4459),
+    }
     for k, (u, s) in table.items():
         assert L.ucl(z, y, k=k, **kw).item() == pytest.approx(u, abs=6e-5)
         assert L.scl(z, y, k=k, **kw).item() == pytest.approx(s, abs=6e-5)
@@ -93,7 +101,7 @@ def test_harris_inequality(seed: int, k: int, exact) -> None:
     betas = [0.0, 0.5, 1.0, 2.0, 5.0, 10.0]
     for hard in (L.hscl, L.hucl):
         values = [hard(z, y, beta=b, k=k, exact=exact).item() for b in betas]
-        assert all(b >= a - 1e-12 for a, b in zip(values, values[1:])), values
+        assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values)), values
     assert L.hscl(z, y, beta=2.0, k=k, exact=exact) >= L.scl(z, y, k=k, exact=exact)
     assert L.hucl(z, y, beta=2.0, k=k, exact=exact) >= L.ucl(z, y, k=k, exact=exact)
     # and strictly for a non-degenerate batch
@@ -108,6 +116,6 @@ def test_harris_inequality_monte_carlo() -> None:
     for b in (0.0, 2.0, 8.0):
         draws = torch.stack([L.hscl(z, y, beta=b, k=16, generator=g) for _ in range(200)])
         means.append((draws.mean().item(), draws.std().item() / math.sqrt(200)))
-    for (m0, s0), (m1, s1) in zip(means, means[1:]):
+    for (m0, s0), (m1, s1) in itertools.pairwise(means):
         assert m1 > m0 - 3 * math.hypot(s0, s1)
     assert means[-1][0] > means[0][0] + 3 * math.hypot(means[-1][1], means[0][1])
