@@ -131,3 +131,20 @@ def test_help_shows_the_whole_family() -> None:
         "NegativeSampler",
     ):
         assert name in doc and hasattr(L, name)
+
+
+def test_grouped_expectation_equals_ungrouped_and_gradchecks() -> None:
+    g = torch.Generator().manual_seed(11)
+    log_x = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    owner = torch.tensor([0, 0, 1, 2, 2, 2])
+    shift = (2 * torch.randn(6, generator=g, dtype=torch.float64)).requires_grad_(True)
+
+    def grouped(x: torch.Tensor, lg: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+        return L.expected_log1p_sum_grouped(x, torch.log_softmax(lg, 1), owner, sh, 4)
+
+    flat = L.expected_log1p_sum(
+        log_x[owner] + shift[:, None], torch.log_softmax(logits, 1)[owner], 4
+    )
+    assert torch.allclose(grouped(log_x, logits, shift), flat, atol=1e-12)
+    assert torch.autograd.gradcheck(grouped, (log_x, logits, shift))
