@@ -249,7 +249,7 @@ class _GroupedExpectation(torch.autograd.Function):
     """Forward: the quadrature; backward: its exact derivative, recomputed chunk by chunk."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         log_x: torch.Tensor,
         log_p: torch.Tensor,
@@ -286,7 +286,7 @@ class _GroupedExpectation(torch.autograd.Function):
         return value
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         lx, lp, shift, owner, nodes, weights, log_m, g_all, a_row, slope = ctx.saved_tensors
         k, per = ctx.k, ctx.per
         grad_x = grad_p = grad_shift = None
