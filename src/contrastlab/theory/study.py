@@ -1,0 +1,247 @@
+"""The unbalanced-prior study: is the downstream loss of the optimum monotone in k?
+
+Awasthi et al. (2022) prove that for balanced classes the optimum of the population contrastive
+loss is the simplex ETF for every k, so its downstream quality does not depend on k; they leave
+open (and probe only with small simulations) what happens for an unbalanced class prior. This
+module answers it numerically, exactly: for each prior of a family and each k of a grid it solves
+for the optimal class vectors (:func:`contrastlab.theory.optimize.optimize_population`, exact
+population loss, several restarts plus a warm start from the previous k) and evaluates the
+downstream losses of the optimum (:mod:`contrastlab.theory.downstream`).
+
+A *violation* is an increase of a downstream loss from one k to the next beyond ``tol``. Every
+apparent violation is re-solved at both ends with ``recheck_restarts`` random starts (and warm
+starts from both neighbours) before it is reported, with its size and its prior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from contrastlab._validation import check_positive_int
+from contrastlab.data.latent import check_prior, dirichlet_prior, zipf_prior
+from contrastlab.theory.optimize import PopulationOptimum, optimize_population
+
+DOWNSTREAM_KEYS = ("mean_classifier_loss", "supervised_loss")
+
+
+def two_level_prior(num_classes: int, heavy: int, ratio: float) -> torch.Tensor:
+    """``heavy`` classes with ``ratio`` times the mass of each of the others."""
+    c = check_positive_int("num_classes", num_classes)
+    h = check_positive_int("heavy", heavy)
+    if not h < c:
+        raise ValueError(f"heavy must be < num_classes = {c}; got {heavy}")
+    w = torch.ones(c, dtype=torch.float64)
+    w[:h] = float(ratio)
+    return w / w.sum()
+
+
+def default_priors(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The family of priors of the study: Zipf, Dirichlet draws and two-level priors."""
+    c = num_classes
+    priors = {
+        "balanced": torch.full((c,), 1.0 / c, dtype=torch.float64),
+        "zipf(0.5)": zipf_prior(c, 0.5),
+        "zipf(1)": zipf_prior(c, 1.0),
+        "zipf(2)": zipf_prior(c, 2.0),
+        "two-level(1 heavy x10)": two_level_prior(c, 1, 10.0),
+        f"two-level({c // 2} heavy x4)": two_level_prior(c, max(1, c // 2), 4.0),
+    }
+    for i in range(2):
+        priors[f"dirichlet(1, seed {seed + i})"] = dirichlet_prior(c, 1.0, seed=seed + i)
+    return priors
+
+
+def parse_prior(spec: str, num_classes: int) -> torch.Tensor:
+    """Parse a prior given on the command line.
+
+    ``balanced``, ``zipf:S``, ``dirichlet:ALPHA[:SEED]``, ``two-level:HEAVY:RATIO`` or a
+    comma-separated list of C weights (normalized).
+    """
+    c = num_classes
+    name, _, rest = spec.partition(":")
+    args = [a for a in rest.split(":") if a]
+    try:
+        if name == "balanced":
+            return torch.full((c,), 1.0 / c, dtype=torch.float64)
+        if name == "zipf":
+            return zipf_prior(c, float(args[0]) if args else 1.0)
+        if name == "dirichlet":
+            alpha = float(args[0]) if args else 1.0
+            return dirichlet_prior(c, alpha, seed=int(args[1]) if len(args) > 1 else 0)
+        if name == "two-level":
+            return two_level_prior(c, int(args[0]), float(args[1]))
+        weights = torch.tensor([float(x) for x in spec.split(",")], dtype=torch.float64)
+    except (ValueError, IndexError) as err:
+        raise ValueError(
+            f"prior must be balanced, zipf:S, dirichlet:ALPHA[:SEED], two-level:HEAVY:RATIO or "
+            f"{c} comma-separated weights; got {spec!r} ({err})"
+        ) from None
+    if weights.numel() != c or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+        raise ValueError(
+            f"prior must list {c} nonnegative weights with a positive sum; got {spec!r}"
+        )
+    return check_prior(weights / weights.sum())
+
+
+@dataclass
+class Violation:
+    """A confirmed increase of a downstream loss between two consecutive k."""
+
+    prior: str
+    metric: str
+    k_from: int
+    k_to: int
+    value_from: float
+    value_to: float
+
+    @property
+    def size(self) -> float:
+        return self.value_to - self.value_from
+
+
+@dataclass
+class StudyResult:
+    """Tidy result of :func:`monotonicity_study`: one row per (prior, k)."""
+
+    rows: list[dict[str, Any]]
+    violations: list[Violation]
+    rechecked: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_markdown(self) -> str:
+        cols = [
+            "prior",
+            "k",
+            "contrastive_loss",
+            "mean_classifier_loss",
+            "supervised_loss",
+            "mean_classifier_accuracy",
+            "etf_cosine_error",
+            "converged",
+        ]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in self.rows:
+            cells = []
+            for col in cols:
+                v = r.get(col)
+                cells.append(f"{v:.6g}" if isinstance(v, float) else str(v))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _solve(
+    prior: torch.Tensor,
+    k: int,
+    restarts: int,
+    seed: int,
+    inits: Sequence[torch.Tensor],
+    **objective: Any,
+) -> PopulationOptimum:
+    best: PopulationOptimum | None = None
+    for i, init in enumerate([None, *inits]):
+        res = optimize_population(
+            prior=prior,
+            k=k,
+            restarts=restarts if init is None else 1,
+            seed=seed + 7919 * i,
+            init=init,
+            **objective,
+        )
+        if best is None or res.loss < best.loss:
+            best = res
+    assert best is not None
+    return best
+
+
+def _downstream(res: PopulationOptimum) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in DOWNSTREAM_KEYS:
+        v = res.downstream.get(key)
+        if isinstance(v, (int, float)):
+            out[key] = float(v)
+    return out
+
+
+def monotonicity_study(
+    num_classes: int = 5,
+    priors: dict[str, torch.Tensor] | None = None,
+    ks: Sequence[int] = tuple(2**i for i in range(13)),
+    loss: str = "infonce",
+    temperature: float = 1.0,
+    negatives: str = "marginal",
+    dim: int | None = None,
+    restarts: int = 3,
+    recheck_restarts: int = 12,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> StudyResult:
+    """Solve for the optimum at every (prior, k) and test the monotonicity of its downstream loss.
+
+    Returns one row per (prior, k) with the contrastive loss of the optimum, its downstream
+    losses (mean-classifier cross-entropy R_mu-supv and L_sup), the mean-classifier accuracy and
+    the optimizer's diagnostics, plus the confirmed violations.
+    """
+    check_positive_int("num_classes", num_classes)
+    ks = sorted({check_positive_int("k", int(k)) for k in ks})
+    priors = default_priors(num_classes, seed) if priors is None else priors
+    objective = {"loss": loss, "temperature": temperature, "negatives": negatives, "dim": dim}
+    rows: list[dict[str, Any]] = []
+    violations: list[Violation] = []
+    rechecked = 0
+    for name, prior in priors.items():
+        rho = check_prior(prior, num_classes)
+        sols: list[PopulationOptimum] = []
+        for i, k in enumerate(ks):
+            inits = [sols[-1].V] if sols else []
+            sols.append(_solve(rho, k, restarts, seed + i, inits, **objective))
+        # re-solve apparent violations with more restarts and warm starts from the neighbours
+        for metric in DOWNSTREAM_KEYS:
+            for i in range(len(ks) - 1):
+                a, b = _downstream(sols[i]).get(metric), _downstream(sols[i + 1]).get(metric)
+                if a is None or b is None or b <= a + tol:
+                    continue
+                rechecked += 1
+                for j in (i, i + 1):
+                    neigh = [s.V for s in sols[max(0, j - 1) : j + 2]]
+                    again = _solve(
+                        rho, ks[j], recheck_restarts, seed + 104729 + j, neigh, **objective
+                    )
+                    if again.loss < sols[j].loss - 1e-12:
+                        sols[j] = again
+                a, b = _downstream(sols[i])[metric], _downstream(sols[i + 1])[metric]
+                if b > a + tol:
+                    violations.append(Violation(name, metric, ks[i], ks[i + 1], a, b))
+        for k, res in zip(ks, sols, strict=True):
+            rows.append(
+                {
+                    "prior": name,
+                    "k": k,
+                    "contrastive_loss": res.loss,
+                    **_downstream(res),
+                    "mean_classifier_accuracy": float(
+                        res.downstream.get("mean_classifier_accuracy", math.nan)
+                    ),
+                    "etf_cosine_error": res.etf_cosine_error,
+                    "min_norm": float(res.norms.min()),
+                    "grad_norm": res.grad_norm,
+                    "converged": res.converged,
+                }
+            )
+    return StudyResult(
+        rows,
+        violations,
+        rechecked,
+        {
+            "num_classes": num_classes,
+            "ks": list(ks),
+            **objective,
+            "restarts": restarts,
+            "recheck_restarts": recheck_restarts,
+            "tol": tol,
+        },
+    )
