@@ -14,8 +14,9 @@ from contrastlab.theory.study import monotonicity_study, parse_prior, two_level_
 @pytest.mark.parametrize("negatives", ["marginal", "other-class"])
 def test_balanced_optimum_is_the_etf_for_every_k(C, ks, negatives) -> None:
     for k in ks:
-        res = optimize_population(num_classes=C, k=k, negatives=negatives, restarts=1, seed=k,
-                                  with_downstream=False)
+        res = optimize_population(
+            num_classes=C, k=k, negatives=negatives, restarts=1, seed=k, with_downstream=False
+        )
         off = ~torch.eye(C, dtype=torch.bool)
         assert (res.cosines[off] - etf_cosine(C)).abs().max() <= 1e-5, res.summary()
         assert res.zero_sum <= 1e-5
@@ -24,8 +25,9 @@ def test_balanced_optimum_is_the_etf_for_every_k(C, ks, negatives) -> None:
 
 
 def test_ball_constraint_reaches_the_sphere() -> None:
-    res = optimize_population(num_classes=5, k=8, constraint="ball", restarts=1,
-                              with_downstream=False)
+    res = optimize_population(
+        num_classes=5, k=8, constraint="ball", restarts=1, with_downstream=False
+    )
     assert float(res.norms.min()) > 0.999
     assert res.etf_cosine_error < 1e-4
 
@@ -46,15 +48,19 @@ def test_lemma1_per_sample_optimum_collapses() -> None:
 
 
 def test_study_table_and_violations_are_reported() -> None:
-    priors = {"balanced": torch.full((4,), 0.25, dtype=torch.float64),
-              "zipf:1": parse_prior("zipf:1", 4)}
+    priors = {
+        "balanced": torch.full((4,), 0.25, dtype=torch.float64),
+        "zipf:1": parse_prior("zipf:1", 4),
+    }
     out = monotonicity_study(4, priors, ks=[1, 4, 16], restarts=1, recheck_restarts=2)
     assert len(out.rows) == 6
     assert {r["prior"] for r in out.rows} == {"balanced", "zipf:1"}
     bal = [r for r in out.rows if r["prior"] == "balanced"]
     # balanced: the optimum is the ETF for every k, so its downstream loss is flat in k
-    assert max(r["mean_classifier_loss"] for r in bal) - min(
-        r["mean_classifier_loss"] for r in bal) < 1e-6
+    assert (
+        max(r["mean_classifier_loss"] for r in bal) - min(r["mean_classifier_loss"] for r in bal)
+        < 1e-6
+    )
     assert "| prior | k |" in out.to_markdown()
     for v in out.violations:
         assert v.size > 0
@@ -72,10 +78,15 @@ def test_parse_prior_errors(spec: str) -> None:
         parse_prior(spec, 4)
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [({"num_classes": 4, "dim": 0}, "dim"),
-                                              ({"num_classes": 4, "constraint": "cube"}, "constraint"),
-                                              ({}, "num_classes"),
-                                              ({"prior": torch.tensor([0.7, 0.7])}, "prior")])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_classes": 4, "dim": 0}, "dim"),
+        ({"num_classes": 4, "constraint": "cube"}, "constraint"),
+        ({}, "num_classes"),
+        ({"prior": torch.tensor([0.7, 0.7])}, "prior"),
+    ],
+)
 def test_bad_input(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):
         optimize_population(**kwargs)

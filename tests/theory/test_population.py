@@ -53,8 +53,9 @@ def test_equals_enumeration(loss, negatives, beta, C, k) -> None:
 
 
 @pytest.mark.parametrize("loss", ["infonce", "infonce-mean", "hinge"])
-@pytest.mark.parametrize(("negatives", "beta"), [("marginal", 0.0), ("other-class", 1.0),
-                                                 ("marginal", 1.5)])
+@pytest.mark.parametrize(
+    ("negatives", "beta"), [("marginal", 0.0), ("other-class", 1.0), ("marginal", 1.5)]
+)
 def test_gradient_matches_finite_differences(loss, negatives, beta) -> None:
     g = torch.Generator().manual_seed(3)
     V = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -65,12 +66,27 @@ def test_gradient_matches_finite_differences(loss, negatives, beta) -> None:
 
 
 SPEC_A7 = {  # C: (L_mu, {k: (UCL, SCL)})
-    2: {1: (0.4100, 0.1269), 4: (1.1464, 0.4327), 16: (2.2954, 1.1523), 64: (3.6155, 2.2681),
-        256: (4.9847, 3.5736)},
-    10: {1: (0.3254, 0.2846), 4: (0.9389, 0.8402), 16: (1.9876, 1.8353), 64: (3.2701, 3.0941),
-         256: (4.6288, 4.4459)},
-    100: {1: (0.3144, 0.3106), 4: (0.9080, 0.8988), 16: (1.9350, 1.9209), 64: (3.2072, 3.1908),
-          256: (4.5628, 4.5457)},
+    2: {
+        1: (0.4100, 0.1269),
+        4: (1.1464, 0.4327),
+        16: (2.2954, 1.1523),
+        64: (3.6155, 2.2681),
+        256: (4.9847, 3.5736),
+    },
+    10: {
+        1: (0.3254, 0.2846),
+        4: (0.9389, 0.8402),
+        16: (1.9876, 1.8353),
+        64: (3.2701, 3.0941),
+        256: (4.6288, 4.4459),
+    },
+    100: {
+        1: (0.3144, 0.3106),
+        4: (0.9080, 0.8988),
+        16: (1.9350, 1.9209),
+        64: (3.2072, 3.1908),
+        256: (4.5628, 4.5457),
+    },
 }
 
 
@@ -79,9 +95,11 @@ def test_spec_reference_values(C: int) -> None:
     V = simplex_etf(C)
     for k, (ucl, scl) in SPEC_A7[C].items():
         assert population_loss(V, None, k, "infonce", 1.0, "marginal").item() == pytest.approx(
-            ucl, abs=1e-4)
+            ucl, abs=1e-4
+        )
         assert population_loss(V, None, k, "infonce", 1.0, "other-class").item() == pytest.approx(
-            scl, abs=1e-4)
+            scl, abs=1e-4
+        )
         assert etf_loss(C, k, "infonce", 1.0, "marginal") == pytest.approx(ucl, abs=1e-4)
         assert etf_loss(C, k, "infonce", 1.0, "other-class") == pytest.approx(scl, abs=1e-4)
 
@@ -90,14 +108,17 @@ def test_spec_hucl_and_temperature_values() -> None:
     V = simplex_etf(10)
     for beta, want in [(0.0, 1.9876), (1.0, 2.1861), (5.0, 2.8113)]:
         assert population_loss(V, None, 16, "infonce", 1.0, "marginal", beta).item() == (
-            pytest.approx(want, abs=1e-4))
+            pytest.approx(want, abs=1e-4)
+        )
     for k, want in [(1, 0.1619), (16, 1.3935), (256, 3.9395)]:
         assert population_loss(V, None, k, "infonce", 0.5).item() == pytest.approx(want, abs=1e-4)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize(("negatives", "beta"), [("marginal", 0.0), ("marginal", 2.0),
-                                                 ("other-class", 0.0), ("other-class", 3.0)])
+@pytest.mark.parametrize(
+    ("negatives", "beta"),
+    [("marginal", 0.0), ("marginal", 2.0), ("other-class", 0.0), ("other-class", 3.0)],
+)
 @pytest.mark.parametrize("radius", [1.0, 0.6])
 def test_closed_forms_at_the_etf(loss, negatives, beta, radius) -> None:
     for C, k in [(3, 1), (6, 7), (20, 300)]:
@@ -132,10 +153,16 @@ def test_sample_level_loss_reduces_to_class_level_when_collapsed() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"k": 0}, "k"), ({"k": -3}, "k"), ({"prior": torch.tensor([0.5, 0.6, 0.1])}, "prior"),
-     ({"prior": torch.tensor([0.5, 0.5])}, "prior"), ({"loss": "squared"}, "loss"),
-     ({"temperature": 0.0}, "temperature"), ({"negatives": "hard"}, "negatives"),
-     ({"beta": -1.0}, "beta")],
+    [
+        ({"k": 0}, "k"),
+        ({"k": -3}, "k"),
+        ({"prior": torch.tensor([0.5, 0.6, 0.1])}, "prior"),
+        ({"prior": torch.tensor([0.5, 0.5])}, "prior"),
+        ({"loss": "squared"}, "loss"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"negatives": "hard"}, "negatives"),
+        ({"beta": -1.0}, "beta"),
+    ],
 )
 def test_bad_input(kwargs: dict, name: str) -> None:
     V = torch.randn(3, 2, dtype=torch.float64)

@@ -135,7 +135,7 @@ def optimize_population(
     check_positive_int("restarts", restarts)
     check_positive_int("max_iter", max_iter)
     check_choice("constraint", constraint, CONSTRAINTS)
-    objective = {
+    objective: dict[str, Any] = {
         "k": k,
         "loss": loss,
         "temperature": temperature,
@@ -286,7 +286,7 @@ def optimize_per_sample(
     n = check_positive_int("n_per_class", n_per_class)
     d = c - 1 if dim is None else check_positive_int("dim", dim)
     labels = torch.arange(c).repeat_interleave(n)
-    objective = {
+    objective: dict[str, Any] = {
         "prior": rho,
         "k": k,
         "loss": loss,

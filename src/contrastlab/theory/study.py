@@ -27,6 +27,7 @@ from contrastlab.data.latent import check_prior, dirichlet_prior, zipf_prior
 from contrastlab.theory.optimize import PopulationOptimum, optimize_population
 
 DOWNSTREAM_KEYS = ("mean_classifier_loss", "supervised_loss")
+DEFAULT_KS = tuple(2**e for e in range(13))  # 1 .. 4096
 
 
 def two_level_prior(num_classes: int, heavy: int, ratio: float) -> torch.Tensor:
@@ -170,7 +171,7 @@ def _downstream(res: PopulationOptimum) -> dict[str, float]:
 def monotonicity_study(
     num_classes: int = 5,
     priors: dict[str, torch.Tensor] | None = None,
-    ks: Sequence[int] = tuple(2**i for i in range(13)),
+    ks: Sequence[int] = DEFAULT_KS,
     loss: str = "infonce",
     temperature: float = 1.0,
     negatives: str = "marginal",
@@ -189,7 +190,12 @@ def monotonicity_study(
     check_positive_int("num_classes", num_classes)
     ks = sorted({check_positive_int("k", int(k)) for k in ks})
     priors = default_priors(num_classes, seed) if priors is None else priors
-    objective = {"loss": loss, "temperature": temperature, "negatives": negatives, "dim": dim}
+    objective: dict[str, Any] = {
+        "loss": loss,
+        "temperature": temperature,
+        "negatives": negatives,
+        "dim": dim,
+    }
     rows: list[dict[str, Any]] = []
     violations: list[Violation] = []
     rechecked = 0
