@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -88,6 +89,108 @@ def bounds(
     if plot is not None:
         path = plot_bounds(table, plot)
         typer.echo(f"plot written to {path.resolve()}", err=True)
+
+
+def _fail_on_value_error(call: Callable[[], str]) -> None:
+    """Run a command body; bad input (ValueError) becomes a one-line error and exit code 2."""
+    try:
+        text = call()
+    except ValueError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(text)
+
+
+@app.command()
+def optimum(
+    classes: Annotated[int, typer.Option("--classes", help="Number of classes C >= 2.")],
+    prior: Annotated[
+        str,
+        typer.Option(
+            help="balanced, zipf:S, dirichlet:ALPHA[:SEED], two-level:HEAVY:RATIO or "
+            "C comma-separated weights."
+        ),
+    ] = "balanced",
+    k: Annotated[
+        str, typer.Option("--k", help="Comma-separated numbers of negatives.")
+    ] = "1,16,256",
+    loss: Annotated[
+        str, typer.Option(help="logistic, infonce, infonce-mean or hinge.")
+    ] = "infonce",
+    temperature: Annotated[float, typer.Option(help="Temperature t > 0.")] = 1.0,
+    negatives: Annotated[
+        str, typer.Option(help="marginal (UCL) or other-class (SCL).")
+    ] = "marginal",
+    beta: Annotated[float, typer.Option(help="Hardness beta >= 0 (HUCL / HSCL).")] = 0.0,
+    dim: Annotated[int | None, typer.Option(help="Dimension d (default C - 1).")] = None,
+    constraint: Annotated[str, typer.Option(help="sphere or ball.")] = "sphere",
+    restarts: Annotated[int, typer.Option(help="Random restarts per k.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the restarts.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The optimal class geometry of the exact population loss, one row per k."""
+    from contrastlab.theory.commands import optimum_output, parse_ks
+
+    _fail_on_value_error(
+        lambda: optimum_output(
+            classes,
+            prior,
+            parse_ks(k),
+            loss,
+            temperature,
+            negatives,
+            beta,
+            dim,
+            constraint,
+            restarts,
+            seed,
+            as_json,
+        )
+    )
+
+
+@app.command()
+def conjecture(
+    classes: Annotated[int, typer.Option("--classes", help="Number of classes C >= 2.")] = 5,
+    k: Annotated[str, typer.Option("--k", help="Comma-separated numbers of negatives.")] = (
+        "1,2,4,8,16,32,64,128,256,512,1024,2048,4096"
+    ),
+    prior: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A prior to study (repeatable); default: the Zipf / Dirichlet / two-level family."
+        ),
+    ] = None,
+    loss: Annotated[
+        str, typer.Option(help="logistic, infonce, infonce-mean or hinge.")
+    ] = "infonce",
+    temperature: Annotated[float, typer.Option(help="Temperature t > 0.")] = 1.0,
+    negatives: Annotated[
+        str, typer.Option(help="marginal (UCL) or other-class (SCL).")
+    ] = "marginal",
+    restarts: Annotated[int, typer.Option(help="Random restarts per (prior, k).")] = 3,
+    recheck_restarts: Annotated[int, typer.Option(help="Restarts to re-solve a violation.")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Unbalanced priors: is the downstream loss of the optimum monotone in k? (Awasthi et al.)"""
+    from contrastlab.theory.commands import conjecture_output, parse_ks
+
+    _fail_on_value_error(
+        lambda: conjecture_output(
+            classes,
+            parse_ks(k),
+            prior,
+            loss,
+            temperature,
+            negatives,
+            restarts,
+            recheck_restarts,
+            seed,
+            as_json,
+        )
+    )
+
 
 def main() -> None:
     """Entry point of the console script."""

@@ -6,9 +6,33 @@
 - :mod:`~contrastlab.theory.etf`: the simplex ETF and its closed-form losses (SPEC A7);
 - :mod:`~contrastlab.theory.optimize`: the optimal geometry for any prior and k, with restarts and
   diagnostics; Awasthi et al.'s Lemma 1 on per-sample embeddings;
-- :mod:`~contrastlab.theory.study`: the unbalanced-prior monotonicity study.
+- :mod:`~contrastlab.theory.study`: the unbalanced-prior monotonicity study;
+- :mod:`~contrastlab.theory.bounds`: every bound of the area as a function of K (collision,
+  coverage, Arora, Nozawa-Sato, Ash, Bao upper and lower), idealized or from a measurement.
 """
 
+from contrastlab.theory.bounds import (
+    COVERAGE_METHODS,
+    BoundsTable,
+    CoverageEstimate,
+    arora_bound,
+    ash_bound,
+    bao_delta_lower,
+    bao_delta_upper,
+    bao_lower_bound,
+    bao_upper_bound,
+    bounds_from_measurement,
+    collision_probability,
+    collision_term,
+    coverage_estimate,
+    coverage_probability,
+    harmonic_number,
+    idealized_bounds,
+    idealized_contrastive_minimum,
+    idealized_supervised_minimum,
+    nozawa_sato_bound,
+    plot_bounds,
+)
 from contrastlab.theory.etf import etf_cosine, etf_loss, simplex_etf
 from contrastlab.theory.optimize import (
     PerSampleOptimum,
@@ -27,18 +51,38 @@ from contrastlab.theory.study import (
 )
 
 __all__ = [
+    "COVERAGE_METHODS",
+    "BoundsTable",
+    "CoverageEstimate",
     "PerSampleOptimum",
     "PopulationOptimum",
     "StudyResult",
     "Violation",
+    "arora_bound",
+    "ash_bound",
+    "bao_delta_lower",
+    "bao_delta_upper",
+    "bao_lower_bound",
+    "bao_upper_bound",
+    "bounds_from_measurement",
+    "collision_probability",
+    "collision_term",
+    "coverage_estimate",
+    "coverage_probability",
     "default_priors",
     "etf_cosine",
     "etf_loss",
+    "harmonic_number",
+    "idealized_bounds",
+    "idealized_contrastive_minimum",
+    "idealized_supervised_minimum",
     "monotonicity_study",
     "negative_log_law",
+    "nozawa_sato_bound",
     "optimize_per_sample",
     "optimize_population",
     "parse_prior",
+    "plot_bounds",
     "population_loss",
     "sample_level_loss",
     "simplex_etf",
