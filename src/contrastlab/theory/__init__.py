@@ -6,6 +6,8 @@
 - :mod:`~contrastlab.theory.etf`: the simplex ETF and its closed-form losses (SPEC A7);
 - :mod:`~contrastlab.theory.optimize`: the optimal geometry for any prior and k, with restarts and
   diagnostics; Awasthi et al.'s Lemma 1 on per-sample embeddings;
+- :mod:`~contrastlab.theory.downstream`: downstream quality of class vectors (R_mu-supv, mean
+  classifier accuracy, L_sup by a certified convex solve);
 - :mod:`~contrastlab.theory.study`: the unbalanced-prior monotonicity study;
 - :mod:`~contrastlab.theory.bounds`: every bound of the area as a function of K (collision,
   coverage, Arora, Nozawa-Sato, Ash, Bao upper and lower), idealized or from a measurement.
@@ -33,6 +35,14 @@ from contrastlab.theory.bounds import (
     nozawa_sato_bound,
     plot_bounds,
 )
+from contrastlab.theory.downstream import (
+    SupervisedLossResult,
+    downstream_report,
+    mean_classifier_accuracy,
+    mean_classifier_loss,
+    supervised_loss,
+    supervised_objective,
+)
 from contrastlab.theory.etf import etf_cosine, etf_loss, simplex_etf
 from contrastlab.theory.optimize import (
     PerSampleOptimum,
@@ -57,6 +67,7 @@ __all__ = [
     "PerSampleOptimum",
     "PopulationOptimum",
     "StudyResult",
+    "SupervisedLossResult",
     "Violation",
     "arora_bound",
     "ash_bound",
@@ -70,12 +81,15 @@ __all__ = [
     "coverage_estimate",
     "coverage_probability",
     "default_priors",
+    "downstream_report",
     "etf_cosine",
     "etf_loss",
     "harmonic_number",
     "idealized_bounds",
     "idealized_contrastive_minimum",
     "idealized_supervised_minimum",
+    "mean_classifier_accuracy",
+    "mean_classifier_loss",
     "monotonicity_study",
     "negative_log_law",
     "nozawa_sato_bound",
@@ -86,5 +100,7 @@ __all__ = [
     "population_loss",
     "sample_level_loss",
     "simplex_etf",
+    "supervised_loss",
+    "supervised_objective",
     "two_level_prior",
 ]

@@ -220,14 +220,10 @@ def optimize_population(
         restart_losses=restart_losses,
     )
     if with_downstream:
-        try:
-            from contrastlab.theory.downstream import downstream_report
-        except ImportError:  # pragma: no cover - module added alongside
-            pass
-        else:
-            result.downstream = downstream_report(
-                v, rho, loss=loss if loss != "hinge" else "infonce", temperature=temperature
-            )
+        from contrastlab.theory.downstream import downstream_report
+
+        report = downstream_report(v, rho, loss=loss, temperature=temperature)
+        result.downstream = {key: val for key, val in report.items() if key != "cosine"}
     return result
 
 
