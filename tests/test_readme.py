@@ -14,9 +14,14 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make demo" in first_block and "make test" in first_block
 
 
-def test_quickstart_runs() -> None:
+def test_python_blocks_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no python quickstart"
+    assert len(blocks) >= 2, "README has no python quickstart"
     namespace: dict = {}
     exec(compile(blocks[0], "README quickstart", "exec"), namespace)
     assert namespace["t"].negatives.shape[:2] == (256, 4096)
+    theory: dict = {}
+    exec(compile(blocks[1], "README theory", "exec"), theory)
+    assert abs(float(theory["T"].population_loss(theory["V"], None, k=4096))
+               - theory["T"].etf_loss(10, 4096)) < 1e-9
+    assert theory["opt"].converged
