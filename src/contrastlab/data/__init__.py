@@ -45,3 +45,30 @@ __all__ = [
     "make_generator",
     "zipf_prior",
 ]
+from contrastlab.data.pairs import (  # noqa: E402
+    augmenter,
+    make_views,
+    negative_pool,
+    positive_indices,
+)
+from contrastlab.data.registry import (  # noqa: E402
+    Dataset,
+    DatasetInfo,
+    datasets_table,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
+
+__all__ += [
+    "Dataset",
+    "DatasetInfo",
+    "augmenter",
+    "datasets_table",
+    "list_datasets",
+    "load_dataset",
+    "make_views",
+    "negative_pool",
+    "positive_indices",
+    "register_dataset",
+]

@@ -86,6 +86,20 @@ def _riemannian_grad_norm(v: torch.Tensor, g: torch.Tensor, constraint: str) -> 
     return float(proj.norm())
 
 
+def _resolve_prior(prior: torch.Tensor | None, num_classes: int | None) -> torch.Tensor:
+    """The class prior: ``prior`` checked, or balanced over ``num_classes`` (C >= 2) classes."""
+    if prior is None:
+        if num_classes is None:
+            raise ValueError("num_classes is required when prior is None (balanced classes)")
+        c = check_positive_int("num_classes", num_classes)
+        rho = torch.full((c,), 1.0 / c, dtype=torch.float64)
+    else:
+        rho = check_prior(prior)
+    if rho.numel() < 2:
+        raise ValueError(f"num_classes must be >= 2; got {rho.numel()}")
+    return rho
+
+
 def optimize_population(
     prior: torch.Tensor | None = None,
     k: int = 1,
@@ -120,16 +134,8 @@ def optimize_population(
         with_downstream: also compute the downstream quality of the optimum
             (:mod:`contrastlab.theory.downstream`).
     """
-    if prior is None:
-        if num_classes is None:
-            raise ValueError("num_classes is required when prior is None (balanced classes)")
-        c = check_positive_int("num_classes", num_classes)
-        rho = torch.full((c,), 1.0 / c, dtype=torch.float64)
-    else:
-        rho = check_prior(prior)
-        c = rho.numel()
-    if c < 2:
-        raise ValueError(f"num_classes must be >= 2; got {c}")
+    rho = _resolve_prior(prior, num_classes)
+    c = rho.numel()
     d = c - 1 if dim is None else check_positive_int("dim", dim)
     check_positive_int("k", k)
     check_positive_int("restarts", restarts)
@@ -271,14 +277,8 @@ def optimize_per_sample(
     """
     from contrastlab.theory.population import sample_level_loss
 
-    if prior is None:
-        if num_classes is None:
-            raise ValueError("num_classes is required when prior is None (balanced classes)")
-        c = check_positive_int("num_classes", num_classes)
-        rho = torch.full((c,), 1.0 / c, dtype=torch.float64)
-    else:
-        rho = check_prior(prior)
-        c = rho.numel()
+    rho = _resolve_prior(prior, num_classes)
+    c = rho.numel()
     n = check_positive_int("n_per_class", n_per_class)
     d = c - 1 if dim is None else check_positive_int("dim", dim)
     labels = torch.arange(c).repeat_interleave(n)
