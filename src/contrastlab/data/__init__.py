@@ -45,13 +45,13 @@ __all__ = [
     "make_generator",
     "zipf_prior",
 ]
-from contrastlab.data.pairs import (  # noqa: E402
+from contrastlab.data.pairs import (
     augmenter,
     make_views,
     negative_pool,
     positive_indices,
 )
-from contrastlab.data.registry import (  # noqa: E402
+from contrastlab.data.registry import (
     Dataset,
     DatasetInfo,
     datasets_table,

@@ -1,0 +1,397 @@
+"""Positive pairs and negative pools for training on a data set.
+
+Two ways to make the positive ``x+`` of an anchor ``x`` (issue: "Positive pairs"):
+
+- ``latent``: ``x+`` is another sample of the anchor's class — the latent-class model of the
+  theory (Arora et al. 2019; SPEC A1), where anchor and positive are two draws of ``D_c``;
+- ``augment``: ``x+`` is an augmented view, and both views are augmented independently
+  (SimCLR, Chen et al. 2020).
+
+Negatives: :func:`negative_pool` draws a pool of training indices from the marginal (uniform
+over the training set, i.i.d.); the pool is encoded once per step, and any sampler of
+:mod:`contrastlab.losses.samplers` chooses each anchor's k negatives from it. k is therefore
+independent of the batch size.
+
+Randomness comes only from the ``torch.Generator`` passed in (never torch's global generator):
+equal generator states give equal outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from contrastlab._validation import check_choice, check_labels, check_nonnegative
+
+__all__ = [
+    "AUGMENT_KINDS",
+    "PAIR_MODES",
+    "Augmenter",
+    "apply_augment",
+    "augmenter",
+    "make_views",
+    "negative_pool",
+    "positive_indices",
+]
+
+PAIR_MODES = ("latent", "augment")
+AUGMENT_KINDS = ("image", "signal", "vector")
+
+Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""``aug(x, generator) -> x'``: a random view of every row of the batch ``x`` (same shape)."""
+
+
+def _check_generator(generator: Any) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+    return generator
+
+
+def _uniform(
+    shape: tuple[int, ...], low: float, high: float, generator: torch.Generator
+) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# augmentations
+# --------------------------------------------------------------------------------------------
+
+
+def _crop_boxes(
+    n: int, height: int, width: int, min_scale: float, generator: torch.Generator
+) -> list[tuple[int, int, int, int]]:
+    """Random-resized-crop boxes ``(top, left, h, w)`` with torchvision's algorithm
+    (``RandomResizedCrop.get_params``: 10 tries of area in ``[min_scale, 1]`` of the image and
+    log-uniform aspect ratio in [3/4, 4/3], then the whole image), drawn from ``generator``
+    with a fixed number of draws per sample."""
+    tries = 10
+    area = height * width * _uniform((n, tries), min_scale, 1.0, generator)
+    log_ratio = _uniform((n, tries), math.log(3 / 4), math.log(4 / 3), generator)
+    pos = torch.rand((n, 2), generator=generator, dtype=torch.float64)
+    ratio = torch.exp(log_ratio)
+    ws = torch.round(torch.sqrt(area * ratio)).to(torch.int64).tolist()
+    hs = torch.round(torch.sqrt(area / ratio)).to(torch.int64).tolist()
+    pos_l = pos.tolist()
+    boxes = []
+    for i in range(n):
+        h, w = height, width  # torchvision's fallback when no try fits (ratio within bounds)
+        for j in range(tries):
+            if 0 < ws[i][j] <= width and 0 < hs[i][j] <= height:
+                h, w = hs[i][j], ws[i][j]
+                break
+        top = min(int(pos_l[i][0] * (height - h + 1)), height - h)
+        left = min(int(pos_l[i][1] * (width - w + 1)), width - w)
+        boxes.append((top, left, h, w))
+    return boxes
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run per-sample image ops on one intra-op thread (restored after): on small tensors the
+    thread pool costs far more than it saves (measured 15x to 100x slower on 2 cores)."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _image_augmenter(strength: float) -> Augmenter:
+    """SimCLR's augmentations (Chen et al. 2020, Appendix A) with torchvision.transforms.v2
+    functionals, parameters drawn from the generator: random resized crop (area fraction in
+    ``[max(0.08, 1 - 0.8 s), 1]``, s the strength), horizontal flip (p 0.5); for 3-channel
+    images colour jitter (p 0.8; brightness, contrast, saturation 0.4 s, hue 0.1 s, in a random
+    order) and grayscale (p 0.2); Gaussian blur (p 0.5, sigma in ``[0.1, 0.1 + 1.9 s]``, kernel
+    about a tenth of the side, odd, >= 3)."""
+    from torchvision.transforms.v2 import functional as F
+
+    min_scale = max(0.08, 1.0 - 0.8 * strength)
+    jitter = 0.4 * strength
+    hue = min(0.5, 0.1 * strength)
+    sigma_max = 0.1 + 1.9 * strength
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        _check_batch(x, "image")
+        generator = _check_generator(generator)
+        if strength == 0.0:
+            return x.clone()
+        n, c, height, width = x.shape
+        # every random parameter is drawn up front, a fixed number of draws per sample
+        boxes = _crop_boxes(n, height, width, min_scale, generator)
+        coins = torch.rand((n, 4), generator=generator, dtype=torch.float64).tolist()
+        factors = _uniform((n, 3), max(0.0, 1.0 - jitter), 1.0 + jitter, generator).tolist()
+        hues = _uniform((n,), -hue, hue, generator).tolist()
+        orders = torch.argsort(torch.rand((n, 4), generator=generator), dim=1).tolist()
+        sigmas = _uniform((n,), 0.1, sigma_max, generator).tolist()
+        kernel = max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
+        out = torch.empty_like(x)
+        with _one_thread():
+            for i in range(n):
+                top, left, h, w = boxes[i]
+                v = F.resized_crop(x[i], top, left, h, w, [height, width], antialias=True)
+                if coins[i][0] < 0.5:
+                    v = F.horizontal_flip(v)
+                if c == 3 and coins[i][1] < 0.8:
+                    for op in orders[i]:
+                        if op == 0:
+                            v = F.adjust_brightness(v, factors[i][0])
+                        elif op == 1:
+                            v = F.adjust_contrast(v, factors[i][1])
+                        elif op == 2:
+                            v = F.adjust_saturation(v, factors[i][2])
+                        elif hue > 0:
+                            v = F.adjust_hue(v, hues[i])
+                if c == 3 and coins[i][2] < 0.2:
+                    v = F.rgb_to_grayscale(v, num_output_channels=3)
+                if coins[i][3] < 0.5:
+                    v = F.gaussian_blur(v, [kernel, kernel], [sigmas[i], sigmas[i]])
+                out[i] = v
+        return out
+
+    return augment
+
+
+def _signal_augmenter(strength: float) -> Augmenter:
+    """1-D signals ``(N, C, L)`` or ``(N, L)``: a random shift by up to ``round(0.1 s L)``
+    positions (zero padded, not wrapped), an amplitude scale in ``[1 - 0.2 s, 1 + 0.2 s]`` and
+    additive Gaussian noise of standard deviation ``0.1 s`` times the sample's RMS."""
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        _check_batch(x, "signal")
+        generator = _check_generator(generator)
+        if strength == 0.0:
+            return x.clone()
+        n, length = x.shape[0], x.shape[-1]
+        max_shift = round(0.1 * strength * length)
+        shift = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator)
+        scale = _uniform((n,), max(0.05, 1.0 - 0.2 * strength), 1.0 + 0.2 * strength, generator)
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        flat = x.reshape(n, -1, length)
+        src = torch.arange(length)[None, :] - shift[:, None]  # out[t] = x[t - shift]
+        valid = (src >= 0) & (src < length)
+        idx = src.clamp(0, length - 1)[:, None, :].expand_as(flat)
+        shifted = torch.where(valid[:, None, :], flat.gather(2, idx), torch.zeros_like(flat))
+        rms = flat.to(torch.float64).pow(2).mean(dim=(1, 2)).sqrt()
+        sigma = 0.1 * strength * rms
+        out = shifted.to(torch.float64) * scale[:, None, None]
+        out = out + sigma[:, None, None] * noise.reshape(n, -1, length)
+        return out.to(x.dtype).reshape(x.shape)
+
+    return augment
+
+
+def _vector_augmenter(strength: float) -> Augmenter:
+    """Vectors ``(N, d)``: additive Gaussian noise of standard deviation ``0.1 s`` times the
+    sample's RMS, then feature dropout (each coordinate zeroed with probability
+    ``min(0.9, 0.1 s)``, not rescaled)."""
+    p_drop = min(0.9, 0.1 * strength)
+
+    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        _check_batch(x, "vector")
+        generator = _check_generator(generator)
+        if strength == 0.0:
+            return x.clone()
+        x64 = x.to(torch.float64)
+        rms = x64.pow(2).mean(dim=1, keepdim=True).sqrt()
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        keep = torch.rand(x.shape, generator=generator, dtype=torch.float64) >= p_drop
+        out = (x64 + 0.1 * strength * rms * noise) * keep
+        return out.to(x.dtype)
+
+    return augment
+
+
+def _check_batch(x: Any, kind: str) -> None:
+    ndims = {"image": (4,), "signal": (2, 3), "vector": (2,)}[kind]
+    hint = {"image": "(N, C, H, W)", "signal": "(N, C, L) or (N, L)", "vector": "(N, d)"}[kind]
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a floating torch.Tensor {hint}; got {got}")
+    if x.ndim not in ndims:
+        raise ValueError(f"x must have shape {hint} for kind {kind!r}; got {tuple(x.shape)}")
+
+
+def augmenter(kind: str, strength: float = 1.0) -> Augmenter:
+    """A random augmentation for a batch of inputs of the given kind.
+
+    ``aug = augmenter(kind, strength)``; ``aug(x, generator)`` returns a view of every row of
+    ``x`` with its own random parameters, drawn from ``generator`` only (deterministic for a
+    given generator state, and torch's global generator is untouched). ``strength`` >= 0 scales
+    every perturbation (0: the identity). The kinds (see each helper for the exact laws):
+
+    - ``"image"`` ``(N, C, H, W)`` in [0, 1]: SimCLR-style random resized crop, flip, colour
+      jitter and grayscale (3 channels only), Gaussian blur — torchvision.transforms.v2
+      functionals applied per sample;
+    - ``"signal"`` ``(N, C, L)``: random shift (zero padded), amplitude scale, Gaussian noise;
+    - ``"vector"`` ``(N, d)``: Gaussian noise and feature dropout.
+    """
+    check_choice("kind", kind, AUGMENT_KINDS)
+    strength = check_nonnegative("strength", strength)
+    if kind == "image":
+        return _image_augmenter(strength)
+    if kind == "signal":
+        return _signal_augmenter(strength)
+    return _vector_augmenter(strength)
+
+
+def apply_augment(augment: Augmenter, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``augment(x, generator)``, checked: a callable augmenter, and an output of x's shape
+    (e.g. one augmented view of every member of a negative pool in ``augment`` mode)."""
+    if not callable(augment):
+        raise ValueError(f"augment must be callable; got {type(augment).__name__}")
+    out = augment(x, _check_generator(generator))
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"augment must return a tensor of shape {tuple(x.shape)}; got {got}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# positives, views and negative pools
+# --------------------------------------------------------------------------------------------
+
+
+def _check_index(name: str, idx: Any, n: int) -> torch.Tensor:
+    if (
+        not isinstance(idx, torch.Tensor)
+        or idx.ndim != 1
+        or idx.is_floating_point()
+        or idx.dtype == torch.bool
+    ):
+        raise ValueError(f"{name} must be a 1-D integer torch.Tensor of row indices")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise ValueError(f"{name} must hold indices in [0, {n - 1}]")
+    return idx.to(torch.int64)
+
+
+def _check_class_labels(name: str, y: Any) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} must be a 1-D torch.Tensor of integer class labels")
+    check_labels(name, y, int(y.shape[0]) if y.ndim == 1 else -1)
+    if y.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+    if int(y.min()) < 0:
+        raise ValueError(f"{name} must hold class labels >= 0; got {int(y.min())}")
+    return y.to(torch.int64)
+
+
+def positive_indices(
+    y: torch.Tensor, idx: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """For each anchor index ``idx[b]``, the index of another sample of the same class.
+
+    Uniform over the other members of the anchor's class (so never the anchor itself), except
+    that an anchor alone in its class is its own positive. ``y`` holds the labels of the whole
+    training set; the result has the shape of ``idx`` (int64).
+    """
+    y = _check_class_labels("y", y)
+    n = int(y.numel())
+    idx = _check_index("idx", idx, n)
+    generator = _check_generator(generator)
+    order = torch.argsort(y, stable=True)  # rows grouped by class
+    counts = torch.bincount(y)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(n, dtype=torch.int64)
+    rank[order] = torch.arange(n) - starts[y[order]]  # position of each row within its class
+    cls = y[idx]
+    size = counts[cls]
+    u = torch.rand(idx.shape, generator=generator, dtype=torch.float64)
+    r = torch.floor(u * (size - 1).clamp(min=1)).to(torch.int64)
+    r = torch.minimum(r, (size - 2).clamp(min=0))
+    own = rank[idx]
+    pos = torch.where(size > 1, r + (r >= own).to(torch.int64), own)
+    return order[starts[cls] + pos]
+
+
+def make_views(
+    x_all: torch.Tensor,
+    y_all: torch.Tensor | None,
+    idx: torch.Tensor,
+    mode: str,
+    generator: torch.Generator,
+    augment: Augmenter | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two views ``(x, x+)`` of the anchors ``x_all[idx]``.
+
+    ``mode="latent"``: ``(x_all[idx], x_all[positive_indices(y_all, idx)])`` (needs ``y_all``;
+    ``augment``, when given, is applied to both). ``mode="augment"``: ``(augment(x_all[idx]),
+    augment(x_all[idx]))``, two independent draws (needs ``augment``, e.g. from
+    :func:`augmenter`).
+    """
+    check_choice("mode", mode, PAIR_MODES)
+    if not isinstance(x_all, torch.Tensor) or x_all.ndim < 2:
+        raise ValueError("x_all must be a torch.Tensor of shape (N, *input_shape)")
+    generator = _check_generator(generator)
+    idx = _check_index("idx", idx, int(x_all.shape[0]))
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment must be callable or None; got {type(augment).__name__}")
+    anchors = x_all[idx]
+    if mode == "latent":
+        if y_all is None:
+            raise ValueError("y_all: mode 'latent' needs the class labels of x_all")
+        if not isinstance(y_all, torch.Tensor) or y_all.shape[:1] != x_all.shape[:1]:
+            raise ValueError(f"y_all must hold one label per row of x_all ({x_all.shape[0]})")
+        positives = x_all[positive_indices(y_all, idx, generator)]
+        if augment is not None:
+            return augment(anchors, generator), augment(positives, generator)
+        return anchors, positives
+    if augment is None:
+        raise ValueError("augment: mode 'augment' needs an augmenter (see augmenter(kind))")
+    return augment(anchors, generator), augment(anchors, generator)
+
+
+def negative_pool(
+    y_all: torch.Tensor,
+    size: int,
+    generator: torch.Generator,
+    anchor_labels: torch.Tensor | None = None,
+    supervised: bool = False,
+) -> torch.Tensor:
+    """``(size,)`` int64 indices of a pool of negative candidates, i.i.d. uniform over the
+    training set (the empirical marginal D; Arora et al. 2019), with replacement.
+
+    The pool is encoded once per step; the loss's sampler (:mod:`contrastlab.losses.samplers`)
+    then picks each anchor's k negatives from it (``uniform``, ``other-class``, ``tilted``...).
+    With ``supervised=True`` and ``anchor_labels`` given, the pool is still drawn from the
+    marginal, but if it holds no sample of another class for some anchor class (possible only
+    for tiny pools), its last entries are replaced by uniform draws from the other classes, so the
+    other-class samplers always have a candidate; this needs at least 2 classes in ``y_all``.
+    """
+    y = _check_class_labels("y_all", y_all)
+    n = int(y.numel())
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an integer >= 1; got {size!r}")
+    generator = _check_generator(generator)
+    if not isinstance(supervised, bool):
+        raise ValueError(f"supervised must be True or False; got {supervised!r}")
+    pool = torch.randint(0, n, (size,), generator=generator)
+    if not supervised or anchor_labels is None:
+        return pool
+    if not isinstance(anchor_labels, torch.Tensor) or anchor_labels.ndim != 1:
+        raise ValueError("anchor_labels must be a 1-D torch.Tensor of class labels")
+    check_labels("anchor_labels", anchor_labels, int(anchor_labels.shape[0]))
+    present = torch.unique(y)
+    if present.numel() < 2:
+        raise ValueError("y_all: supervised negatives need at least 2 classes in the data")
+    pool_labels = y[pool]
+    anchor_classes = torch.unique(anchor_labels)
+    # a class lacks candidates only if the whole pool is of that class: at most one class
+    lacking = [c for c in anchor_classes.tolist() if bool((pool_labels == c).all())]
+    if lacking:
+        if size == 1 and anchor_classes.numel() > 1:
+            raise ValueError(
+                "size: a pool of 1 cannot hold another-class sample for every anchor class"
+            )
+        others = torch.nonzero(y != lacking[0]).flatten()
+        pick = others[torch.randint(0, int(others.numel()), (1,), generator=generator)]
+        pool[-1] = pick[0]
+    return pool
