@@ -1,0 +1,140 @@
+"""Experiments: configs, runs, sweeps and the results database.
+
+- :mod:`~contrastlab.experiments.config`: pydantic config models, YAML loading, ``--set``
+  overrides, sweep expansion and the run id;
+- :mod:`~contrastlab.experiments.runner`: :func:`run_config` (one run into an output directory);
+- :mod:`~contrastlab.experiments.sweep`: :func:`run_sweep` (a grid on a process pool, resumable);
+- :mod:`~contrastlab.experiments.store`: the SQLite results database;
+- :mod:`~contrastlab.experiments.results`: :func:`results_table` and :func:`export_results`.
+
+The ``cli_*`` functions are what the ``contrastlab run / sweep / results`` commands call; they
+return the text to print and raise ``ValueError`` (one line) on bad input. Heavy modules (torch,
+the training loop) are imported only when a run starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from contrastlab.experiments.config import (
+    ConfigError,
+    ExperimentConfig,
+    expand_sweep,
+    load_config,
+    parse_config,
+    run_id,
+)
+from contrastlab.experiments.store import StoreError
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "StoreError",
+    "cli_results",
+    "cli_run",
+    "cli_sweep",
+    "expand_sweep",
+    "export_results",
+    "load_config",
+    "parse_config",
+    "results_table",
+    "run_config",
+    "run_id",
+    "run_sweep",
+]
+
+
+def run_config(cfg: Any, out_dir: str | Path, progress: bool | None = None) -> str:
+    """See :func:`contrastlab.experiments.runner.run_config`."""
+    from contrastlab.experiments.runner import run_config as _run
+
+    return _run(cfg, out_dir, progress=progress)
+
+
+def run_sweep(cfg: Any, out_dir: str | Path, workers: int = 1, **kwargs: Any) -> list[str]:
+    """See :func:`contrastlab.experiments.sweep.run_sweep`."""
+    from contrastlab.experiments.sweep import run_sweep as _sweep
+
+    return _sweep(cfg, out_dir, workers=workers, **kwargs)
+
+
+def results_table(out_dir: str | Path, filters: Any = None, group_by: Any = None,
+                  metrics: Any = None) -> str:
+    """See :func:`contrastlab.experiments.results.results_table`."""
+    from contrastlab.experiments.results import results_table as _table
+
+    return _table(out_dir, filters=filters, group_by=group_by, metrics=metrics)
+
+
+def export_results(out_dir: str | Path, path: str | Path) -> Path:
+    """See :func:`contrastlab.experiments.results.export_results`."""
+    from contrastlab.experiments.results import export_results as _export
+
+    return _export(out_dir, path)
+
+
+def _out_dir(cfg: ExperimentConfig, out: str | Path | None) -> Path:
+    return Path(out) if out is not None and str(out) != "" else Path(cfg.output.dir)
+
+
+def cli_run(config_path: str | Path, sets: Sequence[str] = (), out: str | Path | None = None
+            ) -> str:
+    """``contrastlab run CONFIG [--set a.b=v ...] [--out DIR]``: train one configuration into
+    ``out`` (default ``output.dir`` of the config) and return its results table. A config with a
+    ``sweep`` grid is refused (use ``cli_sweep``)."""
+    from contrastlab.experiments.results import results_table as _table
+    from contrastlab.experiments.runner import run_config as _run
+    from contrastlab.experiments.store import ResultStore
+
+    cfg = load_config(config_path, sets)
+    out_dir = _out_dir(cfg, out)
+    rid = _run(cfg, out_dir)
+    with ResultStore(out_dir, create=False) as store:
+        status = store.status(rid)
+        row = next((r for r in store.runs() if r["run_id"] == rid), {})
+    lines = [f"run {rid}: {status}" + (f" ({row.get('error')})" if row.get("error") else "")]
+    lines.append(_table(out_dir, filters={"run_id": rid}, group_by=["loss.name", "loss.k"]))
+    lines.append(f"results in {out_dir.resolve()}")
+    return "\n".join(lines)
+
+
+def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path | None = None,
+              workers: int = 1) -> str:
+    """``contrastlab sweep CONFIG [--set ...] [--out DIR] [--workers N]``: run the grid
+    (resumable; finished runs are skipped) and return the results table grouped by the swept
+    keys (mean and std over seeds)."""
+    from contrastlab.experiments.results import results_table as _table
+    from contrastlab.experiments.store import ResultStore
+    from contrastlab.experiments.sweep import run_sweep as _sweep
+
+    cfg = load_config(config_path, sets)
+    out_dir = _out_dir(cfg, out)
+    ids = _sweep(cfg, out_dir, workers=workers)
+    group = [k for k in cfg.sweep if k not in ("seed", "data.seed")]
+    table = _table(out_dir, filters=None, group_by=group or None, run_ids=ids)
+    lines = [table]
+    with ResultStore(out_dir, create=False) as store:
+        mine = set(ids)
+        for run in store.runs():
+            if run["run_id"] in mine and run["status"] in ("failed", "nan"):
+                lines.append(f"{run['status']}: {run['run_id']}: {run['error']}")
+    lines.append(f"sweep of {len(ids)} runs; results in {out_dir.resolve()}")
+    return "\n".join(lines)
+
+
+def cli_results(out_dir: str | Path, filters: Sequence[str] | None = None,
+                group_by: Sequence[str] | str | None = None, export: str | Path | None = None,
+                metrics: Sequence[str] | str | None = None) -> str:
+    """``contrastlab results DIR [--filter k=v ...] [--group-by k,...] [--metrics m,...]
+    [--export PATH]``: the results table (mean and std over seeds), and an export to
+    .csv/.json/.parquet when ``export`` is given."""
+    from contrastlab.experiments.results import export_results as _export
+    from contrastlab.experiments.results import results_table as _table
+
+    text = _table(out_dir, filters=filters, group_by=group_by, metrics=metrics)
+    if export is not None:
+        path = _export(out_dir, export)
+        text += f"\nexported to {path}"
+    return text

@@ -1,0 +1,182 @@
+"""Run one configuration into an output directory.
+
+Layout of an output directory::
+
+    <out>/results.sqlite          the results database (:mod:`contrastlab.experiments.store`)
+    <out>/runs/<run_id>/config.yaml   the resolved config of the run
+    <out>/runs/<run_id>/checkpoint.pt the last epoch's checkpoint (resume point)
+    <out>/runs/<run_id>/lock          held (flock) while a process trains the run
+
+:func:`execute_run` is the unit of work of runs and sweeps: it takes the run's lock (so two
+processes never train the same run at once; a process killed by SIGKILL releases it), skips the
+run if the database says ``done``, marks it ``running``, trains it — resuming from its checkpoint
+if a previous attempt was killed — writing every epoch's metrics as it goes, and finally records
+the outcome (``done``, ``nan`` or ``failed``) with the reports in one transaction that refuses to
+overwrite a ``done`` run: every finished run is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contrastlab.experiments.config import (
+    ConfigError,
+    ExperimentConfig,
+    parse_config,
+    run_config_dict,
+    run_id,
+)
+from contrastlab.experiments.store import ResultStore
+
+__all__ = ["execute_run", "run_config", "run_dir"]
+
+_DATA_CACHE: OrderedDict[str, Any] = OrderedDict()
+_DATA_CACHE_SIZE = 2
+
+
+def run_dir(out_dir: str | Path, rid: str) -> Path:
+    """The directory of run ``rid`` inside ``out_dir``."""
+    return Path(out_dir) / "runs" / rid
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (released when the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _dataset(cfg: ExperimentConfig) -> Any:
+    """Load the run's data set, reusing the last ones loaded by this process."""
+    from contrastlab.training import load_data
+
+    seed = cfg.seed if cfg.data.seed is None else cfg.data.seed
+    key = json.dumps([cfg.data.name, cfg.data.root, seed, cfg.data.options], sort_keys=True,
+                     default=str)
+    if key in _DATA_CACHE:
+        _DATA_CACHE.move_to_end(key)
+        return _DATA_CACHE[key]
+    ds = load_data(cfg)
+    _DATA_CACHE[key] = ds
+    while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
+        _DATA_CACHE.popitem(last=False)
+    return ds
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _check_parent(parent_pid: int | None) -> None:
+    """Exit at once if the sweep process that started this worker is gone (orphaned)."""
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(3)
+
+
+def execute_run(
+    config: Mapping[str, Any] | ExperimentConfig,
+    out_dir: str | Path,
+    progress: bool | None = None,
+    threads: int | None = None,
+    parent_pid: int | None = None,
+) -> tuple[str, str]:
+    """Train one run into ``out_dir`` unless it is already done (module docstring).
+
+    Args:
+        config: the run's config (a mapping or an ExperimentConfig; its sweep is ignored).
+        out_dir: the output directory.
+        progress: show the per-run progress bar (default ``train.progress``).
+        threads: torch threads for this run when ``train.threads`` is not set.
+        parent_pid: in a sweep worker, the sweep's pid: the worker exits if it disappears.
+
+    Returns:
+        ``(run_id, status)`` with status ``done``, ``nan`` or ``failed``.
+    """
+    from contrastlab.training import CHECKPOINT_NAME, train
+
+    raw = config.model_dump(mode="json") if isinstance(config, ExperimentConfig) else dict(config)
+    raw["sweep"] = {}
+    cfg = parse_config(raw)
+    if threads is not None and cfg.train.threads is None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
+    rid = run_id(cfg)
+    rdir = run_dir(out_dir, rid)
+    rdir.mkdir(parents=True, exist_ok=True)
+    record = run_config_dict(cfg)
+    _write_atomic(rdir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+    with _lock(rdir / "lock"):
+        store = ResultStore(out_dir)
+        try:
+            store.add_runs([(rid, record)])
+            if not store.mark_running(rid):
+                return rid, "done"
+
+            def on_epoch(epoch: int, metrics: dict[str, Any], seconds: float) -> None:
+                _check_parent(parent_pid)
+                store.record_epoch(rid, epoch, metrics, seconds)
+
+            try:
+                result = train(cfg, _dataset(cfg), checkpoint_dir=rdir, on_epoch=on_epoch,
+                               progress=progress)
+            except KeyboardInterrupt:
+                store.finish(rid, "failed", error="interrupted (KeyboardInterrupt)")
+                raise
+            except Exception as exc:
+                store.finish(rid, "failed", error=_one_line(exc))
+                if os.environ.get("CONTRASTLAB_DEBUG"):
+                    traceback.print_exc(file=sys.stderr)
+                return rid, "failed"
+            store.finish(rid, result.status, result.epochs, result.reports, result.seconds,
+                         result.error, result.epoch_seconds)
+            if result.status == "done" and not cfg.output.keep_checkpoints:
+                (rdir / CHECKPOINT_NAME).unlink(missing_ok=True)
+            return rid, result.status
+        finally:
+            store.close()
+
+
+def run_config(
+    cfg: Mapping[str, Any] | ExperimentConfig,
+    out_dir: str | Path,
+    progress: bool | None = None,
+) -> str:
+    """Train one configuration into ``out_dir`` (skipped if already done there); returns the
+    run id. The config must not hold a sweep grid (use :func:`~contrastlab.experiments.sweep.
+    run_sweep`). Raises ConfigError / StoreError (ValueErrors) before any work on bad input."""
+    cfg = parse_config(cfg)
+    if cfg.sweep:
+        keys = ", ".join(cfg.sweep)
+        raise ConfigError(f"sweep: the config has a sweep grid ({keys}); run it with the sweep "
+                          "command, or clear it with --set sweep={}")
+    with ResultStore(out_dir) as store:  # refuses a foreign or corrupted database up front
+        store.add_runs([(run_id(cfg), run_config_dict(cfg))])
+    rid, _ = execute_run(cfg, out_dir, progress=progress)
+    return rid

@@ -1,0 +1,335 @@
+"""The results database: one SQLite file (WAL mode) in the output directory.
+
+``<out>/results.sqlite`` holds
+
+- ``runs``: one row per run, keyed by ``run_id`` (the hash of the resolved config; PRIMARY KEY,
+  so a run exists once), its config (JSON), ``status`` in {pending, running, done, failed, nan},
+  timings (created, started, finished, seconds), attempts, the error and the worker's pid;
+- ``epochs``: per-epoch metrics (JSON), keyed by (run_id, epoch);
+- ``reports``: the final geometry and downstream reports (JSON), keyed by (run_id, kind);
+- ``meta``: the application name and schema version.
+
+Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a process killed at any
+moment leaves the database as it was before or after that write, never in between.
+:meth:`ResultStore.finish` records a run's outcome only if it is not already ``done``, inside the
+same transaction: a finished run is stored exactly once even if two processes finish it.
+
+Opening an existing file never changes it before it is recognized: the SQLite header, the
+``PRAGMA application_id`` (:data:`APPLICATION_ID`) and the ``meta`` table must say it is a
+contrastlab results database, and ``PRAGMA quick_check`` must pass; otherwise
+:class:`StoreError` (a ``ValueError``) says what is wrong and the file is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "APPLICATION_ID",
+    "DB_NAME",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "ResultStore",
+    "StoreError",
+]
+
+DB_NAME = "results.sqlite"
+APPLICATION_ID = 0x434C6162  # b"CLab"
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("pending", "running", "done", "failed", "nan")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = f"""
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE TABLE runs (
+    run_id      TEXT PRIMARY KEY NOT NULL,
+    config      TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in RUN_STATUSES)})),
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    seconds     REAL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    host        TEXT,
+    pid         INTEGER
+);
+CREATE TABLE epochs (
+    run_id  TEXT NOT NULL REFERENCES runs (run_id),
+    epoch   INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    seconds REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE reports (
+    run_id TEXT NOT NULL REFERENCES runs (run_id),
+    kind   TEXT NOT NULL,
+    report TEXT NOT NULL,
+    PRIMARY KEY (run_id, kind)
+);
+"""
+
+
+class StoreError(ValueError):
+    """The results database cannot be used (foreign, corrupted, or newer); one line."""
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class ResultStore:
+    """The results database of one output directory (see the module docstring).
+
+    Args:
+        out_dir: the output directory; the database is ``out_dir/results.sqlite``.
+        create: create the directory and the database if missing (else StoreError).
+    """
+
+    def __init__(self, out_dir: str | Path, create: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / DB_NAME
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise StoreError(f"output directory {str(self.out_dir)!r} is a file, not a directory")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            if not create:
+                raise StoreError(f"no results database in {str(self.out_dir)!r} "
+                                 f"(expected {DB_NAME}); run a config or sweep there first")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._check_existing()
+        self._conn: sqlite3.Connection | None = None
+        self._init()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _refuse(self, why: str) -> StoreError:
+        return StoreError(
+            f"{self.path} {why}; refusing to use or overwrite it (move it away or choose another "
+            "output directory)"
+        )
+
+    def _check_existing(self) -> None:
+        if not self.path.is_file():
+            raise self._refuse("is not a regular file")
+        with open(self.path, "rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+        if header != _SQLITE_HEADER:
+            raise self._refuse("is not a contrastlab results database (not an SQLite file)")
+        try:
+            conn = sqlite3.connect(self.path, timeout=60)
+            try:
+                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if app_id != APPLICATION_ID:
+                    if app_id == 0 and not tables:
+                        return  # an empty SQLite database: nothing to lose, initialized below
+                    shown = ", ".join(sorted(tables)) or "none"
+                    raise self._refuse(
+                        f"is an SQLite database of another application (application_id "
+                        f"{app_id:#x}, tables: {shown})"
+                    )
+                if "meta" not in tables:
+                    raise self._refuse("has the contrastlab application id but no meta table "
+                                       "(damaged)")
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("application") != "contrastlab":
+                    raise self._refuse("is not a contrastlab results database (meta table)")
+                version = int(meta.get("schema_version", "0"))
+                if version > SCHEMA_VERSION:
+                    raise self._refuse(f"has schema version {version}, newer than this "
+                                       f"contrastlab's {SCHEMA_VERSION}")
+                check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise self._refuse(f"is corrupted (quick_check: {check})")
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise self._refuse(f"is corrupted or not a database ({exc})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 120000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _init(self) -> None:
+        try:
+            conn = self._connect()
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: could not enable WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._conn = conn
+            with self.transaction() as c:
+                app_id = c.execute("PRAGMA application_id").fetchone()[0]
+                tables = {r[0] for r in c.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if app_id == APPLICATION_ID and "runs" in tables:
+                    return
+                if app_id not in (0, APPLICATION_ID) or tables:
+                    raise self._refuse("changed while being opened")
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                c.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
+                    ("application", "contrastlab"),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_at", repr(time.time())),
+                ])
+        except sqlite3.DatabaseError as exc:
+            raise self._refuse(f"is corrupted or not a database ({exc})") from None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add_runs(self, runs: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Insert ``(run_id, config)`` rows as ``pending`` unless the run id exists (insert or
+        ignore); returns how many were new."""
+        now = time.time()
+        rows = [(rid, _dumps(cfg), "pending", now) for rid, cfg in runs]
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO runs (run_id, config, status, created_at) "
+                "VALUES (?, ?, ?, ?)", rows)
+            return c.total_changes - before
+
+    def mark_running(self, run_id: str) -> bool:
+        """Set ``running`` (attempts + 1) unless the run is ``done``; False if it is done."""
+        with self.transaction() as c:
+            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"run {run_id} is not in {self.path}")
+            if row[0] == "done":
+                return False
+            c.execute(
+                "UPDATE runs SET status = 'running', started_at = ?, finished_at = NULL, "
+                "error = NULL, attempts = attempts + 1, host = ?, pid = ? WHERE run_id = ?",
+                (time.time(), socket.gethostname(), os.getpid(), run_id))
+            return True
+
+    def record_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any],
+                     seconds: float | None = None) -> None:
+        """Store (or replace) one epoch's metrics."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO epochs (run_id, epoch, metrics, seconds) "
+                      "VALUES (?, ?, ?, ?)", (run_id, int(epoch), _dumps(metrics), seconds))
+
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        epochs: list[dict[str, Any]] | None = None,
+        reports: dict[str, Any] | None = None,
+        seconds: float | None = None,
+        error: str | None = None,
+        epoch_seconds: dict[int, float] | None = None,
+    ) -> bool:
+        """Record a run's outcome (``done``, ``nan`` or ``failed``) with its epochs and reports,
+        in one transaction, unless it is already ``done``; returns whether it was written."""
+        if status not in ("done", "nan", "failed"):
+            raise ValueError(f"status must be one of 'done', 'nan', 'failed'; got {status!r}")
+        with self.transaction() as c:
+            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"run {run_id} is not in {self.path}")
+            if row[0] == "done":
+                return False
+            es = epoch_seconds or {}
+            for m in epochs or []:
+                e = int(m["epoch"])
+                prev = c.execute("SELECT seconds FROM epochs WHERE run_id = ? AND epoch = ?",
+                                 (run_id, e)).fetchone()
+                secs = es.get(e, prev[0] if prev else None)
+                c.execute("INSERT OR REPLACE INTO epochs (run_id, epoch, metrics, seconds) "
+                          "VALUES (?, ?, ?, ?)", (run_id, e, _dumps(m), secs))
+            if status == "done":
+                c.execute("DELETE FROM reports WHERE run_id = ?", (run_id,))
+                for kind, rep in (reports or {}).items():
+                    c.execute("INSERT INTO reports (run_id, kind, report) VALUES (?, ?, ?)",
+                              (run_id, kind, _dumps(rep)))
+            c.execute("UPDATE runs SET status = ?, finished_at = ?, seconds = ?, error = ? "
+                      "WHERE run_id = ?", (status, time.time(), seconds, error, run_id))
+            return True
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def status(self, run_id: str) -> str | None:
+        row = self.conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def statuses(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT run_id, status FROM runs")}
+
+    def runs(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every run (or those with ``status``) as dicts, config parsed, in creation order."""
+        cols = ("run_id", "config", "status", "created_at", "started_at", "finished_at",
+                "seconds", "attempts", "error", "host", "pid")
+        q = f"SELECT {', '.join(cols)} FROM runs"
+        args: tuple[Any, ...] = ()
+        if status is not None:
+            q += " WHERE status = ?"
+            args = (status,)
+        out = []
+        for row in self.conn.execute(q + " ORDER BY created_at, rowid", args):
+            d = dict(zip(cols, row, strict=True))
+            d["config"] = json.loads(d["config"])
+            out.append(d)
+        return out
+
+    def epochs(self, run_id: str) -> list[dict[str, Any]]:
+        """The per-epoch metrics of a run, by epoch."""
+        return [json.loads(r[0]) for r in self.conn.execute(
+            "SELECT metrics FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))]
+
+    def epoch_rows(self) -> list[tuple[str, int, dict[str, Any], float | None]]:
+        """Every epoch row: (run_id, epoch, metrics, seconds)."""
+        return [(r[0], int(r[1]), json.loads(r[2]), r[3]) for r in self.conn.execute(
+            "SELECT run_id, epoch, metrics, seconds FROM epochs ORDER BY run_id, epoch")]
+
+    def reports(self, run_id: str) -> dict[str, Any]:
+        """The final reports of a run: kind -> dict."""
+        return {r[0]: json.loads(r[1]) for r in self.conn.execute(
+            "SELECT kind, report FROM reports WHERE run_id = ?", (run_id,))}

@@ -1,0 +1,155 @@
+"""Sweeps: expand a ``sweep:`` grid and run its points on a local process pool, resumably.
+
+:func:`run_sweep`:
+
+1. expands the grid (:func:`contrastlab.experiments.config.expand_sweep`: the cartesian product
+   of the ``sweep`` lists; every point validated before any work starts);
+2. inserts every point into the results database as ``pending`` (insert-or-ignore on the unique
+   run id: points already there keep their status);
+3. runs the points that are not finished (status ``pending``, ``running`` or ``failed``: the
+   leftovers of a killed sweep; ``done`` and ``nan`` are final and skipped), each through
+   :func:`contrastlab.experiments.runner.execute_run`: in this process for ``workers=1``, else
+   on a ``spawn`` process pool of ``workers`` processes with ``cpu_count // workers`` torch
+   threads each.
+
+Killing a sweep at any moment (SIGKILL included) and starting it again runs only what is missing:
+a run killed mid-training is ``running`` in the database and resumes from its last epoch's
+checkpoint; a run whose outcome was committed is never run or stored again. Pool workers die with
+the sweep process (Linux ``PR_SET_PDEATHSIG``; elsewhere they notice at the next epoch), and a
+per-run file lock keeps a late orphan and a restarted sweep from training the same run at once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from contrastlab._validation import check_positive_int
+from contrastlab.experiments.config import (
+    ExperimentConfig,
+    expand_sweep,
+    parse_config,
+    run_config_dict,
+    run_id,
+)
+from contrastlab.experiments.runner import execute_run
+from contrastlab.experiments.store import ResultStore
+
+__all__ = ["available_cpus", "plan_sweep", "run_sweep"]
+
+UNFINISHED = ("pending", "running", "failed")
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (the affinity mask where available)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:
+    """Pool initializer: torch threads, and die with the sweep process (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(3)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def plan_sweep(cfg: Mapping[str, Any] | ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
+    """The grid's points as (run_id, resolved config), in grid order, without duplicates."""
+    points = expand_sweep(parse_config(cfg))
+    return [(run_id(p), p) for p in points]
+
+
+def _log_default(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _label(cfg: ExperimentConfig, keys: list[str]) -> str:
+    d = cfg.model_dump(mode="json")
+    parts = []
+    for key in keys:
+        node: Any = d
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        parts.append(f"{key}={node}")
+    return " ".join(parts)
+
+
+def run_sweep(
+    cfg: Mapping[str, Any] | ExperimentConfig,
+    out_dir: str | Path,
+    workers: int = 1,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = _log_default,
+) -> list[str]:
+    """Run every point of the config's sweep grid into ``out_dir`` (module docstring).
+
+    Args:
+        cfg: the config with its ``sweep`` grid (a config without one is a 1-point sweep).
+        out_dir: the output directory (its results database is created if missing).
+        workers: processes; 1 runs in this process.
+        progress: per-run progress bars (default ``train.progress``, only with 1 worker).
+        log: receives one line per event (None: silent).
+
+    Returns:
+        The run ids of the grid points, in grid order.
+    """
+    workers = check_positive_int("workers", workers)
+    cfg = parse_config(cfg)
+    plan = plan_sweep(cfg)
+    keys = list(cfg.sweep)
+    say = log or (lambda _m: None)
+    with ResultStore(out_dir) as store:
+        store.add_runs([(rid, run_config_dict(p)) for rid, p in plan])
+        status = store.statuses()
+    todo = [(rid, p) for rid, p in plan if status.get(rid) in UNFINISHED]
+    say(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} finished, {len(todo)} to run "
+        f"on {min(workers, max(1, len(todo)))} worker(s) -> {out_dir}")
+    t0 = time.perf_counter()
+    done = 0
+
+    def report(rid: str, st: str, p: ExperimentConfig) -> None:
+        nonlocal done
+        done += 1
+        say(f"[{done}/{len(todo)}] {rid} {_label(p, keys)}: {st} "
+            f"({time.perf_counter() - t0:.1f} s)")
+
+    if workers == 1 or len(todo) <= 1:
+        for rid, p in todo:
+            _, st = execute_run(p, out_dir, progress=progress)
+            report(rid, st, p)
+        return [rid for rid, _ in plan]
+    n = min(workers, len(todo))
+    threads = max(1, available_cpus() // n)
+    parent = os.getpid()
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads, parent)) as pool:
+        futures = {
+            pool.submit(execute_run, run_config_dict(p), str(out_dir), False, threads,
+                        parent): (rid, p)
+            for rid, p in todo
+        }
+        for fut in as_completed(futures):
+            rid, p = futures[fut]
+            _, st = fut.result()
+            report(rid, st, p)
+    return [rid for rid, _ in plan]

@@ -1,0 +1,150 @@
+"""Configs: YAML + --set overrides, resolution, run ids, and one-line errors before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from contrastlab.experiments import cli_run, cli_sweep
+from contrastlab.experiments.config import (
+    ConfigError,
+    apply_overrides,
+    expand_sweep,
+    load_config,
+    parse_override,
+    run_id,
+)
+
+BASE: dict[str, Any] = {
+    "data": {"name": "synthetic", "options": {"classes": 3, "dim": 4}},
+    "model": {"encoder": "mlp", "out_dim": 2},
+    "loss": {"name": "hucl", "k": 16, "beta": 2.0},
+    "train": {"epochs": 1, "batch_size": 32},
+}
+
+
+def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["loss.name=foo"], "loss.name must be one of 'infonce', 'supcon', 'debiased-hard', "
+                            "'nce', 'scl', 'hscl', 'ucl', 'hucl'; got 'foo'"),
+        (["loss.k=0"], "loss.k must be an integer >= 1; got 0"),
+        (["loss.k=-4"], "loss.k must be an integer >= 1; got -4"),
+        (["loss.beta=-0.5"], "loss.beta must be >= 0; got -0.5"),
+        (["data.name=imagenet"], "data.name must be one of 'synthetic'"),
+        (["data.name=cifar10"], "data.root is required for 'cifar10'"),
+        (["data.name=cifar100", "data.root=/no/such/dir"], "data.root must be an existing "
+                                                           "directory for 'cifar100'"),
+        (["data.name=fashion-mnist", "data.root=/no/such/dir"], "data.root must be an existing"),
+        (["loss.kk=3"], "loss.kk is not a field of loss; allowed: name, k, beta"),
+        (["loss.name=ucl", "loss.k=null"], "loss.k is required for 'ucl'"),
+        (["loss.temperature=0"], "loss.temperature must be > 0; got 0"),
+        (["optim.name=lbfgs"], "optim.name must be one of 'adam', 'sgd'; got 'lbfgs'"),
+        (["model.encoder=vit"], "model.encoder must be one of"),
+        (["model.options.depthh=2"], "model.options.depthh is not an option of encoder 'mlp'"),
+        (["sweep.loss.k=[4, 0]"], "loss.k must be an integer >= 1; got 0 (sweep point "
+                                  "loss.k=0)"),
+        (["loss.name=infonce", "loss.exact=true"], "loss.exact applies to scl, hscl, ucl"),
+        (["train.epochs=many"], "train.epochs: Input should be a valid integer"),
+    ],
+)
+def test_bad_configs_fail_fast_with_one_line(tmp_path: Path, sets: list[str],
+                                             message: str) -> None:
+    path = _write(tmp_path, BASE)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, sets)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+    assert isinstance(info.value, ValueError)
+    # the CLI entry points refuse it before any work: no output directory appears
+    out = tmp_path / "out"
+    with pytest.raises(ValueError):
+        cli_run(path, sets, out)
+    with pytest.raises(ValueError):
+        cli_sweep(path, sets, out, workers=1)
+    assert not out.exists()
+
+
+def test_yaml_errors_and_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss: {name: [\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        load_config(_write(tmp_path, BASE), ["loss.k"])
+
+
+def test_overrides_use_yaml_semantics() -> None:
+    assert parse_override("loss.k=16") == (["loss", "k"], 16)
+    assert parse_override("loss.exact=true") == (["loss", "exact"], True)
+    assert parse_override("optim.lr=0.5") == (["optim", "lr"], 0.5)
+    assert parse_override("loss.name=hucl") == (["loss", "name"], "hucl")
+    assert parse_override("sweep.loss.k=[1, 4]") == (["sweep", "loss.k"], [1, 4])
+    raw = apply_overrides({"loss": {"k": 1}}, ["loss.k=4", "data.options.dim=3", "seed=2"])
+    assert raw == {"loss": {"k": 4}, "data": {"options": {"dim": 3}}, "seed": 2}
+    cfg = load_config(None, ["optim.lr=1e-3"], base=BASE)  # PyYAML reads 1e-3 as a string
+    assert cfg.optim.lr == pytest.approx(1e-3)
+
+
+def test_resolution_and_run_ids(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, BASE))
+    assert cfg.loss.sampler == "tilted" and cfg.loss.pool_size == 32
+    assert cfg.loss.temperature == 1.0
+    ucl = load_config(_write(tmp_path, BASE), ["loss.name=ucl"])
+    assert ucl.loss.beta == 0.0 and ucl.loss.sampler == "uniform"
+    info = load_config(_write(tmp_path, BASE), ["loss.name=infonce"])
+    assert info.loss.k is None and info.loss.temperature == 0.5 and info.loss.pool_size is None
+    # the run id ignores how a run is executed, not what it computes
+    same = load_config(_write(tmp_path, BASE), ["train.progress=false", "train.threads=1",
+                                                "output.dir=elsewhere"])
+    assert run_id(same) == run_id(cfg)
+    assert run_id(load_config(_write(tmp_path, BASE), ["loss.k=17"])) != run_id(cfg)
+
+
+def test_sweep_expansion_dedups_equivalent_points(tmp_path: Path) -> None:
+    raw = {**BASE, "sweep": {"loss.name": ["ucl", "hucl"], "loss.beta": [1.0, 5.0],
+                             "seed": [0, 1]}}
+    cfg = load_config(_write(tmp_path, raw))
+    points = expand_sweep(cfg)
+    # beta does not apply to ucl: its two beta values are one run (per seed)
+    names = [(p.loss.name, p.loss.beta, p.seed) for p in points]
+    assert names == [("ucl", 0.0, 0), ("ucl", 0.0, 1), ("hucl", 1.0, 0), ("hucl", 1.0, 1),
+                     ("hucl", 5.0, 0), ("hucl", 5.0, 1)]
+    assert len({run_id(p) for p in points}) == 6
+    assert all(p.sweep == {} for p in points)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load(path.read_text())
+    sets = []
+    if raw["data"]["name"] in ("cifar10", "cifar100", "fashion-mnist"):
+        sets.append(f"data.root={tmp_path}")  # a directory given by the user
+    cfg = load_config(path, sets)
+    points = expand_sweep(cfg)
+    assert len(points) >= 2
+    assert len({run_id(p) for p in points}) == len(points)
+
+
+def test_demo_config_is_the_k_sweep() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+    points = expand_sweep(cfg)
+    assert {p.data.name for p in points} == {"mnist1d"}
+    assert {p.loss.normalize for p in points} == {"sphere"}
+    assert {(p.loss.name, p.loss.k) for p in points} == {
+        (name, k) for name in ("ucl", "hucl") for k in (1, 4, 16, 64, 256)}

@@ -1,0 +1,93 @@
+"""Results: the table (grouping, mean and std over seeds, filters) and the exports."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contrastlab.experiments import cli_results, cli_run
+from contrastlab.experiments.config import parse_config
+from contrastlab.experiments.results import export_results, load_records, results_table
+from contrastlab.experiments.sweep import run_sweep
+
+CONFIG: dict[str, Any] = {
+    "data": {"name": "synthetic", "seed": 0,
+             "options": {"classes": 3, "dim": 6, "n_train": 240, "n_test": 120}},
+    "model": {"encoder": "mlp", "out_dim": 3, "options": {"hidden": 16}},
+    "loss": {"name": "ucl", "k": 4},
+    "train": {"epochs": 2, "batch_size": 60, "threads": 1, "progress": False},
+    "eval": {"final_lsup": False},
+    "sweep": {"loss.k": [1, 4], "seed": [0, 1]},
+}
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("results")
+    run_sweep(parse_config(CONFIG), path, workers=1, log=None)
+    return path
+
+
+def test_table_groups_by_the_swept_keys_with_mean_and_std(out: Path) -> None:
+    text = results_table(out)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["loss.k", "n", "mc_acc"]
+    assert [line.split()[:2] for line in lines[2:4]] == [["1", "2"], ["4", "2"]]
+    assert "±" in lines[2]
+    assert lines[-1] == "4 runs: 4 done"
+    records = load_records(out)
+    ks = [r["mc_acc"] for r in records if r["loss.k"] == 1]
+    mean = sum(ks) / 2
+    assert f"{mean:.4f} ±" in lines[2]
+
+
+def test_filters_metrics_and_bad_keys(out: Path) -> None:
+    text = results_table(out, filters=["loss.k=4"], group_by="seed", metrics="probe_acc,nc1")
+    lines = text.splitlines()
+    assert lines[0].split() == ["seed", "n", "probe_acc", "nc1"]
+    assert len(lines) == 2 + 2 + 1
+    assert results_table(out, filters=["loss.k=5"]) == "no runs match the filters"
+    with pytest.raises(ValueError, match=r"filter key 'loss\.kk'"):
+        results_table(out, filters=["loss.kk=4"])
+    with pytest.raises(ValueError, match=r"metric 'accuracy'"):
+        results_table(out, metrics=["accuracy"])
+    with pytest.raises(ValueError, match=r"group_by key 'loss\.nam'"):
+        results_table(out, group_by=["loss.nam"])
+
+
+def test_exports(out: Path, tmp_path: Path) -> None:
+    path = export_results(out, tmp_path / "r.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert {"run_id", "loss.k", "seed", "mc_acc", "probe_acc", "etf_distance"} <= set(rows[0])
+    data = json.loads(export_results(out, tmp_path / "r.json").read_text())
+    assert len(data) == 4 and len(data[0]["epochs"]) == 2
+    assert set(data[0]["reports"]) == {"geometry", "downstream"}
+    with pytest.raises(ValueError, match=r"must end in .csv, .json or .parquet"):
+        export_results(out, tmp_path / "r.xlsx")
+    if importlib.util.find_spec("pyarrow") is None:
+        with pytest.raises(ValueError, match="parquet export needs pyarrow"):
+            export_results(out, tmp_path / "r.parquet")
+    else:  # pragma: no cover - depends on the environment
+        assert export_results(out, tmp_path / "r.parquet").stat().st_size > 0
+    text = cli_results(out, ["loss.k=1"], ["seed"], tmp_path / "again.csv")
+    assert text.endswith(f"exported to {tmp_path / 'again.csv'}")
+
+
+def test_cli_run_skips_a_done_run(out: Path, tmp_path: Path) -> None:
+    import yaml
+
+    cfg = dict(CONFIG)
+    cfg.pop("sweep")
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    text = cli_run(path, ["loss.k=4", "seed=1"], out)  # already done by the sweep
+    assert text.splitlines()[0].endswith(": done")
+    assert results_table(out).splitlines()[-1] == "4 runs: 4 done"
+    with pytest.raises(ValueError, match="has a sweep grid"):
+        cli_run(path, ["sweep.seed=[0, 1]"], tmp_path / "x")
