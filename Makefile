@@ -21,8 +21,13 @@ $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
 
 venv: $(VENV)/.installed-$(TEST_EXTRAS)
 
+# The main job: a k-sweep on MNIST-1D (UCL vs HUCL, k = 1..256, 2 seeds), about 5 minutes on
+# 2 cores; resumable (run it again after an interruption and only the missing runs are trained).
+DEMO_OUT ?= runs/demo
 demo: venv
-	$(PY) -m contrastlab demo --out reports/demo
+	$(PY) -m contrastlab sweep configs/demo.yaml --workers 2 --out $(DEMO_OUT)
+	$(PY) -m contrastlab results $(DEMO_OUT) --export $(DEMO_OUT)/results.csv
+	@echo "report: $(abspath $(DEMO_OUT))/summary.md (full results: $(DEMO_OUT)/results.csv)"
 
 test: venv
 	$(PY) -m pytest -q

@@ -95,7 +95,7 @@ def _fail_on_value_error(call: Callable[[], str]) -> None:
     """Run a command body; bad input (ValueError) becomes a one-line error and exit code 2."""
     try:
         text = call()
-    except ValueError as err:
+    except (ValueError, ImportError, FileNotFoundError) as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(code=2) from None
     typer.echo(text)
@@ -190,6 +190,82 @@ def conjecture(
             as_json,
         )
     )
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered data sets with their sizes and what they need."""
+    from contrastlab.data.registry import datasets_table
+
+    typer.echo(datasets_table())
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="A YAML config (see configs/).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: --set loss.k=64")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default output.dir).")] = None,
+) -> None:
+    """Train one configuration; results go to the output directory's database."""
+    from contrastlab.experiments import cli_run
+
+    _fail_on_value_error(lambda: cli_run(config, set_ or [], out))
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="A YAML config with a sweep: grid.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: --set train.epochs=5")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default output.dir).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
+) -> None:
+    """Run every point of the sweep grid (resumable: finished runs are never re-run)."""
+    from contrastlab.experiments import cli_sweep
+
+    def body() -> str:
+        text = cli_sweep(config, set_ or [], out, workers)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "summary.md").write_text(text + "\n")
+            text += f"\nsummary written to {(out / 'summary.md').resolve()}"
+        return text
+
+    _fail_on_value_error(body)
+
+
+@app.command()
+def results(
+    out_dir: Annotated[Path, typer.Argument(help="An output directory of run/sweep.")],
+    filter_: Annotated[
+        list[str] | None, typer.Option("--filter", help="Keep runs with key=value (repeatable).")
+    ] = None,
+    group_by: Annotated[str | None, typer.Option(help="Comma-separated config keys.")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Comma-separated metric names.")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Also export to a .csv, .json or .parquet file.")
+    ] = None,
+) -> None:
+    """Print the results table (mean and std over seeds) and optionally export it."""
+    from contrastlab.experiments import cli_results
+
+    _fail_on_value_error(lambda: cli_results(out_dir, filter_, group_by, export, metrics))
+
+
+@app.command()
+def geometry(
+    embeddings: Annotated[
+        Path, typer.Argument(help="An .npz with H_train, y_train[, H_test, y_test].")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Geometry (neural / dimensional collapse) and downstream reports of saved embeddings."""
+    from contrastlab.evaluation import geometry_command_output
+
+    _fail_on_value_error(lambda: geometry_command_output(str(embeddings), as_json))
 
 
 def main() -> None:
