@@ -37,7 +37,11 @@ lint: venv
 	$(VENV)/bin/mypy
 
 bench: venv
-	$(PY) benchmarks/bench_losses.py
+	$(PIP) install -q -e ".[$(TEST_EXTRAS),bench]"
+	mkdir -p benchmarks/results
+	$(PY) benchmarks/bench_losses.py --out benchmarks/results/losses.md
+	$(PY) benchmarks/bench_theory.py --out benchmarks/results/theory.md
+	$(PY) benchmarks/bench_eval.py --out benchmarks/results/eval.md
 
 clean:
 	rm -rf $(VENV) reports runs .pytest_cache .mypy_cache .ruff_cache
