@@ -62,7 +62,7 @@ def time_loss_and_grad(c: int, k: int, d: int, repeats: int) -> tuple[float, flo
         loss = population_loss(v, None, k, "infonce", 1.0, "marginal")
         loss.backward()
         times.append(time.perf_counter() - start)
-        value = float(loss)
+        value = float(loss.detach())
     return 1e3 * statistics.median(times[1:]), value
 
 
