@@ -65,7 +65,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from contrastlab._validation import check_choice, check_nonnegative, check_positive_int
@@ -79,8 +78,8 @@ from contrastlab.experiments.config import (
 from contrastlab.losses import (
     NegativeSampler,
     debiased_hard,
-    expected_log1p_sum_grouped,
     info_nce,
+    pair_losses,
     score_loss,
     supcon,
 )
@@ -189,20 +188,8 @@ def pool_hard_contrastive(
     log_q = sampler.log_probs(
         S, anchor_labels if labels_needed else None, pool_labels if labels_needed else None
     )  # (R, P), detached, float64
-    logits = S / t
-    log_k = math.log(k) if negatives_reduction == "mean" else 0.0
-    if mode == "sampled":
-        idx = torch.multinomial(log_q.exp(), k, replacement=True, generator=generator)
-        log_g = torch.logsumexp(logits.gather(1, idx), dim=1) - log_k
-        per_pair = F.softplus(log_g - s_pos)
-    elif mode == "mean":
-        log_g = torch.logsumexp(log_q.to(logits.dtype) + logits, dim=1)
-        if negatives_reduction == "sum":
-            log_g = log_g + math.log(k)
-        per_pair = F.softplus(log_g - s_pos)
-    else:
-        owner = torch.arange(S.shape[0], device=S.device)
-        per_pair = expected_log1p_sum_grouped(logits, log_q, owner, -s_pos - log_k, k)
+    owner = torch.arange(S.shape[0], device=S.device)  # one law per row
+    per_pair = pair_losses(S / t, log_q, owner, s_pos, k, mode, negatives_reduction, generator)
     if reduction == "mean":
         return per_pair.mean()
     return per_pair.sum() if reduction == "sum" else per_pair

@@ -71,7 +71,7 @@ from contrastlab.losses.samplers import (
     sample_uniform,
     tilted_log_probs,
 )
-from contrastlab.losses.scl import hard_contrastive, hscl, hucl, scl, ucl
+from contrastlab.losses.scl import hard_contrastive, hscl, hucl, pair_losses, scl, ucl
 from contrastlab.losses.supcon import supcon
 
 __all__ = [
@@ -102,6 +102,7 @@ __all__ = [
     "info_nce",
     "nce_loss",
     "normalize",
+    "pair_losses",
     "sample_from_log_probs",
     "sample_other_class",
     "sample_tilted",

@@ -60,6 +60,39 @@ EXACT_MODES = (False, True, "loss", "mean")
 NEGATIVE_REDUCTIONS = ("mean", "sum")
 
 
+def pair_losses(
+    logits: torch.Tensor,
+    log_q: torch.Tensor,
+    owner: torch.Tensor,
+    s_pos: torch.Tensor,
+    k: int,
+    mode: str,
+    negatives_reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-pair losses l_rp = log(1 + g_r e^{-s_pos_r}) of the Jiang family, three estimators.
+
+    Row r has the tempered candidate similarities ``logits[owner[r]]`` (A x N, shared by all rows
+    of one anchor), the sampling law ``exp(log_q[owner[r]])`` and the tempered positive
+    similarity ``s_pos[r]``; g_r is the mean (or sum) of exp(logits) over k i.i.d. draws.
+    ``mode``: ``sampled`` (draw the k indices), ``loss`` (exact expectation over the draws) or
+    ``mean`` (plug-in: g replaced by its expectation). Used by :func:`hard_contrastive` (the
+    batch is the pool) and by the training engine (a pool of the training set).
+    """
+    log_k = math.log(k) if negatives_reduction == "mean" else 0.0
+    if mode == "sampled":
+        idx = sample_from_log_probs(log_q[owner], k, replace=True, generator=generator)  # (R, k)
+        s_neg = logits[owner[:, None], idx]  # (R, k)
+        return F.softplus(torch.logsumexp(s_neg, dim=1) - log_k - s_pos)
+    if mode == "mean":
+        log_g = torch.logsumexp(log_q.to(logits.dtype)[owner] + logits[owner], dim=1)
+        if negatives_reduction == "sum":
+            log_g = log_g + math.log(k)
+        return F.softplus(log_g - s_pos)
+    # row r: Y = exp(logit_j - s_pos_r) / k, j ~ q — one law per anchor, shifted per row
+    return expected_log1p_sum_grouped(logits, log_q, owner, -s_pos - log_k, k)
+
+
 def hard_contrastive(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -111,21 +144,7 @@ def hard_contrastive(
     log_q = tilted_log_probs(gram, beta, mask)  # (B, B), detached, float64
     pos_i, pos_p = torch.nonzero(labels[:, None] == labels[None, :], as_tuple=True)
     s_pos = logits[pos_i, pos_p]  # (R,)
-    log_k = math.log(k) if negatives_reduction == "mean" else 0.0
-
-    if mode == "sampled":
-        idx = sample_from_log_probs(log_q[pos_i], k, replace=True, generator=generator)  # (R, k)
-        s_neg = logits[pos_i[:, None], idx]  # (R, k)
-        log_g = torch.logsumexp(s_neg, dim=1) - log_k
-        per_pair = F.softplus(log_g - s_pos)
-    elif mode == "mean":
-        log_g = torch.logsumexp(log_q.to(logits.dtype)[pos_i] + logits[pos_i], dim=1)
-        if negatives_reduction == "sum":
-            log_g = log_g + math.log(k)
-        per_pair = F.softplus(log_g - s_pos)
-    else:
-        # pair (i, p): Y = exp(S_ij - S_ip) / k, j ~ q_i. — one law per anchor, shifted per pair
-        per_pair = expected_log1p_sum_grouped(logits, log_q, pos_i, -s_pos - log_k, k)
+    per_pair = pair_losses(logits, log_q, pos_i, s_pos, k, mode, negatives_reduction, generator)
     return reduce(per_pair, reduction)
 
 
