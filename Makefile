@@ -27,7 +27,7 @@ DEMO_OUT ?= runs/demo
 demo: venv
 	$(PY) -m contrastlab sweep configs/demo.yaml --workers 2 --out $(DEMO_OUT)
 	$(PY) -m contrastlab results $(DEMO_OUT) --export $(DEMO_OUT)/results.csv
-	@echo "report: $(abspath $(DEMO_OUT))/summary.md (full results: $(DEMO_OUT)/results.csv)"
+	$(PY) -m contrastlab report $(DEMO_OUT)
 
 test: venv
 	$(PY) -m pytest -q

@@ -268,6 +268,19 @@ def geometry(
     _fail_on_value_error(lambda: geometry_command_output(str(embeddings), as_json))
 
 
+@app.command()
+def report(
+    out_dir: Annotated[Path, typer.Argument(help="An output directory of run/sweep.")],
+    path: Annotated[
+        Path | None, typer.Option(help="HTML file (default OUT_DIR/report.html).")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report (figures, summary table, configs, versions)."""
+    from contrastlab.report import write_report
+
+    _fail_on_value_error(lambda: f"report written to {write_report(out_dir, path).resolve()}")
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

@@ -1,0 +1,90 @@
+"""The HTML report: self-contained, with the figures and the table; renders with failed runs."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from contrastlab.experiments.store import ResultStore
+from contrastlab.report import write_report
+from tests.report import png_stats, tiny_sweep
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+def _images(text: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)",
+                                                     text)]
+
+
+def test_report_is_self_contained(out: Path, tmp_path: Path) -> None:
+    path = write_report(out, tmp_path / "r" / "report.html")
+    text = path.read_text()
+    assert not re.search(r"(?i)https?:", text)
+    refs = re.findall(r"(?:src|href)\s*=\s*['\"]([^'\"]{0,30})", text)
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
+    assert "@import" not in text and "url(" not in text
+    assert "<table class='summary'>" in text and text.count("<tr>") >= 5
+    imgs = _images(text)
+    assert len(imgs) == 6
+    for png in imgs:
+        assert png.startswith(b"\x89PNG")
+        colours, frac = png_stats(png)
+        assert colours > 20 and frac > 0.02
+    assert "Nothing missing" in text
+    assert "torch" in text and "Wall time" in text and "Resolved configs" in text
+    assert write_report(out) == out / "report.html"
+
+
+def test_report_with_failed_and_missing_runs(out: Path, tmp_path: Path) -> None:
+    d = tmp_path / "copy"
+    shutil.copytree(out, d)
+    with ResultStore(d, create=False) as store:
+        runs = store.runs()
+        store.add_runs([("feedbeeffeedbeef", dict(runs[0]["config"], seed=99))])
+        failed = runs[1]["run_id"]
+        # a done run is never overwritten by finish(); rerecord it as a new failed run
+        store.add_runs([("deadbeefdeadbeef", dict(runs[1]["config"], seed=98))])
+        store.mark_running("deadbeefdeadbeef")
+        store.finish("deadbeefdeadbeef", "failed", error="RuntimeError: boom")
+    text = write_report(d).read_text()
+    assert failed in text
+    assert "deadbeefdeadbeef</code> is <b>failed</b>: RuntimeError: boom" in text
+    assert "feedbeeffeedbeef</code> is <b>pending</b>" in text
+    assert len(_images(text)) == 6
+
+
+def test_report_with_only_failed_runs(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "empty") as store:
+        store.add_runs([("0123456789abcdef", {"seed": 0, "loss": {"name": "ucl", "k": 2}})])
+        store.mark_running("0123456789abcdef")
+        store.finish("0123456789abcdef", "failed", error="ValueError: bad")
+    text = write_report(tmp_path / "empty").read_text()
+    assert "is <b>failed</b>: ValueError: bad" in text
+    assert "figure <code>downstream_vs_k</code> missing" in text
+    assert "No figures" in text
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="out_dir"):
+        write_report(tmp_path / "missing")
+    (tmp_path / "results.sqlite").write_text("not a database")
+    with pytest.raises(ValueError, match="out_dir"):
+        write_report(tmp_path)
+
+
+def test_cli_report_rejects_a_non_results_directory(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from contrastlab.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a results directory" in result.output
