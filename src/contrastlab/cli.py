@@ -12,6 +12,16 @@ import contrastlab
 
 app = typer.Typer(add_completion=False, help="contrastlab: a laboratory for contrastive learning.")
 
+# Options shared by several commands, declared once.
+ClassesOpt = Annotated[int, typer.Option("--classes", help="Number of classes C >= 2.")]
+KListOpt = Annotated[str, typer.Option("--k", help="Comma-separated numbers of negatives.")]
+LossOpt = Annotated[str, typer.Option(help="logistic, infonce, infonce-mean or hinge.")]
+TemperatureOpt = Annotated[float, typer.Option(help="Temperature t > 0.")]
+NegativesOpt = Annotated[str, typer.Option(help="marginal (UCL) or other-class (SCL).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set a.b=v")]
+OutOpt = Annotated[Path | None, typer.Option(help="Output directory (default output.dir).")]
+
 
 @app.command()
 def demo(
@@ -48,7 +58,7 @@ def bounds(
             "--harmonic", help="H_{C-1} in Ash's bound: exact, or approx = ln(C-1)+0.577 (Bao)."
         ),
     ] = "exact",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Also plot to a .png/.svg/.pdf (matplotlib).")
     ] = None,
@@ -103,7 +113,7 @@ def _fail_on_value_error(call: Callable[[], str]) -> None:
 
 @app.command()
 def optimum(
-    classes: Annotated[int, typer.Option("--classes", help="Number of classes C >= 2.")],
+    classes: ClassesOpt,
     prior: Annotated[
         str,
         typer.Option(
@@ -111,22 +121,16 @@ def optimum(
             "C comma-separated weights."
         ),
     ] = "balanced",
-    k: Annotated[
-        str, typer.Option("--k", help="Comma-separated numbers of negatives.")
-    ] = "1,16,256",
-    loss: Annotated[
-        str, typer.Option(help="logistic, infonce, infonce-mean or hinge.")
-    ] = "infonce",
-    temperature: Annotated[float, typer.Option(help="Temperature t > 0.")] = 1.0,
-    negatives: Annotated[
-        str, typer.Option(help="marginal (UCL) or other-class (SCL).")
-    ] = "marginal",
+    k: KListOpt = "1,16,256",
+    loss: LossOpt = "infonce",
+    temperature: TemperatureOpt = 1.0,
+    negatives: NegativesOpt = "marginal",
     beta: Annotated[float, typer.Option(help="Hardness beta >= 0 (HUCL / HSCL).")] = 0.0,
     dim: Annotated[int | None, typer.Option(help="Dimension d (default C - 1).")] = None,
     constraint: Annotated[str, typer.Option(help="sphere or ball.")] = "sphere",
     restarts: Annotated[int, typer.Option(help="Random restarts per k.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the restarts.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The optimal class geometry of the exact population loss, one row per k."""
     from contrastlab.theory.commands import optimum_output, parse_ks
@@ -151,27 +155,21 @@ def optimum(
 
 @app.command()
 def conjecture(
-    classes: Annotated[int, typer.Option("--classes", help="Number of classes C >= 2.")] = 5,
-    k: Annotated[str, typer.Option("--k", help="Comma-separated numbers of negatives.")] = (
-        "1,2,4,8,16,32,64,128,256,512,1024,2048,4096"
-    ),
+    classes: ClassesOpt = 5,
+    k: KListOpt = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096",
     prior: Annotated[
         list[str] | None,
         typer.Option(
             help="A prior to study (repeatable); default: the Zipf / Dirichlet / two-level family."
         ),
     ] = None,
-    loss: Annotated[
-        str, typer.Option(help="logistic, infonce, infonce-mean or hinge.")
-    ] = "infonce",
-    temperature: Annotated[float, typer.Option(help="Temperature t > 0.")] = 1.0,
-    negatives: Annotated[
-        str, typer.Option(help="marginal (UCL) or other-class (SCL).")
-    ] = "marginal",
+    loss: LossOpt = "infonce",
+    temperature: TemperatureOpt = 1.0,
+    negatives: NegativesOpt = "marginal",
     restarts: Annotated[int, typer.Option(help="Random restarts per (prior, k).")] = 3,
     recheck_restarts: Annotated[int, typer.Option(help="Restarts to re-solve a violation.")] = 12,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Unbalanced priors: is the downstream loss of the optimum monotone in k? (Awasthi et al.)"""
     from contrastlab.theory.commands import conjecture_output, parse_ks
@@ -203,10 +201,8 @@ def datasets() -> None:
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="A YAML config (see configs/).")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a field: --set loss.k=64")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Output directory (default output.dir).")] = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
 ) -> None:
     """Train one configuration; results go to the output directory's database."""
     from contrastlab.experiments import cli_run
@@ -217,10 +213,8 @@ def run(
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="A YAML config with a sweep: grid.")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a field: --set train.epochs=5")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Output directory (default output.dir).")] = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
 ) -> None:
     """Run every point of the sweep grid (resumable: finished runs are never re-run)."""
