@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,6 +19,16 @@ def simplex_etf(num_classes: int, dim: int | None = None, dtype: torch.dtype = t
     out = torch.zeros(c, d, dtype=dtype)
     out[:, : c - 1] = v
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread for a module of small tensors: on 2 shared cores OpenMP
+    spin-waiting makes such modules several times slower. The previous setting is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

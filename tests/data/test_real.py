@@ -23,20 +23,7 @@ from contrastlab.data.real import (
     prepare_fashion_mnist,
 )
 from contrastlab.data.registry import Dataset, list_datasets, load_dataset
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def assert_same(a: Dataset, b: Dataset) -> None:
-    for f in ("x_train", "y_train", "x_test", "y_test"):
-        assert torch.equal(getattr(a, f), getattr(b, f)), f
-
+from tests.data.helpers import assert_same
 
 # ---------------------------------------------------------------------------------------------
 # fake files in the real formats

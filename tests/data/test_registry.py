@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from contrastlab.data.registry import (
     stratified_split,
     stratified_subset,
 )
+from tests.data.helpers import assert_same
 
 BUILTIN_NAMES = [
     "synthetic",
@@ -33,20 +33,6 @@ BUILTIN_NAMES = [
     "cifar100",
     "rotten-tomatoes",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small tensors: on 2 shared cores intra-op threading only adds overhead."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def assert_same(a: Dataset, b: Dataset) -> None:
-    for f in ("x_train", "y_train", "x_test", "y_test"):
-        assert torch.equal(getattr(a, f), getattr(b, f)), f
 
 
 def assert_conventions(ds: Dataset) -> None:

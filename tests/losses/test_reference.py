@@ -29,14 +29,7 @@ TAU_PLUS = (0.0, 0.1, 0.3)
 JIANG = {"scl": (False, False), "hscl": (False, True), "ucl": (True, False), "hucl": (True, True)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one intra-op thread avoids OpenMP spin-waiting, which makes this
-    module ~8x slower on a busy 2-core machine. The previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------
