@@ -53,6 +53,7 @@ import functools
 import json
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -674,6 +675,21 @@ def arora_bound(R_cont: Any, K: Any, C: Any = None, prior: Any = None) -> FloatO
     return _finish(_arora(r, k, p, None), scalar)
 
 
+def _defined_from_c(
+    k: NDArray[np.int64],
+    p: _Prior,
+    col_all: FloatArray | None,
+    formula: Callable[[NDArray[np.bool_], FloatArray], FloatArray],
+) -> FloatArray:
+    """A bound defined only for K >= C: ``nan`` below, ``formula(ok, Col_K[ok])`` elsewhere."""
+    out = np.full(k.shape, np.nan)
+    ok = k >= p.C
+    if ok.any():
+        col = _mix_binomial(k[ok], p, "col") if col_all is None else col_all[ok]
+        out[ok] = formula(ok, col)
+    return out
+
+
 def _arora(
     r: FloatArray,
     k: NDArray[np.int64],
@@ -681,16 +697,13 @@ def _arora(
     cov: CoverageEstimate | None,
     col_all: FloatArray | None = None,
 ) -> FloatArray:
-    out = np.full(k.shape, np.nan)
-    ok = k >= p.C
-    if ok.any():
-        kk = k[ok]
-        col = _mix_binomial(kk, p, "col") if col_all is None else col_all[ok]
+    def formula(ok: NDArray[np.bool_], col: FloatArray) -> FloatArray:
         ups = _upsilon(k, p, cov)[ok]
         with np.errstate(all="ignore"):
-            den = _no_collision(kk, p) * ups
-        out[ok] = _safe_ratio(r[ok] - col, den)
-    return out
+            den = _no_collision(k[ok], p) * ups
+        return _safe_ratio(r[ok] - col, den)
+
+    return _defined_from_c(k, p, col_all, formula)
 
 
 def nozawa_sato_bound(R_cont: Any, K: Any, C: Any = None, prior: Any = None) -> FloatOrArray:
@@ -713,13 +726,10 @@ def _nozawa_sato(
     cov: CoverageEstimate | None,
     col_all: FloatArray | None = None,
 ) -> FloatArray:
-    out = np.full(k.shape, np.nan)
-    ok = k >= p.C
-    if ok.any():
-        kk = k[ok]
-        col = _mix_binomial(kk, p, "col") if col_all is None else col_all[ok]
-        out[ok] = _safe_ratio(2.0 * r[ok] - col, _upsilon(k, p, cov)[ok])
-    return out
+    def formula(ok: NDArray[np.bool_], col: FloatArray) -> FloatArray:
+        return _safe_ratio(2.0 * r[ok] - col, _upsilon(k, p, cov)[ok])
+
+    return _defined_from_c(k, p, col_all, formula)
 
 
 def ash_bound(
