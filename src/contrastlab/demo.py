@@ -18,7 +18,6 @@ The report (``report.md`` and ``results.json``) lands in the output directory.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ import contrastlab.losses as L
 from contrastlab.data import gaussian_mixture
 from contrastlab.evaluation import mean_classifier
 from contrastlab.geometry import geometry_report
-from contrastlab.theory import etf_cosine, simplex_etf
+from contrastlab.theory import etf_cosine, etf_loss, simplex_etf
 
 
 @dataclass(frozen=True)
@@ -56,26 +55,20 @@ def _exact(
 
 
 def etf_loss_table(num_classes: int, ks: list[int], temperature: float = 1.0) -> list[dict]:
-    """Exact SCL / UCL / HUCL(beta=1) batch losses at a unit simplex ETF vs their closed forms."""
-    from scipy.stats import binom
-
+    """Exact SCL / UCL / HUCL(beta=1) batch losses at a unit simplex ETF vs their closed forms
+    (:func:`contrastlab.theory.etf_loss`, SPEC A7)."""
     c = num_classes
-    v = simplex_etf(c)
     labels = torch.arange(c).repeat(2)
-    z = v[labels]
-    a = c / ((c - 1) * temperature)
+    z = simplex_etf(c)[labels]
     rows = []
     for k in ks:
-        m = torch.arange(k + 1, dtype=torch.float64)
-        pmf = torch.from_numpy(binom.pmf(m.numpy(), k, 1.0 / c))
-        ucl_closed = float((pmf * torch.log(1 + m + (k - m) * math.exp(-a))).sum())
         rows.append(
             {
                 "k": k,
                 "scl": _exact(z, labels, "other-class", 0.0, k, temperature),
-                "scl_closed_form": math.log1p(k * math.exp(-a)),
+                "scl_closed_form": etf_loss(c, k, "infonce", temperature, "other-class"),
                 "ucl": _exact(z, labels, "marginal", 0.0, k, temperature),
-                "ucl_closed_form": ucl_closed,
+                "ucl_closed_form": etf_loss(c, k, "infonce", temperature, "marginal"),
                 "hucl_beta1": _exact(z, labels, "marginal", 1.0, k, temperature),
             }
         )
