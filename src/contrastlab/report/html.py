@@ -33,6 +33,29 @@ td.s-failed, td.s-nan { background: #f6d5c8; }
 td.s-pending, td.s-running { background: #fff3c4; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
+.img-failed { color: #c00; font-weight: bold; margin-left: 0.5em; }
+"""
+
+# After load, mark every figure data-loaded="1" (decoded) or "0" (with a visible red note),
+# and set body data-figures="<ok>/<total>": a browser check (and a reader) sees broken figures.
+_JS = """
+window.addEventListener("load", function () {
+  var imgs = document.querySelectorAll("img"), ok = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    var img = imgs[i];
+    if (img.complete && img.naturalWidth > 0) {
+      img.setAttribute("data-loaded", "1");
+      ok++;
+    } else {
+      img.setAttribute("data-loaded", "0");
+      var note = document.createElement("span");
+      note.className = "img-failed";
+      note.textContent = "figure failed to load: " + (img.getAttribute("alt") || "?");
+      img.insertAdjacentElement("afterend", note);
+    }
+  }
+  document.body.dataset.figures = ok + "/" + imgs.length;
+});
 """
 
 
@@ -160,6 +183,7 @@ def write_report(out_dir: str | Path, path: str | Path | None = None) -> Path:
     report_s = time.perf_counter() - t0
     parts.append(f"<h2>Wall time</h2><p>Runs: {run_seconds:.1f} s in total "
                  f"(sum over runs); this report: {report_s:.1f} s.</p>")
+    parts.append(f"<script>{_JS}</script>")
     parts.append("</body></html>")
 
     target.parent.mkdir(parents=True, exist_ok=True)
