@@ -201,3 +201,30 @@ def test_every_loss_trains(data: Any, loss: dict) -> None:
                eval={"every": 0, "linear_probe": False, "final_probes": []})
     result = T.train(cfg, data)
     assert result.status == "done" and math.isfinite(result.epochs[0]["train_loss"])
+
+
+def test_shuffled_label_control_scores_near_chance(data: Any) -> None:
+    from contrastlab.experiments.config import run_id
+
+    base = dict(data={"options": {"classes": 5, "dim": 10, "n_train": 1000, "n_test": 500}},
+                loss={"name": "ucl", "k": 32}, train={"epochs": 4, "batch_size": 100},
+                eval={"every": 0})
+    good = T.train(_cfg(**base))
+    shuffled_cfg = _cfg(**{**base, "data": {**base["data"], "shuffle_labels": True}})
+    bad = T.train(shuffled_cfg)
+    assert good.epochs[-1]["mc_acc"] > 0.9
+    assert bad.epochs[-1]["mc_acc"] < 0.4  # chance is 0.2
+    # the flag changes the run id only when set (earlier run ids are kept)
+    assert run_id(shuffled_cfg) != run_id(_cfg(**base))
+    plain = _cfg(**base)
+    assert "shuffle_labels" not in __import__("json").dumps(
+        __import__("contrastlab.experiments.config", fromlist=["_hashed"])._hashed(plain))
+
+
+def test_shuffled_labels_permutes_only_the_training_labels(data: Any) -> None:
+    d = T._as_data(data)
+    s = T.shuffled_labels(d, 0)
+    assert torch.equal(s.y_test, d.y_test) and torch.equal(s.x_train, d.x_train)
+    assert torch.equal(torch.bincount(s.y_train), torch.bincount(d.y_train))
+    assert not torch.equal(s.y_train, d.y_train)
+    assert torch.equal(T.shuffled_labels(d, 0).y_train, s.y_train)  # seeded

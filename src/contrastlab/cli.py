@@ -275,6 +275,44 @@ def report(
     _fail_on_value_error(lambda: f"report written to {write_report(out_dir, path).resolve()}")
 
 
+@app.command()
+def repro(
+    name: Annotated[str | None, typer.Argument(help="A recipe name (see --list) or YAML file.")
+                    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
+    profile: Annotated[str, typer.Option(help="quick (2 CPU cores, < 3 min) or full.")
+                       ] = "quick",
+    out: Annotated[Path, typer.Option(help="Directory for the evidence.")] = Path("runs/repro"),
+    corrupt: Annotated[
+        bool, typer.Option("--corrupt", help="Run the recipe's deliberately wrong variant "
+                           "(e.g. shuffled labels): it must FAIL.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel training processes.")] = 1,
+) -> None:
+    """Run a recipe (one claim of the seed papers) and print PASS or FAIL with its figures.
+    Exit code 0 on PASS, 1 on FAIL, 2 on bad input."""
+    from contrastlab.recipes import list_recipes, run_recipe
+
+    if list_:
+        _fail_on_value_error(lambda: "\n".join(
+            f"{r.name:<22} {r.title}\n{'':<22} quick: {r.profiles['quick'].get('about', '')}"
+            for r in list_recipes()))
+        return
+    if name is None:
+        typer.echo("Error: name is required (a recipe name or YAML file; see --list)", err=True)
+        raise typer.Exit(code=2)
+    result = None
+
+    def body() -> str:
+        nonlocal result
+        result = run_recipe(name, profile, out, corrupt, workers,
+                            log=lambda m: typer.echo(m, err=True))
+        return result.summary() + f"\nreport: {(result.out_dir / 'report.html').resolve()}"
+
+    _fail_on_value_error(body)
+    if result is not None and not result.passed:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

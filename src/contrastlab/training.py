@@ -60,7 +60,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,14 @@ def _as_data(ds: Any) -> _Data:
         kind=str(ds.kind),
         input_shape=tuple(int(s) for s in ds.input_shape),
     )
+
+
+def shuffled_labels(data: _Data, seed: int) -> _Data:
+    """The shuffled-label control: the training labels permuted by a seeded permutation (class
+    frequencies kept), the test labels untouched."""
+    g = torch.Generator().manual_seed(int(seed) + 2_147_483_647)
+    perm = torch.randperm(data.y_train.shape[0], generator=g)
+    return replace(data, y_train=data.y_train[perm])
 
 
 def build_model(cfg: ExperimentConfig, input_shape: tuple[int, ...]) -> Encoder:
@@ -624,6 +632,8 @@ def train(
     rid = run_id(cfg)
     ds = load_data(cfg) if dataset is None else dataset
     data = _as_data(ds)
+    if cfg.data.shuffle_labels:
+        data = shuffled_labels(data, cfg.seed if cfg.data.seed is None else cfg.data.seed)
     ckpt_path = None
     if checkpoint_dir is not None and cfg.train.checkpoint:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)

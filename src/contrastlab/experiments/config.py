@@ -149,7 +149,10 @@ class DataConfig(_Section):
     ``cifar10``/``cifar100``/``fashion-mnist``; ``seed`` the data set's seed (default: the run's
     ``seed``; fix it to vary only the training randomness across seeds). ``pairs``: ``latent``
     (x+ another sample of the class) or ``augment`` (x+ an augmented view; ``augment`` holds the
-    augmenter's options, e.g. ``strength``).
+    augmenter's options, e.g. ``strength``). ``shuffle_labels``: the shuffled-label control
+    (a seeded permutation of the *training* labels, so latent-class positives and the
+    classifiers' training labels carry no information; test labels are kept): a correct
+    pipeline must then score near chance.
     """
 
     name: str = "synthetic"
@@ -158,6 +161,7 @@ class DataConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     pairs: str = "latent"
     augment: dict[str, Any] = Field(default_factory=dict)
+    shuffle_labels: bool = False
 
     _seed = field_validator("seed")(classmethod(lambda cls, v: _positive_int(v, 0)))
 
@@ -666,6 +670,8 @@ def run_config_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def _hashed(cfg: ExperimentConfig) -> dict[str, Any]:
     d = cfg.model_dump(mode="json")
+    if not d["data"].get("shuffle_labels"):  # added later: keep the ids of earlier runs
+        d["data"].pop("shuffle_labels", None)
     for section, keys in _NOT_HASHED.items():
         node = d if not section else d[section]
         for key in keys:

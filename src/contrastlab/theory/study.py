@@ -180,12 +180,14 @@ def monotonicity_study(
     recheck_restarts: int = 12,
     tol: float = 1e-6,
     seed: int = 0,
+    max_iter: int = 3000,
 ) -> StudyResult:
     """Solve for the optimum at every (prior, k) and test the monotonicity of its downstream loss.
 
     Returns one row per (prior, k) with the contrastive loss of the optimum, its downstream
     losses (mean-classifier cross-entropy R_mu-supv and L_sup), the mean-classifier accuracy and
-    the optimizer's diagnostics, plus the confirmed violations.
+    the optimizer's diagnostics, plus the confirmed violations. ``max_iter`` is the L-BFGS
+    budget of every solve (1 gives deliberately unconverged optima, for testing checks).
     """
     check_positive_int("num_classes", num_classes)
     ks = sorted({check_positive_int("k", int(k)) for k in ks})
@@ -195,6 +197,7 @@ def monotonicity_study(
         "temperature": temperature,
         "negatives": negatives,
         "dim": dim,
+        "max_iter": check_positive_int("max_iter", max_iter),
     }
     rows: list[dict[str, Any]] = []
     violations: list[Violation] = []

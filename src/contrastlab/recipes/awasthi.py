@@ -1,0 +1,241 @@
+"""Recipes for Awasthi, Dikkala & Kamath, "Do more negative samples necessarily hurt in
+contrastive learning?" (ICML 2022; seed 000).
+
+- ``awasthi_balanced_etf``: the exact population optimum for balanced classes is the simplex ETF
+  for every k, so its downstream loss does not depend on k (their Theorem for rho_c = 1/C;
+  SPEC A7, C1-C2).
+- ``awasthi_unbalanced``: the unbalanced-prior study of their conjecture (downstream loss of the
+  optimum non-increasing in k; SPEC C3).
+- ``awasthi_k_sweep``: trained encoders on real data for k from 1 to 1024 (their CIFAR
+  experiment at CPU scale).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from contrastlab.recipes.params import ks_list, take
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+
+__all__ = ["awasthi_balanced_etf", "awasthi_k_sweep", "awasthi_unbalanced"]
+
+
+def _spread(rows: list[dict[str, Any]], key: str, group: tuple[str, ...]) -> float:
+    by: dict[tuple[Any, ...], list[float]] = {}
+    for r in rows:
+        by.setdefault(tuple(r[g] for g in group), []).append(float(r[key]))
+    return max(max(v) - min(v) for v in by.values())
+
+
+def _min_step(rows: list[dict[str, Any]], key: str, group: tuple[str, ...]) -> float:
+    """The smallest increase of ``key`` between consecutive k within a group."""
+    by: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+    for r in rows:
+        by.setdefault(tuple(r[g] for g in group), []).append((int(r["k"]), float(r[key])))
+    steps = [b[1] - a[1] for pts in by.values() for a, b in zip(sorted(pts), sorted(pts)[1:],
+                                                                strict=False)]
+    return min(steps) if steps else math.nan
+
+
+@register_runner("awasthi_balanced_etf")
+def awasthi_balanced_etf(params: dict[str, Any], ctx: RunContext) -> Outcome:
+    """Solve the exact population program (:func:`contrastlab.theory.optimize.
+    optimize_population`, L-BFGS with restarts on free unit vectors, d = C - 1) for every
+    (C, loss, k) and compare with the ETF closed forms (:func:`contrastlab.theory.etf.etf_loss`).
+
+    Params: ``classes`` (list), ``ks`` (see :func:`ks_list`), ``losses`` (``infonce``,
+    ``logistic``), ``temperature``, ``restarts``, ``max_iter``, ``seed``. The corruption stops
+    L-BFGS after one iteration of a single random start.
+    """
+    from contrastlab.report.figures import cosine_heatmaps
+    from contrastlab.report.recipe_figures import metric_vs_k
+    from contrastlab.theory.etf import etf_loss
+    from contrastlab.theory.optimize import optimize_population
+
+    classes = take(params, "classes", [4, 10, 20], list)
+    ks = ks_list("params.ks", params.get("ks", "2^0..2^12"))
+    losses = take(params, "losses", ["infonce"], list)
+    t = float(take(params, "temperature", 1.0, (int, float)))
+    restarts = 1 if ctx.corrupt else int(take(params, "restarts", 2, int))
+    max_iter = 1 if ctx.corrupt else int(take(params, "max_iter", 3000, int))
+    seed = int(take(params, "seed", 0, int))
+    rows: list[dict[str, Any]] = []
+    heat: dict[int, Any] = {}
+    for c in classes:
+        for loss in losses:
+            ctx.log(f"awasthi-balanced-etf: C={c} loss={loss} k={ks[0]}..{ks[-1]}")
+            for k in ks:
+                opt = optimize_population(num_classes=c, k=k, loss=loss, temperature=t,
+                                          restarts=restarts, max_iter=max_iter, seed=seed + k)
+                closed = etf_loss(c, k, loss=loss, temperature=t)
+                ds = opt.downstream
+                rows.append({
+                    "C": c, "loss": loss, "k": k, "contrastive_loss": opt.loss,
+                    "etf_closed_form": closed, "closed_form_gap": abs(opt.loss - closed),
+                    "etf_cosine_error": opt.etf_cosine_error, "zero_sum": opt.zero_sum,
+                    "mean_classifier_loss": float(ds["mean_classifier_loss"]),
+                    "supervised_loss": float(ds["supervised_loss"]),
+                    "mean_classifier_accuracy": float(ds["mean_classifier_accuracy"]),
+                    "converged": bool(opt.converged), "iterations": opt.iterations,
+                })
+                if c == classes[0] and loss == losses[0] and k in (ks[0], ks[len(ks) // 2],
+                                                                   ks[-1]):
+                    heat[k] = opt.cosines.numpy()
+    metrics = {
+        "max_etf_cosine_error": max(r["etf_cosine_error"] for r in rows),
+        "max_zero_sum": max(r["zero_sum"] for r in rows),
+        "max_closed_form_gap": max(r["closed_form_gap"] for r in rows),
+        "max_downstream_spread": _spread(rows, "mean_classifier_loss", ("C", "loss")),
+        "max_supervised_spread": _spread(rows, "supervised_loss", ("C", "loss")),
+        "min_mean_classifier_accuracy": min(r["mean_classifier_accuracy"] for r in rows),
+        "min_contrastive_increase": _min_step(rows, "contrastive_loss", ("C", "loss")),
+        "solves": float(len(rows)),
+    }
+    for r in rows:
+        r["group"] = f"C={r['C']} {r['loss']}"
+    figs = {
+        "losses_vs_k": metric_vs_k(
+            rows, [("contrastive_loss", "contrastive loss at the optimum (nats)"),
+                   ("mean_classifier_loss", "downstream loss R_mu-supv of the optimum (nats)"),
+                   ("etf_cosine_error", "max |cos + 1/(C-1)| (dimensionless)")],
+            "group", reference={"contrastive_loss": "etf_closed_form"},
+            title="Balanced classes: the optimum vs k (dashed: ETF closed form)"),
+        "optimum_cosines": cosine_heatmaps(heat),
+    }
+    return Outcome(metrics, {"optima": rows}, figs)
+
+
+@register_runner("awasthi_unbalanced")
+def awasthi_unbalanced(params: dict[str, Any], ctx: RunContext) -> Outcome:
+    """The unbalanced-prior study (:func:`contrastlab.theory.study.monotonicity_study`): the
+    optimum of the exact population loss for each prior and k, its downstream losses, and every
+    confirmed increase between consecutive k (re-solved with more restarts before it counts).
+
+    Params: ``classes``, ``ks``, ``priors`` (specs for :func:`~contrastlab.theory.study.
+    parse_prior`, or ``default``), ``loss``, ``restarts``, ``recheck_restarts``, ``tol``,
+    ``seed``. The corruption solves with one L-BFGS iteration and no recheck.
+    """
+    from contrastlab.report.figures import study_losses_vs_k
+    from contrastlab.theory import study as st
+
+    c = int(take(params, "classes", 5, int))
+    ks = ks_list("params.ks", params.get("ks", "2^0..2^12"))
+    spec = params.get("priors", "default")
+    if spec == "default":
+        priors = st.default_priors(c, int(take(params, "seed", 0, int)))
+    elif isinstance(spec, list) and spec and all(isinstance(s, str) for s in spec):
+        priors = {s: st.parse_prior(s, c) for s in spec}
+    else:
+        raise ValueError(f"params.priors must be 'default' or a list of prior specs; got {spec!r}")
+    tol = float(take(params, "tol", 1e-6, (int, float)))
+    kwargs: dict[str, Any] = dict(
+        num_classes=c, priors=priors, ks=ks, loss=str(take(params, "loss", "infonce", str)),
+        restarts=int(take(params, "restarts", 3, int)),
+        recheck_restarts=int(take(params, "recheck_restarts", 12, int)), tol=tol,
+        seed=int(take(params, "seed", 0, int)))
+    if ctx.corrupt:
+        kwargs.update(restarts=1, recheck_restarts=1, max_iter=1)
+    ctx.log(f"awasthi-unbalanced: C={c}, {len(priors)} priors x {len(ks)} k")
+    res = st.monotonicity_study(**kwargs)
+    rows = res.rows
+    viol = {m: [v for v in res.violations if v.metric == m] for m in
+            ("supervised_loss", "mean_classifier_loss")}
+    balanced = [r for r in rows if r["prior"] == "balanced"]
+    metrics = {
+        "supervised_loss_violations": float(len(viol["supervised_loss"])),
+        "mean_classifier_loss_violations": float(len(viol["mean_classifier_loss"])),
+        "largest_mean_classifier_increase": max((v.size for v in viol["mean_classifier_loss"]),
+                                                default=0.0),
+        "min_mean_classifier_accuracy": min(r["mean_classifier_accuracy"] for r in rows),
+        "max_grad_norm": max(r["grad_norm"] for r in rows),
+        "balanced_max_etf_cosine_error": max((r["etf_cosine_error"] for r in balanced),
+                                             default=math.nan),
+        "priors": float(len(priors)),
+    }
+    notes = [f"confirmed increase of {v.metric} for prior {v.prior}: k={v.k_from}->{v.k_to}, "
+             f"{v.value_from:.6f} -> {v.value_to:.6f} (+{v.size:.2e})" for v in res.violations]
+    figs = {"study_losses_vs_k": study_losses_vs_k(rows, violations=res.violations)}
+    table = [{k: v for k, v in r.items()} for r in rows]
+    return Outcome(metrics, {"study": table,
+                             "violations": [vars(v) | {"size": v.size} for v in res.violations]},
+                   figs, notes)
+
+
+@register_runner("awasthi_k_sweep")
+def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
+    """Train through the experiment engine for every k (and seed) and measure the class-mean
+    geometry and the downstream accuracy of each run.
+
+    Params: ``config`` (the experiment config, a mapping), ``ks``, ``seeds``, ``set`` (dotted
+    overrides). Metrics (C classes; accuracy = mean-classifier test accuracy, mean over seeds):
+
+    - ``max_accuracy_drop``: max over k of acc(k_min) - acc(k) (does accuracy degrade?);
+    - ``min_accuracy_over_chance``: min over k of acc(k) - 1/C (did anything get learned?);
+    - ``max_mean_cosine_gap``: max over k of |mean_{c != c'} cos(mu_c, mu_c') + 1/(C-1)| for the
+      class means of the unit-norm features (the mean cosine is >= -1/(C-1), with equality iff
+      the unit class means sum to zero, as at the ETF);
+    - ``max_equiangularity_ratio``: max over k of (mean |cos + 1/(C-1)| at the last evaluation)
+      / (the same at the first): < 1 when the cosines move toward -1/(C-1) during training.
+    """
+    from contrastlab.report.figures import (
+        contrastive_loss_vs_k,
+        cosine_heatmaps,
+        downstream_vs_k,
+        epoch_metrics,
+    )
+
+    base = take(params, "config", None, dict)
+    ks = ks_list("params.ks", params.get("ks", [1, 16, 256, 1024]))
+    seeds = take(params, "seeds", [0], list)
+    recs = sweep_records(base, {"loss.k": ks, "seed": seeds}, ctx.out_dir / "runs", ctx,
+                         take(params, "set", {}, dict))
+    if not recs:
+        return Outcome({}, notes=["no run finished"])
+    c = int(recs[0]["reports"]["geometry"]["num_classes"])
+    rows = []
+    for r in recs:
+        geo = r["reports"]["geometry"]
+        cos = np.asarray(geo["cosine"], dtype=np.float64)
+        off = ~np.eye(c, dtype=bool)
+        hist = [e for e in r["epochs"] if _finite(e.get("equiangularity_mean"))]
+        rows.append({
+            "k": int(r["loss.k"]), "seed": r["seed"], "mc_acc": float(r["mc_acc"]),
+            "probe_acc": r.get("probe_acc"), "heldout_loss": r.get("heldout_loss"),
+            "mean_cosine": float(cos[off].mean()),
+            "equiangularity_first": float(hist[0]["equiangularity_mean"]) if hist else math.nan,
+            "equiangularity_last": float(hist[-1]["equiangularity_mean"]) if hist else math.nan,
+            "etf_distance": r.get("etf_distance"), "nc1": r.get("nc1"),
+        })
+    by_k: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_k.setdefault(row["k"], []).append(row)
+    acc = {k: float(np.mean([x["mc_acc"] for x in v])) for k, v in by_k.items()}
+    k0 = min(acc)
+    metrics = {
+        "max_accuracy_drop": max(acc[k0] - a for a in acc.values()),
+        "min_accuracy_over_chance": min(acc.values()) - 1.0 / c,
+        "max_mean_cosine_gap": max(abs(x["mean_cosine"] + 1.0 / (c - 1)) for x in rows),
+        "max_equiangularity_ratio": max(x["equiangularity_last"] / x["equiangularity_first"]
+                                        for x in rows),
+        "accuracy_at_smallest_k": acc[k0],
+        "accuracy_at_largest_k": acc[max(acc)],
+        "runs": float(len(rows)),
+    }
+    mats: dict[int, Any] = {}
+    for r in sorted(recs, key=lambda r: (r["seed"], r["loss.k"])):
+        mats.setdefault(int(r["loss.k"]), r["reports"]["geometry"]["cosine"])
+    hist_by = {f"k={r['loss.k']} seed={r['seed']}": r["epochs"] for r in recs}
+    figs = {
+        "downstream_vs_k": downstream_vs_k(recs, num_classes=c),
+        "contrastive_loss_vs_k": contrastive_loss_vs_k(recs, num_classes=c),
+        "class_mean_cosines": cosine_heatmaps(mats),
+        "epoch_metrics": epoch_metrics(hist_by, ("equiangularity_mean", "nc1", "mc_acc")),
+    }
+    return Outcome(metrics, {"runs": rows}, figs)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,144 @@
+"""Recipes for Bao, Nagano & Nozawa, "On the surrogate gap between contrastive and supervised
+losses" (ICML 2022; seed 002), against Arora et al. (2019), Nozawa & Sato (2021) and Ash et al.
+(2022).
+
+``bao_bounds``:
+
+1. the idealized curves (their Figs. 3-4): every bound evaluated at the idealized contrastive
+   minimum R*_cont(K) for each C (:func:`contrastlab.theory.bounds.idealized_bounds`);
+2. the measured surrogate gap R_mu-supv - R_cont of trained encoders, for each data set and K,
+   against Bao's gap bounds Delta_L <= R_mu-supv - R_cont <= Delta_U
+   (:func:`~contrastlab.theory.bounds.bao_delta_lower`, :func:`~contrastlab.theory.bounds.
+   bao_delta_upper`) with b = 1 (unit-sphere features, temperature 1: Bao's setting) and the
+   test split's label frequencies as the prior.
+
+R_cont is the held-out InfoNCE loss in its sum form (``nce`` with ``score: infonce``,
+``negatives_reduction: sum``, uniform negatives from the marginal, natural log, t = 1) and
+R_mu-supv the cross-entropy of the mean classifier (logits f(x)^T mu_c, t = 1), both on the same
+test subset. The recipe refuses configs with other conventions: the bounds would not apply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from contrastlab.recipes.params import ks_list, take
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+
+__all__ = ["bao_bounds", "idealized_checks", "measured_gaps"]
+
+_REQUIRED = {"loss.name": "nce", "loss.score": "infonce", "loss.negatives_reduction": "sum",
+             "loss.normalize": "sphere", "loss.temperature": 1.0, "loss.sampler": "uniform"}
+
+
+def idealized_checks(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The SPEC C5 orderings on idealized bound rows (one C): counts of the K where each fails."""
+    def fin(v: Any) -> bool:
+        return isinstance(v, float) and math.isfinite(v)
+
+    c = int(rows[0]["C"])
+    rows = sorted(rows, key=lambda r: r["K"])
+    others = ("arora", "nozawa_sato", "ash")
+    not_smallest = sum(
+        1 for r in rows if r["K"] >= c
+        and any(fin(r[o]) and r[o] < r["bao_upper"] - 1e-12 for o in others))
+    upper_ok = [r["bao_upper"] >= r["R_mu_supv_star"] - 1e-12 for r in rows]
+    lower_ok = [r["R_mu_supv_star"] - r["Delta_L"] >= r["R_cont"] - 1e-12 for r in rows]
+    undefined_below_c = sum(1 for r in rows if r["K"] < c and (fin(r["arora"])
+                                                                or fin(r["nozawa_sato"])))
+    dec = [b["bao_upper"] <= a["bao_upper"] + 1e-12
+           for a, b in itertools.pairwise(rows)]
+    return {
+        "bao_upper_nonfinite": float(sum(1 for r in rows if not fin(r["bao_upper"]))),
+        "bao_upper_not_smallest": float(not_smallest),
+        "bao_upper_below_optimum": float(upper_ok.count(False)),
+        "bao_lower_above_contrastive": float(lower_ok.count(False)),
+        "arora_ns_defined_below_C": float(undefined_below_c),
+        "bao_upper_increases": float(dec.count(False)),
+    }
+
+
+def measured_gaps(records: list[dict[str, Any]], data: str) -> list[dict[str, Any]]:
+    """One row per K: mean over seeds of R_cont (``heldout_loss``) and R_mu-supv (``mc_ce``),
+    the gap and Bao's Delta_L and Delta_U for the test labels' frequencies."""
+    from contrastlab.theory.bounds import bao_delta_lower, bao_delta_upper
+
+    for key, want in _REQUIRED.items():
+        got = {r.get(key) for r in records}
+        if got != {want}:
+            raise ValueError(f"config {key} must be {want!r} for Bao's bounds; got "
+                             f"{sorted(map(str, got))}")
+    by_k: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        by_k.setdefault(int(r["loss.k"]), []).append(r)
+    rows = []
+    for k, rs in sorted(by_k.items()):
+        counts = np.asarray(rs[0]["reports"]["geometry"]["class_counts"], dtype=np.float64)
+        prior = counts / counts.sum()
+        r_cont = float(np.mean([x["heldout_loss"] for x in rs]))
+        r_mu = float(np.mean([x["mc_ce"] for x in rs]))
+        rows.append({
+            "data": data, "K": k, "R_cont": r_cont, "R_mu_supv": r_mu, "gap": r_mu - r_cont,
+            "delta_lower": float(bao_delta_lower(k, prior=prior, b=1.0)),
+            "delta_upper": float(bao_delta_upper(k, prior=prior, b=1.0)),
+            "mc_acc": float(np.mean([x["mc_acc"] for x in rs])), "seeds": len(rs),
+            "C": int(counts.size),
+        })
+    return rows
+
+
+@register_runner("bao_bounds")
+def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
+    """Params: ``idealized`` (``classes``: list of C, ``ks``; optional), ``datasets`` (name ->
+    ``{config, ks, seeds, set}``). Metrics: the idealized orderings of :func:`idealized_checks`
+    summed over C; ``measured_outside_bounds`` (the (data set, K) whose gap leaves
+    [Delta_L, Delta_U]); ``min_accuracy_over_chance`` (the worst mean-classifier accuracy minus
+    1/C: the encoders learned the classes); ``min_accuracy_gain`` (per data set, the accuracy at
+    the largest K minus at the smallest, SPEC C8: it should not fall)."""
+    from contrastlab.report.recipe_figures import bounds_curves, gap_inside_bounds
+    from contrastlab.theory.bounds import idealized_bounds
+
+    metrics: dict[str, float] = {}
+    tables: dict[str, list[dict[str, Any]]] = {}
+    figs = {}
+    ideal = take(params, "idealized", {}, dict)
+    if ideal:
+        ideal_rows: list[dict[str, Any]] = []
+        for c in take(ideal, "classes", [10, 100], list):
+            rows = list(idealized_bounds(int(c), ks_list("params.idealized.ks",
+                                                         ideal.get("ks", "1..1024"))).rows)
+            for key, v in idealized_checks(rows).items():
+                metrics[key] = metrics.get(key, 0.0) + v
+            ideal_rows += rows
+        tables["idealized_bounds"] = ideal_rows
+        figs["idealized_bounds"] = bounds_curves(
+            ideal_rows, title="Bounds on R_mu-supv at the idealized contrastive minimum")
+    gaps: list[dict[str, Any]] = []
+    for name, spec in take(params, "datasets", {}, dict).items():
+        spec = take({"d": spec}, "d", None, dict)
+        recs = sweep_records(take(spec, "config", None, dict),
+                             {"loss.k": ks_list(f"params.datasets.{name}.ks", spec.get("ks")),
+                              "seed": take(spec, "seeds", [0], list)},
+                             ctx.out_dir / "runs" / name, ctx, take(spec, "set", {}, dict))
+        if recs:
+            gaps += measured_gaps(recs, name)
+    if gaps:
+        out = [g for g in gaps if not g["delta_lower"] <= g["gap"] <= g["delta_upper"]]
+        metrics["measured_outside_bounds"] = float(len(out))
+        metrics["measured_points"] = float(len(gaps))
+        metrics["min_margin_to_bounds"] = min(min(g["gap"] - g["delta_lower"],
+                                                  g["delta_upper"] - g["gap"]) for g in gaps)
+        metrics["min_accuracy_over_chance"] = min(g["mc_acc"] - 1.0 / g["C"] for g in gaps)
+        gains = []
+        for d in {g["data"] for g in gaps}:
+            sub = sorted((g for g in gaps if g["data"] == d), key=lambda g: g["K"])
+            gains.append(sub[-1]["mc_acc"] - sub[0]["mc_acc"])
+        metrics["min_accuracy_gain"] = min(gains)
+        tables["measured_gaps"] = gaps
+        figs["measured_gap"] = gap_inside_bounds(
+            gaps, title="Measured surrogate gap R_mu-supv - R_cont inside Bao's bounds")
+    return Outcome(metrics, tables, figs)

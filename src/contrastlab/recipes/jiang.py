@@ -1,0 +1,134 @@
+"""Recipe for Jiang, Nguyen, Ishwar & Aeron, "Hard-negative sampling for contrastive learning:
+optimal representation geometry and neural- vs dimensional-collapse" (TMLR 2023; seed 001).
+
+``jiang_nc_vs_dc`` trains HSCL and HUCL for every hardness beta and feature normalization with
+Adam from a random initialization and d = C - 1, and measures where training ends: neural
+collapse (class means at the simplex ETF, NC1 near 0) or dimensional collapse (a decaying
+spectrum of the embedding covariance). SPEC C7.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from contrastlab.recipes.params import take
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+
+__all__ = ["jiang_nc_vs_dc"]
+
+_NORMALIZED = ("sphere", "ball")
+
+
+def _spectrum_ratio(spectrum: Any, rank: int) -> float:
+    s = np.sort(np.abs(np.asarray(spectrum, dtype=np.float64)))[::-1][:rank]
+    return float(s[-1] / s[0]) if s.size and s[0] > 0 else 0.0
+
+
+@register_runner("jiang_nc_vs_dc")
+def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
+    """Params: ``config`` (the experiment config; ``model.out_dim`` should be C - 1),
+    ``losses`` (pairs ``[soft, hard]`` such as ``[scl, hscl]``: beta = 0 is run as the soft
+    loss, which is the hard loss at beta = 0), ``betas``, ``normalizations``, ``seeds``,
+    ``set``.
+
+    Per run: ETF distance and NC1 of the final embeddings, the effective rank and the ratio
+    sigma_min / sigma_max of the embedding covariance over its top C - 1 directions. Metrics:
+
+    - ``hard_normalized_max_etf_distance`` / ``..._max_nc1``: for each hard loss and each
+      normalization, the best beta >= 2 run; the worst of these (so every loss and every
+      normalization must reach NC with some beta);
+    - ``unnormalized_max_spectrum_ratio``: the largest sigma_min / sigma_max over the runs
+      without normalization (every one must be collapsed);
+    - ``min_hard_advantage``: over (loss, normalization), the ETF distance at beta = 0 minus the
+      best at beta >= 2 (> 0: hard negatives get closer to NC than no hard negatives);
+    - ``min_accuracy_over_chance``: the worst mean-classifier accuracy minus 1/C of the
+      normalized hard runs (a sanity check: NC geometry with chance accuracy is impossible).
+    """
+    from contrastlab.report.figures import epoch_metrics, spectra
+    from contrastlab.report.recipe_figures import nc_vs_dc_grid
+
+    base = take(params, "config", None, dict)
+    pairs = take(params, "losses", [["scl", "hscl"], ["ucl", "hucl"]], list)
+    betas = [float(b) for b in take(params, "betas", [0, 2, 5, 10], list)]
+    norms = take(params, "normalizations", ["sphere", "ball", "none"], list)
+    seeds = take(params, "seeds", [0], list)
+    overrides = take(params, "set", {}, dict)
+    hard_betas = [b for b in betas if b > 0] or [0.0]
+    names = [n for pair in pairs for n in pair]
+    # one grid: the soft losses resolve beta to 0, so each runs once per normalization
+    recs = sweep_records(base, {"loss.name": names, "loss.beta": hard_betas,
+                                "loss.normalize": norms, "seed": seeds},
+                         ctx.out_dir / "runs", ctx, overrides)
+    if not recs:
+        return Outcome({}, notes=["no run finished"])
+    family = {soft: hard for soft, hard in pairs}
+    rows = []
+    for r in recs:
+        geo = r["reports"]["geometry"]
+        c = int(geo["num_classes"])
+        name = str(r["loss.name"])
+        rows.append({
+            "loss": family.get(name, name), "beta": float(r.get("loss.beta") or 0.0),
+            "normalize": r["loss.normalize"], "seed": r["seed"],
+            "etf_distance": float(geo["etf_distance"]), "nc1": float(geo["nc1"]),
+            "effective_rank": float(geo["effective_rank"]),
+            "spectrum_ratio": _spectrum_ratio(geo["covariance_spectrum"], c - 1),
+            "class_mean_spectrum_ratio": _spectrum_ratio(geo["class_mean_spectrum"], c - 1),
+            "mc_acc": float(r["mc_acc"]), "C": c,
+        })
+    c = rows[0]["C"]
+
+    def mean(sel: list[dict[str, Any]], key: str) -> float:
+        return float(np.mean([x[key] for x in sel])) if sel else math.nan
+
+    best_etf, best_nc1, advantage = [], [], []
+    for hard in family.values():
+        for n in (x for x in norms if x in _NORMALIZED):
+            per_beta = {b: [x for x in rows if x["loss"] == hard and x["normalize"] == n
+                            and x["beta"] == b] for b in betas}
+            hard_b = [b for b in betas if b >= 2 and per_beta[b]]
+            if not hard_b:
+                continue
+            b_star = min(hard_b, key=lambda b: mean(per_beta[b], "etf_distance"))
+            best_etf.append(mean(per_beta[b_star], "etf_distance"))
+            best_nc1.append(mean(per_beta[b_star], "nc1"))
+            if per_beta.get(0.0):
+                advantage.append(mean(per_beta[0.0], "etf_distance") - best_etf[-1])
+    none = [x for x in rows if x["normalize"] == "none"]
+    hard_norm = [x for x in rows if x["normalize"] in _NORMALIZED and x["beta"] >= 2]
+    metrics = {
+        "hard_normalized_max_etf_distance": max(best_etf, default=math.nan),
+        "hard_normalized_max_nc1": max(best_nc1, default=math.nan),
+        "unnormalized_max_spectrum_ratio": max((x["spectrum_ratio"] for x in none),
+                                               default=math.nan),
+        "unnormalized_max_effective_rank": max((x["effective_rank"] for x in none),
+                                               default=math.nan),
+        "min_hard_advantage": min(advantage, default=math.nan),
+        "min_accuracy_over_chance": min((x["mc_acc"] for x in hard_norm), default=math.nan)
+        - 1.0 / c,
+        "runs": float(len(rows)),
+    }
+    notes = []
+    for x in sorted(rows, key=lambda x: (x["loss"], x["normalize"], x["beta"])):
+        if x["beta"] == 0 and x["normalize"] in _NORMALIZED:
+            notes.append(f"{x['loss']} beta=0 {x['normalize']} (seed {x['seed']}): ETF distance "
+                         f"{x['etf_distance']:.3f}, effective rank {x['effective_rank']:.2f} of "
+                         f"{c - 1}, sigma_min/sigma_max {x['spectrum_ratio']:.1e}")
+    spectra_by = {f"{r['loss.name']} b={r.get('loss.beta') or 0:g} {r['loss.normalize']}":
+                  r["reports"]["geometry"]["covariance_spectrum"]
+                  for r in recs if r["seed"] == seeds[0]}
+    hist = {f"{r['loss.name']} b={r.get('loss.beta') or 0:g} {r['loss.normalize']}": r["epochs"]
+            for r in recs if r["seed"] == seeds[0] and r["loss.normalize"] != "ball"}
+    figs = {
+        "etf_distance_vs_beta": nc_vs_dc_grid(rows, "etf_distance", "ETF distance (dimensionless)",
+                                              title="Distance to the simplex ETF at the end"),
+        "effective_rank_vs_beta": nc_vs_dc_grid(
+            rows, "effective_rank", f"effective rank (dimensions, of {c - 1})",
+            title="Effective rank of the embedding covariance"),
+        "spectra": spectra(spectra_by, ylabel="embedding covariance: log10(sigma_i/sigma_max)"),
+        "epoch_metrics": epoch_metrics(hist, ("nc1", "etf_distance", "effective_rank")),
+    }
+    return Outcome(metrics, {"runs": rows}, figs, notes)

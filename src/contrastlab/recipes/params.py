@@ -1,0 +1,42 @@
+"""Reading a recipe profile's parameters: one-line errors naming the parameter."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ks_list", "take"]
+
+
+def ks_list(name: str, spec: Any) -> list[int]:
+    """A list of k: a YAML list of integers >= 1, ``"a..b"`` (every integer from a to b) or
+    ``"2^a..2^b"`` (the powers of two), or several of these joined by ``+``."""
+    if isinstance(spec, list) and spec and all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in spec):
+        return sorted(set(spec))
+    if isinstance(spec, str):
+        out: set[int] = set()
+        for part in spec.split("+"):
+            m = re.fullmatch(r"\s*(2\^)?(\d+)\s*\.\.\s*(2\^)?(\d+)\s*", part)
+            if not m or bool(m.group(1)) != bool(m.group(3)) or int(m.group(2)) > int(m.group(4)):
+                break
+            a, b = int(m.group(2)), int(m.group(4))
+            out |= {2**e for e in range(a, b + 1)} if m.group(1) else set(range(a, b + 1))
+        else:
+            if out and min(out) >= 1:
+                return sorted(out)
+    raise ValueError(f"{name} must be a list of integers >= 1, 'a..b' or '2^a..2^b' (joined by "
+                     f"'+'); got {spec!r}")
+
+
+def take(params: Mapping[str, Any], name: str, default: Any, kind: type | tuple[type, ...]
+         ) -> Any:
+    """``params[name]`` (or ``default``), checked to be of ``kind``."""
+    value = params.get(name, default)
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ValueError(f"params.{name} must be {getattr(kind, '__name__', kind)}; got {value!r}")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ValueError(f"params.{name} must be {names}; got {value!r}")
+    return value

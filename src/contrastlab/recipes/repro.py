@@ -1,0 +1,137 @@
+"""Run a recipe: measure, check, write the evidence, and say PASS or FAIL.
+
+:func:`run_recipe` resolves the recipe and profile, calls its runner (:mod:`.runners`), evaluates
+the recipe's checks on the measured metrics and writes, under ``out/<recipe>/<profile>`` (with a
+``-corrupt`` suffix for the deliberately wrong run):
+
+- ``result.json``: the claim, the checks with their observed values, the metrics, the tables,
+  the notes, the parameters and the wall time;
+- ``figures/*.png`` and ``*.svg``;
+- ``report.html``: one self-contained page with all of it.
+
+Training recipes keep their runs in ``runs/`` there (the experiment engine's results database),
+so a recipe interrupted at any moment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contrastlab.recipes.checks import CheckResult, evaluate_checks
+from contrastlab.recipes.runners import RUNNERS, Outcome, RunContext, import_all
+from contrastlab.recipes.spec import Recipe, load_recipe
+
+__all__ = ["RecipeResult", "run_recipe"]
+
+
+@dataclass
+class RecipeResult:
+    """The outcome of :func:`run_recipe`."""
+
+    recipe: Recipe
+    profile: str
+    corrupt: bool
+    checks: list[CheckResult]
+    outcome: Outcome
+    seconds: float
+    out_dir: Path
+    figure_paths: dict[str, list[Path]] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def summary(self) -> str:
+        """The lines printed at the end of ``contrastlab repro``."""
+        tag = " (corrupted: " + self.recipe.corruption + ")" if self.corrupt else ""
+        lines = [f"{self.recipe.name} [{self.profile}{tag}]: {self.recipe.claim}",
+                 f"source: {self.recipe.source}"]
+        for c in self.checks:
+            obs = "missing" if c.observed is None else f"{c.observed:.6g}"
+            lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.check.name}: "
+                         f"{c.check.text()} (observed {obs})")
+        for n in self.outcome.notes:
+            lines.append(f"  note: {n}")
+        lines.append(f"  wall time {self.seconds:.1f} s; evidence in {self.out_dir}")
+        lines.append(f"{self.verdict} {self.recipe.name}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe.name, "title": self.recipe.title, "claim": self.recipe.claim,
+            "source": self.recipe.source, "profile": self.profile, "corrupt": self.corrupt,
+            "corruption": self.recipe.corruption, "verdict": self.verdict,
+            "checks": [c.to_dict() for c in self.checks],
+            "metrics": {k: _json(v) for k, v in self.outcome.metrics.items()},
+            "notes": self.outcome.notes, "seconds": self.seconds,
+            "params": self.recipe.params(self.profile),
+            "tables": {k: [{c: _json(v) for c, v in row.items()} for row in rows]
+                       for k, rows in self.outcome.tables.items()},
+        }
+
+
+def _json(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, int | float | str | bool) or v is None:
+        return v
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, list | tuple):
+        return [_json(x) for x in v]
+    return str(v)
+
+
+def run_recipe(
+    name: str | Path,
+    profile: str = "quick",
+    out: str | Path = "runs/repro",
+    corrupt: bool = False,
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> RecipeResult:
+    """Run recipe ``name`` (a name of :func:`contrastlab.recipes.list_recipes` or a YAML path)
+    with ``profile`` and return its :class:`RecipeResult`; ``corrupt`` runs the recipe's
+    deliberately wrong variant (which must FAIL). Raises ValueError (one line) on bad input."""
+    from contrastlab._validation import check_positive_int
+
+    recipe = load_recipe(name)
+    params = recipe.params(profile)  # ValueError naming the profile
+    check_positive_int("workers", workers)
+    if not isinstance(corrupt, bool):
+        raise ValueError(f"corrupt must be True or False; got {corrupt!r}")
+    import_all()
+    out_dir = Path(out) / recipe.name / (profile + ("-corrupt" if corrupt else ""))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out {str(out)!r} must be a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _m: None)
+    t0 = time.perf_counter()
+    outcome = RUNNERS[recipe.runner](params, RunContext(out_dir, corrupt, workers, say))
+    seconds = time.perf_counter() - t0
+    checks = evaluate_checks(recipe.checks_for(profile), outcome.metrics)
+    result = RecipeResult(recipe, profile, corrupt, checks, outcome, seconds, out_dir)
+    _write(result)
+    return result
+
+
+def _write(result: RecipeResult) -> None:
+    from contrastlab.report.figures import save
+    from contrastlab.report.recipe_html import write_recipe_report
+
+    for fig_name, fig in result.outcome.figures.items():
+        result.figure_paths[fig_name] = save(fig, result.out_dir / "figures" / fig_name)
+    tmp = result.out_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result.to_dict(), indent=1))
+    tmp.replace(result.out_dir / "result.json")
+    write_recipe_report(result, result.out_dir / "report.html")

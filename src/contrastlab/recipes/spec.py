@@ -1,0 +1,161 @@
+"""Recipe files: one YAML file per claim of the seed documents.
+
+A recipe states the claim, its source, the runner that measures it, the profiles (``quick``: the
+same experiment sized for 2 CPU cores in under 3 minutes, used by the tests; ``full``: sized for a
+GPU or a long CPU run) and the checks that decide PASS or FAIL::
+
+    name: awasthi-balanced-etf
+    title: ...
+    claim: >
+      ...
+    source: seeds/000 (Awasthi, Dikkala & Kamath 2022), "Balanced class distribution"; SPEC C1-C2
+    runner: awasthi_balanced_etf
+    corruption: unconverged        # the deliberately wrong result that must FAIL
+    profiles:
+      quick: {params: {...}}
+      full:  {params: {...}, thresholds: {etf: 1.0e-6}}
+    checks:
+      - {name: etf, metric: max_etf_cosine_error, op: "<=", value: 1.0e-4, why: ...}
+
+Recipes are looked up in ``$CONTRASTLAB_RECIPES`` (a directory), then in the files shipped with
+the package (``contrastlab/recipes/specs``, which the repository's ``recipes/`` links to); a
+path to a ``.yaml`` file also works as a name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contrastlab.recipes.checks import Check
+
+__all__ = ["PROFILES", "Recipe", "list_recipes", "load_recipe", "recipe_dirs"]
+
+PROFILES = ("quick", "full")
+_FIELDS = {"name", "title", "claim", "source", "runner", "corruption", "profiles", "checks",
+           "notes"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe file (module docstring)."""
+
+    name: str
+    title: str
+    claim: str
+    source: str
+    runner: str
+    corruption: str
+    profiles: dict[str, dict[str, Any]]
+    checks: list[Check]
+    notes: str = ""
+    path: Path | None = field(default=None, compare=False)
+
+    def params(self, profile: str) -> dict[str, Any]:
+        """The runner's parameters for ``profile``."""
+        return dict(self._profile(profile).get("params") or {})
+
+    def checks_for(self, profile: str) -> list[Check]:
+        """The checks, with the thresholds ``profile`` overrides."""
+        over = self._profile(profile).get("thresholds") or {}
+        return [c.with_value(over[c.name]) if c.name in over else c for c in self.checks]
+
+    def _profile(self, profile: str) -> dict[str, Any]:
+        if profile not in self.profiles:
+            raise ValueError(f"profile must be one of {', '.join(map(repr, self.profiles))} for "
+                             f"recipe {self.name!r}; got {profile!r}")
+        return self.profiles[profile]
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up, in order."""
+    dirs = []
+    env = os.environ.get("CONTRASTLAB_RECIPES")
+    if env:
+        dirs.append(Path(env))
+    dirs.append(Path(__file__).resolve().parent / "specs")
+    return dirs
+
+
+def _files() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for d in reversed(recipe_dirs()):  # earlier directories win
+        if d.is_dir():
+            out.update({p.stem: p for p in sorted(d.glob("*.yaml"))})
+    return dict(sorted(out.items()))
+
+
+def list_recipes() -> list[Recipe]:
+    """Every recipe found, sorted by name."""
+    return [load_recipe(p) for p in _files().values()]
+
+
+def load_recipe(name: str | Path) -> Recipe:
+    """Load a recipe by name (see :func:`list_recipes`) or from a YAML file path.
+
+    Raises ValueError (one line, naming the field) for an unknown name or a malformed file.
+    """
+    from contrastlab.recipes.runners import RUNNERS, import_all
+
+    import_all()
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        files = _files()
+        if str(name) not in files:
+            raise ValueError(f"recipe must be one of {', '.join(map(repr, files))}; got {name!r}")
+        path = files[str(name)]
+    elif not path.is_file():
+        raise ValueError(f"recipe file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"recipe file {str(path)!r} is not valid YAML: {first}") from None
+    where = path.name
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must hold a mapping of recipe fields")
+    unknown = set(data) - _FIELDS
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {sorted(unknown)}; allowed: "
+                         f"{', '.join(sorted(_FIELDS))}")
+    for key in ("name", "title", "claim", "source", "runner", "corruption"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise ValueError(f"{where}: {key} must be a non-empty string; got {data.get(key)!r}")
+    if data["runner"] not in RUNNERS:
+        raise ValueError(f"{where}: runner must be one of {', '.join(map(repr, RUNNERS))}; got "
+                         f"{data['runner']!r}")
+    profiles = data.get("profiles")
+    if not isinstance(profiles, Mapping) or set(profiles) != set(PROFILES):
+        raise ValueError(f"{where}: profiles must define exactly {', '.join(PROFILES)}")
+    checks_raw = data.get("checks")
+    if not isinstance(checks_raw, list) or not checks_raw:
+        raise ValueError(f"{where}: checks must be a non-empty list")
+    checks = [Check.from_dict(c, f"{where}: checks[{i}]") for i, c in enumerate(checks_raw)]
+    names = [c.name for c in checks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: check names must be unique; got {names}")
+    for prof, body in profiles.items():
+        if not isinstance(body, Mapping) or set(body) - {"params", "thresholds", "about"}:
+            raise ValueError(f"{where}: profiles.{prof} must be a mapping with params, "
+                             "thresholds, about")
+        if not isinstance(body.get("params") or {}, Mapping):
+            raise ValueError(f"{where}: profiles.{prof}.params must be a mapping")
+        for cname, v in (body.get("thresholds") or {}).items():
+            if cname not in names:
+                raise ValueError(f"{where}: profiles.{prof}.thresholds.{cname} names no check; "
+                                 f"checks: {', '.join(names)}")
+            Check.from_dict({"metric": "x", "op": "<=", "value": v},
+                            f"{where}: profiles.{prof}.thresholds.{cname}")
+    return Recipe(
+        name=data["name"].strip(), title=data["title"].strip(),
+        claim=" ".join(data["claim"].split()),
+        source=" ".join(data["source"].split()), runner=data["runner"],
+        corruption=data["corruption"].strip(),
+        profiles={k: dict(v) for k, v in profiles.items()}, checks=checks,
+        notes=" ".join(str(data.get("notes") or "").split()), path=path,
+    )

@@ -1,0 +1,151 @@
+"""Figures of the recipes (:mod:`contrastlab.recipes`): pure functions from tidy rows to
+matplotlib Figures (Agg backend), in the style of :mod:`contrastlab.report.figures` (Okabe-Ito
+colours, the k axis in log2, units on the axes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from contrastlab.report.figures import _colour, _log2_k_axis, _num
+
+__all__ = ["bounds_curves", "gap_inside_bounds", "metric_vs_k", "nc_vs_dc_grid"]
+
+
+def metric_vs_k(
+    rows: Sequence[Mapping[str, Any]],
+    panels: Sequence[tuple[str, str]],
+    group: str,
+    reference: Mapping[str, str] | None = None,
+    title: str = "",
+) -> Figure:
+    """One panel per ``(metric, y label)``; one line per value of ``group`` (mean over rows with
+    the same group and k, min-max band). ``reference`` maps a metric to a column drawn dashed
+    (e.g. the closed form at the ETF)."""
+    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    groups = sorted({str(r.get(group)) for r in rows})
+    for ax, (metric, ylabel) in zip(axes, panels, strict=True):
+        for i, g in enumerate(groups):
+            for col, style, suffix in ((metric, "-", ""),
+                                       ((reference or {}).get(metric), "--", " (reference)")):
+                if col is None:
+                    continue
+                by_k: dict[int, list[float]] = {}
+                for r in rows:
+                    v = _num(r.get(col))
+                    if str(r.get(group)) == g and v is not None and isinstance(r.get("k"), int):
+                        by_k.setdefault(int(r["k"]), []).append(v)
+                if not by_k:
+                    continue
+                ks = sorted(by_k)
+                vals = [np.asarray(by_k[k]) for k in ks]
+                mean = np.array([v.mean() for v in vals])
+                ax.plot(ks, mean, ls=style, marker="o" if not suffix else "x", ms=3,
+                        color=_colour(i), label=f"{group}={g}{suffix}")
+                if not suffix and any(len(v) > 1 for v in vals):
+                    ax.fill_between(ks, [v.min() for v in vals], [v.max() for v in vals],
+                                    color=_colour(i), alpha=0.2, linewidth=0)
+        _log2_k_axis(ax)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def bounds_curves(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
+    """Bound curves vs K, one panel per C: Bao's upper and lower bounds on R_mu-supv against
+    Arora, Nozawa-Sato and Ash (rows of :class:`contrastlab.theory.bounds.BoundsTable`, with
+    ``C``, ``K`` and the bound columns), log10 scale; undefined values (K < C) are gaps."""
+    cs = sorted({int(r["C"]) for r in rows})
+    fig = Figure(figsize=(5.2 * len(cs), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(cs)))
+    series = (("bao_upper", "Bao et al. upper", "-"), ("arora", "Arora et al.", "-"),
+              ("nozawa_sato", "Nozawa & Sato", "-"), ("ash", "Ash et al.", "-"),
+              ("R_mu_supv_star", "R*_mu-supv (idealized)", ":"),
+              ("bao_lower", "Bao et al. lower", "-."))
+    for ax, c in zip(axes, cs, strict=True):
+        sub = sorted((r for r in rows if int(r["C"]) == c), key=lambda r: int(r["K"]))
+        for i, (key, label, style) in enumerate(series):
+            ks = [int(r["K"]) for r in sub]
+            vals = [_num(r.get(key)) for r in sub]
+            ys = [v if v is not None and v > 0 else np.nan for v in vals]
+            if any(np.isfinite(ys)):
+                ax.plot(ks, ys, ls=style, color=_colour(i), label=label)
+        _log2_k_axis(ax)
+        ax.set_yscale("log")
+        ax.set_ylabel("bound on R_mu-supv (nats, log scale)")
+        ax.set_title(f"C = {c}: bounds at the idealized R*_cont(K)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def gap_inside_bounds(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
+    """The measured surrogate gap R_mu-supv - R_cont vs K with Bao's gap bounds Delta_L (below)
+    and Delta_U (above), one panel per data set (``data`` column; rows with ``K``, ``gap``,
+    ``delta_lower``, ``delta_upper``); points outside the band are ringed in red."""
+    datas = sorted({str(r["data"]) for r in rows})
+    fig = Figure(figsize=(5 * len(datas), 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(datas)))
+    for ax, d in zip(axes, datas, strict=True):
+        sub = sorted((r for r in rows if str(r["data"]) == d), key=lambda r: int(r["K"]))
+        ks = np.array([int(r["K"]) for r in sub])
+        lo = np.array([float(r["delta_lower"]) for r in sub])
+        hi = np.array([float(r["delta_upper"]) for r in sub])
+        gap = np.array([float(r["gap"]) for r in sub])
+        ax.fill_between(ks, lo, hi, color="#56B4E9", alpha=0.25, label="Bao: [Delta_L, Delta_U]")
+        ax.plot(ks, hi, color="#0072B2", ls="-.", lw=1)
+        ax.plot(ks, lo, color="#0072B2", ls=":", lw=1)
+        ax.plot(ks, gap, "o", color="#E69F00", label="measured R_mu-supv - R_cont")
+        out = (gap < lo) | (gap > hi)
+        if out.any():
+            ax.scatter(ks[out], gap[out], s=150, facecolors="none", edgecolors="#D55E00",
+                       linewidths=2, label="outside the bounds")
+        _log2_k_axis(ax)
+        ax.set_ylabel("surrogate gap (nats)")
+        ax.set_title(d)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def nc_vs_dc_grid(rows: Sequence[Mapping[str, Any]], metric: str, ylabel: str,
+                  log: bool = False, title: str = "") -> Figure:
+    """``metric`` vs beta, one panel per loss, one line per normalization (rows with ``loss``,
+    ``beta``, ``normalize`` and the metric; mean over seeds)."""
+    losses = sorted({str(r["loss"]) for r in rows})
+    norms = sorted({str(r["normalize"]) for r in rows})
+    fig = Figure(figsize=(4.6 * len(losses), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(losses)))
+    for ax, loss in zip(axes, losses, strict=True):
+        for i, n in enumerate(norms):
+            by_b: dict[float, list[float]] = {}
+            for r in rows:
+                v = _num(r.get(metric))
+                if str(r["loss"]) == loss and str(r["normalize"]) == n and v is not None:
+                    by_b.setdefault(float(r["beta"]), []).append(v)
+            if by_b:
+                bs = sorted(by_b)
+                ax.plot(bs, [float(np.mean(by_b[b])) for b in bs], marker="o", color=_colour(i),
+                        label=f"normalize={n}")
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("hardness beta (dimensionless)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(loss)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig

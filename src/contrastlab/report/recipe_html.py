@@ -1,0 +1,88 @@
+"""The self-contained HTML page of a recipe run (:func:`contrastlab.recipes.run_recipe`): the
+claim and its source, the verdict, every check with its observed value, the notes, the figures
+(embedded PNG), the metrics, the tables, the parameters, the software versions and the wall time.
+Same style and image-load check as :func:`contrastlab.report.html.write_report`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from contrastlab.report.html import _CSS, _JS, _cell, _e, _png_base64, software_versions
+
+__all__ = ["write_recipe_report"]
+
+_EXTRA_CSS = """
+.verdict { font-size: 1.6em; font-weight: bold; padding: 0.2em 0.6em; display: inline-block; }
+.PASS { background: #cde8d8; } .FAIL { background: #f6d5c8; }
+td.ok { background: #cde8d8; } td.bad { background: #f6d5c8; }
+td.left, th.left { text-align: left; }
+"""
+
+
+def write_recipe_report(result: Any, path: str | Path) -> Path:
+    """Write the page of ``result`` (a :class:`contrastlab.recipes.RecipeResult`) to ``path``."""
+    r = result.recipe
+    tag = f" (deliberately corrupted: {_e(r.corruption)})" if result.corrupt else ""
+    parts = [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>contrastlab recipe {_e(r.name)}: {result.verdict}</title>",
+        f"<style>{_CSS}{_EXTRA_CSS}</style></head><body>",
+        f"<h1>{_e(r.name)}: {_e(r.title)}</h1>",
+        f"<p class='verdict {result.verdict}'>{result.verdict}</p>",
+        f"<p>Profile <b>{_e(result.profile)}</b>{tag}; generated "
+        f"{_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}; wall time "
+        f"{result.seconds:.1f} s.</p>",
+        f"<h2>Claim</h2><p>{_e(r.claim)}</p><p><i>Source:</i> {_e(r.source)}</p>",
+    ]
+    if r.notes:
+        parts.append(f"<p><i>About this recipe:</i> {_e(r.notes)}</p>")
+    parts.append("<h2>Checks</h2><table class='checks'><tr><th class='left'>check</th>"
+                 "<th class='left'>condition</th><th>observed</th><th>result</th>"
+                 "<th class='left'>why this threshold</th></tr>")
+    for c in result.checks:
+        cls = "ok" if c.passed else "bad"
+        parts.append(f"<tr><td class='left'>{_e(c.check.name)}</td><td class='left'>"
+                     f"<code>{_e(c.check.text())}</code></td><td>{_e(_cell(c.observed))}</td>"
+                     f"<td class='{cls}'>{'ok' if c.passed else 'FAIL'}</td>"
+                     f"<td class='left'>{_e(c.check.why)}</td></tr>")
+    parts.append("</table>")
+    if result.outcome.notes:
+        parts.append("<h2>Observations (reported, not checked)</h2><ul>")
+        parts += [f"<li>{_e(n)}</li>" for n in result.outcome.notes]
+        parts.append("</ul>")
+    parts.append("<h2>Figures</h2>")
+    for name, fig in result.outcome.figures.items():
+        parts.append(f"<h3>{_e(name)}</h3><img alt='{_e(name)}' "
+                     f"src='data:image/png;base64,{_png_base64(fig)}'>")
+    if not result.outcome.figures:
+        parts.append("<p>No figures: nothing was measured.</p>")
+    parts.append("<h2>Metrics</h2><table class='metrics'>")
+    parts += [f"<tr><th class='left'>{_e(k)}</th><td>{_e(_cell(v))}</td></tr>"
+              for k, v in result.outcome.metrics.items()]
+    parts.append("</table>")
+    for tname, rows in result.outcome.tables.items():
+        if not rows:
+            continue
+        cols = list(dict.fromkeys(c for row in rows for c in row))
+        parts.append(f"<details><summary>table <code>{_e(tname)}</code> ({len(rows)} rows)"
+                     "</summary><table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in cols)
+                     + "</tr>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{_e(_cell(row.get(c)))}</td>" for c in cols)
+                         + "</tr>")
+        parts.append("</table></details>")
+    parts.append("<h2>Parameters</h2><pre>"
+                 + _e(json.dumps(r.params(result.profile), indent=1, sort_keys=True, default=str))
+                 + "</pre>")
+    parts.append("<h2>Software</h2><table class='versions'>")
+    parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
+              for k, v in software_versions().items()]
+    parts.append("</table>")
+    parts.append(f"<script>{_JS}</script></body></html>")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(parts), encoding="utf-8")
+    return target

@@ -1,0 +1,77 @@
+"""Every recipe's quick profile runs here: it must PASS, and its deliberately corrupted variant
+(shuffled labels for the trained recipes, a one-step optimizer for the exact ones) must FAIL."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from contrastlab.cli import app
+from contrastlab.recipes import list_recipes, run_recipe
+
+NAMES = sorted(r.name for r in list_recipes())
+TRAINED = {"awasthi-k-sweep", "jiang-nc-vs-dc", "bao-bounds", "bao-text"}
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("repro")
+
+
+def _run(name, out, corrupt):
+    return run_recipe(name, "quick", out, corrupt=corrupt,
+                      workers=2 if name in TRAINED else 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_profile_passes_and_writes_its_evidence(name, out):
+    res = _run(name, out, False)
+    assert res.passed, res.summary()
+    assert res.summary().splitlines()[-1] == f"PASS {name}"
+    d = out / name / "quick"
+    data = json.loads((d / "result.json").read_text())
+    assert data["verdict"] == "PASS" and data["checks"] and data["metrics"]
+    assert all(c["passed"] for c in data["checks"])
+    html = (d / "report.html").read_text()
+    assert "PASS" in html and res.recipe.claim.split()[0] in html
+    assert html.count("data:image/png;base64,") == len(res.outcome.figures) >= 1
+    for paths in res.figure_paths.values():
+        assert {p.suffix for p in paths} == {".png", ".svg"}
+        assert all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_corrupted_result_fails(name, out):
+    res = _run(name, out, True)
+    assert not res.passed, res.summary()
+    assert res.summary().splitlines()[-1] == f"FAIL {name}"
+    failed = [c.check.name for c in res.checks if not c.passed]
+    assert failed
+    data = json.loads((out / name / "quick-corrupt" / "result.json").read_text())
+    assert data["verdict"] == "FAIL" and data["corrupt"] is True
+
+
+def test_trained_recipe_resumes_without_retraining(out):
+    # the quick run above stored its runs: running again trains nothing and gives the same result
+    first = json.loads((out / "awasthi-k-sweep" / "quick" / "result.json").read_text())
+    again = _run("awasthi-k-sweep", out, False)
+    assert again.seconds < 30
+    assert again.outcome.metrics == pytest.approx(first["metrics"])
+
+
+def test_cli_repro_list_and_exit_codes(out):
+    runner = CliRunner()
+    res = runner.invoke(app, ["repro", "--list"])
+    assert res.exit_code == 0 and all(n in res.output for n in NAMES)
+    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--out", str(out / "cli")])
+    assert res.exit_code == 0, res.output
+    assert "PASS awasthi-balanced-etf" in res.output and "report:" in res.output
+    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--corrupt", "--out",
+                              str(out / "cli")])
+    assert res.exit_code == 1 and "FAIL awasthi-balanced-etf" in res.output
+    res = runner.invoke(app, ["repro", "nope"])
+    assert res.exit_code == 2 and "recipe must be one of" in res.output
+    res = runner.invoke(app, ["repro"])
+    assert res.exit_code == 2 and "name is required" in res.output
+    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--profile", "fast"])
+    assert res.exit_code == 2 and "profile must be one of" in res.output
