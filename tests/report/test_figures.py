@@ -115,3 +115,8 @@ def test_measured_bounds_only_for_bao_loss() -> None:
     assert all(b["bao_lower"] <= b["bao_upper"] for b in bounds)
     mean_rows = [dict(r, **{"loss.negatives_reduction": "mean"}) for r in rows]
     assert F._measured_bounds(mean_rows, 3) is None
+    nce = [dict(r, **{"loss.name": "nce", "loss.sampler": "uniform",
+                      "loss.negatives_reduction": "mean"}) for r in rows]
+    assert F._measured_bounds(nce, 3) is not None
+    assert F._measured_bounds([dict(r, **{"loss.score": "infonce-mean"}) for r in nce], 3) is None
+    assert F._measured_bounds([dict(r, **{"loss.temperature": 0.5}) for r in nce], 3) is None

@@ -12,8 +12,8 @@ losses" (ICML 2022; seed 002), against Arora et al. (2019), Nozawa & Sato (2021)
    bao_delta_upper`) with b = 1 (unit-sphere features, temperature 1: Bao's setting) and the
    test split's label frequencies as the prior.
 
-R_cont is the held-out InfoNCE loss in its sum form (``nce`` with ``score: infonce``,
-``negatives_reduction: sum``, uniform negatives from the marginal, natural log, t = 1) and
+R_cont is the held-out InfoNCE loss in its sum form (``nce`` with ``score: infonce``, uniform
+negatives from the marginal, natural log, t = 1) and
 R_mu-supv the cross-entropy of the mean classifier (logits f(x)^T mu_c, t = 1), both on the same
 test subset. The recipe refuses configs with other conventions: the bounds would not apply.
 """
@@ -31,8 +31,9 @@ from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sw
 
 __all__ = ["bao_bounds", "idealized_checks", "measured_gaps"]
 
-_REQUIRED = {"loss.name": "nce", "loss.score": "infonce", "loss.negatives_reduction": "sum",
-             "loss.normalize": "sphere", "loss.temperature": 1.0, "loss.sampler": "uniform"}
+# nce with score "infonce" is the sum form log(1 + sum_i exp(v_i)) (its reduction is the score's)
+_REQUIRED = {"loss.name": "nce", "loss.score": "infonce", "loss.normalize": "sphere",
+             "loss.temperature": 1.0, "loss.sampler": "uniform"}
 
 
 def idealized_checks(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -96,8 +97,9 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     """Params: ``idealized`` (``classes``: list of C, ``ks``; optional), ``datasets`` (name ->
     ``{config, ks, seeds, set}``). Metrics: the idealized orderings of :func:`idealized_checks`
     summed over C; ``measured_outside_bounds`` (the (data set, K) whose gap leaves
-    [Delta_L, Delta_U]); ``min_accuracy_over_chance`` (the worst mean-classifier accuracy minus
-    1/C: the encoders learned the classes); ``min_accuracy_gain`` (per data set, the accuracy at
+    [Delta_L, Delta_U]); ``min_accuracy_over_chance`` and ``min_accuracy_to_chance`` (the worst
+    mean-classifier accuracy minus, and divided by, the chance level 1/C: the encoders learned
+    the classes); ``min_accuracy_gain`` (per data set, the accuracy at
     the largest K minus at the smallest, SPEC C8: it should not fall)."""
     from contrastlab.report.recipe_figures import bounds_curves, gap_inside_bounds
     from contrastlab.theory.bounds import idealized_bounds
@@ -106,6 +108,7 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     tables: dict[str, list[dict[str, Any]]] = {}
     figs = {}
     ideal = take(params, "idealized", {}, dict)
+    notes: list[str] = []
     if ideal:
         ideal_rows: list[dict[str, Any]] = []
         for c in take(ideal, "classes", [10, 100], list):
@@ -113,6 +116,12 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
                                                          ideal.get("ks", "1..1024"))).rows)
             for key, v in idealized_checks(rows).items():
                 metrics[key] = metrics.get(key, 0.0) + v
+            beaten = [r["K"] for r in rows if r["K"] >= int(c) and any(
+                isinstance(r[o], float) and math.isfinite(r[o]) and r[o] < r["bao_upper"]
+                for o in ("arora", "nozawa_sato", "ash"))]
+            if beaten:
+                notes.append(f"C={c}: another bound is below Bao's upper bound at K = "
+                             f"{', '.join(map(str, beaten))}")
             ideal_rows += rows
         tables["idealized_bounds"] = ideal_rows
         figs["idealized_bounds"] = bounds_curves(
@@ -133,6 +142,7 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
         metrics["min_margin_to_bounds"] = min(min(g["gap"] - g["delta_lower"],
                                                   g["delta_upper"] - g["gap"]) for g in gaps)
         metrics["min_accuracy_over_chance"] = min(g["mc_acc"] - 1.0 / g["C"] for g in gaps)
+        metrics["min_accuracy_to_chance"] = min(g["mc_acc"] * g["C"] for g in gaps)
         gains = []
         for d in {g["data"] for g in gaps}:
             sub = sorted((g for g in gaps if g["data"] == d), key=lambda g: g["K"])
@@ -141,4 +151,8 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
         tables["measured_gaps"] = gaps
         figs["measured_gap"] = gap_inside_bounds(
             gaps, title="Measured surrogate gap R_mu-supv - R_cont inside Bao's bounds")
-    return Outcome(metrics, tables, figs)
+    for g in gaps:
+        notes.append(f"{g['data']} K={g['K']}: R_cont {g['R_cont']:.3f}, R_mu-supv "
+                     f"{g['R_mu_supv']:.3f}, gap {g['gap']:.3f} in [{g['delta_lower']:.3f}, "
+                     f"{g['delta_upper']:.3f}], accuracy {g['mc_acc']:.3f}")
+    return Outcome(metrics, tables, figs, notes)

@@ -87,6 +87,13 @@ def sweep_records(
         _set(cfg, "data.shuffle_labels", True)
     cfg.setdefault("train", {})["progress"] = False
     cfg["sweep"] = {k: list(v) for k, v in grid.items()}
+    if ctx.workers > 1:
+        # load the data once here, so that derived files (e.g. sentence embeddings) are cached
+        # before the workers start, instead of being computed by every worker at once
+        from contrastlab.experiments.config import parse_config
+        from contrastlab.training import load_data
+
+        load_data(parse_config(cfg))
     ids = set(run_sweep(cfg, out_dir, workers=ctx.workers, progress=False, log=ctx.log))
     return [r for r in load_records(out_dir, with_details=True)
             if r["status"] == "done" and r["run_id"] in ids]

@@ -380,15 +380,20 @@ def _run_label(run: Mapping[str, Any]) -> str:
 def _measured_bounds(records: Sequence[Mapping[str, Any]], c: int | None
                      ) -> list[dict[str, Any]] | None:
     """Bao's bounds at the mean measured held-out loss per k, only where that loss is Bao's
-    R_cont: one loss, sum-form InfoNCE, unit-sphere features, temperature 1 (so b = 1)."""
+    R_cont: one loss, the sum-form InfoNCE with negatives from the marginal (``nce`` with score
+    ``infonce`` and the uniform sampler, or ``ucl`` summed over its negatives), unit-sphere
+    features, temperature 1 (so b = 1)."""
     if c is None or c < 2:
         return None
-    kinds = {(r.get("loss.name"), r.get("loss.score"), r.get("loss.negatives_reduction"),
-              r.get("loss.normalize"), r.get("loss.temperature")) for r in records}
+    kinds = {(r.get("loss.name"), r.get("loss.score"), r.get("loss.sampler"),
+              r.get("loss.negatives_reduction"), r.get("loss.normalize"),
+              r.get("loss.temperature")) for r in records}
     if len(kinds) != 1:
         return None
-    _, score, reduction, normalize, temperature = kinds.pop()
-    if (score, reduction, normalize) != ("infonce", "sum", "sphere") or temperature != 1.0:
+    name, score, sampler, reduction, normalize, temperature = kinds.pop()
+    sum_form = (name == "nce" and score == "infonce" and sampler == "uniform") or (
+        name == "ucl" and reduction == "sum")
+    if not sum_form or normalize != "sphere" or temperature != 1.0:
         return None
     by_k: dict[int, list[float]] = {}
     for r in records:
