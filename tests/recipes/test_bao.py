@@ -7,7 +7,8 @@ from contrastlab.theory.bounds import bao_delta_lower, bao_delta_upper, idealize
 
 
 def _record(k, r_cont, r_mu, **over):
-    rec = {"loss.name": "nce", "loss.score": "infonce", "loss.normalize": "sphere", "loss.temperature": 1.0, "loss.sampler": "uniform",
+    rec = {"loss.name": "nce", "loss.score": "infonce", "loss.normalize": "sphere",
+           "loss.temperature": 1.0, "loss.sampler": "uniform",
            "loss.k": k, "heldout_loss": r_cont, "mc_ce": r_mu, "mc_acc": 0.9,
            "reports": {"geometry": {"class_counts": [50, 50, 100]}}}
     rec.update(over)
