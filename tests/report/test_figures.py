@@ -120,3 +120,20 @@ def test_measured_bounds_only_for_bao_loss() -> None:
     assert F._measured_bounds(nce, 3) is not None
     assert F._measured_bounds([dict(r, **{"loss.score": "infonce-mean"}) for r in nce], 3) is None
     assert F._measured_bounds([dict(r, **{"loss.temperature": 0.5}) for r in nce], 3) is None
+
+
+def test_etf_reference_follows_the_run_loss_convention() -> None:
+    from contrastlab.theory.etf import etf_loss
+
+    nce = {"loss.name": "nce", "loss.score": "infonce", "loss.sampler": "uniform",
+           "loss.negatives_reduction": "mean", "loss.temperature": 0.5, "loss.beta": 0.0}
+    # nce's reduction is its score's: the sum form, SPEC A7 UCL at t = 0.5, k = 16
+    assert F._etf_loss_for(nce, 10, 16) == pytest.approx(1.3935, abs=1e-4)
+    other = dict(nce, **{"loss.sampler": "other-class", "loss.temperature": 1.0})
+    assert F._etf_loss_for(other, 10, 16) == pytest.approx(
+        etf_loss(10, 16, negatives="other-class"))
+    ucl = {"loss.name": "ucl", "loss.negatives_reduction": "mean", "loss.temperature": 1.0}
+    assert F._etf_loss_for(ucl, 10, 16) == pytest.approx(etf_loss(10, 16, loss="infonce-mean"))
+    hucl = dict(ucl, **{"loss.name": "hucl", "loss.negatives_reduction": "sum", "loss.beta": 1.0})
+    assert F._etf_loss_for(hucl, 10, 16) == pytest.approx(2.1861, abs=1e-4)
+    assert F._etf_loss_for({"loss.name": "supcon"}, 10, 16) is None

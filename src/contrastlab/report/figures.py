@@ -139,14 +139,21 @@ def downstream_vs_k(
 
 
 def _etf_loss_for(row: Mapping[str, Any], num_classes: int, k: int) -> float | None:
+    """The ETF closed form of the run's loss (``nce``: its score, the sum form for
+    ``infonce``; the Jiang losses: InfoNCE summed or averaged over the negatives)."""
     from contrastlab.theory.etf import etf_loss
 
     name = str(row.get("loss.name", ""))
-    score = str(row.get("loss.score") or "infonce")
-    loss = score
-    if score == "infonce" and row.get("loss.negatives_reduction") == "mean":
-        loss = "infonce-mean"
-    negatives = "other-class" if name in ("scl", "hscl") else "marginal"
+    if name == "nce":
+        loss = str(row.get("loss.score") or "infonce")
+        sampler = str(row.get("loss.sampler") or "uniform")
+        negatives = "other-class" if sampler in ("other-class", "tilted-other-class") \
+            else "marginal"
+    elif name in ("scl", "hscl", "ucl", "hucl"):
+        loss = "infonce-mean" if row.get("loss.negatives_reduction") == "mean" else "infonce"
+        negatives = "other-class" if name in ("scl", "hscl") else "marginal"
+    else:  # the in-batch losses have no fixed k
+        return None
     beta = _num(row.get("loss.beta")) or 0.0
     temperature = _num(row.get("loss.temperature")) or 1.0
     try:
