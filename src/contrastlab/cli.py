@@ -215,13 +215,26 @@ def sweep(
     config: Annotated[Path, typer.Argument(help="A YAML config with a sweep: grid.")],
     set_: SetOpt = None,
     out: OutOpt = None,
-    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes (local).")] = 1,
+    executor: Annotated[str, typer.Option(
+        help="local (a process pool on this machine) or ray (one Ray task per run).")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).")
+    ] = None,
+    cpus_per_run: Annotated[float | None, typer.Option(
+        help="CPUs each run reserves on Ray (default 1; also its torch threads).")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option(
+        help="GPUs each run reserves on Ray (default 0).")] = None,
+    retries: Annotated[int | None, typer.Option(
+        help="Ray: resubmissions of a run whose worker died, before it is recorded failed "
+             "(default 2).")] = None,
 ) -> None:
     """Run every point of the sweep grid (resumable: finished runs are never re-run)."""
     from contrastlab.experiments import cli_sweep
 
     def body() -> str:
-        text = cli_sweep(config, set_ or [], out, workers)
+        text = cli_sweep(config, set_ or [], out, workers, executor, address, cpus_per_run,
+                         gpus_per_run, retries)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "summary.md").write_text(text + "\n")
@@ -287,10 +300,13 @@ def repro(
         bool, typer.Option("--corrupt", help="Run the recipe's deliberately wrong variant "
                            "(e.g. shuffled labels): it must FAIL.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Parallel training processes.")] = 1,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Replace a profile parameter: --param ks=[1,16]; "
+                        "--param set.train.epochs=5 adds a config override.")] = None,
 ) -> None:
     """Run a recipe (one claim of the seed papers) and print PASS or FAIL with its figures.
     Exit code 0 on PASS, 1 on FAIL, 2 on bad input."""
-    from contrastlab.recipes import list_recipes, run_recipe
+    from contrastlab.recipes import list_recipes, parse_params, run_recipe
 
     if list_:
         _fail_on_value_error(lambda: "\n".join(
@@ -305,7 +321,8 @@ def repro(
     def body() -> str:
         nonlocal result
         result = run_recipe(name, profile, out, corrupt, workers,
-                            log=lambda m: typer.echo(m, err=True))
+                            log=lambda m: typer.echo(m, err=True),
+                            params=parse_params(param or []) if param else None)
         return result.summary() + f"\nreport: {(result.out_dir / 'report.html').resolve()}"
 
     _fail_on_value_error(body)

@@ -23,3 +23,14 @@ def test_take_checks_type():
         take({"a": "2"}, "a", 1, int)
     with pytest.raises(ValueError, match=r"params\.a must be"):
         take({"a": True}, "a", 1, int)
+
+
+def test_parse_params():
+    from contrastlab.recipes import parse_params
+
+    assert parse_params(["ks=[1, 16]", "set.train.epochs=5", "seeds=[0]"]) == {
+        "ks": [1, 16], "seeds": [0], "set": {"train.epochs": 5}}
+    with pytest.raises(ValueError, match="--param must be KEY=VALUE"):
+        parse_params(["ks"])
+    with pytest.raises(ValueError, match="not valid YAML"):
+        parse_params(["ks=[1,"])

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from contrastlab.cli import app
-from contrastlab.recipes import list_recipes, run_recipe
+from contrastlab.recipes import list_recipes, load_recipe, run_recipe
 
 NAMES = sorted(r.name for r in list_recipes())
 TRAINED = {"awasthi-k-sweep", "jiang-nc-vs-dc", "bao-bounds", "bao-text"}
@@ -18,9 +18,23 @@ def out(tmp_path_factory):
     return tmp_path_factory.mktemp("repro")
 
 
-def _run(name, out, corrupt):
+# The corrupted variants of the trained recipes run on a smaller grid (fewer k, betas, epochs):
+# the same pipeline and the same checks, fed shuffled labels, at a fraction of the cost.
+SMALL = {
+    "awasthi-k-sweep": {"ks": [1, 256], "set": {"train.epochs": 10}},
+    "jiang-nc-vs-dc": {"losses": [["scl", "hscl"]], "betas": [0, 5],
+                       "normalizations": ["sphere", "none"], "set": {"train.epochs": 20}},
+    "bao-bounds": {"idealized": {"classes": [10], "ks": "1..64"},
+                   "datasets": {"mnist1d": {"ks": [1, 16], "seeds": [0], "set": {
+                       "train.epochs": 5},
+                       "config": load_recipe("bao-bounds").params("quick")["datasets"][
+                           "mnist1d"]["config"]}}},
+}
+
+
+def _run(name, out, corrupt, params=None):
     return run_recipe(name, "quick", out, corrupt=corrupt,
-                      workers=2 if name in TRAINED else 1)
+                      workers=2 if name in TRAINED else 1, params=params)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -42,7 +56,7 @@ def test_quick_profile_passes_and_writes_its_evidence(name, out):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_corrupted_result_fails(name, out):
-    res = _run(name, out, True)
+    res = _run(name, out, True, SMALL.get(name))
     assert not res.passed, res.summary()
     assert res.summary().splitlines()[-1] == f"FAIL {name}"
     failed = [c.check.name for c in res.checks if not c.passed]
@@ -63,10 +77,14 @@ def test_cli_repro_list_and_exit_codes(out):
     runner = CliRunner()
     res = runner.invoke(app, ["repro", "--list"])
     assert res.exit_code == 0 and all(n in res.output for n in NAMES)
-    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--out", str(out / "cli")])
+    small = ["--param", "classes=[3]", "--param", "ks=[1,2]"]
+    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", *small, "--out", str(out / "cli")])
     assert res.exit_code == 0, res.output
     assert "PASS awasthi-balanced-etf" in res.output and "report:" in res.output
-    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--corrupt", "--out",
+    data = json.loads((out / "cli" / "awasthi-balanced-etf" / "quick" / "result.json")
+                      .read_text())
+    assert data["params"]["classes"] == [3] and data["metrics"]["solves"] == 2
+    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", *small, "--corrupt", "--out",
                               str(out / "cli")])
     assert res.exit_code == 1 and "FAIL awasthi-balanced-etf" in res.output
     res = runner.invoke(app, ["repro", "nope"])
@@ -75,3 +93,7 @@ def test_cli_repro_list_and_exit_codes(out):
     assert res.exit_code == 2 and "name is required" in res.output
     res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--profile", "fast"])
     assert res.exit_code == 2 and "profile must be one of" in res.output
+    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--param", "kz=[1]"])
+    assert res.exit_code == 2 and "unknown parameter(s) kz" in res.output
+    res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--param", "ks"])
+    assert res.exit_code == 2 and "--param must be KEY=VALUE" in res.output

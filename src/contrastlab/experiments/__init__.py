@@ -4,6 +4,7 @@
   overrides, sweep expansion and the run id;
 - :mod:`~contrastlab.experiments.runner`: :func:`run_config` (one run into an output directory);
 - :mod:`~contrastlab.experiments.sweep`: :func:`run_sweep` (a grid on a process pool, resumable);
+- :mod:`~contrastlab.experiments.ray_sweep`: the same on Ray (local or a cluster);
 - :mod:`~contrastlab.experiments.store`: the SQLite results database;
 - :mod:`~contrastlab.experiments.results`: :func:`results_table` and :func:`export_results`.
 
@@ -101,17 +102,38 @@ def cli_run(config_path: str | Path, sets: Sequence[str] = (), out: str | Path |
 
 
 def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path | None = None,
-              workers: int = 1) -> str:
-    """``contrastlab sweep CONFIG [--set ...] [--out DIR] [--workers N]``: run the grid
+              workers: int = 1, executor: str = "local", address: str | None = None,
+              cpus_per_run: float | None = None, gpus_per_run: float | None = None,
+              retries: int | None = None) -> str:
+    """``contrastlab sweep CONFIG [--set ...] [--out DIR] [--workers N] [--executor ray
+    [--address ADDR] [--cpus-per-run C] [--gpus-per-run G] [--retries R]]``: run the grid
     (resumable; finished runs are skipped) and return the results table grouped by the swept
-    keys (mean and std over seeds)."""
+    keys (mean and std over seeds). The options are checked (one-line ValueError naming the
+    option) before the config is read."""
     from contrastlab.experiments.results import results_table as _table
     from contrastlab.experiments.store import ResultStore
+    from contrastlab.experiments.sweep import EXECUTORS
     from contrastlab.experiments.sweep import run_sweep as _sweep
 
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if executor == "ray":
+        from contrastlab.experiments.ray_sweep import check_ray_options
+
+        check_ray_options(cpus_per_run, gpus_per_run, retries, address, cli=True)
+        if workers != 1:
+            raise ValueError("--workers applies to --executor local; on Ray the cluster's CPUs "
+                             "and --cpus-per-run set how many runs train at once")
+    else:
+        given = [f"--{k}" for k, v in (("address", address), ("cpus-per-run", cpus_per_run),
+                                       ("gpus-per-run", gpus_per_run), ("retries", retries))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} needs --executor ray")
     cfg = load_config(config_path, sets)
     out_dir = _out_dir(cfg, out)
-    ids = _sweep(cfg, out_dir, workers=workers)
+    ids = _sweep(cfg, out_dir, workers=workers, executor=executor, address=address,
+                 cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, retries=retries)
     group = [k for k in cfg.sweep if k not in ("seed", "data.seed")]
     table = _table(out_dir, filters=None, group_by=group or None, run_ids=ids)
     lines = [table]

@@ -13,6 +13,11 @@ run if the database says ``done``, marks it ``running``, trains it — resuming 
 if a previous attempt was killed — writing every epoch's metrics as it goes, and finally records
 the outcome (``done``, ``nan`` or ``failed``) with the reports in one transaction that refuses to
 overwrite a ``done`` run: every finished run is stored exactly once.
+
+It is made of two parts that the Ray executor (:mod:`contrastlab.experiments.ray_sweep`) uses
+apart: :func:`compute_run` trains and returns a :class:`RunOutcome` without touching the database
+(in a Ray worker), and :func:`commit_run` records that outcome (in the sweep's driver, the only
+writer of the database).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 import traceback
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +45,15 @@ from contrastlab.experiments.config import (
 )
 from contrastlab.experiments.store import ResultStore
 
-__all__ = ["execute_run", "run_config", "run_dir"]
+__all__ = [
+    "RunOutcome",
+    "commit_run",
+    "compute_run",
+    "execute_run",
+    "prepare_run",
+    "run_config",
+    "run_dir",
+]
 
 _DATA_CACHE: OrderedDict[str, Any] = OrderedDict()
 _DATA_CACHE_SIZE = 2
@@ -101,6 +116,85 @@ def _check_parent(parent_pid: int | None) -> None:
         os._exit(3)
 
 
+@dataclass
+class RunOutcome:
+    """What training one run produced, before it is committed to the results database: what a
+    Ray worker sends back to the sweep's driver (:func:`compute_run`, :func:`commit_run`).
+
+    Attributes:
+        run_id: the run id.
+        status: ``done``, ``nan`` or ``failed``.
+        epochs: per-epoch metrics (every epoch of the run, resumed ones included).
+        reports: the final reports (``done`` only).
+        seconds: wall time of the training call (None for ``failed``).
+        error: what stopped a ``nan`` or ``failed`` run.
+        epoch_seconds: wall time of each epoch trained by this call.
+        host, pid: where it was computed (None: not computed, e.g. a lost attempt).
+    """
+
+    run_id: str
+    status: str
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    reports: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None
+    error: str | None = None
+    epoch_seconds: dict[int, float] = field(default_factory=dict)
+    host: str | None = None
+    pid: int | None = None
+
+
+def prepare_run(config: Mapping[str, Any] | ExperimentConfig,
+                threads: int | None = None) -> ExperimentConfig:
+    """The run's resolved config: its sweep cleared, ``train.threads`` set to ``threads`` when
+    the config does not set it (the run id does not depend on either)."""
+    raw = config.model_dump(mode="json") if isinstance(config, ExperimentConfig) else dict(config)
+    raw["sweep"] = {}
+    cfg = parse_config(raw)
+    if threads is not None and cfg.train.threads is None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
+    return cfg
+
+
+def compute_run(
+    cfg: ExperimentConfig,
+    checkpoint_dir: str | Path | None,
+    progress: bool | None = None,
+    on_epoch: Callable[[int, dict[str, Any], float], None] | None = None,
+) -> RunOutcome:
+    """Train one run (resuming from ``checkpoint_dir``) and return its outcome; touches no
+    database. An exception of the training becomes a ``failed`` outcome with its one-line
+    message (the traceback on stderr when ``CONTRASTLAB_DEBUG`` is set); KeyboardInterrupt and
+    other BaseExceptions propagate."""
+    from contrastlab.training import train
+
+    rid = run_id(cfg)
+    try:
+        result = train(cfg, _dataset(cfg), checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
+                       progress=progress)
+    except Exception as exc:
+        if os.environ.get("CONTRASTLAB_DEBUG"):
+            traceback.print_exc(file=sys.stderr)
+        return RunOutcome(rid, "failed", error=_one_line(exc), host=socket.gethostname(),
+                          pid=os.getpid())
+    return RunOutcome(rid, result.status, result.epochs, result.reports, result.seconds,
+                      result.error, result.epoch_seconds, socket.gethostname(), os.getpid())
+
+
+def commit_run(store: ResultStore, outcome: RunOutcome, rdir: Path | None,
+               keep_checkpoints: bool) -> bool:
+    """Record ``outcome`` in ``store`` (one transaction; refused if the run is already
+    ``done``), then, for a ``done`` run without ``keep_checkpoints``, delete its checkpoint in
+    ``rdir``. Returns whether the outcome was written."""
+    from contrastlab.training import CHECKPOINT_NAME
+
+    o = outcome
+    written = store.finish(o.run_id, o.status, o.epochs or None, o.reports or None, o.seconds,
+                           o.error, o.epoch_seconds or None, o.host, o.pid)
+    if o.status == "done" and not keep_checkpoints and rdir is not None:
+        (rdir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return written
+
+
 def execute_run(
     config: Mapping[str, Any] | ExperimentConfig,
     out_dir: str | Path,
@@ -120,13 +214,7 @@ def execute_run(
     Returns:
         ``(run_id, status)`` with status ``done``, ``nan`` or ``failed``.
     """
-    from contrastlab.training import CHECKPOINT_NAME, train
-
-    raw = config.model_dump(mode="json") if isinstance(config, ExperimentConfig) else dict(config)
-    raw["sweep"] = {}
-    cfg = parse_config(raw)
-    if threads is not None and cfg.train.threads is None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
+    cfg = prepare_run(config, threads)
     rid = run_id(cfg)
     rdir = run_dir(out_dir, rid)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -144,21 +232,12 @@ def execute_run(
                 store.record_epoch(rid, epoch, metrics, seconds)
 
             try:
-                result = train(cfg, _dataset(cfg), checkpoint_dir=rdir, on_epoch=on_epoch,
-                               progress=progress)
+                outcome = compute_run(cfg, rdir, progress=progress, on_epoch=on_epoch)
             except KeyboardInterrupt:
                 store.finish(rid, "failed", error="interrupted (KeyboardInterrupt)")
                 raise
-            except Exception as exc:
-                store.finish(rid, "failed", error=_one_line(exc))
-                if os.environ.get("CONTRASTLAB_DEBUG"):
-                    traceback.print_exc(file=sys.stderr)
-                return rid, "failed"
-            store.finish(rid, result.status, result.epochs, result.reports, result.seconds,
-                         result.error, result.epoch_seconds)
-            if result.status == "done" and not cfg.output.keep_checkpoints:
-                (rdir / CHECKPOINT_NAME).unlink(missing_ok=True)
-            return rid, result.status
+            commit_run(store, outcome, rdir, cfg.output.keep_checkpoints)
+            return rid, outcome.status
         finally:
             store.close()
 

@@ -266,9 +266,13 @@ class ResultStore:
         seconds: float | None = None,
         error: str | None = None,
         epoch_seconds: dict[int, float] | None = None,
+        host: str | None = None,
+        pid: int | None = None,
     ) -> bool:
         """Record a run's outcome (``done``, ``nan`` or ``failed``) with its epochs and reports,
-        in one transaction, unless it is already ``done``; returns whether it was written."""
+        in one transaction, unless it is already ``done``; returns whether it was written.
+        ``host`` and ``pid`` (where it was computed, e.g. a Ray worker) replace those that
+        :meth:`mark_running` recorded, when given."""
         if status not in ("done", "nan", "failed"):
             raise ValueError(f"status must be one of 'done', 'nan', 'failed'; got {status!r}")
         with self.transaction() as c:
@@ -290,8 +294,9 @@ class ResultStore:
                 for kind, rep in (reports or {}).items():
                     c.execute("INSERT INTO reports (run_id, kind, report) VALUES (?, ?, ?)",
                               (run_id, kind, _dumps(rep)))
-            c.execute("UPDATE runs SET status = ?, finished_at = ?, seconds = ?, error = ? "
-                      "WHERE run_id = ?", (status, time.time(), seconds, error, run_id))
+            c.execute("UPDATE runs SET status = ?, finished_at = ?, seconds = ?, error = ?, "
+                      "host = coalesce(?, host), pid = coalesce(?, pid) WHERE run_id = ?",
+                      (status, time.time(), seconds, error, host, pid, run_id))
             return True
 
     # -- reading ---------------------------------------------------------------------------

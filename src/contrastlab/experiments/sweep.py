@@ -10,7 +10,9 @@
    leftovers of a killed sweep; ``done`` and ``nan`` are final and skipped), each through
    :func:`contrastlab.experiments.runner.execute_run`: in this process for ``workers=1``, else
    on a ``spawn`` process pool of ``workers`` processes with ``cpu_count // workers`` torch
-   threads each.
+   threads each; or, with ``executor="ray"``, as Ray tasks on a local Ray instance or a cluster
+   (:mod:`contrastlab.experiments.ray_sweep`: same plan, statuses and guarantees, the sweep
+   process being the only writer of the database).
 
 Killing a sweep at any moment (SIGKILL included) and starting it again runs only what is missing:
 a run killed mid-training is ``running`` in the database and resumes from its last epoch's
@@ -30,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from contrastlab._validation import check_positive_int
+from contrastlab._validation import check_choice, check_positive_int
 from contrastlab.experiments.config import (
     ExperimentConfig,
     expand_sweep,
@@ -41,9 +43,10 @@ from contrastlab.experiments.config import (
 from contrastlab.experiments.runner import execute_run
 from contrastlab.experiments.store import ResultStore
 
-__all__ = ["available_cpus", "plan_sweep", "run_sweep"]
+__all__ = ["EXECUTORS", "available_cpus", "plan_sweep", "run_sweep"]
 
 UNFINISHED = ("pending", "running", "failed")
+EXECUTORS = ("local", "ray")
 
 
 def available_cpus() -> int:
@@ -99,20 +102,43 @@ def run_sweep(
     workers: int = 1,
     progress: bool | None = None,
     log: Callable[[str], None] | None = _log_default,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
+    retries: int | None = None,
 ) -> list[str]:
     """Run every point of the config's sweep grid into ``out_dir`` (module docstring).
 
     Args:
         cfg: the config with its ``sweep`` grid (a config without one is a 1-point sweep).
         out_dir: the output directory (its results database is created if missing).
-        workers: processes; 1 runs in this process.
+        workers: processes; 1 runs in this process (local executor only).
         progress: per-run progress bars (default ``train.progress``, only with 1 worker).
         log: receives one line per event (None: silent).
+        executor: ``local`` (this machine's process pool) or ``ray`` (one Ray task per run,
+            :func:`contrastlab.experiments.ray_sweep.run_sweep_ray`).
+        address, cpus_per_run, gpus_per_run, retries: the Ray executor's options (see
+            :func:`~contrastlab.experiments.ray_sweep.run_sweep_ray`); refused with ``local``.
 
     Returns:
         The run ids of the grid points, in grid order.
     """
     workers = check_positive_int("workers", workers)
+    executor = check_choice("executor", executor, EXECUTORS)
+    ray_opts = {"address": address, "cpus_per_run": cpus_per_run,
+                "gpus_per_run": gpus_per_run, "retries": retries}
+    if executor == "ray":
+        if workers != 1:
+            raise ValueError("workers applies to the local executor; on Ray each run is a task "
+                             "and the cluster's CPUs set how many run at once (cpus_per_run)")
+        from contrastlab.experiments.ray_sweep import run_sweep_ray
+
+        return run_sweep_ray(cfg, out_dir, address=address, cpus_per_run=cpus_per_run,
+                             gpus_per_run=gpus_per_run, retries=retries, log=log)
+    given = [k for k, v in ray_opts.items() if v is not None]
+    if given:
+        raise ValueError(f"{given[0]} applies to the ray executor only (executor='ray')")
     cfg = parse_config(cfg)
     plan = plan_sweep(cfg)
     keys = list(cfg.sweep)

@@ -6,8 +6,9 @@ format, :mod:`.runners` for how a claim is measured and :mod:`.repro` for what i
 """
 
 from contrastlab.recipes.checks import Check, CheckResult, evaluate_checks
+from contrastlab.recipes.params import parse_params
 from contrastlab.recipes.repro import RecipeResult, run_recipe
 from contrastlab.recipes.spec import PROFILES, Recipe, list_recipes, load_recipe
 
 __all__ = ["PROFILES", "Check", "CheckResult", "Recipe", "RecipeResult", "evaluate_checks",
-           "list_recipes", "load_recipe", "run_recipe"]
+           "list_recipes", "load_recipe", "parse_params", "run_recipe"]

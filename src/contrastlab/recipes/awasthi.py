@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastlab.recipes.params import ks_list, take
+from contrastlab.recipes.params import check_keys, ks_list, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 
 __all__ = ["awasthi_balanced_etf", "awasthi_k_sweep", "awasthi_unbalanced"]
@@ -55,6 +55,8 @@ def awasthi_balanced_etf(params: dict[str, Any], ctx: RunContext) -> Outcome:
     from contrastlab.theory.etf import etf_loss
     from contrastlab.theory.optimize import optimize_population
 
+    check_keys("params", params, ("classes", "ks", "losses", "temperature", "restarts",
+                                  "max_iter", "seed"))
     classes = take(params, "classes", [4, 10, 20], list)
     ks = ks_list("params.ks", params.get("ks", "2^0..2^12"))
     losses = take(params, "losses", ["infonce"], list)
@@ -121,6 +123,8 @@ def awasthi_unbalanced(params: dict[str, Any], ctx: RunContext) -> Outcome:
     from contrastlab.report.figures import study_losses_vs_k
     from contrastlab.theory import study as st
 
+    check_keys("params", params, ("classes", "ks", "priors", "loss", "restarts",
+                                  "recheck_restarts", "tol", "seed"))
     c = int(take(params, "classes", 5, int))
     ks = ks_list("params.ks", params.get("ks", "2^0..2^12"))
     spec = params.get("priors", "default")
@@ -187,6 +191,7 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
         epoch_metrics,
     )
 
+    check_keys("params", params, ("config", "ks", "seeds", "set"))
     base = take(params, "config", None, dict)
     ks = ks_list("params.ks", params.get("ks", [1, 16, 256, 1024]))
     seeds = take(params, "seeds", [0], list)

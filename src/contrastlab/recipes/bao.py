@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastlab.recipes.params import ks_list, take
+from contrastlab.recipes.params import check_keys, ks_list, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 
 __all__ = ["bao_bounds", "idealized_checks", "measured_gaps"]
@@ -104,6 +104,7 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     from contrastlab.report.recipe_figures import bounds_curves, gap_inside_bounds
     from contrastlab.theory.bounds import idealized_bounds
 
+    check_keys("params", params, ("idealized", "datasets"))
     metrics: dict[str, float] = {}
     tables: dict[str, list[dict[str, Any]]] = {}
     figs = {}
@@ -129,6 +130,7 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     gaps: list[dict[str, Any]] = []
     for name, spec in take(params, "datasets", {}, dict).items():
         spec = take({"d": spec}, "d", None, dict)
+        check_keys(f"params.datasets.{name}", spec, ("config", "ks", "seeds", "set"))
         recs = sweep_records(take(spec, "config", None, dict),
                              {"loss.k": ks_list(f"params.datasets.{name}.ks", spec.get("ks")),
                               "seed": take(spec, "seeds", [0], list)},

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastlab.recipes.params import take
+from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 
 __all__ = ["jiang_nc_vs_dc"]
@@ -50,6 +50,8 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     from contrastlab.report.figures import epoch_metrics, spectra
     from contrastlab.report.recipe_figures import nc_vs_dc_grid
 
+    check_keys("params", params, ("config", "losses", "betas", "normalizations", "seeds",
+                                  "set"))
     base = take(params, "config", None, dict)
     pairs = take(params, "losses", [["scl", "hscl"], ["ucl", "hucl"]], list)
     betas = [float(b) for b in take(params, "betas", [0, 2, 5, 10], list)]

@@ -6,7 +6,37 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ks_list", "take"]
+__all__ = ["check_keys", "ks_list", "parse_params", "take"]
+
+
+def check_keys(where: str, params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse parameters a runner does not know (a typo must not be silently ignored)."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where} has unknown parameter(s) {', '.join(unknown)}; allowed: "
+                         f"{', '.join(allowed)}")
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``["ks=[1,16]", "set.train.epochs=5"]`` -> ``{"ks": [1, 16], "set": {"train.epochs":
+    5}}`` (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param must be KEY=VALUE; got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"--param {key}: the value is not valid YAML: {raw!r}") from None
+        key = key.strip()
+        if key.startswith("set."):
+            out.setdefault("set", {})[key[4:]] = value
+        else:
+            out[key] = value
+    return out
 
 
 def ks_list(name: str, spec: Any) -> list[int]:

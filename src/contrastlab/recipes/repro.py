@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ class RecipeResult:
     outcome: Outcome
     seconds: float
     out_dir: Path
+    params: dict[str, Any] = field(default_factory=dict)
     figure_paths: dict[str, list[Path]] = field(default_factory=dict)
 
     @property
@@ -74,7 +75,7 @@ class RecipeResult:
             "checks": [c.to_dict() for c in self.checks],
             "metrics": {k: _json(v) for k, v in self.outcome.metrics.items()},
             "notes": self.outcome.notes, "seconds": self.seconds,
-            "params": self.recipe.params(self.profile),
+            "params": self.params,
             "tables": {k: [{c: _json(v) for c, v in row.items()} for row in rows]
                        for k, rows in self.outcome.tables.items()},
         }
@@ -99,14 +100,25 @@ def run_recipe(
     corrupt: bool = False,
     workers: int = 1,
     log: Callable[[str], None] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> RecipeResult:
     """Run recipe ``name`` (a name of :func:`contrastlab.recipes.list_recipes` or a YAML path)
     with ``profile`` and return its :class:`RecipeResult`; ``corrupt`` runs the recipe's
-    deliberately wrong variant (which must FAIL). Raises ValueError (one line) on bad input."""
+    deliberately wrong variant (which must FAIL). ``params`` replace the profile's parameters
+    of the same name (a ``set`` mapping is merged into the profile's ``set``); the result records
+    the parameters used. Raises ValueError (one line) on bad input."""
     from contrastlab._validation import check_positive_int
 
     recipe = load_recipe(name)
-    params = recipe.params(profile)  # ValueError naming the profile
+    used = recipe.params(profile)  # ValueError naming the profile
+    if params is not None:
+        if not isinstance(params, Mapping):
+            raise ValueError(f"params must be a mapping of parameter names; got {params!r}")
+        for key, value in params.items():
+            if key == "set" and isinstance(value, Mapping):
+                used["set"] = {**(used.get("set") or {}), **value}
+            else:
+                used[key] = value
     check_positive_int("workers", workers)
     if not isinstance(corrupt, bool):
         raise ValueError(f"corrupt must be True or False; got {corrupt!r}")
@@ -117,10 +129,10 @@ def run_recipe(
     out_dir.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    outcome = RUNNERS[recipe.runner](params, RunContext(out_dir, corrupt, workers, say))
+    outcome = RUNNERS[recipe.runner](used, RunContext(out_dir, corrupt, workers, say))
     seconds = time.perf_counter() - t0
     checks = evaluate_checks(recipe.checks_for(profile), outcome.metrics)
-    result = RecipeResult(recipe, profile, corrupt, checks, outcome, seconds, out_dir)
+    result = RecipeResult(recipe, profile, corrupt, checks, outcome, seconds, out_dir, used)
     _write(result)
     return result
 

@@ -75,7 +75,7 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
                          + "</tr>")
         parts.append("</table></details>")
     parts.append("<h2>Parameters</h2><pre>"
-                 + _e(json.dumps(r.params(result.profile), indent=1, sort_keys=True, default=str))
+                 + _e(json.dumps(result.params, indent=1, sort_keys=True, default=str))
                  + "</pre>")
     parts.append("<h2>Software</h2><table class='versions'>")
     parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
