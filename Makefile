@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # torch / torchvision as ranges: pip takes the builds that lie on this machine's disk (2.14.1 / 0.29.1).
 TORCH_SPEC := "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
-TEST_EXTRAS := dev,vision,text
+# ray: the sweep's Ray executor (tests/experiments/test_ray_sweep.py; ~250 MB, a wheel from PyPI)
+TEST_EXTRAS := dev,vision,text,ray
 
 .PHONY: demo test lint bench venv clean
 
@@ -36,12 +37,15 @@ lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
+# the tiled-kernel benchmark: --quick by default; `make bench BENCH_KERNEL_ARGS=` runs the full grid
+BENCH_KERNEL_ARGS ?= --quick
 bench: venv
 	$(PIP) install -q -e ".[$(TEST_EXTRAS),bench]"
 	mkdir -p benchmarks/results
 	$(PY) benchmarks/bench_losses.py --out benchmarks/results/losses.md
 	$(PY) benchmarks/bench_theory.py --out benchmarks/results/theory.md
 	$(PY) benchmarks/bench_eval.py --out benchmarks/results/eval.md
+	$(PY) benchmarks/bench_kernel.py $(BENCH_KERNEL_ARGS) --out benchmarks/results/kernel.md --json benchmarks/results/kernel.json
 
 clean:
 	rm -rf $(VENV) reports runs .pytest_cache .mypy_cache .ruff_cache

@@ -68,6 +68,7 @@ import torch
 from torch import nn
 
 from contrastlab._validation import check_choice, check_nonnegative, check_positive_int
+from contrastlab.distributed import init_from_env
 from contrastlab.experiments.config import (
     EXPLICIT_K_LOSSES,
     ExperimentConfig,
@@ -430,14 +431,46 @@ def _step_inputs(
     return torch.cat(parts), y[idx], pool_labels
 
 
+_STEP_BATCH_ARGS = {"z1": "features", "z2": "features", "labels": "labels"}
+_STEP_BATCH_ARGS_POOL = {**_STEP_BATCH_ARGS, "pool": "features", "pool_labels": "labels"}
+
+
 def _step_loss(
     cfg: ExperimentConfig, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-    pool_labels: torch.Tensor | None, generator: torch.Generator,
+    pool_labels: torch.Tensor | None, generator: torch.Generator, rank: int = 0, world: int = 1,
 ) -> torch.Tensor:
-    z = model(inputs)
+    """The step's loss. ``inputs`` is the *global* ``[x1; x2; pool]`` (every rank builds the same
+    one from the same generator); with ``world > 1`` rank r encodes its contiguous slice of the
+    B views (and of the pool when P is divisible by the world size; otherwise the whole pool,
+    replicated) and the loss is computed on the gathered global batch
+    (:func:`contrastlab.distributed.call_gathered`): the same value as the single-process step,
+    and, after DDP's gradient average, the same gradient."""
     b = labels.shape[0]
-    pool = z[2 * b :] if pool_labels is not None else None
-    return contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels, generator)
+    if world == 1:
+        z = model(inputs)
+        pool = z[2 * b :] if pool_labels is not None else None
+        return contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels,
+                                generator)
+    from contrastlab.distributed import call_gathered
+
+    bl = b // world
+    lo, hi = rank * bl, (rank + 1) * bl
+    parts = [inputs[lo:hi], inputs[b + lo : b + hi]]
+    p = inputs.shape[0] - 2 * b
+    shard_pool = pool_labels is not None and p % world == 0
+    local_pool_labels = pool_labels
+    if pool_labels is not None:
+        if shard_pool:
+            pl = p // world
+            parts.append(inputs[2 * b + rank * pl : 2 * b + (rank + 1) * pl])
+            local_pool_labels = pool_labels[rank * pl : (rank + 1) * pl]
+        else:
+            parts.append(inputs[2 * b :])
+    z = model(torch.cat(parts))
+    local_pool = z[2 * bl :] if pool_labels is not None else None
+    spec = _STEP_BATCH_ARGS_POOL if shard_pool else _STEP_BATCH_ARGS
+    return call_gathered(contrastive_loss, spec, cfg.loss, z[:bl], z[bl : 2 * bl],
+                         labels[lo:hi], local_pool, local_pool_labels, generator)
 
 
 @torch.no_grad()
@@ -607,6 +640,17 @@ def _load_checkpoint(path: Path, rid: str) -> dict[str, Any] | None:
     return state
 
 
+def _all_ranks_ok(ok: bool, world: int) -> bool:
+    """Whether ``ok`` holds on every rank (a MIN all_reduce; ``ok`` itself when world = 1)."""
+    if world == 1:
+        return ok
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def train(
     cfg: ExperimentConfig,
     dataset: Any = None,
@@ -626,9 +670,47 @@ def train(
         on_epoch: called as ``on_epoch(epoch, metrics, seconds)`` after every epoch.
         progress: show a progress bar (default ``cfg.train.progress``).
         stop_after: stop (status ``stopped``) once this many epochs are complete.
+
+    Data parallel (``torchrun --nproc_per_node=W``, or any initialized process group): the model
+    is wrapped in ``DistributedDataParallel``; every rank draws the same global batch of
+    ``train.batch_size`` (which must be divisible by W), encodes its contiguous 1/W slice of the
+    views (and of the pool, when its size is divisible by W) and computes the loss on the
+    gathered global batch, so the run follows the single-process one up to float rounding
+    (BatchNorm layers use per-rank statistics, the one exception). Evaluation, ``on_epoch``,
+    progress output and checkpoints are done by rank 0 only; the other ranks return the
+    training loss and learning rate per epoch and no reports. Rank 0 reads the checkpoint in
+    ``checkpoint_dir`` and sends it to the other ranks, so only rank 0 needs to see it.
     """
     t_start = time.perf_counter()
     cfg = parse_config(cfg)
+    rank, world, created_group = init_from_env()
+    try:
+        return _train(cfg, dataset, checkpoint_dir, on_epoch, progress, stop_after, t_start,
+                      rank, world)
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: ExperimentConfig,
+    dataset: Any,
+    checkpoint_dir: str | Path | None,
+    on_epoch: Callable[[int, dict[str, Any], float], None] | None,
+    progress: bool | None,
+    stop_after: int | None,
+    t_start: float,
+    rank: int,
+    world: int,
+) -> TrainResult:
+    if cfg.train.batch_size % world != 0:
+        raise ValueError(
+            f"train.batch_size {cfg.train.batch_size} must be divisible by the world size "
+            f"{world} (each rank takes an equal slice of the global batch)"
+        )
+    main = rank == 0
     rid = run_id(cfg)
     ds = load_data(cfg) if dataset is None else dataset
     data = _as_data(ds)
@@ -636,7 +718,8 @@ def train(
         data = shuffled_labels(data, cfg.seed if cfg.data.seed is None else cfg.data.seed)
     ckpt_path = None
     if checkpoint_dir is not None and cfg.train.checkpoint:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        if main:
+            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     augment = None
     if cfg.data.pairs == "augment":
@@ -661,7 +744,13 @@ def train(
         g_neg = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2)
         history: list[dict[str, Any]] = []
         start = 0
-        state = _load_checkpoint(ckpt_path, rid) if ckpt_path is not None else None
+        state = _load_checkpoint(ckpt_path, rid) if ckpt_path is not None and main else None
+        if world > 1:  # rank 0's checkpoint (written by rank 0 only) resumes every rank
+            import torch.distributed as dist
+
+            box: list[Any] = [state]
+            dist.broadcast_object_list(box, src=0)
+            state = box[0]
         if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -672,7 +761,12 @@ def train(
             history = list(state["history"])
             start = int(state["epoch"])
         model.train()
-        use_bar = cfg.train.progress if progress is None else progress
+        forward: nn.Module = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(model)
+        use_bar = (cfg.train.progress if progress is None else progress) and main
         desc = f"{cfg.loss.name}" + (f" k={cfg.loss.k}" if cfg.loss.k else "")
         bar = _progress(total, start * steps, use_bar, desc)
         status, error = "done", None
@@ -691,7 +785,8 @@ def train(
                     idx = order[s * b : (s + 1) * b]
                     inputs, labels, pool_labels = _step_inputs(cfg, data.x_train, data.y_train,
                                                                idx, g_data, augment)
-                    loss = _step_loss(cfg, model, inputs, labels, pool_labels, g_neg)
+                    loss = _step_loss(cfg, forward, inputs, labels, pool_labels, g_neg,
+                                      rank, world)
                     if not bool(torch.isfinite(loss)):
                         status = "nan"
                         error = f"non-finite loss at epoch {epoch + 1}, step {s + 1}"
@@ -716,15 +811,21 @@ def train(
                 last = epoch + 1 == cfg.train.epochs
                 every = cfg.eval.every
                 if last or (every > 0 and (epoch + 1) % every == 0):
-                    try:
-                        evm, reports = evaluate(cfg, model, data, epoch + 1, augment, final=last)
-                    except FloatingPointError as exc:
-                        status, error = "nan", str(exc)
+                    eval_error = None
+                    if main:
+                        try:
+                            evm, reports = evaluate(cfg, model, data, epoch + 1, augment,
+                                                    final=last)
+                            metrics.update(evm)
+                        except FloatingPointError as exc:
+                            eval_error = str(exc)
+                    if not _all_ranks_ok(eval_error is None, world):
+                        status = "nan"
+                        error = eval_error or "non-finite embeddings (evaluated on rank 0)"
                         break
-                    metrics.update(evm)
                 history.append(metrics)
                 epoch_seconds[epoch + 1] = time.perf_counter() - t0
-                if ckpt_path is not None:
+                if ckpt_path is not None and main:
                     _save_checkpoint(ckpt_path, {
                         "run_id": rid,
                         "epoch": epoch + 1,
@@ -736,13 +837,13 @@ def train(
                         "rng": torch.get_rng_state(),
                         "history": history,
                     })
-                if on_epoch is not None:
+                if on_epoch is not None and main:
                     on_epoch(epoch + 1, metrics, epoch_seconds[epoch + 1])
                 if use_bar and (bar is None or bar.disable):
                     print(f"[{desc}] epoch {epoch + 1}/{cfg.train.epochs} "
                           f"loss {metrics['train_loss']:.4f}", file=sys.stderr)
             else:
-                if start == cfg.train.epochs and status == "done":
+                if start == cfg.train.epochs and status == "done" and main:
                     # resumed after the last epoch: recompute the final reports
                     _, reports = evaluate(cfg, model, data, start, augment, final=True)
         finally:

@@ -15,6 +15,7 @@ the training loop) are imported only when a run starts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,9 @@ def cli_run(config_path: str | Path, sets: Sequence[str] = (), out: str | Path |
     cfg = load_config(config_path, sets)
     out_dir = _out_dir(cfg, out)
     rid = _run(cfg, out_dir)
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    if rank != 0:  # under torchrun: rank 0 reports
+        return f"run {rid}: rank {rank} done (results recorded by rank 0)"
     with ResultStore(out_dir, create=False) as store:
         status = store.status(rid)
         row = next((r for r in store.runs() if r["run_id"] == rid), {})
@@ -115,6 +119,9 @@ def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path
     from contrastlab.experiments.sweep import EXECUTORS
     from contrastlab.experiments.sweep import run_sweep as _sweep
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("sweep under torchrun is not supported: run one config per torchrun "
+                         "with `contrastlab run CONFIG --set ...` (data parallel)")
     if executor not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
     if executor == "ray":

@@ -255,7 +255,64 @@ def run_config(
         keys = ", ".join(cfg.sweep)
         raise ConfigError(f"sweep: the config has a sweep grid ({keys}); run it with the sweep "
                           "command, or clear it with --set sweep={}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _run_config_distributed(cfg, out_dir, progress)
     with ResultStore(out_dir) as store:  # refuses a foreign or corrupted database up front
         store.add_runs([(run_id(cfg), run_config_dict(cfg))])
     rid, _ = execute_run(cfg, out_dir, progress=progress)
     return rid
+
+
+def _run_config_distributed(cfg: ExperimentConfig, out_dir: str | Path,
+                            progress: bool | None) -> str:
+    """``run_config`` under torchrun (``WORLD_SIZE`` > 1): rank 0 does what :func:`execute_run`
+    does (lock, database, config.yaml, checkpoints, the outcome); it tells the other ranks
+    whether the run is to be trained, and every rank then calls
+    :func:`contrastlab.training.train` (data parallel) with the same checkpoint directory.
+    All ranks return after rank 0 has recorded the outcome."""
+    import torch.distributed as dist
+
+    from contrastlab.distributed import init_from_env
+
+    rank, _, created = init_from_env()
+    try:
+        cfg = prepare_run(cfg)
+        rid = run_id(cfg)
+        rdir = run_dir(out_dir, rid)
+        if rank != 0:
+            msg: list[Any] = [None]
+            dist.broadcast_object_list(msg, src=0)
+            if msg[0] == "train":
+                compute_run(cfg, rdir, progress=False)
+            elif msg[0] != "skip":
+                raise ValueError(f"rank 0 failed before training: {msg[0]}")
+            dist.barrier()
+            return rid
+        go: str = "skip"
+        sent = False
+        try:
+            rdir.mkdir(parents=True, exist_ok=True)
+            record = run_config_dict(cfg)
+            _write_atomic(rdir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+            with _lock(rdir / "lock"):
+                with ResultStore(out_dir) as store:
+                    store.add_runs([(rid, record)])
+                    if store.mark_running(rid):
+                        go = "train"
+                    sent = True
+                    dist.broadcast_object_list([go], src=0)
+                    if go == "train":
+                        def on_epoch(epoch: int, metrics: dict[str, Any], seconds: float) -> None:
+                            store.record_epoch(rid, epoch, metrics, seconds)
+
+                        outcome = compute_run(cfg, rdir, progress=progress, on_epoch=on_epoch)
+                        commit_run(store, outcome, rdir, cfg.output.keep_checkpoints)
+        except Exception as exc:
+            if not sent:  # failed before the broadcast: release the other ranks
+                dist.broadcast_object_list([_one_line(exc)], src=0)
+            raise
+        dist.barrier()
+        return rid
+    finally:
+        if created:
+            dist.destroy_process_group()

@@ -16,6 +16,11 @@ In-batch losses over two views (2B rows)
     debiased_hard(z1, z2, temperature, tau_plus, beta)  Chuang et al. 2020 (beta=0) /
                                                       Robinson et al. 2021 (beta>0), with clamp
 
+Tiled kernels (row blocks, no N x N matrix; used by default from TILED_MIN_ROWS rows, or
+TILED_MIN_PAIRS anchor-negative pairs; ``tiled=False`` forces the exact dense path)
+    tiled_info_nce, tiled_supcon, tiled_debiased_hard, tiled_nce_loss (shared (k, d) pool),
+    default_block_rows
+
 Jiang et al. 2023 family (single view, anchor among its positives, mean over k negatives)
     scl(z, labels, k, ..., exact)       other-class negatives
     hscl(z, labels, beta, k, ..., exact)  other-class, tilted by exp(beta s)
@@ -73,12 +78,23 @@ from contrastlab.losses.samplers import (
 )
 from contrastlab.losses.scl import hard_contrastive, hscl, hucl, pair_losses, scl, ucl
 from contrastlab.losses.supcon import supcon
+from contrastlab.losses.tiled import (
+    TILED_MIN_PAIRS,
+    TILED_MIN_ROWS,
+    default_block_rows,
+    tiled_debiased_hard,
+    tiled_info_nce,
+    tiled_nce_loss,
+    tiled_supcon,
+)
 
 __all__ = [
     "LOSSES",
     "LOSS_PROPERTIES",
     "NORMALIZATIONS",
     "SAMPLERS",
+    "TILED_MIN_PAIRS",
+    "TILED_MIN_ROWS",
     "DebiasedHardLoss",
     "HSCLLoss",
     "HUCLLoss",
@@ -93,6 +109,7 @@ __all__ = [
     "candidate_mask",
     "check_loss_properties",
     "debiased_hard",
+    "default_block_rows",
     "expected_log1p_sum",
     "expected_log1p_sum_grouped",
     "gather_negatives",
@@ -110,6 +127,10 @@ __all__ = [
     "scl",
     "score_loss",
     "supcon",
+    "tiled_debiased_hard",
+    "tiled_info_nce",
+    "tiled_nce_loss",
+    "tiled_supcon",
     "tilted_log_probs",
     "ucl",
 ]

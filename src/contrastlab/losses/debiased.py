@@ -27,6 +27,7 @@ unnormalized features of norm 100, where the published code overflows.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from contrastlab._validation import check_nonnegative, check_positive, check_unit_interval
 from contrastlab.losses._common import check_two_views, reduce, view_positive_index
 from contrastlab.losses.normalize import normalize as _normalize
+from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_debiased_hard, use_tiled
 
 
 def debiased_hard(
@@ -44,6 +46,9 @@ def debiased_hard(
     beta: float = 1.0,
     normalize: str = "sphere",
     reduction: str = "mean",
+    tiled: bool | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """Chuang et al. debiased (beta = 0) / Robinson et al. hard-negative (beta > 0) loss.
 
@@ -54,11 +59,28 @@ def debiased_hard(
         beta: hardness >= 0 (Robinson et al.'s default 1.0).
         normalize: ``sphere`` (as published), ``ball`` or ``none``.
         reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector).
+        tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_debiased_hard` (no
+            2B x 2B matrix; differentiable once); False: the dense path below; None (default):
+            tiled when 2B >= ``TILED_MIN_ROWS``.
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
     """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered
+
+        return call_gathered(debiased_hard, BATCH_ARGS["debiased_hard"], z1, z2, temperature,
+                             tau_plus, beta, normalize, reduction, tiled, group=group)
     t = check_positive("temperature", temperature)
     tau = check_unit_interval("tau_plus", tau_plus)
     beta = check_nonnegative("beta", beta)
     b = check_two_views(z1, z2, min_batch=2)
+    if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
+        return tiled_debiased_hard(z1, z2, t, tau, beta, normalize, reduction)
     z = _normalize(torch.cat([z1, z2], dim=0), normalize)
     logits = (z @ z.T) / t
     n2 = 2 * b

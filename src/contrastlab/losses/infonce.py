@@ -12,12 +12,15 @@ similarity, as in SimCLR. Computed with a masked log-sum-exp: finite for any t >
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from contrastlab._validation import check_positive
 from contrastlab.losses._common import check_two_views, reduce, view_positive_index
 from contrastlab.losses.normalize import normalize as _normalize
+from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_info_nce, use_tiled
 
 
 def view_logits(
@@ -36,6 +39,9 @@ def info_nce(
     temperature: float = 0.5,
     normalize: str = "sphere",
     reduction: str = "mean",
+    tiled: bool | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """SimCLR NT-Xent over 2B views, 2B - 2 negatives per anchor, averaged over the 2B anchors.
 
@@ -44,9 +50,26 @@ def info_nce(
         temperature: t > 0.
         normalize: ``sphere`` (SimCLR), ``ball`` or ``none``.
         reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector, rows of z1 first).
+        tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_info_nce` (no 2B x 2B
+            matrix; differentiable once); False: the dense path below; None (default): tiled when
+            2B >= ``TILED_MIN_ROWS``.
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
     """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered
+
+        return call_gathered(info_nce, BATCH_ARGS["info_nce"], z1, z2, temperature, normalize,
+                             reduction, tiled, group=group)
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
+    if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
+        return tiled_info_nce(z1, z2, temperature, normalize, reduction)
     logits = view_logits(z1, z2, temperature, normalize)
     pos = view_positive_index(b, logits.device)
     per_anchor = F.cross_entropy(logits, pos, reduction="none")  # fused log-softmax + pick

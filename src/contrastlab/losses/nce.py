@@ -14,6 +14,7 @@ similarities; the batch reduction is a mean over anchors by default.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -21,6 +22,7 @@ from contrastlab._validation import check_choice, check_positive, check_tensor
 from contrastlab.losses._common import reduce
 from contrastlab.losses.family import LOSSES, score_loss
 from contrastlab.losses.normalize import normalize as _normalize
+from contrastlab.losses.tiled import TILED_MIN_PAIRS, TILED_NCE_LOSSES, tiled_nce_loss, use_tiled
 
 
 def nce_loss(
@@ -31,6 +33,9 @@ def nce_loss(
     temperature: float = 1.0,
     normalize: str = "none",
     reduction: str = "mean",
+    tiled: bool | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """NCE loss with an explicit number k of negatives.
 
@@ -43,7 +48,24 @@ def nce_loss(
         temperature: t > 0 for the InfoNCE forms.
         normalize: ``sphere``, ``ball`` or ``none``, applied to every vector first.
         reduction: ``mean`` | ``sum`` | ``none`` over the B anchors.
+        tiled: for shared (k, d) negatives and a log-sum-exp loss (not ``hinge``): True uses the
+            anchor-block kernel :func:`contrastlab.losses.tiled_nce_loss` (no B x k matrix;
+            differentiable once), False the dense path below, None (default) the kernel when
+            B * k >= ``TILED_MIN_PAIRS``. With (B, k, d) negatives or ``hinge`` the dense path
+            is always used (``tiled=True`` is then an error).
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
     """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered
+
+        return call_gathered(nce_loss, BATCH_ARGS["nce_loss"], anchor, positive, negatives, loss,
+                             temperature, normalize, reduction, tiled, group=group)
     check_choice("loss", loss, LOSSES)
     check_positive("temperature", temperature)
     check_tensor("anchor", anchor, ndim=2, shape_hint="(B, d)")
@@ -63,6 +85,14 @@ def nce_loss(
         raise ValueError(
             f"negatives must have shape (B, k, d) with B = {b}; got {tuple(negatives.shape)}"
         )
+    tileable = negatives.ndim == 2 and loss in TILED_NCE_LOSSES
+    if tiled and not tileable:
+        raise ValueError(
+            "tiled: the tiled kernel needs shared (k, d) negatives and a log-sum-exp loss "
+            f"{TILED_NCE_LOSSES}; got negatives of shape {tuple(negatives.shape)}, loss {loss!r}"
+        )
+    if tileable and use_tiled(tiled, b * negatives.shape[0], TILED_MIN_PAIRS):
+        return tiled_nce_loss(anchor, positive, negatives, loss, temperature, normalize, reduction)
     a = _normalize(anchor, normalize)
     p = _normalize(positive, normalize)
     n = _normalize(negatives, normalize)

@@ -39,6 +39,7 @@ inner product z_i^T z_j, so beta has the same meaning whatever t is.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -158,9 +159,25 @@ def scl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """Supervised contrastive loss SCL (Jiang et al. 2023): k negatives uniform over the other
-    classes of the batch. Conventions and arguments: see :func:`hard_contrastive`."""
+    classes of the batch. Conventions and arguments: see :func:`hard_contrastive`.
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
+    """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
+
+        return call_gathered(scl, BATCH_ARGS["scl"], z, labels, k, temperature, normalize, exact,
+                             negatives_reduction, reduction, generator, group=group,
+                             samples=samples_negatives)
     return hard_contrastive(
         z, labels, "other-class", 0.0, k, temperature, normalize, exact,
         negatives_reduction, reduction, generator,
@@ -178,10 +195,26 @@ def hscl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """Hard supervised contrastive loss HSCL (Jiang et al. 2023): k negatives from the other
     classes with probability ∝ exp(beta z_i^T z_j). beta = 0 is SCL. HSCL >= SCL for every
-    representation (Harris inequality, Jiang et al. Thm. 2). See :func:`hard_contrastive`."""
+    representation (Harris inequality, Jiang et al. Thm. 2). See :func:`hard_contrastive`.
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
+    """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
+
+        return call_gathered(hscl, BATCH_ARGS["hscl"], z, labels, beta, k, temperature, normalize,
+                             exact, negatives_reduction, reduction, generator, group=group,
+                             samples=samples_negatives)
     return hard_contrastive(
         z, labels, "other-class", beta, k, temperature, normalize, exact,
         negatives_reduction, reduction, generator,
@@ -198,11 +231,27 @@ def ucl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """Unsupervised contrastive loss UCL (Jiang et al. 2023): k negatives uniform over the whole
     batch (the marginal; the anchor's own class, and the anchor itself, can be drawn:
     collisions). ``labels`` are the latent classes that define the positives.
-    See :func:`hard_contrastive`."""
+    See :func:`hard_contrastive`.
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
+    """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
+
+        return call_gathered(ucl, BATCH_ARGS["ucl"], z, labels, k, temperature, normalize, exact,
+                             negatives_reduction, reduction, generator, group=group,
+                             samples=samples_negatives)
     return hard_contrastive(
         z, labels, "marginal", 0.0, k, temperature, normalize, exact,
         negatives_reduction, reduction, generator,
@@ -220,10 +269,26 @@ def hucl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """Hard unsupervised contrastive loss HUCL (Jiang et al. 2023): k negatives from the whole
     batch with probability ∝ exp(beta z_i^T z_j). beta = 0 is UCL; HUCL >= UCL (Harris
-    inequality). See :func:`hard_contrastive`."""
+    inequality). See :func:`hard_contrastive`.
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
+    """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
+
+        return call_gathered(hucl, BATCH_ARGS["hucl"], z, labels, beta, k, temperature, normalize,
+                             exact, negatives_reduction, reduction, generator, group=group,
+                             samples=samples_negatives)
     return hard_contrastive(
         z, labels, "marginal", beta, k, temperature, normalize, exact,
         negatives_reduction, reduction, generator,

@@ -14,11 +14,14 @@ loss equals :func:`contrastlab.losses.info_nce`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from contrastlab._validation import check_labels, check_positive
 from contrastlab.losses._common import check_two_views, reduce
 from contrastlab.losses.infonce import view_logits
+from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_supcon, use_tiled
 
 
 def supcon(
@@ -29,6 +32,9 @@ def supcon(
     normalize: str = "sphere",
     base_temperature: float | None = None,
     reduction: str = "mean",
+    tiled: bool | None = None,
+    gather: bool = False,
+    group: Any = None,
 ) -> torch.Tensor:
     """SupCon L_out over two views.
 
@@ -41,9 +47,28 @@ def supcon(
             reference implementation of Khosla et al. does (their default is 0.07); None (the
             default) leaves the paper's eq. (2) unscaled.
         reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector).
+        tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_supcon` (no 2B x 2B
+            matrix or mask; differentiable once); False: the dense path below; None (default):
+            tiled when 2B >= ``TILED_MIN_ROWS``.
+
+    Distributed:
+        gather: compute the loss on the batch gathered from every process of ``group``
+            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
+            without; DDP's averaging then gives the single-process gradient of the
+            concatenated batch, and every rank sees the global loss).
+        group: the process group (None: the default group; giving one implies gather).
     """
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered
+
+        return call_gathered(supcon, BATCH_ARGS["supcon"], z1, z2, labels, temperature, normalize,
+                             base_temperature, reduction, tiled, group=group)
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
+    if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
+        return tiled_supcon(
+            z1, z2, labels, temperature, normalize, base_temperature, reduction
+        )
     if labels is None:
         lab = torch.arange(b, device=z1.device)
     else:
