@@ -105,6 +105,21 @@ def _info_nce_with_gather_flag(
     return info_nce(z1, z2, temperature)
 
 
+def _module_info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
+                     gather: bool) -> torch.Tensor:
+    from contrastlab.losses.modules import InfoNCELoss
+
+    return InfoNCELoss(temperature, gather=gather)(z1, z2)
+
+
+def _module_hucl(z: torch.Tensor, labels: torch.Tensor, k: int, exact: bool, beta: float,
+                 generator: torch.Generator, gather: bool) -> torch.Tensor:
+    from contrastlab.losses.modules import HardContrastiveLoss
+
+    return HardContrastiveLoss("marginal", beta, k, exact=exact, gather=gather)(z, labels,
+                                                                              generator)
+
+
 def _cases() -> list[tuple[str, Any, dict[str, torch.Tensor], tuple[str, ...], Any,
                            dict[str, Any], Any]]:
     import contrastlab.distributed as Dm
@@ -131,6 +146,11 @@ def _cases() -> list[tuple[str, Any, dict[str, torch.Tensor], tuple[str, ...], A
         ("flag_hucl_sampled", functools.partial(L.hucl, gather=True),
          {"z": gb["z1"], "labels": gb["labels"]}, ("z", "labels"), L.hucl,
          {"k": 3, "exact": False, "beta": 1.0},
+         lambda: {"generator": torch.Generator().manual_seed(7)}),
+        ("module_info_nce", _module_info_nce, two, ("z1", "z2"), L.info_nce,
+         {"temperature": 0.5}, None),
+        ("module_hucl_sampled", _module_hucl, {"z": gb["z1"], "labels": gb["labels"]},
+         ("z", "labels"), L.hucl, {"k": 3, "exact": False, "beta": 1.0},
          lambda: {"generator": torch.Generator().manual_seed(7)}),
         ("flag_scl_exact", functools.partial(L.scl, gather=True),
          {"z": gb["z1"], "labels": gb["labels"]}, ("z", "labels"), L.scl,
@@ -248,7 +268,8 @@ def results() -> dict[int, dict[str, Any]]:
 
 CASE_NAMES = [
     "info_nce", "info_nce_gather_flag", "flag_info_nce", "flag_supcon", "flag_debiased",
-    "flag_nce_per_anchor", "flag_hucl_sampled", "flag_scl_exact", "info_nce_tiled",
+    "flag_nce_per_anchor", "flag_hucl_sampled", "flag_scl_exact", "module_info_nce",
+    "module_hucl_sampled", "info_nce_tiled",
     "supcon_labels", "supcon_none",
     "debiased_beta0", "debiased_beta1", "nce_shared_pool", "nce_per_anchor",
     *[f"{n}_{m}" for n in ("scl", "hscl", "ucl", "hucl") for m in ("exact", "sampled")],

@@ -23,16 +23,24 @@ from contrastlab.losses.scl import EXACT_MODES, NEGATIVE_REDUCTIONS, hard_contra
 from contrastlab.losses.supcon import supcon
 
 
+def _check_gather(gather: bool) -> bool:
+    if not isinstance(gather, bool):
+        raise ValueError(f"gather must be True or False; got {gather!r}")
+    return gather
+
+
 class InfoNCELoss(nn.Module):
     """Module form of :func:`contrastlab.losses.info_nce` (SimCLR NT-Xent)."""
 
-    def __init__(self, temperature: float = 0.5, normalize: str = "sphere") -> None:
+    def __init__(self, temperature: float = 0.5, normalize: str = "sphere",
+                 gather: bool = False) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        self.gather = _check_gather(gather)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return info_nce(z1, z2, self.temperature, self.normalize)
+        return info_nce(z1, z2, self.temperature, self.normalize, gather=self.gather)
 
 
 class SupConLoss(nn.Module):
@@ -43,16 +51,19 @@ class SupConLoss(nn.Module):
         temperature: float = 0.1,
         normalize: str = "sphere",
         base_temperature: float | None = None,
+        gather: bool = False,
     ) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.base_temperature = base_temperature
+        self.gather = _check_gather(gather)
 
     def forward(
         self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return supcon(z1, z2, labels, self.temperature, self.normalize, self.base_temperature)
+        return supcon(z1, z2, labels, self.temperature, self.normalize, self.base_temperature,
+                      gather=self.gather)
 
 
 class DebiasedHardLoss(nn.Module):
@@ -64,15 +75,18 @@ class DebiasedHardLoss(nn.Module):
         tau_plus: float = 0.1,
         beta: float = 1.0,
         normalize: str = "sphere",
+        gather: bool = False,
     ) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.tau_plus = check_unit_interval("tau_plus", tau_plus)
         self.beta = check_nonnegative("beta", beta)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        self.gather = _check_gather(gather)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return debiased_hard(z1, z2, self.temperature, self.tau_plus, self.beta, self.normalize)
+        return debiased_hard(z1, z2, self.temperature, self.tau_plus, self.beta, self.normalize,
+                             gather=self.gather)
 
 
 class NCELoss(nn.Module):
@@ -84,19 +98,21 @@ class NCELoss(nn.Module):
         temperature: float = 1.0,
         normalize: str = "none",
         reduction: str = "mean",
+        gather: bool = False,
     ) -> None:
         super().__init__()
         self.loss = check_choice("loss", loss, LOSSES)
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.gather = _check_gather(gather)
 
     def forward(
         self, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor
     ) -> torch.Tensor:
         return nce_loss(
             anchor, positive, negatives, self.loss, self.temperature, self.normalize,
-            self.reduction,
+            self.reduction, gather=self.gather,
         )
 
 
@@ -116,8 +132,10 @@ class HardContrastiveLoss(nn.Module):
         normalize: str = "ball",
         exact: bool | str = False,
         negatives_reduction: str = "mean",
+        gather: bool = False,
     ) -> None:
         super().__init__()
+        self.gather = _check_gather(gather)
         self.negatives = check_choice("negatives", negatives, ("other-class", "marginal"))
         self.beta = check_nonnegative("beta", beta)
         self.k = check_positive_int("k", k)
@@ -134,6 +152,18 @@ class HardContrastiveLoss(nn.Module):
         labels: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        if self.gather:  # through the named loss, which knows its distributed batch arguments
+            from contrastlab.losses.scl import hscl, hucl, scl, ucl
+
+            opts = (self.k, self.temperature, self.normalize, self.exact,
+                    self.negatives_reduction, "mean", generator)
+            if self.negatives == "other-class":
+                if self.beta == 0:
+                    return scl(z, labels, *opts, gather=True)
+                return hscl(z, labels, self.beta, *opts, gather=True)
+            if self.beta == 0:
+                return ucl(z, labels, *opts, gather=True)
+            return hucl(z, labels, self.beta, *opts, gather=True)
         return hard_contrastive(
             z, labels, self.negatives, self.beta, self.k, self.temperature, self.normalize,
             self.exact, self.negatives_reduction, "mean", generator,
