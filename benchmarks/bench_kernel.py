@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -63,7 +62,10 @@ import torch
 import torch.nn.functional as F
 
 import contrastlab.losses as L
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contrastlab.losses import tiled as tiled_module
+from peers import plain_ntxent, published_hard
 
 TEMPERATURE = 0.1
 NCE_BATCH = 256
@@ -90,16 +92,6 @@ class Case:
 
 
 # ----------------------------------------------------------------------------- references
-def plain_ntxent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Tensor:
-    """Textbook NT-Xent: masked 2B x 2B logits + cross-entropy."""
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    n = z.shape[0]
-    logits = z @ z.T / t
-    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
-    target = (torch.arange(n, device=z.device) + n // 2) % n
-    return F.cross_entropy(logits, target)
-
-
 def supcontrast_loss(
     z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, t: float, base_t: float
 ) -> torch.Tensor:
@@ -124,28 +116,6 @@ def supcontrast_loss(
     mean_log_prob_pos = (mask * log_prob).sum(1) / mask.sum(1)
     loss = -(t / base_t) * mean_log_prob_pos
     return loss.view(views, batch).mean()
-
-
-def published_hard(
-    z1: torch.Tensor, z2: torch.Tensor, t: float, tau: float, beta: float
-) -> torch.Tensor:
-    """Robinson et al. (2021) image/main.py re-expressed (exp, masked_select, clamp)."""
-    b = z1.shape[0]
-    out1, out2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
-    out = torch.cat([out1, out2])
-    neg = torch.exp(out @ out.T / t)
-    mask = torch.ones(2 * b, 2 * b, dtype=torch.bool)
-    idx = torch.arange(b)
-    mask[idx, idx] = mask[idx + b, idx + b] = mask[idx, idx + b] = mask[idx + b, idx] = False
-    neg = neg.masked_select(mask).view(2 * b, -1)
-    pos = torch.exp((out1 * out2).sum(-1) / t)
-    pos = torch.cat([pos, pos])
-    n = 2 * b - 2
-    imp = (beta * neg.log()).exp()
-    reweight = (imp * neg).sum(-1) / imp.mean(-1)
-    ng = (-tau * n * pos + reweight) / (1 - tau)
-    ng = torch.clamp(ng, min=n * math.e ** (-1 / t))
-    return (-torch.log(pos / (pos + ng))).mean()
 
 
 def plain_nce_shared(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, t: float) -> torch.Tensor:

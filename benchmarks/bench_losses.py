@@ -17,7 +17,6 @@ Usage: ``python benchmarks/bench_losses.py [--quick] [--repeats N] [--out FILE]`
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -30,19 +29,13 @@ import torch.nn.functional as F
 
 import contrastlab.losses as L
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import plain_ntxent, published_hard
+
 Impl = Callable[[], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- peers
-def plain_ntxent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Tensor:
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    n = z.shape[0]
-    logits = z @ z.T / t
-    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
-    target = (torch.arange(n) + n // 2) % n
-    return F.cross_entropy(logits, target)
-
-
 def plain_supcon(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
     # dense-mask formulation of the HobbitLong reference code (base temperature = t)
     z = F.normalize(torch.cat([z1, z2]), dim=1)
@@ -56,28 +49,6 @@ def plain_supcon(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, t: float) 
     exp_logits = torch.exp(logits) * not_self
     log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
     return (-(mask * log_prob).sum(1) / mask.sum(1)).mean()
-
-
-def published_hard(
-    z1: torch.Tensor, z2: torch.Tensor, t: float, tau: float, beta: float
-) -> torch.Tensor:
-    # Robinson et al. image/main.py, re-expressed (exp of similarities, masked_select, clamp)
-    b = z1.shape[0]
-    out1, out2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
-    out = torch.cat([out1, out2])
-    neg = torch.exp(out @ out.T / t)
-    mask = torch.ones(2 * b, 2 * b, dtype=torch.bool)
-    idx = torch.arange(b)
-    mask[idx, idx] = mask[idx + b, idx + b] = mask[idx, idx + b] = mask[idx + b, idx] = False
-    neg = neg.masked_select(mask).view(2 * b, -1)
-    pos = torch.exp((out1 * out2).sum(-1) / t)
-    pos = torch.cat([pos, pos])
-    n = 2 * b - 2
-    imp = (beta * neg.log()).exp()
-    reweight = (imp * neg).sum(-1) / imp.mean(-1)
-    ng = (-tau * n * pos + reweight) / (1 - tau)
-    ng = torch.clamp(ng, min=n * math.e ** (-1 / t))
-    return (-torch.log(pos / (pos + ng))).mean()
 
 
 def published_hscl(

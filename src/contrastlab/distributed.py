@@ -233,6 +233,11 @@ def call_gathered(
     """``loss_fn(*args, **kwargs)`` with the arguments named in ``batch_args`` replaced by their
     global versions (kinds: :data:`GATHER_KINDS`; ``None`` arguments are left as is).
 
+    Conventions: every rank computes the loss of the whole gathered batch (the same value on
+    every rank); features are gathered with :func:`all_gather_with_grad`, labels without
+    gradient, so each rank's input gradient is ``world * dL/dx_local`` and DDP's average is
+    exactly the single-process gradient of the concatenated batch.
+
     ``samples(bound)``: whether this call draws random negatives; if so the call needs a
     ``generator`` argument whose state is the same on every rank (checked; ``ValueError``
     otherwise). A ``generator`` that is given is always checked.

@@ -32,6 +32,7 @@ from contrastlab.experiments.results import results_table
 from contrastlab.experiments.runner import run_dir
 from contrastlab.experiments.store import DB_NAME, ResultStore
 from contrastlab.experiments.sweep import plan_sweep, run_sweep
+from tests.experiments.helpers import snapshot
 
 ray = pytest.importorskip("ray", reason="the ray executor needs Ray: pip install contrastlab[ray]")
 
@@ -75,18 +76,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _strip(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k != "seconds"}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
-
-
-def _snapshot(out: Path) -> dict[str, Any]:
-    with ResultStore(out, create=False) as store:
-        return {r["run_id"]: (r["status"], store.epochs(r["run_id"]),
-                              _strip(store.reports(r["run_id"]))) for r in store.runs()}
 
 
 def _rows(out: Path) -> dict[str, dict[str, Any]]:
@@ -139,7 +128,7 @@ def test_ray_sweep_matches_the_local_executor(tmp_path: Path, local_ray: None,
     assert sorted(m.split()[1] for m in messages[1:]) == sorted(grid)
     assert all(m.endswith(")") and ": done (" in m for m in messages[1:])
 
-    got, want = _snapshot(out), _snapshot(reference)
+    got, want = snapshot(out), snapshot(reference)
     assert set(got) == set(want) == set(grid)
     for rid in grid:
         assert got[rid][0] == "done"
@@ -193,7 +182,7 @@ def test_resume_runs_only_what_is_not_done(tmp_path: Path, local_ray: None,
     with ResultStore(out) as store:
         store.add_runs([(rid, run_config_dict(p)) for rid, p in plan])
         store.mark_running(killed_rid)
-        store.record_epoch(killed_rid, 1, _snapshot(reference)[killed_rid][1][0], 123.0)
+        store.record_epoch(killed_rid, 1, snapshot(reference)[killed_rid][1][0], 123.0)
     before = _rows(out)
 
     messages: list[str] = []
@@ -211,7 +200,7 @@ def test_resume_runs_only_what_is_not_done(tmp_path: Path, local_ray: None,
                       (killed_rid,)).fetchone() == (123.0,)
     assert db.execute("SELECT count(*), count(DISTINCT run_id) FROM runs").fetchone() == (4, 4)
     db.close()
-    assert _snapshot(out) == _snapshot(reference)
+    assert snapshot(out) == snapshot(reference)
 
 
 def test_a_killed_worker_is_retried_and_completes(tmp_path: Path, local_ray: None) -> None:
@@ -235,7 +224,7 @@ def test_a_killed_worker_is_retried_and_completes(tmp_path: Path, local_ray: Non
     assert lost[0].endswith("; retry 1/2")
     row = _rows(out)[rid]
     assert (row["status"], row["attempts"], row["error"]) == ("done", 2, None)
-    assert _snapshot(out) == _snapshot(ref)  # resumed from the checkpoint, exactly
+    assert snapshot(out) == snapshot(ref)  # resumed from the checkpoint, exactly
 
 
 def test_retries_exhausted_give_a_failed_row(tmp_path: Path, local_ray: None) -> None:
@@ -376,7 +365,7 @@ def test_driver_killed_with_sigkill_then_restarted(tmp_path: Path, local_ray: No
     for rid, row in before.items():
         if row[1] == "done":
             assert after[rid] == row
-    assert _snapshot(out) == _snapshot(reference)
+    assert snapshot(out) == snapshot(reference)
 
 
 def test_without_ray_the_error_says_how_to_install_it(tmp_path: Path,

@@ -17,8 +17,9 @@ import yaml
 
 from contrastlab.experiments.config import load_config
 from contrastlab.experiments.results import results_table
-from contrastlab.experiments.store import DB_NAME, ResultStore
+from contrastlab.experiments.store import DB_NAME
 from contrastlab.experiments.sweep import plan_sweep, run_sweep
+from tests.experiments.helpers import snapshot
 
 EPOCHS = 5
 CONFIG: dict[str, Any] = {
@@ -40,18 +41,6 @@ run_sweep(load_config(sys.argv[1]), sys.argv[2], workers=2, log=None)
 """
 
 
-def _strip(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k != "seconds"}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
-
-
-def _snapshot(out: Path) -> dict[str, Any]:
-    with ResultStore(out, create=False) as store:
-        return {r["run_id"]: (r["status"], store.epochs(r["run_id"]),
-                              _strip(store.reports(r["run_id"]))) for r in store.runs()}
 
 
 def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -136,7 +125,7 @@ def test_sweep_killed_with_sigkill_then_restarted(tmp_path: Path) -> None:
 
     reference = tmp_path / "reference"
     run_sweep(cfg, reference, workers=1, log=None)
-    got, want = _snapshot(killed), _snapshot(reference)
+    got, want = snapshot(killed), snapshot(reference)
     assert set(got) == set(want) == set(grid)
     for rid in grid:
         assert got[rid][0] == "done"

@@ -67,9 +67,18 @@ def test_corrupted_result_fails(name, out):
 
 def test_trained_recipe_resumes_without_retraining(out):
     # the quick run above stored its runs: running again trains nothing and gives the same result
+    from contrastlab.experiments.store import ResultStore
+
+    runs = out / "awasthi-k-sweep" / "quick" / "runs"
+
+    def attempts():
+        with ResultStore(runs, create=False) as store:
+            return {r["run_id"]: (r["status"], r["attempts"]) for r in store.runs()}
+
     first = json.loads((out / "awasthi-k-sweep" / "quick" / "result.json").read_text())
+    before = attempts()
     again = _run("awasthi-k-sweep", out, False)
-    assert again.seconds < 30
+    assert attempts() == before and all(st == "done" for st, _ in before.values())
     assert again.outcome.metrics == pytest.approx(first["metrics"])
 
 

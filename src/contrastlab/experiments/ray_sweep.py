@@ -59,7 +59,7 @@ from contrastlab.experiments.runner import (
     run_dir,
 )
 from contrastlab.experiments.store import ResultStore
-from contrastlab.experiments.sweep import UNFINISHED, _label, plan_sweep
+from contrastlab.experiments.sweep import _label, register_plan
 
 __all__ = ["DEFAULT_RETRIES", "check_ray_options", "run_sweep_ray"]
 
@@ -178,13 +178,9 @@ def run_sweep_ray(
                                                       address)
     _require_ray()
     cfg = parse_config(cfg)
-    plan = plan_sweep(cfg)
+    plan, todo = register_plan(cfg, out_dir)
     keys = list(cfg.sweep)
     say = log or (lambda _m: None)
-    with ResultStore(out_dir) as first:
-        first.add_runs([(rid, run_config_dict(p)) for rid, p in plan])
-        status = first.statuses()
-    todo = [(rid, p) for rid, p in plan if status.get(rid) in UNFINISHED]
     head = f"sweep: {len(plan)} runs, {len(plan) - len(todo)} finished, {len(todo)} to run"
     if not todo:
         say(f"{head} on Ray -> {out_dir}")

@@ -96,6 +96,19 @@ def _label(cfg: ExperimentConfig, keys: list[str]) -> str:
     return " ".join(parts)
 
 
+def register_plan(
+    cfg: ExperimentConfig, out_dir: str | Path
+) -> tuple[list[tuple[str, ExperimentConfig]], list[tuple[str, ExperimentConfig]]]:
+    """Insert every grid point into the results database (insert-or-ignore: points already there
+    keep their status) and return (the plan, the points still to run: pending, running or
+    failed). Shared by the local and the Ray executors."""
+    plan = plan_sweep(cfg)
+    with ResultStore(out_dir) as store:
+        store.add_runs([(rid, run_config_dict(p)) for rid, p in plan])
+        status = store.statuses()
+    return plan, [(rid, p) for rid, p in plan if status.get(rid) in UNFINISHED]
+
+
 def run_sweep(
     cfg: Mapping[str, Any] | ExperimentConfig,
     out_dir: str | Path,
@@ -140,13 +153,9 @@ def run_sweep(
     if given:
         raise ValueError(f"{given[0]} applies to the ray executor only (executor='ray')")
     cfg = parse_config(cfg)
-    plan = plan_sweep(cfg)
+    plan, todo = register_plan(cfg, out_dir)
     keys = list(cfg.sweep)
     say = log or (lambda _m: None)
-    with ResultStore(out_dir) as store:
-        store.add_runs([(rid, run_config_dict(p)) for rid, p in plan])
-        status = store.statuses()
-    todo = [(rid, p) for rid, p in plan if status.get(rid) in UNFINISHED]
     say(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} finished, {len(todo)} to run "
         f"on {min(workers, max(1, len(todo)))} worker(s) -> {out_dir}")
     t0 = time.perf_counter()

@@ -30,10 +30,14 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from contrastlab._validation import check_nonnegative, check_positive, check_unit_interval
-from contrastlab.losses._common import check_two_views, reduce, view_positive_index
+from contrastlab.losses._common import (
+    check_two_views,
+    debiased_anchor_loss,
+    reduce,
+    view_positive_index,
+)
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_debiased_hard, use_tiled
 
@@ -63,12 +67,8 @@ def debiased_hard(
             2B x 2B matrix; differentiable once); False: the dense path below; None (default):
             tiled when 2B >= ``TILED_MIN_ROWS``.
 
-    Distributed:
-        gather: compute the loss on the batch gathered from every process of ``group``
-            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
-            without; DDP's averaging then gives the single-process gradient of the
-            concatenated batch, and every rank sees the global loss).
-        group: the process group (None: the default group; giving one implies gather).
+    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
+    with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered
@@ -102,19 +102,5 @@ def debiased_hard(
             + torch.logsumexp(torch.where(neg_mask, (1.0 + beta) * logits, neg_inf), dim=1)
             - torch.logsumexp(torch.where(neg_mask, beta * logits, neg_inf), dim=1)
         )
-    if tau > 0.0:
-        log_sub = math.log(tau) + log_n + s_pos
-        gap = log_sub - log_reweight  # raw numerator > 0  <=>  gap < 0
-        safe_gap = gap.clamp(max=-1e-30)
-        log_raw = torch.where(
-            gap < 0,
-            log_reweight + torch.log(-torch.expm1(safe_gap)),
-            torch.full_like(gap, float("-inf")),
-        )
-        log_ng = log_raw - math.log1p(-tau)
-    else:
-        log_ng = log_reweight
-    log_floor = torch.full_like(log_ng, log_n - 1.0 / t)
-    log_ng = torch.maximum(log_ng, log_floor)
-    per_anchor = F.softplus(log_ng - s_pos)
+    per_anchor = debiased_anchor_loss(log_reweight, s_pos, t, tau, log_n)
     return reduce(per_anchor, reduction)

@@ -54,12 +54,8 @@ def nce_loss(
             B * k >= ``TILED_MIN_PAIRS``. With (B, k, d) negatives or ``hinge`` the dense path
             is always used (``tiled=True`` is then an error).
 
-    Distributed:
-        gather: compute the loss on the batch gathered from every process of ``group``
-            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
-            without; DDP's averaging then gives the single-process gradient of the
-            concatenated batch, and every rank sees the global loss).
-        group: the process group (None: the default group; giving one implies gather).
+    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
+    with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered

@@ -165,12 +165,8 @@ def scl(
     """Supervised contrastive loss SCL (Jiang et al. 2023): k negatives uniform over the other
     classes of the batch. Conventions and arguments: see :func:`hard_contrastive`.
 
-    Distributed:
-        gather: compute the loss on the batch gathered from every process of ``group``
-            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
-            without; DDP's averaging then gives the single-process gradient of the
-            concatenated batch, and every rank sees the global loss).
-        group: the process group (None: the default group; giving one implies gather).
+    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
+    with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
@@ -202,12 +198,8 @@ def hscl(
     classes with probability ∝ exp(beta z_i^T z_j). beta = 0 is SCL. HSCL >= SCL for every
     representation (Harris inequality, Jiang et al. Thm. 2). See :func:`hard_contrastive`.
 
-    Distributed:
-        gather: compute the loss on the batch gathered from every process of ``group``
-            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
-            without; DDP's averaging then gives the single-process gradient of the
-            concatenated batch, and every rank sees the global loss).
-        group: the process group (None: the default group; giving one implies gather).
+    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
+    with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
@@ -239,12 +231,8 @@ def ucl(
     collisions). ``labels`` are the latent classes that define the positives.
     See :func:`hard_contrastive`.
 
-    Distributed:
-        gather: compute the loss on the batch gathered from every process of ``group``
-            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
-            without; DDP's averaging then gives the single-process gradient of the
-            concatenated batch, and every rank sees the global loss).
-        group: the process group (None: the default group; giving one implies gather).
+    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
+    with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
@@ -276,12 +264,8 @@ def hucl(
     batch with probability ∝ exp(beta z_i^T z_j). beta = 0 is UCL; HUCL >= UCL (Harris
     inequality). See :func:`hard_contrastive`.
 
-    Distributed:
-        gather: compute the loss on the batch gathered from every process of ``group``
-            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
-            without; DDP's averaging then gives the single-process gradient of the
-            concatenated batch, and every rank sees the global loss).
-        group: the process group (None: the default group; giving one implies gather).
+    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
+    with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives

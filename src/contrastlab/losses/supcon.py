@@ -51,12 +51,8 @@ def supcon(
             matrix or mask; differentiable once); False: the dense path below; None (default):
             tiled when 2B >= ``TILED_MIN_ROWS``.
 
-    Distributed:
-        gather: compute the loss on the batch gathered from every process of ``group``
-            (:mod:`contrastlab.distributed`: features gathered with gradient, labels
-            without; DDP's averaging then gives the single-process gradient of the
-            concatenated batch, and every rank sees the global loss).
-        group: the process group (None: the default group; giving one implies gather).
+    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
+    with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered

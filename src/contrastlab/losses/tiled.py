@@ -65,7 +65,7 @@ from contrastlab._validation import (
     check_tensor,
     check_unit_interval,
 )
-from contrastlab.losses._common import REDUCTIONS, check_two_views
+from contrastlab.losses._common import REDUCTIONS, check_two_views, debiased_anchor_loss
 from contrastlab.losses.normalize import NORMALIZATIONS
 
 #: Row count (2B for the in-batch losses) from which the exact functions use the tiled kernel by
@@ -500,20 +500,7 @@ def _debiased_rows(
     """Per-row debiased / hard loss from L_1 (beta = 0) or (L_{1+beta}, L_beta), in log space
     (the same formulas as :func:`contrastlab.losses.debiased_hard`)."""
     log_reweight = lse[0] if lse.shape[0] == 1 else log_n + lse[0] - lse[1]
-    if tau > 0.0:
-        log_sub = math.log(tau) + log_n + s_pos
-        gap = log_sub - log_reweight  # raw numerator > 0  <=>  gap < 0
-        safe_gap = gap.clamp(max=-1e-30)
-        log_raw = torch.where(
-            gap < 0,
-            log_reweight + torch.log(-torch.expm1(safe_gap)),
-            torch.full_like(gap, float("-inf")),
-        )
-        log_ng = log_raw - math.log1p(-tau)
-    else:
-        log_ng = log_reweight
-    log_ng = torch.maximum(log_ng, torch.full_like(log_ng, log_n - 1.0 / t))
-    return F.softplus(log_ng - s_pos)
+    return debiased_anchor_loss(log_reweight, s_pos, t, tau, log_n)
 
 
 def _head_debiased(t: float, tau: float, log_n: float) -> Head:

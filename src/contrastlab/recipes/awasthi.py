@@ -12,6 +12,7 @@ contrastive learning?" (ICML 2022; seed 000).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -35,8 +36,7 @@ def _min_step(rows: list[dict[str, Any]], key: str, group: tuple[str, ...]) -> f
     by: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
     for r in rows:
         by.setdefault(tuple(r[g] for g in group), []).append((int(r["k"]), float(r[key])))
-    steps = [b[1] - a[1] for pts in by.values() for a, b in zip(sorted(pts), sorted(pts)[1:],
-                                                                strict=False)]
+    steps = [b[1] - a[1] for pts in by.values() for a, b in itertools.pairwise(sorted(pts))]
     return min(steps) if steps else math.nan
 
 
