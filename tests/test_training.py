@@ -14,6 +14,7 @@ import contrastlab.training as T
 from contrastlab.data.registry import load_dataset
 from contrastlab.experiments.config import parse_config
 from contrastlab.losses import NegativeSampler, hard_contrastive, nce_loss, normalize
+from tests.experiments.helpers import strip_seconds
 
 
 def _cfg(**sections: Any) -> Any:
@@ -56,14 +57,6 @@ def test_separable_mixture_reaches_high_probe_accuracy() -> None:
     assert elapsed < 60, f"took {elapsed:.1f} s"
 
 
-def _strip_seconds(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip_seconds(v) for k, v in obj.items() if k != "seconds"}
-    if isinstance(obj, list):
-        return [_strip_seconds(v) for v in obj]
-    return obj
-
-
 @pytest.mark.parametrize("loss", [{"name": "hucl", "k": 8, "beta": 2.0},
                                   {"name": "infonce"}])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Any, data: Any, loss: dict) -> None:
@@ -75,14 +68,14 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Any, data: Any, loss:
     resumed = T.train(cfg, data, checkpoint_dir=tmp_path / "b")
     assert resumed.resumed_from == 1 and resumed.status == "done"
     assert resumed.epochs == full.epochs  # every metric of every epoch, exactly
-    assert _strip_seconds(resumed.reports) == _strip_seconds(full.reports)
+    assert strip_seconds(resumed.reports) == strip_seconds(full.reports)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
     # resuming a finished run recomputes nothing but the final reports, identically
     again = T.train(cfg, data, checkpoint_dir=tmp_path / "b")
     assert again.resumed_from == 3 and again.epochs == full.epochs
-    assert _strip_seconds(again.reports) == _strip_seconds(full.reports)
+    assert strip_seconds(again.reports) == strip_seconds(full.reports)
 
 
 def test_pool_is_encoded_once_per_step(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
