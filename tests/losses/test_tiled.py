@@ -463,3 +463,48 @@ def test_mixed_norms_exact_in_float64(method) -> None:
         assert _rel(out, ref) < 1e-12
         for gt, gr in zip(_grads(out, z1, z2), _grads(ref, z1, z2), strict=True):
             assert _rel(gt, gr) < 1e-10
+
+
+# --------------------------------------------------------------------------------------------
+# the one-block shared-pool path (small B k, normalization folded in)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("normalize", ["sphere", "ball", "none"])
+@pytest.mark.parametrize("loss", ["infonce", "infonce-mean", "logistic"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_one_block_nce_equals_dense(normalize, loss, reduction) -> None:
+    a, p, n = _rows((7, 5), 90), _rows((7, 5), 91), _rows((11, 5), 92)
+    assert 7 * 11 <= T.ONE_BLOCK_PAIRS
+    out = T.tiled_nce_loss(a, p, n, loss, 0.3, normalize, reduction)
+    blocked = T.tiled_nce_loss(a, p, n, loss, 0.3, normalize, reduction, block_rows=3)
+    ref = L.nce_loss(a, p, n, loss, 0.3, normalize, reduction, tiled=False)
+    assert out.grad_fn is not None and "OneBlock" in type(out.grad_fn).__name__
+    assert _rel(out, ref) < 1e-13 and _rel(blocked, ref) < 1e-13
+    for g, gr in zip(_grads(out * 3.0, a, p, n), _grads(ref * 3.0, a, p, n), strict=True):
+        assert _rel(g, gr) < 1e-12
+    # float32: relative error <= 1e-5 against the float64 reference
+    xs32 = [x.detach().float().requires_grad_(True) for x in (a, p, n)]
+    out32 = T.tiled_nce_loss(*xs32, loss, 0.3, normalize, reduction)
+    assert out32.dtype == torch.float32 and _rel(out32, ref) <= 1e-5
+    ref = L.nce_loss(a, p, n, loss, 0.3, normalize, reduction, tiled=False)
+    for g, gr in zip(_grads(out32, *xs32), _grads(ref, a, p, n), strict=True):
+        assert _rel(g, gr) <= 1e-5
+
+
+def test_one_block_nce_gradcheck_frozen_pool_and_large_logits() -> None:
+    a, p, n = _rows((3, 2), 93), _rows((3, 2), 94), _rows((4, 2), 95)
+    assert torch.autograd.gradcheck(
+        lambda x, q, m: T.tiled_nce_loss(x, q, m, "infonce", 0.5, "ball"), (a, p, n), eps=1e-6
+    )
+    frozen = n.detach()
+    out = T.tiled_nce_loss(a, p, frozen, temperature=0.5)
+    ref = L.nce_loss(a, p, frozen, temperature=0.5, tiled=False)
+    for g, gr in zip(_grads(out, a, p), _grads(ref, a, p), strict=True):
+        assert _rel(g, gr) < 1e-12
+    g = torch.Generator().manual_seed(3)
+    big = [(100.0 * torch.randn(20, 8, generator=g)).requires_grad_(True) for _ in range(3)]
+    out = T.tiled_nce_loss(*big, temperature=0.05, normalize="none")
+    ref = L.nce_loss(*[x.detach().double() for x in big], temperature=0.05, tiled=False)
+    assert torch.isfinite(out) and _rel(out, ref) < 1e-6
+    assert all(torch.isfinite(x).all() for x in _grads(out, *big))

@@ -85,6 +85,10 @@ TILED_MIN_PAIRS = 1 << 20
 #: The most similarities per block buffer (16 MB in float32) unless that leaves < 64 rows: the
 #: strips of N = 16384 have 256 rows (3 buffers: 48 MB), a pool of k = 65536 gets 64 anchors.
 BLOCK_ELEMENTS = 1 << 22
+#: Shared-pool NCE with at most this many anchor-negative pairs (and a mean / sum reduction) runs
+#: as one fused block (:class:`_OneBlockNCE`): at small B k the per-op overhead, not the
+#: products, is the cost.
+ONE_BLOCK_PAIRS = 1 << 18
 #: How the self-similarity losses (in-batch) are tiled: ``"symmetric"`` (upper strips only: the
 #: forward takes the row log-sum-exps from half the products, the backward recomputes the strips
 #: and forms (W + W^T) once: 2 N^2 d multiply-adds in all) or ``"rows"`` (full row blocks with the
@@ -806,6 +810,76 @@ def tiled_debiased_hard(
     )
 
 
+class _OneBlockNCE(torch.autograd.Function):
+    """Shared-pool NCE in one block, the normalization folded in: value and gradients of
+    ``weight * sum_i [log(e^{sp_i} + sum_j e^{s_ij - shift}) - sp_i]`` in about 30 tensor ops.
+
+    For small B k (e.g. B = 256, k <= 256) the products are a few microseconds and the cost is the
+    per-op overhead of a loss built from many small autograd nodes (three normalizations, the
+    positive logit, the block engine); this path forms every gradient in the forward pass and
+    its backward only scales them. ``floor``: None (no normalization), 1e-12 (sphere) or 1 (ball),
+    as :class:`_RowNormalize`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        pool: torch.Tensor,
+        inv_t: float,
+        shift: float,
+        floor: float | None,
+        weight: float,
+    ) -> torch.Tensor:
+        xs = [anchor.detach(), positive.detach(), pool.detach()]
+        scales: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for i, x in enumerate(xs):
+            if floor is None:
+                scales.append(None)
+                continue
+            norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+            denom = norm.clamp_min(floor)
+            xs[i] = x / denom
+            scales.append((denom, norm > floor))
+        a, p, n = xs
+        a2 = a * (inv_t * LOG2E)  # base-2 logits (see the module docstring)
+        s2 = torch.mm(a2, n.T)
+        sp2 = torch.linalg.vecdot(a2, p)
+        m2 = torch.maximum(s2.amax(dim=1) - shift * LOG2E, sp2)
+        e = torch.sub(s2, (m2 + shift * LOG2E).unsqueeze(1)).exp2_()
+        ep = torch.exp2(sp2 - m2)
+        total = e.sum(dim=1).add_(ep)
+        loss = ((torch.log2(total) + m2 - sp2) * LN2).sum() * weight
+        need = ctx.needs_input_grad[:3]
+        grads: list[torch.Tensor | None] = [None, None, None]
+        if any(need):
+            c = weight / total  # d loss / d s_ij = c_i e_ij; d loss / d sp_i = c_i ep_i - weight
+            c_pos = (c * ep - weight).unsqueeze(1)
+            if need[0]:
+                grads[0] = torch.mm(e, n).mul_(c.unsqueeze(1)).addcmul_(p, c_pos).mul_(inv_t)
+            if need[1]:
+                grads[1] = (a * c_pos).mul_(inv_t)
+            if need[2]:
+                grads[2] = torch.mm(e.T, a * c.unsqueeze(1)).mul_(inv_t)
+        for i, sc in enumerate(scales):
+            gi = grads[i]
+            if sc is not None and gi is not None:  # through x / max(||x||, floor)
+                denom, projected = sc
+                proj = torch.linalg.vecdot(xs[i], gi).unsqueeze(1).mul_(projected)
+                grads[i] = gi.addcmul_(xs[i], proj, value=-1.0).div_(denom)
+        ctx.save_for_backward(*grads)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        grads = list(ctx.saved_tensors)
+        if bool(g != 1.0):
+            grads = [None if x is None else x * g for x in grads]
+        return (*grads, None, None, None, None)
+
+
 TILED_NCE_LOSSES = ("logistic", "infonce", "infonce-mean")
 
 
@@ -851,12 +925,21 @@ def tiled_nce_loss(
             f"negatives must have feature dimension d = {anchor.shape[1]}; got {negatives.shape[1]}"
         )
     dt = _compute_dtype(anchor)
+    t = 1.0 if loss == "logistic" else temperature
+    shift = math.log(negatives.shape[0]) if loss == "infonce-mean" else 0.0
+    b, k = anchor.shape[0], negatives.shape[0]
+    if reduction != "none" and b * k <= ONE_BLOCK_PAIRS and block_rows is None:
+        check_choice("normalize", normalize, NORMALIZATIONS)
+        floor = {"none": None, "sphere": 1e-12, "ball": 1.0}[normalize]
+        weight = 1.0 / b if reduction == "mean" else 1.0
+        out = _OneBlockNCE.apply(
+            anchor.to(dt), positive.to(dt), negatives.to(dt), 1.0 / t, shift, floor, weight
+        )
+        return out.to(anchor.dtype)
     a = _rows_normalized(anchor.to(dt), normalize)
     p = _rows_normalized(positive.to(dt), normalize)
     n = _rows_normalized(negatives.to(dt), normalize)
-    t = 1.0 if loss == "logistic" else temperature
     s_pos = (a * p).sum(dim=1) / t
-    shift = math.log(n.shape[0]) if loss == "infonce-mean" else 0.0
     return _run(
         a,
         n,
