@@ -47,6 +47,8 @@ def _global_batch() -> dict[str, torch.Tensor]:
         "labels": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
         "pool": torch.randn(K, D, generator=g, dtype=torch.float64),
         "neg": torch.randn(B, K, D, generator=g, dtype=torch.float64),
+        # per-anchor indices into the (replicated) pool, repeats included
+        "idx": torch.randint(0, K, (B, 5), generator=torch.Generator().manual_seed(99)),
     }
 
 
@@ -171,6 +173,17 @@ def _cases() -> list[tuple[str, Any, dict[str, torch.Tensor], tuple[str, ...], A
          {"anchor": gb["z1"], "positive": gb["z2"], "negatives": gb["neg"]},
          ("anchor", "positive", "negatives"), L.nce_loss,
          {"temperature": 0.5, "normalize": "sphere"}, None),
+        # an indexed pool: the index is gathered with the anchors, the pool replicated
+        ("nce_indexed_pool", Dm.nce_loss,
+         {"anchor": gb["z1"], "positive": gb["z2"], "negatives": gb["pool"],
+          "negative_index": gb["idx"]},
+         ("anchor", "positive", "negative_index"), L.nce_loss,
+         {"temperature": 0.5, "normalize": "sphere"}, None),
+        ("flag_nce_indexed_tiled", functools.partial(L.nce_loss, gather=True),
+         {"anchor": gb["z1"], "positive": gb["z2"], "negatives": gb["pool"],
+          "negative_index": gb["idx"]},
+         ("anchor", "positive", "negative_index"), L.nce_loss,
+         {"temperature": 0.5, "normalize": "sphere", "tiled": True}, None),
     ]
     single = {"z": gb["z1"], "labels": gb["labels"]}
     for name in ("scl", "hscl", "ucl", "hucl"):
@@ -272,6 +285,7 @@ CASE_NAMES = [
     "module_hucl_sampled", "info_nce_tiled",
     "supcon_labels", "supcon_none",
     "debiased_beta0", "debiased_beta1", "nce_shared_pool", "nce_per_anchor",
+    "nce_indexed_pool", "flag_nce_indexed_tiled",
     *[f"{n}_{m}" for n in ("scl", "hscl", "ucl", "hucl") for m in ("exact", "sampled")],
 ]
 

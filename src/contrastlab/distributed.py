@@ -333,7 +333,8 @@ BATCH_ARGS: dict[str, dict[str, str]] = {
     "info_nce": {"z1": "features", "z2": "features"},
     "supcon": {"z1": "features", "z2": "features", "labels": "labels"},
     "debiased_hard": {"z1": "features", "z2": "features"},
-    "nce_loss": {"anchor": "features", "positive": "features", "negatives": "per-anchor"},
+    "nce_loss": {"anchor": "features", "positive": "features", "negatives": "per-anchor",
+                 "negative_index": "labels"},
     "scl": {"z": "features", "labels": "labels"},
     "hscl": {"z": "features", "labels": "labels"},
     "ucl": {"z": "features", "labels": "labels"},
@@ -342,7 +343,9 @@ BATCH_ARGS: dict[str, dict[str, str]] = {
 """The batch arguments of the library's losses (for :func:`call_gathered`). ``nce_loss``: per-anchor
 (B, k, d) negatives are gathered with the anchors; a shared (k, d) pool is replicated (the same
 on every rank, e.g. a memory bank); to use a pool sharded over the ranks instead, gather it
-first with :func:`all_gather_with_grad`."""
+first with :func:`all_gather_with_grad`. A (B, k) ``negative_index`` into an (M, d) pool is
+gathered with the anchors (no gradient, rank order), the pool replicated: the global row b keeps
+its own negatives ``pool[index[b]]``."""
 
 info_nce = gathered(_losses.info_nce, BATCH_ARGS["info_nce"])
 supcon = gathered(_losses.supcon, BATCH_ARGS["supcon"])

@@ -9,6 +9,7 @@ Loss family on score vectors v_i = f^T (f+ - f_i^-)  (SPEC A2)
 
 Explicit-k NCE (Arora et al. 2019; Awasthi et al. 2022)
     nce_loss(anchor, positive, negatives (B,k,d) or (k,d), loss=..., temperature=...)
+    nce_loss(anchor, positive, pool (M,d), negative_index=(B,k))   per-anchor negatives by index
 
 In-batch losses over two views (2B rows)
     info_nce(z1, z2, temperature, normalize)          SimCLR NT-Xent, 2B-2 negatives, mean over 2B
@@ -19,7 +20,7 @@ In-batch losses over two views (2B rows)
 Tiled kernels (row blocks, no N x N matrix; used by default from TILED_MIN_ROWS rows, or
 TILED_MIN_PAIRS anchor-negative pairs; ``tiled=False`` forces the exact dense path)
     tiled_info_nce, tiled_supcon, tiled_debiased_hard, tiled_nce_loss (shared (k, d) pool),
-    default_block_rows
+    tiled_nce_indexed ((M, d) pool + (B, k) index, no (B, k, d) gather), default_block_rows
 
 Jiang et al. 2023 family (single view, anchor among its positives, mean over k negatives)
     scl(z, labels, k, ..., exact)       other-class negatives
@@ -87,6 +88,7 @@ from contrastlab.losses.tiled import (
     tiled_nce_loss,
     tiled_supcon,
 )
+from contrastlab.losses.tiled_indexed import tiled_nce_indexed
 
 __all__ = [
     "LOSSES",
@@ -129,6 +131,7 @@ __all__ = [
     "supcon",
     "tiled_debiased_hard",
     "tiled_info_nce",
+    "tiled_nce_indexed",
     "tiled_nce_loss",
     "tiled_supcon",
     "tilted_log_probs",

@@ -108,11 +108,17 @@ class NCELoss(nn.Module):
         self.gather = _check_gather(gather)
 
     def forward(
-        self, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negatives: torch.Tensor,
+        negative_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``negatives``: (B, k, d), a shared (k, d) pool, or an (M, d) pool indexed per anchor
+        by ``negative_index`` (B, k) (see :func:`contrastlab.losses.nce_loss`)."""
         return nce_loss(
             anchor, positive, negatives, self.loss, self.temperature, self.normalize,
-            self.reduction, gather=self.gather,
+            self.reduction, gather=self.gather, negative_index=negative_index,
         )
 
 

@@ -23,6 +23,7 @@ from contrastlab.losses._common import reduce
 from contrastlab.losses.family import LOSSES, score_loss
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.tiled import TILED_MIN_PAIRS, TILED_NCE_LOSSES, tiled_nce_loss, use_tiled
+from contrastlab.losses.tiled_indexed import check_negative_index, tiled_nce_indexed
 
 
 def nce_loss(
@@ -36,36 +37,57 @@ def nce_loss(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    negative_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NCE loss with an explicit number k of negatives.
+
+    Three ways to give the negatives:
+
+    - **per anchor**, (B, k, d): anchor b's own k negatives ``negatives[b]``;
+    - **shared pool**, (k, d): the same k negatives for every anchor (e.g. a memory bank);
+    - **per-anchor indexed pool**, (M, d) with ``negative_index`` (B, k): anchor b's negatives
+      are ``negatives[negative_index[b]]`` (repeats allowed: a repeated index is a repeated
+      negative). The result (value and gradients, the pool's included) equals the per-anchor
+      form on ``negatives[negative_index]``, but the (B, k, d) gather is never formed when the
+      tiled kernel :func:`contrastlab.losses.tiled_nce_indexed` is used.
 
     Args:
         anchor: (B, d) anchors f(x).
         positive: (B, d) positives f(x+), row b pairs with anchor b.
-        negatives: (B, k, d), k negatives for each anchor, or (k, d), the same k negatives
-            shared by every anchor (a negative pool, e.g. a memory bank).
+        negatives: (B, k, d), (k, d) shared, or (M, d) a pool indexed by ``negative_index``.
         loss: ``logistic``, ``infonce``, ``infonce-mean`` or ``hinge`` (SPEC A2).
         temperature: t > 0 for the InfoNCE forms.
         normalize: ``sphere``, ``ball`` or ``none``, applied to every vector first.
         reduction: ``mean`` | ``sum`` | ``none`` over the B anchors.
-        tiled: for shared (k, d) negatives and a log-sum-exp loss (not ``hinge``): True uses the
-            anchor-block kernel :func:`contrastlab.losses.tiled_nce_loss` (no B x k matrix;
-            differentiable once), False the dense path below, None (default) the kernel when
-            B * k >= ``TILED_MIN_PAIRS``. With (B, k, d) negatives or ``hinge`` the dense path
-            is always used (``tiled=True`` is then an error).
+        tiled: for a pool ((k, d) shared or (M, d) indexed) and a log-sum-exp loss (not
+            ``hinge``): True uses an anchor-block kernel, differentiable once
+            (:func:`contrastlab.losses.tiled_nce_loss` for a shared pool: no B x k matrix;
+            :func:`contrastlab.losses.tiled_nce_indexed` for an indexed pool: no (B, k, d)
+            gather nor B x M matrix), False the dense path below, None (default) the kernel
+            when B * k >= ``TILED_MIN_PAIRS``. With (B, k, d) negatives or ``hinge`` the dense
+            path is always used (``tiled=True`` is then an error); ``hinge`` with an index
+            gathers ``negatives[negative_index]`` densely.
+        negative_index: None, or a (B, k) integer tensor of rows of the (M, d) pool
+            ``negatives``, in [0, M), k >= 1.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    with the conventions of :func:`contrastlab.distributed.call_gathered`. ``negative_index`` is
+    gathered with the anchors (no gradient); the pool it points into is replicated, so it must be
+    the same on every rank (e.g. a memory bank; a sharded pool: gather it first).
     """
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered
 
         return call_gathered(nce_loss, BATCH_ARGS["nce_loss"], anchor, positive, negatives, loss,
-                             temperature, normalize, reduction, tiled, group=group)
+                             temperature, normalize, reduction, tiled, group=group,
+                             negative_index=negative_index)
     check_choice("loss", loss, LOSSES)
     check_positive("temperature", temperature)
     check_tensor("anchor", anchor, ndim=2, shape_hint="(B, d)")
     check_tensor("positive", positive, ndim=2, shape_hint="(B, d)")
+    if negative_index is not None:
+        return _indexed_pool(anchor, positive, negatives, negative_index, loss, temperature,
+                             normalize, reduction, tiled)
     check_tensor("negatives", negatives, ndim=(2, 3), shape_hint="(B, k, d) or (k, d)")
     if positive.shape != anchor.shape:
         raise ValueError(
@@ -89,6 +111,54 @@ def nce_loss(
         )
     if tileable and use_tiled(tiled, b * negatives.shape[0], TILED_MIN_PAIRS):
         return tiled_nce_loss(anchor, positive, negatives, loss, temperature, normalize, reduction)
+    return _dense(anchor, positive, negatives, loss, temperature, normalize, reduction)
+
+
+def _indexed_pool(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    pool: torch.Tensor,
+    index: Any,
+    loss: str,
+    temperature: float,
+    normalize: str,
+    reduction: str,
+    tiled: bool | None,
+) -> torch.Tensor:
+    """nce_loss with negatives ``pool[index]``: the indexed kernel, or the dense gather."""
+    check_tensor("negatives", pool, ndim=2,
+                 shape_hint="(M, d), the pool that negative_index points into")
+    if positive.shape != anchor.shape:
+        raise ValueError(
+            f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
+            f"{tuple(positive.shape)}"
+        )
+    b, d = anchor.shape
+    if pool.shape[1] != d:
+        raise ValueError(f"negatives must have feature dimension d = {d}; got {pool.shape[1]}")
+    idx = check_negative_index("negative_index", index, b, pool.shape[0]).to(pool.device)
+    tileable = loss in TILED_NCE_LOSSES
+    if tiled and not tileable:
+        raise ValueError(
+            f"tiled: the tiled kernel needs a log-sum-exp loss {TILED_NCE_LOSSES}; got loss "
+            f"{loss!r} (hinge with negative_index uses the dense gather: tiled=None or False)"
+        )
+    if tileable and use_tiled(tiled, b * idx.shape[1], TILED_MIN_PAIRS):
+        return tiled_nce_indexed(anchor, positive, pool, idx, loss, temperature, normalize,
+                                 reduction)
+    return _dense(anchor, positive, pool[idx], loss, temperature, normalize, reduction)
+
+
+def _dense(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    loss: str,
+    temperature: float,
+    normalize: str,
+    reduction: str,
+) -> torch.Tensor:
+    """The dense path: every score formed, plain autograd (any loss; double backward too)."""
     a = _normalize(anchor, normalize)
     p = _normalize(positive, normalize)
     n = _normalize(negatives, normalize)
