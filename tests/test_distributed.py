@@ -194,7 +194,34 @@ def _cases() -> list[tuple[str, Any, dict[str, torch.Tensor], tuple[str, ...], A
         cases.append((f"{name}_sampled", wrapped, single, ("z", "labels"), ref,
                       {"k": 3, "exact": False, **beta},
                       lambda: {"generator": torch.Generator().manual_seed(7)}))
+        # the loss's own gather flag (positional call_gathered, ``tiled`` included) with the
+        # tiled kernel, against the dense single-process loss
+        cases.append((f"flag_{name}_mean_tiled", functools.partial(ref, gather=True), single,
+                      ("z", "labels"), _dense(ref), {"k": 3, "exact": "mean", "tiled": True,
+                                                     **beta}, None))
+    cases.append(("flag_hucl_loss_tiled", functools.partial(L.hucl, gather=True), single,
+                  ("z", "labels"), _dense(L.hucl),
+                  {"k": 3, "exact": True, "beta": 1.0, "tiled": True}, None))
+    cases.append(("module_hscl_mean_tiled", _module_hscl_tiled, single, ("z", "labels"),
+                  _dense(L.hscl), {"exact": "mean", "beta": 1.0, "tiled": True}, None))
     return cases
+
+
+def _dense(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The single-process reference on the dense path (whatever ``tiled`` the case asks)."""
+
+    def call(**kwargs: Any) -> torch.Tensor:
+        return loss(**{**kwargs, "tiled": False})
+
+    return call
+
+
+def _module_hscl_tiled(z: torch.Tensor, labels: torch.Tensor, exact: str, beta: float,
+                       tiled: bool, gather: bool) -> torch.Tensor:
+    from contrastlab.losses.modules import HardContrastiveLoss
+
+    return HardContrastiveLoss("other-class", beta, exact=exact, tiled=tiled,
+                               gather=gather)(z, labels)
 
 
 def _expect_error(fn: Callable[[], Any]) -> str:
@@ -287,6 +314,8 @@ CASE_NAMES = [
     "debiased_beta0", "debiased_beta1", "nce_shared_pool", "nce_per_anchor",
     "nce_indexed_pool", "flag_nce_indexed_tiled",
     *[f"{n}_{m}" for n in ("scl", "hscl", "ucl", "hucl") for m in ("exact", "sampled")],
+    *[f"flag_{n}_mean_tiled" for n in ("scl", "hscl", "ucl", "hucl")],
+    "flag_hucl_loss_tiled", "module_hscl_mean_tiled",
 ]
 
 

@@ -21,6 +21,7 @@ Tiled kernels (row blocks, no N x N matrix; used by default from TILED_MIN_ROWS 
 TILED_MIN_PAIRS anchor-negative pairs; ``tiled=False`` forces the exact dense path)
     tiled_info_nce, tiled_supcon, tiled_debiased_hard, tiled_nce_loss (shared (k, d) pool),
     tiled_nce_indexed ((M, d) pool + (B, k) index, no (B, k, d) gather), default_block_rows
+    tiled_hard_contrastive              SCL/HSCL/UCL/HUCL, exact=True/"loss"/"mean" (anchor blocks)
 
 Jiang et al. 2023 family (single view, anchor among its positives, mean over k negatives)
     scl(z, labels, k, ..., exact)       other-class negatives
@@ -89,6 +90,7 @@ from contrastlab.losses.tiled import (
     tiled_supcon,
 )
 from contrastlab.losses.tiled_indexed import tiled_nce_indexed
+from contrastlab.losses.tiled_jiang import tiled_hard_contrastive
 
 __all__ = [
     "LOSSES",
@@ -130,6 +132,7 @@ __all__ = [
     "score_loss",
     "supcon",
     "tiled_debiased_hard",
+    "tiled_hard_contrastive",
     "tiled_info_nce",
     "tiled_nce_indexed",
     "tiled_nce_loss",

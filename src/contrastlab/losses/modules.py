@@ -19,7 +19,12 @@ from contrastlab.losses.family import LOSSES
 from contrastlab.losses.infonce import info_nce
 from contrastlab.losses.nce import nce_loss
 from contrastlab.losses.normalize import NORMALIZATIONS
-from contrastlab.losses.scl import EXACT_MODES, NEGATIVE_REDUCTIONS, hard_contrastive
+from contrastlab.losses.scl import (
+    EXACT_MODES,
+    NEGATIVE_REDUCTIONS,
+    check_tiled,
+    hard_contrastive,
+)
 from contrastlab.losses.supcon import supcon
 
 
@@ -126,7 +131,9 @@ class HardContrastiveLoss(nn.Module):
     """Module form of the SCL / HSCL / UCL / HUCL family (:func:`hard_contrastive`).
 
     ``negatives="other-class"`` with ``beta=0`` is SCL, with ``beta>0`` HSCL;
-    ``negatives="marginal"`` gives UCL / HUCL.
+    ``negatives="marginal"`` gives UCL / HUCL. ``tiled``: as :func:`hard_contrastive` (the
+    exact forms use the tiled kernel by default from ``TILED_MIN_ROWS`` rows; ``tiled=True``
+    with ``exact=False`` is refused here, at construction).
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class HardContrastiveLoss(nn.Module):
         normalize: str = "ball",
         exact: bool | str = False,
         negatives_reduction: str = "mean",
+        tiled: bool | None = None,
         gather: bool = False,
     ) -> None:
         super().__init__()
@@ -151,6 +159,7 @@ class HardContrastiveLoss(nn.Module):
         self.negatives_reduction = check_choice(
             "negatives_reduction", negatives_reduction, NEGATIVE_REDUCTIONS
         )
+        self.tiled = check_tiled(tiled, "sampled" if self.exact is False else "exact")
 
     def forward(
         self,
@@ -165,14 +174,14 @@ class HardContrastiveLoss(nn.Module):
                     self.negatives_reduction, "mean", generator)
             if self.negatives == "other-class":
                 if self.beta == 0:
-                    return scl(z, labels, *opts, gather=True)
-                return hscl(z, labels, self.beta, *opts, gather=True)
+                    return scl(z, labels, *opts, tiled=self.tiled, gather=True)
+                return hscl(z, labels, self.beta, *opts, tiled=self.tiled, gather=True)
             if self.beta == 0:
-                return ucl(z, labels, *opts, gather=True)
-            return hucl(z, labels, self.beta, *opts, gather=True)
+                return ucl(z, labels, *opts, tiled=self.tiled, gather=True)
+            return hucl(z, labels, self.beta, *opts, tiled=self.tiled, gather=True)
         return hard_contrastive(
             z, labels, self.negatives, self.beta, self.k, self.temperature, self.normalize,
-            self.exact, self.negatives_reduction, "mean", generator,
+            self.exact, self.negatives_reduction, "mean", generator, self.tiled,
         )
 
 

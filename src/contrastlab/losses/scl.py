@@ -34,6 +34,15 @@ Three estimators of the same objective, chosen by ``exact``:
 
 The temperature t divides S (the authors' code has t = 1). The hardness weights use the raw
 inner product z_i^T z_j, so beta has the same meaning whatever t is.
+
+Tiling. The two exact forms (``exact`` True / ``"loss"`` and ``"mean"``) are computed by the
+anchor-block kernels of :func:`contrastlab.losses.tiled_hard_contrastive`
+(:mod:`contrastlab.losses.tiled_jiang`: no B x B tensor; the plug-in in O(B d + block_rows B)
+memory, the quadrature one block of anchors at a time, checkpointed; the same values and
+gradients to float tolerance) by default from B >= ``TILED_MIN_ROWS`` (1024) rows;
+``tiled=False`` forces the dense path below (e.g. for double backward), ``tiled=True`` the kernel
+at any B. The sampled form (``exact=False``) is always dense: ``tiled=True`` with it raises
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from contrastlab.losses._common import reduce
 from contrastlab.losses.expectation import expected_log1p_sum_grouped
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.samplers import candidate_mask, sample_from_log_probs, tilted_log_probs
+from contrastlab.losses.tiled import TILED_MIN_ROWS, use_tiled
 
 EXACT_MODES = (False, True, "loss", "mean")
 NEGATIVE_REDUCTIONS = ("mean", "sum")
@@ -86,12 +96,53 @@ def pair_losses(
         s_neg = logits[owner[:, None], idx]  # (R, k)
         return F.softplus(torch.logsumexp(s_neg, dim=1) - log_k - s_pos)
     if mode == "mean":
-        log_g = torch.logsumexp(log_q.to(logits.dtype)[owner] + logits[owner], dim=1)
+        # one log-sum-exp per anchor (A x N), then per row: never an (R x N) copy
+        log_g = torch.logsumexp(log_q.to(logits.dtype) + logits, dim=1)[owner]
         if negatives_reduction == "sum":
             log_g = log_g + math.log(k)
         return F.softplus(log_g - s_pos)
     # row r: Y = exp(logit_j - s_pos_r) / k, j ~ q — one law per anchor, shifted per row
     return expected_log1p_sum_grouped(logits, log_q, owner, -s_pos - log_k, k)
+
+
+def check_hard_contrastive_args(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    negatives: str,
+    beta: float,
+    k: int,
+    temperature: float,
+    exact: bool | str,
+    negatives_reduction: str,
+) -> tuple[int, torch.Tensor, float, float, str]:
+    """Validate the arguments of :func:`hard_contrastive` (shared with the tiled kernel);
+    return (B, labels on z's device, beta, t, mode) with mode ``sampled``, ``loss`` or ``mean``."""
+    check_tensor("z", z, ndim=2, shape_hint="(B, d)")
+    b = z.shape[0]
+    labels = check_labels("labels", labels, b).to(z.device)
+    check_choice("negatives", negatives, ("other-class", "marginal"))
+    beta = check_nonnegative("beta", beta)
+    check_positive_int("k", k)
+    t = check_positive("temperature", temperature)
+    if isinstance(exact, bool):
+        mode: str = "loss" if exact else "sampled"
+    else:
+        mode = check_choice("exact", exact, EXACT_MODES)
+    check_choice("negatives_reduction", negatives_reduction, NEGATIVE_REDUCTIONS)
+    return b, labels, beta, t, mode
+
+
+def check_tiled(tiled: bool | None, mode: str) -> bool | None:
+    """Validate ``tiled`` (True, False or None) against the estimator: the sampled form
+    (``exact=False``) has no tiled kernel, so ``tiled=True`` with it is an error."""
+    if tiled is not None and not isinstance(tiled, bool):
+        raise ValueError(f"tiled must be True, False or None; got {tiled!r}")
+    if tiled is True and mode == "sampled":
+        raise ValueError(
+            "tiled=True needs an exact form (exact=True, 'loss' or 'mean'): the sampled form "
+            "exact=False has no tiled kernel"
+        )
+    return tiled
 
 
 def hard_contrastive(
@@ -106,6 +157,7 @@ def hard_contrastive(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    tiled: bool | None = None,
 ) -> torch.Tensor:
     """The common engine of :func:`scl`, :func:`hscl`, :func:`ucl` and :func:`hucl`.
 
@@ -124,19 +176,23 @@ def hard_contrastive(
         reduction: ``mean`` (over all (anchor, positive) pairs, as the code), ``sum`` or
             ``none`` (a vector over pairs, in row-major order of (i, p)).
         generator: a ``torch.Generator`` for reproducible sampling (``exact=False``).
+        tiled: for the exact forms (``exact`` True, ``"loss"`` or ``"mean"``): True: the
+            anchor-block kernel :func:`contrastlab.losses.tiled_hard_contrastive` (no B x B
+            tensor; differentiable once); False: the dense path; None (default): tiled when
+            B >= ``TILED_MIN_ROWS``. The sampled form is always dense (``tiled=True`` with
+            ``exact=False`` raises ``ValueError``).
     """
-    check_tensor("z", z, ndim=2, shape_hint="(B, d)")
-    b = z.shape[0]
-    labels = check_labels("labels", labels, b).to(z.device)
-    check_choice("negatives", negatives, ("other-class", "marginal"))
-    beta = check_nonnegative("beta", beta)
-    check_positive_int("k", k)
-    t = check_positive("temperature", temperature)
-    if isinstance(exact, bool):
-        mode: str = "loss" if exact else "sampled"
-    else:
-        mode = check_choice("exact", exact, EXACT_MODES)
-    check_choice("negatives_reduction", negatives_reduction, NEGATIVE_REDUCTIONS)
+    b, labels, beta, t, mode = check_hard_contrastive_args(
+        z, labels, negatives, beta, k, temperature, exact, negatives_reduction
+    )
+    if mode == "sampled":
+        check_tiled(tiled, mode)
+    elif use_tiled(tiled, b, TILED_MIN_ROWS):
+        from contrastlab.losses import tiled_jiang  # here: tiled_jiang imports this module
+
+        return tiled_jiang.tiled_hard_contrastive(
+            z, labels, negatives, beta, k, t, normalize, exact, negatives_reduction, reduction
+        )
 
     zn = _normalize(z, normalize)
     gram = zn @ zn.T
@@ -159,6 +215,7 @@ def scl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
 ) -> torch.Tensor:
@@ -172,11 +229,11 @@ def scl(
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(scl, BATCH_ARGS["scl"], z, labels, k, temperature, normalize, exact,
-                             negatives_reduction, reduction, generator, group=group,
+                             negatives_reduction, reduction, generator, tiled, group=group,
                              samples=samples_negatives)
     return hard_contrastive(
         z, labels, "other-class", 0.0, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator,
+        negatives_reduction, reduction, generator, tiled,
     )
 
 
@@ -191,6 +248,7 @@ def hscl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
 ) -> torch.Tensor:
@@ -205,11 +263,11 @@ def hscl(
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(hscl, BATCH_ARGS["hscl"], z, labels, beta, k, temperature, normalize,
-                             exact, negatives_reduction, reduction, generator, group=group,
+                             exact, negatives_reduction, reduction, generator, tiled, group=group,
                              samples=samples_negatives)
     return hard_contrastive(
         z, labels, "other-class", beta, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator,
+        negatives_reduction, reduction, generator, tiled,
     )
 
 
@@ -223,6 +281,7 @@ def ucl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
 ) -> torch.Tensor:
@@ -238,11 +297,11 @@ def ucl(
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(ucl, BATCH_ARGS["ucl"], z, labels, k, temperature, normalize, exact,
-                             negatives_reduction, reduction, generator, group=group,
+                             negatives_reduction, reduction, generator, tiled, group=group,
                              samples=samples_negatives)
     return hard_contrastive(
         z, labels, "marginal", 0.0, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator,
+        negatives_reduction, reduction, generator, tiled,
     )
 
 
@@ -257,6 +316,7 @@ def hucl(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
 ) -> torch.Tensor:
@@ -271,9 +331,9 @@ def hucl(
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(hucl, BATCH_ARGS["hucl"], z, labels, beta, k, temperature, normalize,
-                             exact, negatives_reduction, reduction, generator, group=group,
+                             exact, negatives_reduction, reduction, generator, tiled, group=group,
                              samples=samples_negatives)
     return hard_contrastive(
         z, labels, "marginal", beta, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator,
+        negatives_reduction, reduction, generator, tiled,
     )
