@@ -30,7 +30,11 @@ implementation is estimated first (e.g. pml's NTXentLoss builds an N^3 pair mask
 ``--mem-budget-gb``.
 
 N counts the rows of the similarity matrix: the in-batch losses take two views of B = N / 2
-samples. Explicit k: B = 256 anchors and a pool of k negatives shared by the anchors.
+samples (``hscl``: one view of N samples in 10 classes, HSCL with the plug-in negative term
+``exact="mean"``, beta = 1, on the sphere; ``dense`` is contrastlab's own dense path and
+``plain`` / ``compiled`` the textbook formula). Explicit k: B = 256 anchors and a pool of k
+negatives shared by the anchors (``nce``), or k negatives per anchor drawn by index from a memory
+bank of M = 65536 rows (``nce-idx``; ``plain`` gathers the (B, k, d) tensor).
 
 Usage::
 
@@ -65,13 +69,16 @@ import contrastlab.losses as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contrastlab.losses import tiled as tiled_module
-from peers import plain_ntxent, published_hard
+from peers import plain_hscl_mean, plain_nce_indexed, plain_ntxent, published_hard
 
 TEMPERATURE = 0.1
 NCE_BATCH = 256
 N_CLASSES = 10
-LOSS_KINDS = ("ntxent", "supcon", "debiased", "nce")
-IN_BATCH_N = (256, 1024, 4096, 16384)
+LOSS_KINDS = ("ntxent", "supcon", "debiased", "hscl", "nce", "nce-idx")
+IN_BATCH_N = (256, 1024, 4096, 16384, 65536)
+#: per-anchor negatives (``nce-idx``) are drawn from a memory bank of this many rows
+POOL_SIZE = 65536
+HSCL_BETA = 1.0
 DIMS = (128, 2048)
 NCE_K = (1, 16, 256, 4096, 65536)
 
@@ -80,7 +87,7 @@ Fn = Callable[[dict[str, torch.Tensor]], torch.Tensor | None]
 
 @dataclass(frozen=True)
 class Case:
-    kind: str  # ntxent | supcon | debiased | nce
+    kind: str  # ntxent | supcon | debiased | hscl | nce | nce-idx
     n: int  # rows (in-batch) or k (nce)
     d: int
 
@@ -88,6 +95,8 @@ class Case:
     def title(self) -> str:
         if self.kind == "nce":
             return f"nce B={NCE_BATCH} k={self.n} d={self.d}"
+        if self.kind == "nce-idx":
+            return f"nce-idx B={NCE_BATCH} k={self.n} M={POOL_SIZE} d={self.d}"
         return f"{self.kind} N={self.n} d={self.d}"
 
 
@@ -164,6 +173,18 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, torch.Tensor]:
             "p": torch.randn(NCE_BATCH, case.d, generator=g).requires_grad_(True),
             "n": torch.randn(case.n, case.d, generator=g).requires_grad_(True),
         }
+    if case.kind == "nce-idx":
+        return {
+            "a": torch.randn(NCE_BATCH, case.d, generator=g).requires_grad_(True),
+            "p": torch.randn(NCE_BATCH, case.d, generator=g).requires_grad_(True),
+            "n": torch.randn(POOL_SIZE, case.d, generator=g).requires_grad_(True),
+            "idx": torch.randint(0, POOL_SIZE, (NCE_BATCH, case.n), generator=g),
+        }
+    if case.kind == "hscl":  # one view of N samples, 10 classes
+        return {
+            "z": torch.randn(case.n, case.d, generator=g).requires_grad_(True),
+            "y": torch.arange(case.n) % N_CLASSES,
+        }
     b = case.n // 2
     return {
         "z1": torch.randn(b, case.d, generator=g).requires_grad_(True),
@@ -235,6 +256,31 @@ def implementations(case: Case, with_compile: bool = True) -> dict[str, Fn]:
             comp3 = torch.compile(published_hard, dynamic=False)
             out["compiled"] = lambda x: comp3(x["z1"], x["z2"], 0.5, 0.1, 1.0)
         out["floor"] = Floor(case.n, case.n, case.d)
+    elif case.kind == "hscl":
+        beta = HSCL_BETA
+        out["contrastlab"] = lambda x: L.hscl(
+            x["z"], x["y"], beta, temperature=t, normalize="sphere", exact="mean", tiled=True
+        )
+        out["dense"] = lambda x: L.hscl(
+            x["z"], x["y"], beta, temperature=t, normalize="sphere", exact="mean", tiled=False
+        )
+        out["plain"] = lambda x: plain_hscl_mean(x["z"], x["y"], beta, t)
+        if with_compile:
+            comp5 = torch.compile(plain_hscl_mean, dynamic=False)
+            out["compiled"] = lambda x: comp5(x["z"], x["y"], beta, t)
+        out["floor"] = Floor(case.n, case.n, case.d)
+    elif case.kind == "nce-idx":
+        out["contrastlab"] = lambda x: L.nce_loss(
+            x["a"], x["p"], x["n"], temperature=t, normalize="sphere", tiled=True,
+            negative_index=x["idx"],
+        )
+        out["plain"] = lambda x: plain_nce_indexed(x["a"], x["p"], x["n"], x["idx"], t)
+        if with_compile:
+            comp6 = torch.compile(plain_nce_indexed, dynamic=False)
+            out["compiled"] = lambda x: comp6(x["a"], x["p"], x["n"], x["idx"], t)
+        out["floor"] = Floor(NCE_BATCH, case.n, case.d)
+        # the products of scoring the whole bank (what the kernel does when k is not << M)
+        out["floor-bank"] = Floor(NCE_BATCH, POOL_SIZE, case.d)
     else:
         out["contrastlab"] = lambda x: L.nce_loss(
             x["a"], x["p"], x["n"], temperature=t, normalize="sphere", tiled=True
@@ -250,6 +296,17 @@ def implementations(case: Case, with_compile: bool = True) -> dict[str, Fn]:
 def estimate_mb(case: Case, name: str) -> float:
     """A rough upper estimate of an implementation's peak extra memory, to skip what cannot fit."""
     f32 = 4.0 / 2**20
+    if case.kind == "nce-idx":
+        mat = NCE_BATCH * case.n * f32
+        vec = (2 * NCE_BATCH + POOL_SIZE) * case.d * f32
+        gathered = NCE_BATCH * case.n * case.d * f32
+        if name == "contrastlab":
+            block = L.default_block_rows(NCE_BATCH, POOL_SIZE, case.d)
+            return 6 * vec + 3 * block * POOL_SIZE * f32
+        bank = NCE_BATCH * POOL_SIZE * f32
+        return {"floor": mat + vec, "floor-bank": bank + vec}.get(
+            name, 3 * gathered + 6 * mat + 4 * vec
+        )
     if case.kind == "nce":
         mat = NCE_BATCH * case.n * f32
         vec = (NCE_BATCH + case.n) * case.d * f32
@@ -398,6 +455,10 @@ def grid(args: argparse.Namespace) -> list[Case]:
             for d in args.nce_d:
                 for k in args.k:
                     cases.append(Case("nce", k, d))
+        elif kind == "nce-idx":
+            for d in args.nce_d:
+                for k in args.k:
+                    cases.append(Case("nce-idx", k, d))
         else:
             for d in args.d:
                 for n in args.n:
@@ -408,7 +469,7 @@ def grid(args: argparse.Namespace) -> list[Case]:
 def run_case(case: Case, args: argparse.Namespace) -> list[dict[str, Any]]:
     with_compile = not args.no_compile
     if args.quick:  # compile (tens of seconds per shape) only at the largest size
-        with_compile &= case.n == max(args.k if case.kind == "nce" else args.n)
+        with_compile &= case.n == max(args.k if case.kind.startswith("nce") else args.n)
     names = list(implementations(case, with_compile=with_compile))
     if args.impls:
         names = [n for n in names if n in args.impls]
@@ -498,6 +559,14 @@ def targets(records: list[dict[str, Any]]) -> list[str]:
                 out.append(
                     f"| explicit k, shared pool: <= 2x the B x k products | {title} | "
                     f"{cl / fl:.2f}x | {'yes' if cl <= 2 * fl else 'no'} |"
+                )
+            continue
+        if kind == "nce-idx":
+            pl = ms(title, "plain")
+            if pl:
+                out.append(
+                    f"| per-anchor negatives: faster than the dense gather | {title} | "
+                    f"{pl / cl:.2f}x faster | {'yes' if cl < pl else 'no'} |"
                 )
             continue
         if fl and n >= 4096 and d == 128:
@@ -590,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             "lightly",
             "pml",
             "supcontrast",
+            "dense",
         }
 
     args.memory_impls_for = memory_impls_for

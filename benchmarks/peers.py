@@ -39,3 +39,29 @@ def published_hard(
     ng = (-tau * n * pos + reweight) / (1 - tau)
     ng = torch.clamp(ng, min=n * math.e ** (-1 / t))
     return (-torch.log(pos / (pos + ng))).mean()
+
+
+def plain_hscl_mean(z: torch.Tensor, labels: torch.Tensor, beta: float, t: float) -> torch.Tensor:
+    """HSCL (Jiang et al. 2023) with the plug-in negative term (``exact="mean"``), dense: the
+    hardness law q_ij ∝ exp(beta z_i^T z_j) over the other classes (detached), log g_i =
+    log sum_j q_ij exp(s_ij / t), and softplus(log g_i - s_ip / t) averaged over the positive pairs
+    (p = i included); features on the sphere."""
+    zn = F.normalize(z, dim=1)
+    gram = zn @ zn.T
+    same = labels[:, None] == labels[None, :]
+    log_q = (beta * gram.detach()).masked_fill(same, float("-inf"))
+    log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)
+    log_g = torch.logsumexp(log_q + gram / t, dim=1)
+    return F.softplus(log_g[:, None] - gram / t)[same].mean()
+
+
+def plain_nce_indexed(
+    a: torch.Tensor, p: torch.Tensor, pool: torch.Tensor, index: torch.Tensor, t: float
+) -> torch.Tensor:
+    """Explicit-k InfoNCE with per-anchor negatives pool[index] (B, k, d), dense: gather,
+    batched dot products, cross-entropy with the positive first; features on the sphere."""
+    a, p, pool = F.normalize(a, dim=1), F.normalize(p, dim=1), F.normalize(pool, dim=1)
+    neg = pool[index]  # (B, k, d)
+    s_neg = torch.einsum("bd,bkd->bk", a, neg)
+    logits = torch.cat([(a * p).sum(1, keepdim=True), s_neg], dim=1) / t
+    return F.cross_entropy(logits, torch.zeros(a.shape[0], dtype=torch.long))

@@ -435,3 +435,20 @@ def test_memory_k4096_m65536(method: str, batch: int) -> None:
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["extra_mb"] < MEMORY_LIMIT_MB, f"peak RSS grew by {result['extra_mb']:.0f} MB"
+
+
+@pytest.mark.parametrize("normalize", ["sphere", "none"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_auto_works_on_the_drawn_rows_only(normalize, reduction) -> None:
+    # B k = 12 draws from M = 40 rows: "auto" compacts the pool to the rows drawn; the gradient
+    # still reaches the full pool, zero on the rows never drawn
+    a, p, pool = _rows((4, 3), 30), _rows((4, 3), 31), _rows((40, 3), 32)
+    idx = _index(4, 3, 40, 33)
+    out = TI.tiled_nce_indexed(a, p, pool, idx, "infonce", 0.4, normalize, reduction)
+    ref = _dense(a, p, pool, idx, "infonce", 0.4, normalize, reduction)
+    _assert_matches(out, ref, (a, p, pool))
+    g_pool = _grads(TI.tiled_nce_indexed(a, p, pool, idx, "infonce", 0.4, normalize), pool)[0]
+    never = torch.ones(40, dtype=torch.bool)
+    never[idx.flatten()] = False
+    assert bool(never.any()) and float(g_pool[never].abs().max()) == 0.0
+    assert float(g_pool[~never].abs().max()) > 0.0

@@ -407,6 +407,11 @@ def tiled_nce_indexed(
         raise ValueError(f"pool must have feature dimension d = {d}; got {pool.shape[1]}")
     idx = check_negative_index("index", index, rows, m).to(pool.device)
     k = idx.shape[1]
+    if method == "auto" and rows * k < m:
+        # fewer draws than pool rows: work on the rows drawn (normalized once each; the gradient
+        # reaches the pool through the row selection, zero on the rows never drawn)
+        used, inverse = torch.unique(idx, return_inverse=True)
+        pool, idx, m = pool[used], inverse.view(rows, k), int(used.numel())
     chosen = choose_method(k, m, d) if method == "auto" else method
     br, chunk = indexed_block_shape(rows, k, m, d, chosen, block_rows)
 
