@@ -61,10 +61,20 @@ def _grad(out: torch.Tensor, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return g.detach()
 
 
+@pytest.fixture(params=["symmetric", "rows"])
+def plug_in_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both tilings of exact="mean": symmetric strips (default) and row blocks."""
+    from contrastlab.losses import tiled_jiang
+
+    monkeypatch.setattr(tiled_jiang, "PLUG_IN_METHOD", request.param)
+    return str(request.param)
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Relative error of a against b (absolute below 1e-14: the B = 1 gradient is 0)."""
+    """Relative error of a against b, measured against norm 1e-6 at least: the B = 1 gradient
+    is 0, which the symmetric kernel returns as a round-off of ~1e-17."""
     a64, b64 = a.detach().to(F64), b.detach().to(F64)
-    return float((a64 - b64).norm() / b64.norm().clamp_min(1e-14))
+    return float((a64 - b64).norm() / b64.norm().clamp_min(1e-6))
 
 
 def _call(variant: str, beta: float, z: torch.Tensor, y: torch.Tensor, **kw: Any) -> torch.Tensor:
@@ -98,7 +108,9 @@ def _assert_equal(variant: str, beta: float, z: torch.Tensor, y: torch.Tensor,
 
 @pytest.mark.parametrize(("variant", "beta"), LOSS_BETAS)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_plug_in_equals_dense_float64(variant: str, beta: float, reduction: str) -> None:
+def test_plug_in_equals_dense_float64(
+    plug_in_method: str, variant: str, beta: float, reduction: str
+) -> None:
     # B = 23 rows in blocks of 7 (the last one partial), 4 classes
     z, y = _rows((23, 5), 1), _labels(23, 4, 2)
     for nr, norm, t in itertools.product(["mean", "sum"], ["ball", "sphere", "none"], [1.0, 0.1]):
@@ -120,7 +132,7 @@ def test_exact_loss_equals_dense_float64(variant: str, beta: float, reduction: s
 
 
 @pytest.mark.parametrize("exact", ["mean", "loss"])
-def test_block_sizes_agree(exact: str) -> None:
+def test_block_sizes_agree(plug_in_method: str, exact: str) -> None:
     # B = 17: blocks of 1, 4 (the last partial), 17 (one block) and 64 (more than B)
     z, y = _rows((17, 3), 5), _labels(17, 3, 6)
     for variant, beta in (("hscl", 2.0), ("hucl", 2.0)):
@@ -154,7 +166,7 @@ def test_exact_loss_default_blocks_by_pairs(monkeypatch: pytest.MonkeyPatch) -> 
     assert _rel(out, ref) < 1e-12
 
 
-def test_gradcheck() -> None:
+def test_gradcheck(plug_in_method: str) -> None:
     # the analytic backward of the plug-in kernel and the checkpointed quadrature blocks; at
     # beta = 0 (for beta > 0 the hardness law is detached: finite differences would see it)
     z = _rows((5, 3), 7)
@@ -170,7 +182,7 @@ def test_gradcheck() -> None:
         assert torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-def test_upstream_gradient_scaled_and_no_grad() -> None:
+def test_upstream_gradient_scaled_and_no_grad(plug_in_method: str) -> None:
     z, y = _rows((11, 4), 8), _labels(11, 3, 9)
     for exact in ("mean", True):
         for red in ("mean", "sum"):
@@ -191,7 +203,7 @@ def test_upstream_gradient_scaled_and_no_grad() -> None:
 
 
 @pytest.mark.parametrize("exact", ["mean", True])
-def test_small_batches_and_a_single_member_class(exact: bool | str) -> None:
+def test_small_batches_and_a_single_member_class(plug_in_method: str, exact: bool | str) -> None:
     cases = [
         (torch.tensor([0]), ("ucl", "hucl")),  # B = 1: the anchor is its only candidate
         (torch.tensor([0, 1]), ("scl", "hscl", "ucl", "hucl")),
@@ -258,7 +270,7 @@ def test_argument_errors() -> None:
 
 
 @pytest.mark.parametrize(("variant", "beta"), LOSS_BETAS)
-def test_float32_within_1e5(variant: str, beta: float) -> None:
+def test_float32_within_1e5(plug_in_method: str, variant: str, beta: float) -> None:
     # plug-in: B = 301 in blocks of 128; quadrature: B = 48 in blocks of 20
     for exact, b, br in (("mean", 301, 128), (True, 48, 20)):
         z64, y = _rows((b, 16), 30), _labels(b, 7, 31)
@@ -292,7 +304,7 @@ def test_bfloat16_input() -> None:
 
 
 @pytest.mark.parametrize("normalize", ["ball", "none"])
-def test_large_logits(normalize: str) -> None:
+def test_large_logits(plug_in_method: str, normalize: str) -> None:
     # norm-100 features, t = 0.05, beta = 30, k = 4096 (the dense stability test's setting)
     g = torch.Generator().manual_seed(50)
     z = (100.0 * torch.randn(24, 8, generator=g, dtype=F64)).requires_grad_(True)

@@ -139,6 +139,9 @@ class _Plan:
     weight: float  # the loss is weight * sum_i loss_i (mean: 1/N)
     need_dq: bool
     need_dk: bool
+    # self-similarity only: also mask the pairs of one class (N_i = the other classes of SCL /
+    # HSCL, Jiang et al. 2023); compared strip by strip, never an N x N mask
+    labels: torch.Tensor | None = None
 
 
 def _scaled_mm(a: torch.Tensor, b: torch.Tensor, alpha: float, out: torch.Tensor) -> torch.Tensor:
@@ -298,13 +301,16 @@ def _mask_strip(plan: _Plan, s: torch.Tensor, b0: int, n: int) -> None:
     symmetric (i <-> i, i <-> i + B), so each masked pair is hit once in its upper strip."""
     bs = s.shape[0]
     local = torch.arange(bs, device=s.device)
-    cols = [local]
     if plan.mask_shift is not None:
         other = (local + b0 + plan.mask_shift) % n - b0
         keep = other >= 0
         if bool(keep.any()):
             s[local[keep], other[keep]] = float("-inf")
-    s[local, cols[0]] = float("-inf")
+    if plan.mask_self:
+        s[local, local] = float("-inf")
+    if plan.labels is not None:
+        lab = plan.labels
+        s.masked_fill_(lab[b0 : b0 + bs, None] == lab[None, b0:], float("-inf"))
 
 
 def _sym_lse(plan: _Plan, z: torch.Tensor) -> torch.Tensor:
