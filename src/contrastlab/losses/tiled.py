@@ -139,9 +139,10 @@ class _Plan:
     weight: float  # the loss is weight * sum_i loss_i (mean: 1/N)
     need_dq: bool
     need_dk: bool
-    # self-similarity only: also mask the pairs of one class (N_i = the other classes of SCL /
-    # HSCL, Jiang et al. 2023); compared strip by strip, never an N x N mask
-    labels: torch.Tensor | None = None
+    # self-similarity only, rows sorted by class: also mask the pairs of one class (N_i = the
+    # other classes of SCL / HSCL, Jiang et al. 2023): the classes' row ranges [start, end), so
+    # each strip masks a few rectangles, never an N x N (or strip-sized) label comparison
+    segments: tuple[tuple[int, int], ...] | None = None
 
 
 def _scaled_mm(a: torch.Tensor, b: torch.Tensor, alpha: float, out: torch.Tensor) -> torch.Tensor:
@@ -308,9 +309,13 @@ def _mask_strip(plan: _Plan, s: torch.Tensor, b0: int, n: int) -> None:
             s[local[keep], other[keep]] = float("-inf")
     if plan.mask_self:
         s[local, local] = float("-inf")
-    if plan.labels is not None:
-        lab = plan.labels
-        s.masked_fill_(lab[b0 : b0 + bs, None] == lab[None, b0:], float("-inf"))
+    if plan.segments is not None:
+        b1 = b0 + bs
+        for c0, c1 in plan.segments:
+            if c1 <= b0 or c0 >= b1:
+                continue
+            # rows max(c0, b0)..min(c1, b1) x columns max(c0, b0)..c1 (strip columns start at b0)
+            s[max(c0, b0) - b0 : min(c1, b1) - b0, max(c0, b0) - b0 : c1 - b0] = float("-inf")
 
 
 def _sym_lse(plan: _Plan, z: torch.Tensor) -> torch.Tensor:
@@ -394,15 +399,19 @@ def _sym_lse_backward(
     n = z.shape[0]
     br = min(plan.block_rows, n)
     coef = g_lse * g_lse.new_tensor(plan.scales).unsqueeze(1)
+    # scales without a gradient (e.g. a detached log-sum-exp computed alongside) are skipped
+    active = [ai for ai in range(len(plan.scales)) if bool((coef[ai] != 0).any())]
+    dz = torch.zeros_like(z)
+    if not active:
+        return dz
     # a positive coefficient is folded into the exponent: c 2^(x - L) = 2^(x - (L - log2 c))
-    positive = bool((coef > 0).all())
+    positive = bool((coef[active] > 0).all())
     shift = (lse - torch.log(coef) if positive else lse) * LOG2E
-    two_scales = len(plan.scales) > 1 or plan.scales[0] != 1.0
+    scaled = any(plan.scales[ai] != 1.0 for ai in active)
     buf_s = z.new_empty(br * n)
     buf_m = z.new_empty(br * n)
     buf_e = z.new_empty(br * n)
-    buf_a = z.new_empty(br * n) if two_scales else None
-    dz = torch.zeros_like(z)
+    buf_a = z.new_empty(br * n) if scaled else None
     for b0 in range(0, n, br):
         b1 = min(n, b0 + br)
         bs, w = b1 - b0, n - b0
@@ -410,14 +419,15 @@ def _sym_lse_backward(
         _mask_strip(plan, s, b0, n)
         m = _strip(buf_m, bs, w)
         e = _strip(buf_e, bs, w)
-        for ai, a in enumerate(plan.scales):
+        for rank, ai in enumerate(active):
+            a = plan.scales[ai]
             sa = s if buf_a is None or a == 1.0 else torch.mul(s, a, out=_strip(buf_a, bs, w))
-            target = m if ai == 0 else e
+            target = m if rank == 0 else e
             # rows of W: c_i 2^(a s2_ij - L2_i)
             torch.sub(sa, shift[ai, b0:b1].unsqueeze(1), out=target).exp2_()
             if not positive:
                 target.mul_(coef[ai, b0:b1].unsqueeze(1))
-            if ai > 0:
+            if rank > 0:
                 m.add_(target)
             # columns of W^T: c_j 2^(a s2_ij - L2_j)
             torch.sub(sa, shift[ai, b0:].unsqueeze(0), out=e).exp2_()

@@ -12,7 +12,16 @@ The losses are those of :mod:`contrastlab.losses.scl` (Jiang, Nguyen, Aeron & Is
 
 and they agree with the dense code (``tiled=False``) to float tolerance, gradients included.
 
-``exact="mean"`` (the plug-in): per anchor ``log g_i = L1_i - L0_i (+ log k for
+``exact="mean"`` (the plug-in), ``PLUG_IN_METHOD = "symmetric"`` (default): L1 and L0 below come
+from the symmetric-strip engine of :mod:`contrastlab.losses.tiled` on the rows sorted by class
+(each similarity computed once, for both log-sum-exps; the other-class mask is a few rectangles
+per strip; one gradient product per similarity, L0 skipped in the backward since the hardness
+law is detached, and d L1 / d S is the softmax itself, not (1 + beta t) times it), and the
+positive pairs come class by class from the contiguous blocks ``Zs_c Zs_c^T`` (1/C of the
+products; chunks of ``block_rows`` rows). About (2 + 3/C) B^2 d multiply-adds, against 3 B^2 d
+for the row blocks below (see benchmarks/RESULTS.md for the measured times).
+
+``PLUG_IN_METHOD = "rows"``: per anchor ``log g_i = L1_i - L0_i (+ log k for
 negatives_reduction="sum")`` with the two masked row log-sum-exps
 
     L1_i = log sum_{j in N_i} exp((beta + 1/t) gram_ij)     (the gradient flows through it)
@@ -304,31 +313,25 @@ class _PairPlan(NamedTuple):
     reduction: str
     num_pairs: int
     block_rows: int
+    segments: tuple[tuple[int, int], ...]  # the classes' row ranges in the class-sorted order
 
 
-def _class_blocks(cls: _Classes, block_rows: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(rows of a chunk of class c, all rows of class c) for every class, chunks of at most
-    ``block_rows`` rows: the positive pairs of the chunk are its rows x the class's rows."""
+def _class_chunks(plan: _PairPlan) -> list[tuple[int, int, int, int]]:
+    """(r0, r1, c0, c1) in the class-sorted order: rows r0..r1 of one class (at most
+    ``block_rows``) and that class's rows c0..c1: the chunk's positive pairs."""
     out = []
-    counts = torch.bincount(cls.row_start[cls.members])  # class sizes indexed by their start
-    start = 0
-    n = cls.members.numel()
-    while start < n:
-        size = int(counts[start])
-        rows = cls.members[start : start + size]
-        for c0 in range(0, size, block_rows):
-            out.append((rows[c0 : c0 + block_rows], rows))
-        start += size
+    for c0, c1 in plan.segments:
+        for r0 in range(c0, c1, plan.block_rows):
+            out.append((r0, min(c1, r0 + plan.block_rows), c0, c1))
     return out
 
 
-def _pair_block(
-    plan: _PairPlan, zn: torch.Tensor, log_g: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """u_ip = log g_i - S_ip for the chunk's rows i and their positives p (b x n_c), and the
-    (b x n_c) positions of the pairs (i, p) in the row-major pair order of the dense code."""
-    s_pos = torch.mm(zn[rows], zn[cols].T).div_(plan.t)
-    return log_g[rows].unsqueeze(1) - s_pos, s_pos
+def _fast_softplus(u: torch.Tensor) -> torch.Tensor:
+    """F.softplus(u) (u itself above 20, as torch's threshold) as log(1 + 2^(u log2 e)): on CPU
+    ``log1p`` (and so ``F.softplus``) is not vectorized here and ~10x slower than ``exp2`` +
+    ``log``; the difference is below one ulp of 1 in absolute terms (where e^u < eps)."""
+    inner = torch.exp2(u.clamp(max=_SOFTPLUS_THRESHOLD) * _LOG2E).add_(1.0).log_()
+    return torch.where(u > _SOFTPLUS_THRESHOLD, u, inner)
 
 
 def _softplus_grad(u: torch.Tensor) -> torch.Tensor:
@@ -337,39 +340,39 @@ def _softplus_grad(u: torch.Tensor) -> torch.Tensor:
 
 
 class _PositivePairs(torch.autograd.Function):
-    """sum (or the vector) of softplus(log g_i - S_ip) over the positive pairs (p = i included),
-    class by class: the pairs of class c are Zn_c Zn_c^T (1/C of the products), no label mask."""
+    """sum (or the vector) of softplus(log g_i - S_ip) over the positive pairs (p = i included)
+    of class-sorted rows zs: the pairs of class c are the block Zs_c Zs_c^T (1/C of the
+    products), contiguous, no label mask and no gather. ``pair_pos`` (B,): where each sorted
+    row's first pair goes in the dense code's row-major (i, p) order (``reduction="none"``)."""
 
     @staticmethod
     def forward(
-        ctx: Any, zn: torch.Tensor, log_g: torch.Tensor, cls: _Classes, plan: _PairPlan
+        ctx: Any, zs: torch.Tensor, log_g: torch.Tensor, pair_pos: torch.Tensor, plan: _PairPlan
     ) -> torch.Tensor:
-        zn, log_g = zn.detach(), log_g.detach()
-        first = torch.cumsum(cls.pos_count, 0) - cls.pos_count  # row i's first pair
-        blocks = _class_blocks(cls, plan.block_rows)
+        zs, log_g = zs.detach(), log_g.detach()
         none = plan.reduction == "none"
         weight = 1.0 / plan.num_pairs if plan.reduction == "mean" else 1.0
-        pairs = zn.new_empty(plan.num_pairs) if none else None
-        total = zn.new_zeros(())
-        need = ctx.needs_input_grad[:2]
-        fused = not none and any(need)
-        dzn = torch.zeros_like(zn) if fused else None
+        pairs = zs.new_empty(plan.num_pairs) if none else None
+        total = zs.new_zeros(())
+        fused = not none and any(ctx.needs_input_grad[:2])
+        dzs = torch.zeros_like(zs) if fused else None
         dlog_g = torch.zeros_like(log_g) if fused else None
-        for rows, cols in blocks:
-            u, _ = _pair_block(plan, zn, log_g, rows, cols)
-            losses = F.softplus(u)
+        for r0, r1, c0, c1 in _class_chunks(plan):
+            u = log_g[r0:r1].unsqueeze(1) - torch.mm(zs[r0:r1], zs[c0:c1].T).div_(plan.t)
+            losses = _fast_softplus(u)
             if pairs is not None:
-                pos = first[rows].unsqueeze(1) + torch.arange(cols.numel(), device=zn.device)
+                pos = pair_pos[r0:r1].unsqueeze(1) + torch.arange(c1 - c0, device=zs.device)
                 pairs[pos.flatten()] = losses.flatten()
             else:
                 total += losses.sum()
-            if dzn is not None and dlog_g is not None:
-                _pair_grad(plan, zn, rows, cols, _softplus_grad(u).mul_(weight), dzn, dlog_g)
-        ctx.cls, ctx.plan, ctx.first = cls, plan, first
+            if dzs is not None and dlog_g is not None:
+                wsig = _softplus_grad(u).mul_(weight)
+                _pair_grad(plan, zs, (r0, r1, c0, c1), wsig, dzs, dlog_g)
+        ctx.plan = plan
         if pairs is not None:
-            ctx.save_for_backward(zn, log_g)
+            ctx.save_for_backward(zs, log_g, pair_pos)
             return pairs
-        ctx.save_for_backward(dzn, dlog_g)
+        ctx.save_for_backward(dzs, dlog_g)
         return total * weight
 
     @staticmethod
@@ -377,41 +380,40 @@ class _PositivePairs(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         plan: _PairPlan = ctx.plan
         if plan.reduction != "none":
-            dzn, dlog_g = ctx.saved_tensors
-            if dzn is None:
+            dzs, dlog_g = ctx.saved_tensors
+            if dzs is None:
                 return None, None, None, None
             if bool(grad != 1.0):
-                dzn, dlog_g = dzn * grad, dlog_g * grad
-            return dzn, dlog_g, None, None
-        zn, log_g = ctx.saved_tensors
-        dzn, dlog_g = torch.zeros_like(zn), torch.zeros_like(log_g)
+                dzs, dlog_g = dzs * grad, dlog_g * grad
+            return dzs, dlog_g, None, None
+        zs, log_g, pair_pos = ctx.saved_tensors
+        dzs, dlog_g = torch.zeros_like(zs), torch.zeros_like(log_g)
         grad = grad.contiguous()
-        for rows, cols in _class_blocks(ctx.cls, plan.block_rows):
-            u, _ = _pair_block(plan, zn, log_g, rows, cols)
-            pos = ctx.first[rows].unsqueeze(1) + torch.arange(cols.numel(), device=zn.device)
-            _pair_grad(plan, zn, rows, cols, _softplus_grad(u).mul_(grad[pos]), dzn, dlog_g)
-        return dzn, dlog_g, None, None
+        for r0, r1, c0, c1 in _class_chunks(plan):
+            u = log_g[r0:r1].unsqueeze(1) - torch.mm(zs[r0:r1], zs[c0:c1].T).div_(plan.t)
+            pos = pair_pos[r0:r1].unsqueeze(1) + torch.arange(c1 - c0, device=zs.device)
+            _pair_grad(plan, zs, (r0, r1, c0, c1), _softplus_grad(u).mul_(grad[pos]), dzs, dlog_g)
+        return dzs, dlog_g, None, None
 
 
 def _pair_grad(
     plan: _PairPlan,
-    zn: torch.Tensor,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
+    zs: torch.Tensor,
+    chunk: tuple[int, int, int, int],
     wsig: torch.Tensor,
-    dzn: torch.Tensor,
+    dzs: torch.Tensor,
     dlog_g: torch.Tensor,
 ) -> None:
-    """d/dlog g_i = sum_p w sigma(u_ip); d/dgram_ip = -w sigma(u_ip) / t, gram = Zn Zn^T."""
-    dlog_g.index_add_(0, rows, wsig.sum(dim=1))
+    """d/dlog g_i = sum_p w sigma(u_ip); d/dgram_ip = -w sigma(u_ip) / t, gram = Zs Zs^T."""
+    r0, r1, c0, c1 = chunk
+    dlog_g[r0:r1] += wsig.sum(dim=1)
     g = wsig.div_(-plan.t)
-    dzn.index_add_(0, rows, torch.mm(g, zn[cols]))
-    dzn.index_add_(0, cols, torch.mm(g.T, zn[rows]))
+    dzs[r0:r1].addmm_(g, zs[c0:c1])
+    dzs[c0:c1].addmm_(g.T, zs[r0:r1])
 
 
 def _plug_in_symmetric(
     zn: torch.Tensor,
-    labels: torch.Tensor,
     cls: _Classes,
     *,
     t: float,
@@ -422,16 +424,26 @@ def _plug_in_symmetric(
     num_pairs: int,
     block_rows: int,
 ) -> torch.Tensor:
-    """exact="mean" from the symmetric-strip engine of :mod:`contrastlab.losses.tiled`:
-    L1 = log sum_{N_i} exp((beta + 1/t) gram) (with its gradient, one gradient product per
-    similarity), L0 = log sum_{N_i} exp(beta gram) (forward only: the hardness law is detached;
-    log |N_i| when beta = 0), then the positive pairs class by class. About 2.5 + 3/C times
-    N^2 d multiply-adds (N = B), against 3 N^2 d for a dense forward + backward."""
+    """exact="mean" from the symmetric-strip engine of :mod:`contrastlab.losses.tiled`, on the
+    rows sorted by class (so the other-class mask is a few rectangles per strip, and the
+    positive pairs are contiguous blocks): L1 = log sum_{N_i} exp((beta + 1/t) gram) (with its
+    gradient, one gradient product per similarity), L0 = log sum_{N_i} exp(beta gram) (forward
+    only: the hardness law is detached; log |N_i| when beta = 0), then the positive pairs class
+    by class. About (2.5 + 3/C) N^2 d multiply-adds (N = B), against 3 N^2 d for a dense
+    forward + backward."""
+    perm = cls.members  # rows sorted by class, stably
+    zs = zn[perm]
+    sizes = [int(c) for c in torch.unique_consecutive(cls.row_start[perm], return_counts=True)[1]]
+    segments, start = [], 0
+    for size in sizes:
+        segments.append((start, start + size))
+        start += size
+    segs = tuple(segments)
 
-    def plan(scale: float) -> _tiled._Plan:
+    def plan(*scales: float) -> _tiled._Plan:
         return _tiled._Plan(
             inv_t=1.0 / t,
-            scales=(scale,),
+            scales=scales,
             mask_self=False,
             mask_shift=None,
             block_rows=block_rows,
@@ -439,23 +451,25 @@ def _plug_in_symmetric(
             weight=1.0,
             need_dq=True,
             need_dk=True,
-            labels=labels if other_class else None,
+            segments=segs if other_class else None,
         )
 
     # in units of S = gram / t: (beta + 1/t) gram = (1 + beta t) S and beta gram = (beta t) S
+    # (L0 from the same strips as L1, one product; its gradient is zero, so the backward
+    # skips it)
     a = 1.0 + beta * t
-    l1 = _tiled._SymLSE.apply(zn, plan(a))[0]
+    if beta > 0.0:
+        both = _tiled._SymLSE.apply(zs, plan(a, beta * t))
+        l1, l0 = both[0], both[1].detach()
+    else:
+        l1, l0 = _tiled._SymLSE.apply(zs, plan(a))[0], cls.log_n0[perm]
     if a != 1.0:
         # the hardness weights are detached: d L1 / d S_ij = softmax(a S)_ij, not a times it
         l1 = l1.detach() + (l1 - l1.detach()) / a
-    if beta > 0.0:
-        with torch.no_grad():
-            l0 = _tiled._sym_lse(plan(beta * t), zn.detach())[0]
-    else:
-        l0 = cls.log_n0
     log_g = l1 - l0 + log_k
+    first = torch.cumsum(cls.pos_count, 0) - cls.pos_count  # row i's first pair, row-major
     out: torch.Tensor = _PositivePairs.apply(
-        zn, log_g, cls, _PairPlan(t, reduction, num_pairs, block_rows)
+        zs, log_g, first[perm], _PairPlan(t, reduction, num_pairs, block_rows, segs)
     )
     return out
 
@@ -543,7 +557,6 @@ def tiled_hard_contrastive(
         cls = _classes(labels, other_class, zn.dtype)
         sym = _plug_in_symmetric(
             zn,
-            labels,
             cls,
             t=t,
             beta=beta,
