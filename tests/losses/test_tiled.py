@@ -5,10 +5,6 @@ and a memory regression test (peak RSS of N = 16384 rows, d = 128, in a subproce
 from __future__ import annotations
 
 import importlib
-import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -20,6 +16,9 @@ from contrastlab.losses import nce as nce_module
 from contrastlab.losses import tiled as T
 
 from . import references as R
+from .helpers import labels as _labels
+from .helpers import rows as _rows
+from .memory import measure
 
 F64 = torch.float64
 # (``contrastlab.losses.supcon`` is the function; the module is reached through importlib)
@@ -35,17 +34,6 @@ def method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-def _rows(shape: tuple[int, ...], seed: int, dtype: torch.dtype = F64) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=F64)
-    # norms in [0.5, 1.5]: some inside the unit ball, some outside
-    x = x / x.norm(dim=-1, keepdim=True) * (0.5 + torch.rand((*shape[:-1], 1), generator=g))
-    return x.to(dtype).requires_grad_(True)
-
-
-def _labels(n: int, n_classes: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, n_classes, (n,), generator=g)
 
 
 def _grads(out: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
@@ -370,45 +358,26 @@ def test_default_block_rows() -> None:
 # memory: N = 16384 rows, d = 128 in a fresh process; an N x N float32 matrix is 1 GB
 # --------------------------------------------------------------------------------------------
 
-_MEMORY_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import torch
-    import contrastlab.losses as L
-
-    def status_mb(key):
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("no " + key)
-
-    def rss_mb():
-        return status_mb("VmRSS")
-
-    which = sys.argv[1]
-    b, d = 8192, 128
-    g = torch.Generator().manual_seed(0)
-    z1 = torch.randn(b, d, generator=g).requires_grad_(True)
-    z2 = torch.randn(b, d, generator=g).requires_grad_(True)
-    y = torch.randint(0, 10, (b,), generator=g)
-    # warm the allocator and the kernels on a small batch first
-    L.info_nce(z1[:64], z2[:64], 0.1, tiled=True).backward()
-    z1.grad = z2.grad = None
-    base = rss_mb()
-    if which == "info_nce":
-        loss = L.info_nce(z1, z2, 0.1)
-    elif which == "supcon":
-        loss = L.supcon(z1, z2, y, 0.1)
-    else:
-        loss = L.debiased_hard(z1, z2, 0.5, 0.1, 1.0)
-    loss.backward()
-    # VmHWM: this process image's peak RSS. (ru_maxrss would not do: Linux carries it over
-    # exec from the forked parent, so a large pytest process would inflate it.)
-    peak = status_mb("VmHWM")
-    print(json.dumps({"extra_mb": peak - base, "loss": loss.item()}))
-    """
-)
+_MEMORY_SCRIPT = """
+which = sys.argv[1]
+b, d = 8192, 128
+g = torch.Generator().manual_seed(0)
+z1 = torch.randn(b, d, generator=g).requires_grad_(True)
+z2 = torch.randn(b, d, generator=g).requires_grad_(True)
+y = torch.randint(0, 10, (b,), generator=g)
+# warm the allocator and the kernels on a small batch first
+L.info_nce(z1[:64], z2[:64], 0.1, tiled=True).backward()
+z1.grad = z2.grad = None
+base = status_mb("VmRSS")
+if which == "info_nce":
+    loss = L.info_nce(z1, z2, 0.1)
+elif which == "supcon":
+    loss = L.supcon(z1, z2, y, 0.1)
+else:
+    loss = L.debiased_hard(z1, z2, 0.5, 0.1, 1.0)
+loss.backward()
+report(base, loss)
+"""
 
 # The kernel's own peak is about 60-80 MB here (inputs, normalized copies, gradients, strip
 # buffers); the bound leaves room for allocator and BLAS noise. The dense path would need several
@@ -417,14 +386,7 @@ MEMORY_LIMIT_MB = 200.0
 
 
 def _peak_extra_mb(which: str) -> float:
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, which],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["extra_mb"])
+    return float(measure(_MEMORY_SCRIPT, which)["extra_mb"])
 
 
 def test_memory_n16384_info_nce() -> None:

@@ -7,11 +7,7 @@ test (B = k = 4096, M = 65536, d = 128: the dense gather would be 8 GB) in a sub
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -22,6 +18,8 @@ from contrastlab.losses import tiled as T
 from contrastlab.losses import tiled_indexed as TI
 
 from . import references as R
+from .helpers import rows as _rows
+from .memory import measure
 
 F64 = torch.float64
 LOSSES = ("infonce", "infonce-mean", "logistic")
@@ -29,14 +27,6 @@ METHODS = ("bank", "gather")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def _rows(shape: tuple[int, ...], seed: int, dtype: torch.dtype = F64,
-          scale: float = 1.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=F64)
-    # norms in [0.5, 1.5] * scale: some inside the unit ball, some outside
-    x = x / x.norm(dim=-1, keepdim=True) * (0.5 + torch.rand((*shape[:-1], 1), generator=g))
-    return (x * scale).to(dtype).requires_grad_(True)
 
 
 def _index(b: int, k: int, m: int, seed: int) -> torch.Tensor:
@@ -374,44 +364,28 @@ def test_bad_input_one_line_errors(call, name: str, allowed: str) -> None:
 # memory: B = k = 4096, M = 65536, d = 128 in a fresh process; pool[index] would be 8 GB
 # --------------------------------------------------------------------------------------------
 
-_MEMORY_SCRIPT = textwrap.dedent(
-    """
-    import json, sys, time
-    import torch
-    import contrastlab.losses as L
-    from contrastlab.losses.tiled_indexed import tiled_nce_indexed
+_MEMORY_SCRIPT = """
+from contrastlab.losses.tiled_indexed import tiled_nce_indexed
 
-    def status_mb(key):
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("no " + key)
-
-    method, b = sys.argv[1], int(sys.argv[2])
-    k, m, d = 4096, 65536, 128
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(b, d, generator=g).requires_grad_(True)
-    p = torch.randn(b, d, generator=g).requires_grad_(True)
-    pool = torch.randn(m, d, generator=g).requires_grad_(True)
-    idx = torch.randint(0, m, (b, k), generator=g)  # 128 MB of int64, allocated before `base`
-    # warm the allocator and the kernel on a few anchors first
-    tiled_nce_indexed(a[:8], p[:8], pool, idx[:8], method=method).backward()
-    a.grad = p.grad = pool.grad = None
-    base = status_mb("VmRSS")
-    t0 = time.perf_counter()
-    if method == "auto":  # through nce_loss's default dispatch
-        loss = L.nce_loss(a, p, pool, temperature=0.1, normalize="sphere", negative_index=idx)
-    else:
-        loss = tiled_nce_indexed(a, p, pool, idx, temperature=0.1, normalize="sphere",
-                                 method=method)
-    loss.backward()
-    seconds = time.perf_counter() - t0
-    # VmHWM: this process image's peak RSS (ru_maxrss would carry the forked parent's over exec)
-    peak = status_mb("VmHWM")
-    print(json.dumps({"extra_mb": peak - base, "seconds": seconds, "loss": loss.item()}))
-    """
-)
+method, b = sys.argv[1], int(sys.argv[2])
+k, m, d = 4096, 65536, 128
+g = torch.Generator().manual_seed(0)
+a = torch.randn(b, d, generator=g).requires_grad_(True)
+p = torch.randn(b, d, generator=g).requires_grad_(True)
+pool = torch.randn(m, d, generator=g).requires_grad_(True)
+idx = torch.randint(0, m, (b, k), generator=g)  # 128 MB of int64, allocated before `base`
+# warm the allocator and the kernel on a few anchors first
+tiled_nce_indexed(a[:8], p[:8], pool, idx[:8], method=method).backward()
+a.grad = p.grad = pool.grad = None
+base = status_mb("VmRSS")
+t0 = time.perf_counter()
+if method == "auto":  # through nce_loss's default dispatch
+    loss = L.nce_loss(a, p, pool, temperature=0.1, normalize="sphere", negative_index=idx)
+else:
+    loss = tiled_nce_indexed(a, p, pool, idx, temperature=0.1, normalize="sphere", method=method)
+loss.backward()
+report(base, loss, seconds=time.perf_counter() - t0)
+"""
 
 # The kernel's own peak is 110-170 MB here (the pool's gradient and normalized copy, 32 MB
 # each; the anchors' gradients; one 16 MB block buffer and its temporaries); the dense gather
@@ -426,14 +400,7 @@ MEMORY_LIMIT_MB = 300.0
     [("auto", 4096), ("gather", 512)],
 )
 def test_memory_k4096_m65536(method: str, batch: int) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, method, str(batch)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = measure(_MEMORY_SCRIPT, method, str(batch))
     assert result["extra_mb"] < MEMORY_LIMIT_MB, f"peak RSS grew by {result['extra_mb']:.0f} MB"
 
 

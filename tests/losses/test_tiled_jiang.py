@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import json
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +17,10 @@ import torch
 
 import contrastlab.losses as L
 from contrastlab.losses import tiled_jiang as TJ
+
+from .helpers import labels as _labels
+from .helpers import rows as _rows
+from .memory import measure
 
 F64 = torch.float64
 
@@ -41,17 +41,6 @@ LOSS_BETAS = [("scl", 0.0), ("hscl", 1.0), ("hscl", 5.0), ("ucl", 0.0), ("hucl",
               ("hucl", 5.0)]
 
 
-def _rows(shape: tuple[int, ...], seed: int, dtype: torch.dtype = F64) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=F64)
-    # norms in [0.5, 1.5]: some inside the unit ball, some outside
-    x = x / x.norm(dim=-1, keepdim=True) * (0.5 + torch.rand((*shape[:-1], 1), generator=g))
-    return x.to(dtype).requires_grad_(True)
-
-
-def _labels(n: int, n_classes: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, n_classes, (n,), generator=g)
 
 
 def _grad(out: torch.Tensor, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -71,10 +60,9 @@ def plug_in_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Relative error of a against b, measured against norm 1e-6 at least: the B = 1 gradient
-    is 0, which the symmetric kernel returns as a round-off of ~1e-17."""
+    """Relative error of a against b (absolute below norm 1e-14)."""
     a64, b64 = a.detach().to(F64), b.detach().to(F64)
-    return float((a64 - b64).norm() / b64.norm().clamp_min(1e-6))
+    return float((a64 - b64).norm() / b64.norm().clamp_min(1e-14))
 
 
 def _call(variant: str, beta: float, z: torch.Tensor, y: torch.Tensor, **kw: Any) -> torch.Tensor:
@@ -92,13 +80,14 @@ def _tiled(variant: str, beta: float, z: torch.Tensor, y: torch.Tensor,
 
 
 def _assert_equal(variant: str, beta: float, z: torch.Tensor, y: torch.Tensor,
-                  block_rows: int, tol: float, **kw: Any) -> None:
+                  block_rows: int, tol: float, grad_atol: float = 0.0, **kw: Any) -> None:
     ref = _call(variant, beta, z, y, tiled=False, **kw)
     out = _tiled(variant, beta, z, y, block_rows, **kw)
     assert out.dtype == ref.dtype and out.shape == ref.shape, kw
     assert _rel(out, ref) < tol, (kw, _rel(out, ref))
     g_out, g_ref = _grad(out, z), _grad(ref, z)
-    assert _rel(g_out, g_ref) < tol, (kw, _rel(g_out, g_ref))
+    close = float((g_out - g_ref).abs().max()) <= grad_atol
+    assert close or _rel(g_out, g_ref) < tol, (kw, _rel(g_out, g_ref))
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,8 +204,9 @@ def test_small_batches_and_a_single_member_class(plug_in_method: str, exact: boo
         for variant in variants:
             for red in ("mean", "none"):
                 for br in (1, 2):
-                    _assert_equal(variant, 2.0, z, y, br, 1e-10, k=4, temperature=0.5,
-                                  exact=exact, reduction=red)
+                    # B = 1: the gradient is 0; the symmetric kernel returns ~1e-17 round-off
+                    _assert_equal(variant, 2.0, z, y, br, 1e-10, grad_atol=1e-15, k=4,
+                                  temperature=0.5, exact=exact, reduction=red)
 
 
 @pytest.mark.parametrize("exact", ["mean", True])
@@ -388,34 +378,19 @@ def test_modules_and_gather_flag_forward_tiled(monkeypatch: pytest.MonkeyPatch) 
 # memory: B = 16384, d = 128, float64 in a fresh process; a B x B float64 matrix is 2 GB
 # --------------------------------------------------------------------------------------------
 
-_MEMORY_SCRIPT = textwrap.dedent(
-    """
-    import json
-    import torch
-    import contrastlab.losses as L
-
-    def status_mb(key):
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("no " + key)
-
-    b, d = 16384, 128
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(b, d, generator=g, dtype=torch.float64).requires_grad_(True)
-    y = torch.randint(0, 10, (b,), generator=g)
-    # warm the allocator and the kernel on a small batch first
-    L.hscl(z[:64], y[:64], 1.0, temperature=0.1, exact="mean", tiled=True).backward()
-    z.grad = None
-    base = status_mb("VmRSS")
-    loss = L.hscl(z, y, 1.0, temperature=0.1, exact="mean")  # the default dispatch
-    loss.backward()
-    # VmHWM: this process image's peak RSS (ru_maxrss would carry over the forked parent's)
-    peak = status_mb("VmHWM")
-    print(json.dumps({"extra_mb": peak - base, "loss": loss.item()}))
-    """
-)
+_MEMORY_SCRIPT = """
+b, d = 16384, 128
+g = torch.Generator().manual_seed(0)
+z = torch.randn(b, d, generator=g, dtype=torch.float64).requires_grad_(True)
+y = torch.randint(0, 10, (b,), generator=g)
+# warm the allocator and the kernel on a small batch first
+L.hscl(z[:64], y[:64], 1.0, temperature=0.1, exact="mean", tiled=True).backward()
+z.grad = None
+base = status_mb("VmRSS")
+loss = L.hscl(z, y, 1.0, temperature=0.1, exact="mean")  # the default dispatch
+loss.backward()
+report(base, loss)
+"""
 
 # The kernel's own peak is about 180 MB here (two 256 x 16384 float64 block buffers of 32 MB,
 # the normalized rows, dZn and the normalization's backward, 16 MB each); the dense path would
@@ -424,13 +399,6 @@ MEMORY_LIMIT_MB = 300.0
 
 
 def test_memory_b16384_plug_in() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = measure(_MEMORY_SCRIPT, timeout=600)
     assert result["extra_mb"] < MEMORY_LIMIT_MB, f"peak RSS grew by {result['extra_mb']:.0f} MB"
     assert 0.0 < result["loss"] < 10.0

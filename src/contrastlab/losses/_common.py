@@ -32,6 +32,17 @@ def check_two_views(z1: torch.Tensor, z2: torch.Tensor, min_batch: int = 1) -> i
     return int(z1.shape[0])
 
 
+def check_anchor_positive(anchor: torch.Tensor, positive: torch.Tensor) -> None:
+    """Validate the (B, d) anchors and their (B, d) positives of an explicit-k loss."""
+    check_tensor("anchor", anchor, ndim=2, shape_hint="(B, d)")
+    check_tensor("positive", positive, ndim=2, shape_hint="(B, d)")
+    if positive.shape != anchor.shape:
+        raise ValueError(
+            f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
+            f"{tuple(positive.shape)}"
+        )
+
+
 def view_positive_index(batch: int, device: torch.device) -> torch.Tensor:
     """Index of each row's other view in the stacked 2B layout [z1; z2]: i <-> i + B."""
     idx = torch.arange(2 * batch, device=device)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from contrastlab._validation import check_choice, check_positive, check_tensor
-from contrastlab.losses._common import reduce
+from contrastlab.losses._common import check_anchor_positive, reduce
 from contrastlab.losses.family import LOSSES, score_loss
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.tiled import TILED_MIN_PAIRS, TILED_NCE_LOSSES, tiled_nce_loss, use_tiled
@@ -83,17 +83,11 @@ def nce_loss(
                              negative_index=negative_index)
     check_choice("loss", loss, LOSSES)
     check_positive("temperature", temperature)
-    check_tensor("anchor", anchor, ndim=2, shape_hint="(B, d)")
-    check_tensor("positive", positive, ndim=2, shape_hint="(B, d)")
+    check_anchor_positive(anchor, positive)
     if negative_index is not None:
         return _indexed_pool(anchor, positive, negatives, negative_index, loss, temperature,
                              normalize, reduction, tiled)
     check_tensor("negatives", negatives, ndim=(2, 3), shape_hint="(B, k, d) or (k, d)")
-    if positive.shape != anchor.shape:
-        raise ValueError(
-            f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
-            f"{tuple(positive.shape)}"
-        )
     b, d = anchor.shape
     if negatives.shape[-1] != d:
         raise ValueError(
@@ -128,11 +122,6 @@ def _indexed_pool(
     """nce_loss with negatives ``pool[index]``: the indexed kernel, or the dense gather."""
     check_tensor("negatives", pool, ndim=2,
                  shape_hint="(M, d), the pool that negative_index points into")
-    if positive.shape != anchor.shape:
-        raise ValueError(
-            f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
-            f"{tuple(positive.shape)}"
-        )
     b, d = anchor.shape
     if pool.shape[1] != d:
         raise ValueError(f"negatives must have feature dimension d = {d}; got {pool.shape[1]}")

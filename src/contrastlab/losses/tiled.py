@@ -71,7 +71,12 @@ from contrastlab._validation import (
     check_tensor,
     check_unit_interval,
 )
-from contrastlab.losses._common import REDUCTIONS, check_two_views, debiased_anchor_loss
+from contrastlab.losses._common import (
+    REDUCTIONS,
+    check_anchor_positive,
+    check_two_views,
+    debiased_anchor_loss,
+)
 from contrastlab.losses.normalize import NORMALIZATIONS
 
 #: Row count (2B for the in-batch losses) from which the exact functions use the tiled kernel by
@@ -525,7 +530,9 @@ def _head_lse_minus_side(
 def _head_logaddexp(
     shift: float,
 ) -> Head:
-    """loss = log(exp(s_pos) + exp(L - shift)) - s_pos = softplus(L - shift - s_pos)."""
+    """loss = log(exp(s_pos) + exp(L - shift)) - s_pos = softplus(L - shift - s_pos), exact at
+    any argument; d loss / d L = sigmoid(L - shift - s_pos). Shared by the shared-pool and the
+    indexed-pool NCE kernels."""
 
     def head(
         lse: torch.Tensor, side: torch.Tensor
@@ -661,18 +668,31 @@ class _RowNormalize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, floor: float) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-        denom = norm.clamp_min(floor)
-        zn = z / denom
-        ctx.save_for_backward(zn, denom, norm > floor)
+        zn, denom, projected = _normalize_rows(z, floor)
+        ctx.save_for_backward(zn, denom, projected)
         return zn
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         zn, denom, projected = ctx.saved_tensors
-        proj = torch.linalg.vecdot(zn, g, dim=1).unsqueeze(1).mul_(projected)
-        return torch.addcmul(g, zn, proj, value=-1.0).div_(denom), None
+        return _normalize_rows_backward(g.clone(), zn, denom, projected), None
+
+
+def _normalize_rows(z: torch.Tensor, floor: float) -> tuple[torch.Tensor, ...]:
+    """(z / max(||z||, floor), the denominators, whether the norm exceeds the floor) per row."""
+    norm = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+    denom = norm.clamp_min(floor)
+    return z / denom, denom, norm > floor
+
+
+def _normalize_rows_backward(
+    g: torch.Tensor, zn: torch.Tensor, denom: torch.Tensor, projected: torch.Tensor
+) -> torch.Tensor:
+    """The gradient through :func:`_normalize_rows`, in place on g: (g - zn (zn . g)) / norm
+    on the rows beyond the floor, g / floor on the others."""
+    proj = torch.linalg.vecdot(zn, g, dim=1).unsqueeze(1).mul_(projected)
+    return g.addcmul_(zn, proj, value=-1.0).div_(denom)
 
 
 def _rows_normalized(z: torch.Tensor, kind: str) -> torch.Tensor:
@@ -849,15 +869,13 @@ class _OneBlockNCE(torch.autograd.Function):
         weight: float,
     ) -> torch.Tensor:
         xs = [anchor.detach(), positive.detach(), pool.detach()]
-        scales: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        scales: list[tuple[torch.Tensor, ...] | None] = []
         for i, x in enumerate(xs):
             if floor is None:
                 scales.append(None)
                 continue
-            norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-            denom = norm.clamp_min(floor)
-            xs[i] = x / denom
-            scales.append((denom, norm > floor))
+            xs[i], *rest = _normalize_rows(x, floor)
+            scales.append(tuple(rest))
         a, p, n = xs
         a2 = a * (inv_t * LOG2E)  # base-2 logits (see the module docstring)
         s2 = torch.mm(a2, n.T)
@@ -881,9 +899,7 @@ class _OneBlockNCE(torch.autograd.Function):
         for i, sc in enumerate(scales):
             gi = grads[i]
             if sc is not None and gi is not None:  # through x / max(||x||, floor)
-                denom, projected = sc
-                proj = torch.linalg.vecdot(xs[i], gi).unsqueeze(1).mul_(projected)
-                grads[i] = gi.addcmul_(xs[i], proj, value=-1.0).div_(denom)
+                grads[i] = _normalize_rows_backward(gi, xs[i], *sc)
         ctx.save_for_backward(*grads)
         return loss
 
@@ -928,14 +944,8 @@ def tiled_nce_loss(
     check_choice("loss", loss, TILED_NCE_LOSSES)
     temperature = check_positive("temperature", temperature)
     check_choice("reduction", reduction, REDUCTIONS)
-    check_tensor("anchor", anchor, ndim=2, shape_hint="(B, d)")
-    check_tensor("positive", positive, ndim=2, shape_hint="(B, d)")
+    check_anchor_positive(anchor, positive)
     check_tensor("negatives", negatives, ndim=2, shape_hint="(k, d), shared by the anchors")
-    if positive.shape != anchor.shape:
-        raise ValueError(
-            f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
-            f"{tuple(positive.shape)}"
-        )
     if negatives.shape[1] != anchor.shape[1]:
         raise ValueError(
             f"negatives must have feature dimension d = {anchor.shape[1]}; got {negatives.shape[1]}"

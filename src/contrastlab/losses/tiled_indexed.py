@@ -71,7 +71,7 @@ from contrastlab._validation import (
     check_tensor,
 )
 from contrastlab.losses import tiled as _tiled
-from contrastlab.losses._common import REDUCTIONS
+from contrastlab.losses._common import REDUCTIONS, check_anchor_positive
 from contrastlab.losses.tiled import (
     TILED_NCE_LOSSES,
     Head,
@@ -137,21 +137,6 @@ def indexed_block_shape(
     br = min(br, rows)
     chunk = k if method == "bank" else min(k, max(1, _tiled.BLOCK_ELEMENTS // (br * d)))
     return br, chunk
-
-
-def _head_softplus(shift: float) -> Head:
-    """loss = softplus(L - shift - s+) = log(1 + exp(L - shift - s+)), exact at any argument
-    (``logaddexp(u, 0)``: no linear cut-off as in ``F.softplus``, whose default threshold 20
-    leaves an error of e^-20 ~ 2e-9, visible in float64); d loss / d L = sigmoid(u)."""
-
-    def head(
-        lse: torch.Tensor, side: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        u = lse[0] - shift - side[0]
-        sig = torch.sigmoid(u)
-        return torch.logaddexp(u, torch.zeros_like(u)), sig.unsqueeze(0), -sig.unsqueeze(0)
-
-    return head
 
 
 @dataclass(frozen=True)
@@ -393,14 +378,8 @@ def tiled_nce_indexed(
     temperature = check_positive("temperature", temperature)
     check_choice("reduction", reduction, REDUCTIONS)
     check_choice("method", method, INDEXED_METHODS)
-    check_tensor("anchor", anchor, ndim=2, shape_hint="(B, d)")
-    check_tensor("positive", positive, ndim=2, shape_hint="(B, d)")
+    check_anchor_positive(anchor, positive)
     check_tensor("pool", pool, ndim=2, shape_hint="(M, d), the rows that index points at")
-    if positive.shape != anchor.shape:
-        raise ValueError(
-            f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
-            f"{tuple(positive.shape)}"
-        )
     rows, d = anchor.shape
     m = pool.shape[0]
     if pool.shape[1] != d:
@@ -421,7 +400,7 @@ def tiled_nce_indexed(
     n = _rows_normalized(pool.to(dt), normalize)
     t = 1.0 if loss == "logistic" else temperature
     side = ((a * p).sum(dim=1) / t).unsqueeze(0)
-    head = _head_softplus(math.log(k) if loss == "infonce-mean" else 0.0)
+    head = _tiled._head_logaddexp(math.log(k) if loss == "infonce-mean" else 0.0)
     grad_on = torch.is_grad_enabled()
     plan = _IndexedPlan(
         inv_t=1.0 / t,

@@ -427,18 +427,14 @@ def _plug_in_symmetric(
     """exact="mean" from the symmetric-strip engine of :mod:`contrastlab.losses.tiled`, on the
     rows sorted by class (so the other-class mask is a few rectangles per strip, and the
     positive pairs are contiguous blocks): L1 = log sum_{N_i} exp((beta + 1/t) gram) (with its
-    gradient, one gradient product per similarity), L0 = log sum_{N_i} exp(beta gram) (forward
-    only: the hardness law is detached; log |N_i| when beta = 0), then the positive pairs class
-    by class. About (2.5 + 3/C) N^2 d multiply-adds (N = B), against 3 N^2 d for a dense
-    forward + backward."""
+    gradient, one gradient product per similarity) and L0 = log sum_{N_i} exp(beta gram) (from
+    the same strips; no gradient: the hardness law is detached; log |N_i| when beta = 0), then
+    the positive pairs class by class. About (2 + 3/C) N^2 d multiply-adds (N = B), against
+    3 N^2 d for a dense forward + backward."""
     perm = cls.members  # rows sorted by class, stably
     zs = zn[perm]
-    sizes = [int(c) for c in torch.unique_consecutive(cls.row_start[perm], return_counts=True)[1]]
-    segments, start = [], 0
-    for size in sizes:
-        segments.append((start, start + size))
-        start += size
-    segs = tuple(segments)
+    ends = torch.cumsum(torch.unique_consecutive(cls.row_start[perm], return_counts=True)[1], 0)
+    segs = tuple(zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True))
 
     def plan(*scales: float) -> _tiled._Plan:
         return _tiled._Plan(
@@ -553,32 +549,24 @@ def tiled_hard_contrastive(
         # the quadrature's memory is (pairs of the block) x (nodes): ~LOSS_BLOCK_PAIRS pairs
         br = min(br, max(LOSS_MIN_BLOCK_ROWS, LOSS_BLOCK_PAIRS // int(counts.max())))
     need_grad = torch.is_grad_enabled() and zn.requires_grad
-    if mode == "mean" and PLUG_IN_METHOD == "symmetric":
-        cls = _classes(labels, other_class, zn.dtype)
-        sym = _plug_in_symmetric(
-            zn,
-            cls,
-            t=t,
-            beta=beta,
-            other_class=other_class,
-            log_k=math.log(k) if negatives_reduction == "sum" else 0.0,
-            reduction=reduction,
-            num_pairs=num_pairs,
-            block_rows=br,
-        )
-        return sym.to(z.dtype)
     if mode == "mean":
-        plan = _PlugInPlan(
-            t=t,
-            beta=beta,
-            other_class=other_class,
-            log_k=math.log(k) if negatives_reduction == "sum" else 0.0,
-            block_rows=br,
-            reduction=reduction,
-            num_pairs=num_pairs,
-            need_grad=need_grad,
-        )
-        out: torch.Tensor = _PlugInLoss.apply(zn, labels, plan)
+        log_k = math.log(k) if negatives_reduction == "sum" else 0.0
+        out: torch.Tensor
+        if PLUG_IN_METHOD == "symmetric":
+            out = _plug_in_symmetric(
+                zn,
+                _classes(labels, other_class, zn.dtype),
+                t=t,
+                beta=beta,
+                other_class=other_class,
+                log_k=log_k,
+                reduction=reduction,
+                num_pairs=num_pairs,
+                block_rows=br,
+            )
+        else:
+            plan = _PlugInPlan(t, beta, other_class, log_k, br, reduction, num_pairs, need_grad)
+            out = _PlugInLoss.apply(zn, labels, plan)
         return out.to(z.dtype)
     summed = reduction != "none"
     parts = []
