@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -305,6 +306,75 @@ def test_scale_free_downstream_measures_are_rotation_and_scale_invariant() -> No
     mb = mean_classifier(s * Htr @ Q, ytr, s * Hte @ Q, yte)
     assert ma.accuracy == mb.accuracy
     assert ma.cross_entropy != pytest.approx(mb.cross_entropy)  # the loss is not scale-free
+
+
+# --------------------------------------------------------------------------------------------
+# one temperature for R_mu-supv and L_sup
+# --------------------------------------------------------------------------------------------
+
+
+def _r_mu_supv_by_hand(Htr: torch.Tensor, ytr: torch.Tensor, Hte: torch.Tensor,
+                       yte: torch.Tensor, t: float) -> float:
+    """Mean test -log softmax_y(f(x)^T mu_c / t), raw means, in plain Python."""
+    c = int(ytr.max()) + 1
+    rows, labels = Htr.tolist(), ytr.tolist()
+    means = []
+    for k in range(c):
+        members = [r for r, lab in zip(rows, labels, strict=True) if lab == k]
+        means.append([sum(col) / len(members) for col in zip(*members, strict=True)])
+    total = 0.0
+    for f, y in zip(Hte.tolist(), yte.tolist(), strict=True):
+        scores = [sum(a * b for a, b in zip(f, mu, strict=True)) / t for mu in means]
+        m = max(scores)
+        total += m + math.log(sum(math.exp(s - m) for s in scores)) - scores[y]
+    return total / len(yte)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 1.0])
+def test_mean_classifier_cross_entropy_at_t_by_hand(t: float) -> None:
+    means = simplex_etf(4, 5)
+    Htr, ytr = _mixture(means, 80, 0.5, seed=40)
+    Hte, yte = _mixture(means, 30, 0.5, seed=41)
+    want = _r_mu_supv_by_hand(Htr, ytr, Hte, yte, t)
+    mc = mean_classifier(Htr, ytr, Hte, yte, temperature=t)
+    assert mc.cross_entropy == pytest.approx(want, rel=1e-12, abs=1e-12)
+    assert mc.temperature == t
+    rep = downstream_report(Htr, ytr, Hte, yte, temperature=t, mean_classifiers=("raw",),
+                            probes=(), knn=False)
+    assert rep.mean_classifier["raw"].cross_entropy == pytest.approx(want, rel=1e-12, abs=1e-12)
+    # L_sup at the same t
+    assert rep.lsup is not None and rep.lsup.temperature == t
+    assert rep.lsup.value == pytest.approx(
+        unit_norm_supervised_loss(Htr, ytr, temperature=t).value, abs=1e-9)
+
+
+def test_downstream_report_temperature_defaults_and_overrides() -> None:
+    means = simplex_etf(3, 4)
+    Htr, ytr = _mixture(means, 60, 0.5, seed=42)
+    Hte, yte = _mixture(means, 30, 0.5, seed=43)
+    kw: dict[str, Any] = {"mean_classifiers": ("raw",), "probes": (), "knn": False}
+    default = downstream_report(Htr, ytr, Hte, yte, **kw)
+    # the default is t = 1 for both (no regression: the values of the old defaults)
+    assert default.mean_classifier["raw"].temperature == 1.0
+    assert default.lsup is not None and default.lsup.temperature == 1.0
+    old = downstream_report(Htr, ytr, Hte, yte, mean_temperature=1.0, lsup_temperature=1.0,
+                            **kw)
+    assert default.mean_classifier["raw"].cross_entropy == old.mean_classifier[
+        "raw"].cross_entropy == mean_classifier(Htr, ytr, Hte, yte).cross_entropy
+    assert old.lsup is not None and default.lsup.value == old.lsup.value
+    # the specific temperatures override the shared one
+    mixed = downstream_report(Htr, ytr, Hte, yte, temperature=0.5, lsup_temperature=0.2, **kw)
+    assert mixed.mean_classifier["raw"].temperature == 0.5
+    assert mixed.lsup is not None and mixed.lsup.temperature == 0.2
+    mixed = downstream_report(Htr, ytr, Hte, yte, temperature=0.5, mean_temperature=2.0, **kw)
+    assert mixed.mean_classifier["raw"].temperature == 2.0
+    assert mixed.lsup is not None and mixed.lsup.temperature == 0.5
+    bads: list[dict[str, Any]] = [{"temperature": 0.0}, {"mean_temperature": -1.0},
+                                  {"lsup_temperature": 0.0}]
+    for bad in bads:
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=name):
+            downstream_report(Htr, ytr, Hte, yte, **kw, **bad)
 
 
 # --------------------------------------------------------------------------------------------

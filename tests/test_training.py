@@ -174,7 +174,12 @@ def test_eval_schedule_and_metrics(data: Any) -> None:
     have = [("probe_acc" in m, "etf_distance" in m, "heldout_loss" in m) for m in result.epochs]
     assert have == [(False, False, False), (True, True, True), (True, True, True)]
     assert [m["epoch"] for m in result.epochs] == [1, 2, 3]
-    assert set(result.reports) == {"geometry", "downstream"}
+    assert set(result.reports) == {"geometry", "downstream", "convergence"}
+    # 3 epochs, evaluated at 2 and 3: the reference of the last-20 % window is epoch 2
+    conv = result.reports["convergence"]
+    assert (conv["from_epoch"], conv["to_epoch"]) == (2, 3)
+    assert result.epochs[-1]["converged"] == float(conv["converged"])
+    assert "converged" not in result.epochs[0]
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:
@@ -221,3 +226,76 @@ def test_shuffled_labels_permutes_only_the_training_labels(data: Any) -> None:
     assert torch.equal(torch.bincount(s.y_train), torch.bincount(d.y_train))
     assert not torch.equal(s.y_train, d.y_train)
     assert torch.equal(T.shuffled_labels(d, 0).y_train, s.y_train)  # seeded
+
+
+# --- k means k: distinct negatives (loss.replacement) ------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "tilted", "other-class"])
+def test_pool_draws_without_replacement_are_distinct(sampler: str) -> None:
+    z, labels = _pairs(n=40, c=4)
+    pool, pool_labels = _pairs(n=64, c=2, seed=1)  # other-class: 32 candidates per anchor
+    k = 32 if sampler == "other-class" else 64  # k = the allowed candidates
+    for replace, want in ((False, k), (True, None)):
+        stats: dict[str, float] = {}
+        T.pool_nce(z[:20], z[20:], labels[:20] % 2, pool, pool_labels, sampler=sampler,
+                   beta=2.0, k=k, generator=torch.Generator().manual_seed(0), replace=replace,
+                   stats=stats)
+        if want is not None:  # the mean of counts <= k equals k: every row has k distinct
+            assert stats["distinct_negatives"] == want
+        else:  # i.i.d. at k = the candidates: about 63 % distinct
+            assert stats["distinct_negatives"] < 0.75 * k
+    stats = {}
+    T.pool_hard_contrastive(z[:20], z[20:], labels[:20] % 2, pool, pool_labels,
+                            "other-class" if sampler == "other-class" else "marginal", beta=2.0,
+                            k=k, replace=False, stats=stats,
+                            generator=torch.Generator().manual_seed(0))
+    assert stats["distinct_negatives"] == k
+
+
+def test_pool_draws_are_seeded() -> None:
+    z, labels = _pairs(n=16)
+    pool, pool_labels = _pairs(n=30, seed=3)
+
+    def loss(seed: int, replace: bool) -> torch.Tensor:
+        return T.pool_hard_contrastive(z[:8], z[8:], labels[:8], pool, pool_labels, "marginal",
+                                       beta=1.0, k=20, replace=replace, reduction="none",
+                                       generator=torch.Generator().manual_seed(seed))
+
+    for replace in (False, True):
+        assert torch.equal(loss(0, replace), loss(0, replace))
+        assert not torch.equal(loss(0, replace), loss(1, replace))
+    assert not torch.equal(loss(0, False), loss(0, True))
+
+
+def _distinct_cfg(**loss: Any) -> Any:
+    return _cfg(loss=loss, train={"epochs": 2, "batch_size": 64, "steps_per_epoch": 2},
+                eval={"every": 0, "geometry": False, "mean_classifier": False,
+                      "linear_probe": False, "heldout_loss": False, "final_probes": []})
+
+
+def test_distinct_negatives_is_stored_every_epoch(data: Any) -> None:
+    # k = pool = 64 from 512 samples: k distinct samples without replacement, ~0.63 k with
+    distinct = T.train(_distinct_cfg(name="ucl", k=64), data)
+    assert [m["distinct_negatives"] for m in distinct.epochs] == [64.0, 64.0]
+    iid = T.train(_distinct_cfg(name="nce", k=64, replacement=True), data)
+    assert all(35 < m["distinct_negatives"] < 45 for m in iid.epochs)
+    # the exact forms: the expected count under their k i.i.d. draws
+    exact = T.train(_distinct_cfg(name="ucl", k=64, exact=True), data)
+    assert all(35 < m["distinct_negatives"] < 45 for m in exact.epochs)
+    # other-class with pool = k: an anchor has ~3/4 k candidates, gets them all (then i.i.d.)
+    scl = T.train(_distinct_cfg(name="scl", k=64), data)
+    assert all(40 < m["distinct_negatives"] < 64 for m in scl.epochs)
+    info = T.train(_distinct_cfg(name="infonce"), data)
+    assert [m["distinct_negatives"] for m in info.epochs] == [126.0, 126.0]  # 2B - 2
+    # seeded: the same config draws the same negatives (same losses)
+    again = T.train(_distinct_cfg(name="ucl", k=64), data)
+    assert again.epochs == distinct.epochs
+
+
+def test_more_distinct_negatives_than_samples_is_refused(data: Any) -> None:
+    cfg = _distinct_cfg(name="ucl", k=600)
+    with pytest.raises(ValueError, match=r"loss.k \(600\) exceeds the 512 training samples"):
+        T.train(cfg, data)
+    ok = T.train(_distinct_cfg(name="ucl", k=600, replacement=True), data)
+    assert ok.status == "done" and ok.epochs[-1]["distinct_negatives"] < 512

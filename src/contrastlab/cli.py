@@ -222,7 +222,8 @@ def sweep(
         help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).")
     ] = None,
     cpus_per_run: Annotated[float | None, typer.Option(
-        help="CPUs each run reserves on Ray (default 1; also its torch threads).")] = None,
+        help="CPUs each run reserves on Ray (default 1; a run computes with "
+             "train.threads).")] = None,
     gpus_per_run: Annotated[float | None, typer.Option(
         help="GPUs each run reserves on Ray (default 0).")] = None,
     retries: Annotated[int | None, typer.Option(

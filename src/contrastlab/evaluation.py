@@ -4,8 +4,9 @@ What a representation is worth to a classifier on top of it, measured four ways:
 
 - :func:`mean_classifier`: the mean classifier of Arora et al. (2019): class means mu_c of the
   *training* features, logits f(x)^T mu_c / t on the test features, top-1 accuracy of the argmax
-  and the mean cross-entropy -log softmax, which is Bao et al. (2022)'s R_mu-supv (t = 1, their
-  convention). Conventions (``normalize_features`` / ``normalize_means``):
+  and the mean cross-entropy -log softmax, which is Bao et al. (2022)'s R_mu-supv (at t = 1 it is
+  exactly their convention; see "Temperature" below). Conventions (``normalize_features`` /
+  ``normalize_means``):
 
   * ``raw`` (False / False): features as given, means not normalized. Arora et al.; Bao et al.
     with ``normalize=False``; the Jiang et al. accuracy (on unit-ball outputs as given).
@@ -54,6 +55,19 @@ What a representation is worth to a classifier on top of it, measured four ways:
   cosine similarity s between L2-normalized test and training features, the k most similar
   training points vote for their class with weight exp(s / t) (default k = 200, t = 0.07);
   prediction = argmax of the summed votes. Chunked matrix products and ``topk``.
+
+Temperature. R_mu-supv (:func:`mean_classifier`) and L_sup (:func:`unit_norm_supervised_loss`)
+both take an explicit ``temperature`` t dividing their scores (the logits f(x)^T mu_c / t, and
+the margins f(x)^T (w_y - w_c) / t of the loss family), both defaulting to t = 1, and
+:func:`downstream_report` takes one ``temperature`` for both (``mean_temperature`` /
+``lsup_temperature`` override it). The convention, shared with
+:mod:`contrastlab.theory.downstream` (SPEC A5, A6): evaluate them at the temperature of the
+contrastive loss that trained the representation, so that R_cont, R_mu-supv and L_sup are on one
+score scale; for a loss given by its score function and t that is
+:func:`contrastlab.theory.downstream.downstream_temperature` (t for the InfoNCE forms, 1 for
+``logistic`` and ``hinge``). Bao et al.'s bounds relate R_cont and R_mu-supv at t = 1 on
+unit-sphere features (b = 1), which is what the Bao recipes train and evaluate; Nozawa & Sato
+use t = 0.5 for both. ``logistic`` L_sup ignores t (it is InfoNCE at t = 1).
 
 :func:`downstream_report` runs them all and returns a :class:`DownstreamReport`;
 :func:`geometry_command_output` prints both reports of a saved ``.npz`` of embeddings (the
@@ -240,7 +254,8 @@ class MeanClassifierResult:
 
     Attributes:
         accuracy: top-1 test accuracy of argmax_c f(x)^T mu_c.
-        cross_entropy: mean test -log softmax_y(f(x)^T mu / t) (Bao et al.'s R_mu-supv at t = 1).
+        cross_entropy: mean test -log softmax_y(f(x)^T mu / t): Bao et al.'s R_mu-supv at the
+            temperature t (theirs when t = 1; module docstring, "Temperature").
         normalize_features, normalize_means, temperature: the convention used.
         means: (C, d) float64 class means used (not in ``to_dict``).
     """
@@ -272,7 +287,9 @@ def mean_classifier(
     mu_c = mean of the (optionally L2-normalized) training features of class c (optionally
     renormalized to unit norm); test logits f(x)^T mu_c / t with f(x) normalized when
     ``normalize_features``. A zero vector stays zero under normalization; a tie for the largest
-    logit goes to the smallest class index.
+    logit goes to the smallest class index. ``temperature`` t > 0 (default 1, Bao et al.): pass
+    the contrastive loss's temperature, the same t as L_sup (module docstring, "Temperature");
+    the accuracy does not depend on it.
     """
     Htr, ytr, Hte, yte, c = _check_split(H_train, y_train, H_test, y_test, num_classes)
     for name, flag in (("normalize_features", normalize_features),
@@ -754,7 +771,8 @@ def unit_norm_supervised_loss(
 
     L_sup = inf_{||w_1|| = .. = ||w_C|| = 1} (1/N) sum_i l({h_i^T (w_{y_i} - w_c')}_{c' != y_i})
     with l = :func:`contrastlab.losses.family.score_loss` (``loss`` in :data:`LSUP_LOSSES`;
-    ``temperature`` for the InfoNCE forms). ``hinge`` is not supported here (not smooth; use
+    ``temperature`` for the InfoNCE forms, default 1: the same t as the mean classifier's
+    R_mu-supv, module docstring "Temperature"). ``hinge`` is not supported here (not smooth; use
     :func:`contrastlab.theory.downstream.supervised_loss` for class-collapsed representations).
     """
     H = _check_embeddings("H", H)
@@ -1001,7 +1019,8 @@ def downstream_report(
     num_classes: int | None = None,
     *,
     mean_classifiers: Sequence[str] = tuple(MEAN_CLASSIFIERS),
-    mean_temperature: float = 1.0,
+    temperature: float = 1.0,
+    mean_temperature: float | None = None,
     probes: Sequence[str] = PROBES,
     weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
     val_fraction: float = 0.2,
@@ -1010,7 +1029,7 @@ def downstream_report(
     probe_select: str = "accuracy",
     lsup: bool = True,
     lsup_loss: str = "infonce",
-    lsup_temperature: float = 1.0,
+    lsup_temperature: float | None = None,
     knn: bool = True,
     knn_k: int = 200,
     knn_temperature: float = 0.07,
@@ -1023,11 +1042,15 @@ def downstream_report(
         num_classes: C (default: 1 + the largest label).
         mean_classifiers: conventions from :data:`MEAN_CLASSIFIERS` (``raw``, ``normalized``,
             ``cosine``).
-        mean_temperature: t of the mean classifiers' logits (Bao et al.: 1).
+        temperature: t > 0 of both the mean classifiers' logits (R_mu-supv) and L_sup: the
+            temperature of the contrastive loss (module docstring, "Temperature"; Bao et al.:
+            1). Default 1.
+        mean_temperature: overrides ``temperature`` for the mean classifiers (None: use it).
         probes: any of ``bias-free`` and ``bias`` (empty: no probe).
         weight_decays, val_fraction, seed, probe_dtype, probe_select: see :func:`linear_probe`
             (``dtype`` and ``select`` there).
-        lsup, lsup_loss, lsup_temperature: see :func:`unit_norm_supervised_loss`.
+        lsup, lsup_loss, lsup_temperature: see :func:`unit_norm_supervised_loss`
+            (``lsup_temperature`` None: ``temperature``).
         knn, knn_k, knn_temperature: see :func:`knn_classifier`.
     """
     Htr, ytr, Hte, yte, c = _check_split(H_train, y_train, H_test, y_test, num_classes)
@@ -1037,10 +1060,13 @@ def downstream_report(
         check_choice("mean_classifiers", name, MEAN_CLASSIFIERS)
     for name in probes:
         check_choice("probes", name, PROBES)
-    t_mean = check_positive("mean_temperature", mean_temperature)
+    t = check_positive("temperature", temperature)
+    t_mean = t if mean_temperature is None else check_positive("mean_temperature",
+                                                               mean_temperature)
+    t_lsup = t if lsup_temperature is None else check_positive("lsup_temperature",
+                                                               lsup_temperature)
     if lsup:
         check_choice("lsup_loss", lsup_loss, LSUP_LOSSES)
-        check_positive("lsup_temperature", lsup_temperature)
     if knn:
         check_positive_int("knn_k", knn_k)
         check_positive("knn_temperature", knn_temperature)
@@ -1068,8 +1094,7 @@ def downstream_report(
     ls: LsupResult | None = None
     if lsup:
         t0 = time.perf_counter()
-        ls = _lsup(Htr.detach().to(_F64).contiguous(), ytr, c, lsup_loss, float(lsup_temperature),
-                   1e-6, 3000)
+        ls = _lsup(Htr.detach().to(_F64).contiguous(), ytr, c, lsup_loss, t_lsup, 1e-6, 3000)
         seconds["lsup"] = time.perf_counter() - t0
         if not ls.tight:
             notes.append("L_sup: the ball relaxation is not tight; value is a local optimum on "

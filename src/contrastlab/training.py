@@ -6,7 +6,9 @@ One step (``B = train.batch_size``, ``P = loss.pool_size``, default ``max(k, B)`
    :func:`contrastlab.data.pairs.make_views` (``latent``: x2 is another sample of the class;
    ``augment``: two augmented views);
 2. for the **explicit-k losses** (``nce``, ``scl``, ``hscl``, ``ucl``, ``hucl``) a pool of ``P``
-   training samples drawn from the marginal (:func:`contrastlab.data.pairs.negative_pool`);
+   training samples drawn from the marginal (:func:`contrastlab.data.pairs.negative_pool`):
+   ``P`` distinct samples (uniform without replacement) unless ``loss.replacement`` is true or
+   ``P`` exceeds the data set (then i.i.d. with replacement, the pool law of earlier versions);
 3. **one** forward pass of ``[x1; x2; pool]`` (so k = 4096 with B = 256 encodes 512 + 4096 rows,
    not B x k);
 4. the loss (:func:`contrastive_loss`), a NaN check, backward, the optimizer and the scheduler.
@@ -18,17 +20,26 @@ p and pool members j (raw inner products ``S_aj = z_a^T z_j`` of the normalized 
     q(j | a) ∝ exp(beta S_aj) 1[j allowed]        NegativeSampler: uniform (ucl), tilted (hucl),
                                                   other-class (scl), tilted-other-class (hscl);
                                                   detached; beta = 0 untilted
-    j_1..j_k i.i.d. ~ q(. | a)                    with replacement (Jiang et al.'s code)
+    j_1..j_k ~ q(. | a)                           loss.replacement = false (default): k distinct
+                                                  pool members, successive sampling without
+                                                  replacement; true: i.i.d. with replacement
+                                                  (Jiang et al.'s code)
     g_a = (1/k) sum_r exp(S_{a j_r} / t)          (``negatives_reduction="sum"``: the sum)
     l_a = -log( exp(S_ap / t) / (exp(S_ap / t) + g_a) )
 
 the per-pair formula of :func:`contrastlab.losses.hard_contrastive` with the batch replaced by the
 pool as the set of candidates and the positive given by the pair (the anchor is not among its
-own positives here; the pool, drawn from the marginal, may contain the anchor's class — and, for
-UCL/HUCL, the anchor's own sample: collisions). ``loss.exact`` = ``True``/``"loss"`` replaces the
-sampled mean by its exact expectation over q given the pool, ``"mean"`` by the plug-in negative
-term (see :mod:`contrastlab.losses.scl`). ``nce`` draws its k negatives with the configured
-sampler from the same pool and applies the score loss ``loss.score`` to
+own positives here; the pool, drawn from the marginal independently of the batch, may contain
+the anchor's class — and, for UCL/HUCL and the marginal ``nce`` samplers, the anchor's own
+sample or its positive's: collisions, as in the population loss where x- ~ D is independent of
+x; nothing is excluded. The other-class samplers never draw them). Without replacement
+(:func:`contrastlab.losses.samplers.sample_from_log_probs`) an anchor whose law has fewer than k
+allowed pool members (possible only for the other-class samplers, or a law that underflows to 0)
+gets all of them and the rest i.i.d.; ``distinct_negatives`` shows it. ``loss.exact`` =
+``True``/``"loss"`` replaces the sampled mean by its exact expectation over k i.i.d. draws from q
+given the pool, ``"mean"`` by the plug-in negative term (see :mod:`contrastlab.losses.scl`); no
+draw is made, so ``loss.replacement`` resolves to true there. ``nce`` draws its k negatives with
+the configured sampler from the same pool and applies the score loss ``loss.score`` to
 ``v_r = S_ap - S_{a j_r}``. The in-batch losses (``infonce``, ``supcon``, ``debiased-hard``) use
 the two views only (their k is 2B - 2) and no pool.
 
@@ -44,12 +55,17 @@ history; :func:`train` resumes from it and reproduces the uninterrupted run's me
 CPU (same thread count).
 
 Per-epoch metrics (every ``eval.every`` epochs and after the last): the training loss and
-learning rate; on held-out embeddings of a fixed subset: the geometry report's scalars
-(``nc1``, ``etf_distance``, ``effective_rank``, ...), the mean classifier (``mc_acc``,
-``mc_ce``), a linear probe (``probe_acc``, ``probe_ce``) and the contrastive loss on the test
-set (``heldout_loss``, fixed draws). After the last epoch the full
-:func:`contrastlab.geometry.geometry_report` and :func:`contrastlab.evaluation.downstream_report`
-are returned. A non-finite loss or embedding stops the run with status ``nan``.
+learning rate; ``distinct_negatives``, the mean over the anchors of the number of distinct
+training samples among an anchor's k negatives, measured on the draws of the epoch's first step
+(k exactly without replacement when the pool allows; about P (1 - (1 - 1/P)^k) for i.i.d.
+uniform draws from P distinct members, ~0.63 k at k = P; for ``loss.exact`` its expectation over
+the k i.i.d. draws; 2B - 2, the other views, for the in-batch losses); on held-out embeddings of
+a fixed subset: the geometry report's scalars (``nc1``, ``etf_distance``, ``effective_rank``,
+...), the mean classifier (``mc_acc``, ``mc_ce``), a linear probe (``probe_acc``, ``probe_ce``)
+and the contrastive loss on the test set (``heldout_loss``, fixed draws). After the last epoch
+the full :func:`contrastlab.geometry.geometry_report` and
+:func:`contrastlab.evaluation.downstream_report` are returned. A non-finite loss or embedding
+stops the run with status ``nan``.
 """
 
 from __future__ import annotations
@@ -68,6 +84,7 @@ import torch
 from torch import nn
 
 from contrastlab._validation import check_choice, check_nonnegative, check_positive_int
+from contrastlab.convergence import convergence
 from contrastlab.distributed import init_from_env
 from contrastlab.experiments.config import (
     EXPLICIT_K_LOSSES,
@@ -79,8 +96,11 @@ from contrastlab.experiments.config import (
 from contrastlab.losses import (
     NegativeSampler,
     debiased_hard,
+    distinct_counts,
+    expected_distinct_counts,
     info_nce,
     pair_losses,
+    sample_from_log_probs,
     score_loss,
     supcon,
 )
@@ -154,6 +174,9 @@ def pool_hard_contrastive(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    replace: bool = True,
+    stats: dict[str, float] | None = None,
+    pool_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SCL / HSCL / UCL / HUCL with k negatives drawn from a pool (module docstring).
 
@@ -170,6 +193,13 @@ def pool_hard_contrastive(
         negatives_reduction: ``mean`` (Jiang et al.'s code) or ``sum`` (log(1 + sum_r ...)).
         reduction: ``mean`` | ``sum`` | ``none`` over the R pairs.
         generator: for the draws.
+        replace: i.i.d. draws with replacement (Jiang et al.'s code) or k distinct pool members
+            by successive sampling (:func:`contrastlab.losses.sample_from_log_probs`, ``fill``:
+            a row with fewer than k allowed members gets all of them, then i.i.d. draws).
+            Ignored by the exact forms.
+        stats: if given, ``stats["distinct_negatives"]`` is set to the mean over the rows of the
+            number of distinct negatives drawn (exact forms: its expectation under k i.i.d.
+            draws), counting pool members with the same ``pool_ids`` (P,) once.
     """
     check_choice("negatives", negatives, ("marginal", "other-class"))
     k = check_positive_int("k", k)
@@ -190,7 +220,15 @@ def pool_hard_contrastive(
         S, anchor_labels if labels_needed else None, pool_labels if labels_needed else None
     )  # (R, P), detached, float64
     owner = torch.arange(S.shape[0], device=S.device)  # one law per row
-    per_pair = pair_losses(S / t, log_q, owner, s_pos, k, mode, negatives_reduction, generator)
+    idx = None
+    if mode == "sampled":
+        idx = sample_from_log_probs(log_q, k, replace, generator, fill=True)
+    if stats is not None:
+        counts = (distinct_counts(idx, pool_ids) if idx is not None
+                  else expected_distinct_counts(log_q, k, pool_ids))
+        stats["distinct_negatives"] = float(counts.double().mean())
+    per_pair = pair_losses(S / t, log_q, owner, s_pos, k, mode, negatives_reduction, generator,
+                           idx=idx)
     if reduction == "mean":
         return per_pair.mean()
     return per_pair.sum() if reduction == "sum" else per_pair
@@ -209,19 +247,26 @@ def pool_nce(
     temperature: float = 1.0,
     reduction: str = "mean",
     generator: torch.Generator | None = None,
+    replace: bool = True,
+    stats: dict[str, float] | None = None,
+    pool_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Explicit-k NCE (Arora et al. 2019 eq. (2)) with k negatives per anchor drawn from a pool
     by a :class:`~contrastlab.losses.NegativeSampler`: ``score_loss(v, score, t)`` with
     ``v_r = z_a^T z_p - z_a^T z_{j_r}`` (the same as :func:`contrastlab.losses.nce_loss` on the
-    gathered negatives, without materializing the (R, k, d) tensor)."""
+    gathered negatives, without materializing the (R, k, d) tensor). ``replace``, ``stats`` and
+    ``pool_ids`` as in :func:`pool_hard_contrastive`."""
     k = check_positive_int("k", k)
     check_nonnegative("beta", beta)
     S, _ = _pool_scores(anchors, pool, positives, 1.0)
     s_pos = (anchors * positives).sum(dim=1)
-    law = NegativeSampler(kind=sampler, beta=beta)
+    law = NegativeSampler(kind=sampler, beta=beta, replace=replace)
     supervised = sampler in ("other-class", "tilted-other-class")
-    idx = law(S, k, anchor_labels if supervised else None, pool_labels if supervised else None,
-              generator=generator)
+    log_q = law.log_probs(S, anchor_labels if supervised else None,
+                          pool_labels if supervised else None)
+    idx = sample_from_log_probs(log_q, k, replace, generator, fill=True)
+    if stats is not None:
+        stats["distinct_negatives"] = float(distinct_counts(idx, pool_ids).double().mean())
     per_anchor = score_loss(s_pos[:, None] - S.gather(1, idx), score, temperature)
     if reduction == "mean":
         return per_anchor.mean()
@@ -236,14 +281,21 @@ def contrastive_loss(
     pool: torch.Tensor | None = None,
     pool_labels: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    stats: dict[str, float] | None = None,
+    pool_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The configured loss on one step's encoded views (and pool, for the explicit-k losses).
 
     ``loss`` must be resolved (:func:`contrastlab.experiments.config.parse_config`); the features
-    are already normalized by the encoder, so the library losses get ``normalize="none"``.
+    are already normalized by the encoder, so the library losses get ``normalize="none"``. The
+    explicit-k losses draw with or without replacement as ``loss.replacement`` says. ``stats``:
+    if given, receives ``distinct_negatives`` (see :func:`pool_hard_contrastive`; 2B - 2 for the
+    in-batch losses); ``pool_ids``: the data-set index of every pool member, for that count.
     """
     name = loss.name
     t = float(loss.temperature if loss.temperature is not None else 1.0)
+    if stats is not None and name not in EXPLICIT_K_LOSSES:
+        stats["distinct_negatives"] = float(2 * z1.shape[0] - 2)
     if name == "infonce":
         return info_nce(z1, z2, temperature=t, normalize="none")
     if name == "supcon":
@@ -259,12 +311,14 @@ def contrastive_loss(
     if name == "nce":
         return pool_nce(anchors, positives, anchor_labels, pool, pool_labels,
                         sampler=loss.sampler or "uniform", beta=float(loss.beta or 0.0),
-                        k=loss.k, score=loss.score, temperature=t, generator=generator)
+                        k=loss.k, score=loss.score, temperature=t, generator=generator,
+                        replace=loss.replacement, stats=stats, pool_ids=pool_ids)
     return pool_hard_contrastive(
         anchors, positives, anchor_labels, pool, pool_labels,
         negatives="other-class" if name in ("scl", "hscl") else "marginal",
         beta=float(loss.beta or 0.0), k=loss.k, temperature=t, exact=loss.exact,
         negatives_reduction=loss.negatives_reduction, generator=generator,
+        replace=loss.replacement, stats=stats, pool_ids=pool_ids,
     )
 
 
@@ -399,10 +453,13 @@ def _supervised_negatives(loss: LossConfig) -> bool:
 
 
 def _pool(y: torch.Tensor, size: int, generator: torch.Generator, anchor_labels: torch.Tensor,
-          supervised: bool) -> torch.Tensor:
+          supervised: bool, replace: bool) -> torch.Tensor:
     from contrastlab.data.pairs import negative_pool
 
-    pool = negative_pool(y, size, generator, anchor_labels=anchor_labels, supervised=supervised)
+    # distinct samples unless asked otherwise or impossible (a pool larger than the data set)
+    replace = replace or size > int(y.shape[0])
+    pool = negative_pool(y, size, generator, anchor_labels=anchor_labels, supervised=supervised,
+                         replace=replace)
     return torch.as_tensor(pool, dtype=torch.int64)
 
 
@@ -418,17 +475,19 @@ def _augment_pool(x: torch.Tensor, augment: Any, generator: torch.Generator) -> 
 def _step_inputs(
     cfg: ExperimentConfig, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
     generator: torch.Generator, augment: Any,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(inputs to encode: [x1; x2; pool], the batch labels, the pool labels or None)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(inputs to encode: [x1; x2; pool], the batch labels, the pool labels or None, the pool's
+    data-set indices or None)."""
     x1, x2 = _views(x, y, idx, cfg.data.pairs, generator, augment)
     parts = [x1, x2]
-    pool_labels = None
+    pool_labels = pidx = None
     if cfg.loss.name in EXPLICIT_K_LOSSES:
         assert cfg.loss.pool_size is not None
-        pidx = _pool(y, cfg.loss.pool_size, generator, y[idx], _supervised_negatives(cfg.loss))
+        pidx = _pool(y, cfg.loss.pool_size, generator, y[idx], _supervised_negatives(cfg.loss),
+                     cfg.loss.replacement)
         parts.append(_augment_pool(x[pidx], augment, generator))
         pool_labels = y[pidx]
-    return torch.cat(parts), y[idx], pool_labels
+    return torch.cat(parts), y[idx], pool_labels, pidx
 
 
 _STEP_BATCH_ARGS = {"z1": "features", "z2": "features", "labels": "labels"}
@@ -438,6 +497,7 @@ _STEP_BATCH_ARGS_POOL = {**_STEP_BATCH_ARGS, "pool": "features", "pool_labels": 
 def _step_loss(
     cfg: ExperimentConfig, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     pool_labels: torch.Tensor | None, generator: torch.Generator, rank: int = 0, world: int = 1,
+    stats: dict[str, float] | None = None, pool_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The step's loss. ``inputs`` is the *global* ``[x1; x2; pool]`` (every rank builds the same
     one from the same generator); with ``world > 1`` rank r encodes its contiguous slice of the
@@ -450,7 +510,7 @@ def _step_loss(
         z = model(inputs)
         pool = z[2 * b :] if pool_labels is not None else None
         return contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels,
-                                generator)
+                                generator, stats=stats, pool_ids=pool_ids)
     from contrastlab.distributed import call_gathered
 
     bl = b // world
@@ -470,7 +530,8 @@ def _step_loss(
     local_pool = z[2 * bl :] if pool_labels is not None else None
     spec = _STEP_BATCH_ARGS_POOL if shard_pool else _STEP_BATCH_ARGS
     return call_gathered(contrastive_loss, spec, cfg.loss, z[:bl], z[bl : 2 * bl],
-                         labels[lo:hi], local_pool, local_pool_labels, generator)
+                         labels[lo:hi], local_pool, local_pool_labels, generator,
+                         stats=stats, pool_ids=pool_ids)
 
 
 @torch.no_grad()
@@ -486,7 +547,7 @@ def heldout_loss(cfg: ExperimentConfig, model: Encoder, x: torch.Tensor, y: torc
         values = []
         for start in range(0, max(1, x.shape[0] - b + 1), b):
             idx = torch.arange(start, start + b)
-            inputs, labels, pool_labels = _step_inputs(cfg, x, y, idx, g, augment)
+            inputs, labels, pool_labels, _ = _step_inputs(cfg, x, y, idx, g, augment)
             values.append(float(_step_loss(cfg, model, inputs, labels, pool_labels, g)))
     finally:
         model.train(was)
@@ -507,6 +568,11 @@ def evaluate(
     """
     from contrastlab.evaluation import downstream_report, linear_probe, mean_classifier
     from contrastlab.geometry import geometry_report
+    from contrastlab.theory.downstream import downstream_temperature
+
+    # R_mu-supv and L_sup at the loss's temperature (one convention: theory/downstream.py)
+    t_down = downstream_temperature(cfg.loss.score, float(
+        cfg.loss.temperature if cfg.loss.temperature is not None else 1.0))
 
     e = cfg.eval
     tr = _subset(data.y_train, e.max_train, cfg.seed + 7919, data.num_classes)
@@ -527,7 +593,7 @@ def evaluate(
         except ValueError as exc:  # e.g. all class means coincide (complete collapse)
             metrics["geometry_error"] = str(exc).splitlines()[0]
     if e.mean_classifier:
-        mc = mean_classifier(Htr, ytr, Hte, yte, num_classes=c)
+        mc = mean_classifier(Htr, ytr, Hte, yte, num_classes=c, temperature=t_down)
         metrics["mc_acc"], metrics["mc_ce"] = mc.accuracy, _finite_or_none(mc.cross_entropy)
     if e.linear_probe:
         if e.probe_weight_decay is not None:
@@ -543,7 +609,7 @@ def evaluate(
     if final:
         ds = downstream_report(
             Htr, ytr, Hte, yte, num_classes=c, probes=tuple(e.final_probes), seed=cfg.seed,
-            lsup=e.final_lsup, knn=e.final_knn,
+            lsup=e.final_lsup, knn=e.final_knn, temperature=t_down,
         )
         classifier = None
         if ds.linear_probe:
@@ -592,16 +658,25 @@ class TrainResult:
     epoch_seconds: dict[int, float] = field(default_factory=dict)
 
 
+def run_threads(cfg: ExperimentConfig) -> int:
+    """The intra-op thread count a run computes with: ``train.threads``, 1 when unset."""
+    return 1 if cfg.train.threads is None else int(cfg.train.threads)
+
+
 @contextmanager
 def _run_context(cfg: ExperimentConfig) -> Iterator[None]:
-    """Fork the global RNG, set the thread count and determinism for the run, restore after."""
+    """Fork the global RNG, set the thread count and determinism for the run, restore after.
+
+    The run computes with ``train.threads`` intra-op threads, 1 when unset, whatever the process
+    had: on the CPU a full reduction and a convolution's weight gradient are split across threads,
+    so their round-off (and, through training, every metric) depends on the thread count. With
+    one fixed count a run gives the same numbers under any worker count and executor."""
     threads = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
     det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     with torch.random.fork_rng(devices=[]):
         try:
-            if cfg.train.threads is not None:
-                torch.set_num_threads(cfg.train.threads)
+            torch.set_num_threads(run_threads(cfg))
             if cfg.train.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
             yield
@@ -716,6 +791,11 @@ def _train(
     data = _as_data(ds)
     if cfg.data.shuffle_labels:
         data = shuffled_labels(data, cfg.seed if cfg.data.seed is None else cfg.data.seed)
+    n_train = int(data.y_train.shape[0])
+    if cfg.loss.k is not None and not cfg.loss.replacement and cfg.loss.k > n_train:
+        raise ValueError(
+            f"loss.k ({cfg.loss.k}) exceeds the {n_train} training samples: that many distinct "
+            "negatives per anchor do not exist; set loss.replacement=true or a smaller loss.k")
     ckpt_path = None
     if checkpoint_dir is not None and cfg.train.checkpoint:
         if main:
@@ -781,12 +861,14 @@ def _train(
                 order = torch.cat([torch.randperm(n, generator=g_data)
                                    for _ in range(-(-steps * b // n))])
                 loss_sum = 0.0
+                draw_stats: dict[str, float] = {}
                 for s in range(steps):
                     idx = order[s * b : (s + 1) * b]
-                    inputs, labels, pool_labels = _step_inputs(cfg, data.x_train, data.y_train,
-                                                               idx, g_data, augment)
+                    inputs, labels, pool_labels, pool_ids = _step_inputs(
+                        cfg, data.x_train, data.y_train, idx, g_data, augment)
                     loss = _step_loss(cfg, forward, inputs, labels, pool_labels, g_neg,
-                                      rank, world)
+                                      rank, world, stats=draw_stats if s == 0 else None,
+                                      pool_ids=pool_ids)
                     if not bool(torch.isfinite(loss)):
                         status = "nan"
                         error = f"non-finite loss at epoch {epoch + 1}, step {s + 1}"
@@ -807,6 +889,7 @@ def _train(
                     "epoch": epoch + 1,
                     "train_loss": loss_sum / steps,
                     "lr": opt.param_groups[0]["lr"],
+                    "distinct_negatives": draw_stats.get("distinct_negatives"),
                 }
                 last = epoch + 1 == cfg.train.epochs
                 every = cfg.eval.every
@@ -823,6 +906,10 @@ def _train(
                         status = "nan"
                         error = eval_error or "non-finite embeddings (evaluated on rank 0)"
                         break
+                if last and main and cfg.eval.heldout_loss:
+                    conv = convergence([*history, metrics], cfg.train.epochs)
+                    metrics["converged"] = float(conv["converged"])
+                    reports["convergence"] = conv
                 history.append(metrics)
                 epoch_seconds[epoch + 1] = time.perf_counter() - t0
                 if ckpt_path is not None and main:
@@ -846,6 +933,8 @@ def _train(
                 if start == cfg.train.epochs and status == "done" and main:
                     # resumed after the last epoch: recompute the final reports
                     _, reports = evaluate(cfg, model, data, start, augment, final=True)
+                    if cfg.eval.heldout_loss:
+                        reports["convergence"] = convergence(history, cfg.train.epochs)
         finally:
             if bar is not None:
                 bar.close()

@@ -55,6 +55,11 @@ def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
                                   "loss.k=0)"),
         (["loss.name=infonce", "loss.exact=true"], "loss.exact applies to scl, hscl, ucl"),
         (["train.epochs=many"], "train.epochs: Input should be a valid integer"),
+        (["loss.pool_size=8"], "loss.pool_size must be >= loss.k (16) when loss.replacement is "
+                               "false (k distinct negatives per anchor); got 8"),
+        (["loss.name=nce", "loss.k=64", "loss.pool_size=32"],
+         "loss.pool_size must be >= loss.k (64) when loss.replacement is false"),
+        (["loss.replacement=1"], "loss.replacement must be one of False, True; got 1"),
     ],
 )
 def test_bad_configs_fail_fast_with_one_line(tmp_path: Path, sets: list[str],
@@ -148,3 +153,47 @@ def test_demo_config_is_the_k_sweep() -> None:
     assert {p.loss.normalize for p in points} == {"sphere"}
     assert {(p.loss.name, p.loss.k) for p in points} == {
         (name, k) for name in ("ucl", "hucl") for k in (1, 4, 16, 64, 256)}
+
+
+def test_replacement_resolution_and_run_ids(tmp_path: Path) -> None:
+    import json
+
+    from contrastlab.experiments.config import _hashed
+
+    path = _write(tmp_path, BASE)
+    cfg = load_config(path)
+    assert cfg.loss.replacement is False and cfg.loss.pool_size == 32  # distinct by default
+    rep = load_config(path, ["loss.replacement=true", "loss.pool_size=8"])  # i.i.d.: any pool
+    assert rep.loss.replacement is True and rep.loss.pool_size == 8
+    # the exact forms draw nothing: their expectation is over i.i.d. draws
+    exact = load_config(path, ["loss.exact=true", "loss.pool_size=8"])
+    assert exact.loss.replacement is True
+    info = load_config(path, ["loss.name=infonce", "loss.replacement=true"])
+    assert info.loss.replacement is False  # does not apply: the 2B - 2 other views
+    # the run id changes where the computation changed (distinct draws, the new default) and
+    # nowhere else: with replacement, in-batch and exact runs keep the ids of earlier versions
+    with_rep = load_config(path, ["loss.replacement=true"])
+    assert run_id(with_rep) != run_id(cfg)
+    assert json.loads(json.dumps(_hashed(cfg)))["loss"]["replacement"] is False
+    for kept in (with_rep, exact, info):
+        assert "replacement" not in _hashed(kept)["loss"]
+    points = expand_sweep(load_config(path, ["sweep.loss.exact=[true]",
+                                             "sweep.loss.replacement=[false, true]"]))
+    assert len(points) == 1  # the exact form does not depend on it
+
+
+def test_cli_refuses_a_pool_smaller_than_k_with_exit_code_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from contrastlab.cli import app
+
+    path = _write(tmp_path, BASE)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", str(path), "--set", "loss.k=64", "--set",
+                                   "loss.pool_size=48", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: loss.pool_size must be >= loss.k (64) when loss.replacement is false"), res.output
+    assert "loss.replacement=true" in lines[0]
+    assert not out.exists()  # refused before any work

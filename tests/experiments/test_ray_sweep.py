@@ -160,7 +160,7 @@ def test_the_task_never_opens_the_database(tmp_path: Path, local_ray: None,
     for module in (store, runner, ray_sweep):
         monkeypatch.setattr(module.ResultStore, "__init__", refuse)
     (rid, p), = plan_sweep(_long(2))
-    outcome = ray_sweep._train_on_worker(run_config_dict(p), str(tmp_path / rid), 1, None)
+    outcome = ray_sweep._train_on_worker(run_config_dict(p), str(tmp_path / rid), None)
     assert (outcome.run_id, outcome.status, len(outcome.epochs)) == (rid, "done", 2)
     assert outcome.reports and outcome.error is None and outcome.pid == os.getpid()
     assert (tmp_path / rid / "checkpoint.pt").is_file() and not (tmp_path / DB_NAME).exists()

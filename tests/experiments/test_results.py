@@ -60,14 +60,29 @@ def test_filters_metrics_and_bad_keys(out: Path) -> None:
         results_table(out, group_by=["loss.nam"])
 
 
+def test_distinct_negatives_in_records_and_table(out: Path) -> None:
+    # k distinct negatives per anchor (loss.replacement defaults to false), stored every epoch
+    records = load_records(out, with_details=True)
+    assert all(r["loss.replacement"] is False for r in records)
+    assert all(r["distinct_negatives"] == float(r["loss.k"]) for r in records)
+    assert all(e["distinct_negatives"] == float(r["loss.k"]) for r in records
+               for e in r["epochs"])
+    header = results_table(out).splitlines()[0].split()
+    assert header[-2:] == ["distinct_negatives", "converged"]
+    text = results_table(out, filters=["loss.k=4"], group_by="seed",
+                         metrics="distinct_negatives")
+    assert [line.split()[2] for line in text.splitlines()[2:4]] == ["4.0000", "4.0000"]
+
+
 def test_exports(out: Path, tmp_path: Path) -> None:
     path = export_results(out, tmp_path / "r.csv")
     rows = list(csv.DictReader(path.open()))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
-    assert {"run_id", "loss.k", "seed", "mc_acc", "probe_acc", "etf_distance"} <= set(rows[0])
+    assert {"run_id", "loss.k", "seed", "mc_acc", "probe_acc", "etf_distance",
+            "converged"} <= set(rows[0])
     data = json.loads(export_results(out, tmp_path / "r.json").read_text())
     assert len(data) == 4 and len(data[0]["epochs"]) == 2
-    assert set(data[0]["reports"]) == {"geometry", "downstream"}
+    assert set(data[0]["reports"]) == {"geometry", "downstream", "convergence"}
     with pytest.raises(ValueError, match=r"must end in .csv, .json or .parquet"):
         export_results(out, tmp_path / "r.xlsx")
     if importlib.util.find_spec("pyarrow") is None:

@@ -118,10 +118,10 @@ def test_sweep_killed_with_sigkill_then_restarted(tmp_path: Path) -> None:
             assert after[rid][2:4] == row[2:4]
         if row[1] == "running":  # a killed run was resumed (second attempt)
             assert after[rid][2] == row[2] + 1
-    # every grid point exactly once, with all its epochs and both reports
+    # every grid point exactly once, with all its epochs and its three reports
     assert _query(db, "SELECT count(*), count(DISTINCT run_id) FROM runs") == [(6, 6)]
     assert _query(db, "SELECT count(*) FROM epochs") == [(6 * EPOCHS,)]
-    assert _query(db, "SELECT count(*) FROM reports") == [(12,)]
+    assert _query(db, "SELECT count(*) FROM reports") == [(18,)]
 
     reference = tmp_path / "reference"
     run_sweep(cfg, reference, workers=1, log=None)

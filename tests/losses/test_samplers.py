@@ -95,3 +95,61 @@ def test_gather_negatives_feeds_nce_loss(gen: torch.Generator) -> None:
     assert neg.shape == (5, 8, 4)
     L.nce_loss(anchors, anchors, neg).backward()
     assert pool.grad is not None and pool.grad.abs().sum() > 0
+
+
+def test_successive_sampling_draws_distinct_indices_first_from_q(gen: torch.Generator) -> None:
+    # replace=False: k distinct indices per row; the first one is a draw from q itself
+    scores = torch.tensor([[0.0, 0.5, 1.0, -1.0, 0.2]]).expand(20_000, -1)
+    lp = L.tilted_log_probs(scores, 2.0)
+    idx = L.sample_from_log_probs(lp, 5, replace=False, generator=gen)
+    assert bool((L.distinct_counts(idx) == 5).all())
+    freq = torch.bincount(idx[:, 0], minlength=5).double() / idx.shape[0]
+    want = lp[0].exp()
+    se = torch.sqrt(want * (1 - want) / idx.shape[0])
+    assert ((freq - want).abs() < 4 * se).all(), (freq, want)
+    # the second draw: q renormalized over the rest, P(j2 = 1 | j1 = 2) = q1 / (1 - q2)
+    first = idx[:, 0] == 2
+    p21 = float((idx[first, 1] == 1).double().mean())
+    want21 = float(want[1] / (1 - want[2]))
+    assert abs(p21 - want21) < 4 * math.sqrt(want21 * (1 - want21) / int(first.sum()))
+
+
+def test_successive_sampling_is_seeded() -> None:
+    lp = L.tilted_log_probs(torch.randn(6, 30, generator=torch.Generator().manual_seed(0)), 3.0)
+    a = L.sample_from_log_probs(lp, 30, False, torch.Generator().manual_seed(1))
+    b = L.sample_from_log_probs(lp, 30, False, torch.Generator().manual_seed(1))
+    c = L.sample_from_log_probs(lp, 30, False, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert bool((L.distinct_counts(a) == 30).all())  # k = pool: a permutation of the pool
+
+
+def test_without_replacement_needs_enough_candidates_unless_fill(gen: torch.Generator) -> None:
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, 2:] = False  # row 0: 2 allowed candidates
+    lp = L.tilted_log_probs(torch.zeros(3, 6), 0.0, mask)
+    with pytest.raises(ValueError, match=r"k must be <= the number of allowed candidates \(2\)"):
+        L.sample_from_log_probs(lp, 4, replace=False, generator=gen)
+    idx = L.sample_from_log_probs(lp, 4, replace=False, generator=gen, fill=True)
+    assert idx.shape == (3, 4)
+    assert set(idx[0, :2].tolist()) == {0, 1} and bool((idx[0] < 2).all())  # all, then i.i.d.
+    assert L.distinct_counts(idx).tolist() == [2, 4, 4]
+
+
+def test_with_replacement_repeats_at_k_near_the_pool(gen: torch.Generator) -> None:
+    # i.i.d. uniform draws, k = P = 64: about P (1 - (1 - 1/P)^k) = 0.63 k distinct
+    idx = L.sample_uniform(400, 64, 64, replace=True, generator=gen)
+    mean = float(L.distinct_counts(idx).double().mean())
+    want = 64 * (1 - (1 - 1 / 64) ** 64)
+    assert abs(mean - want) < 0.5 and mean < 0.65 * 64
+    lp = L.tilted_log_probs(torch.zeros(1, 64), 0.0)
+    assert float(L.expected_distinct_counts(lp, 64)[0]) == pytest.approx(want, rel=1e-12)
+
+
+def test_distinct_counts_with_ids() -> None:
+    idx = torch.tensor([[0, 1, 2, 2], [3, 3, 3, 3]])
+    assert L.distinct_counts(idx).tolist() == [3, 1]
+    ids = torch.tensor([7, 7, 9, 5])  # pool members 0 and 1 hold the same sample
+    assert L.distinct_counts(idx, ids).tolist() == [2, 1]
+    lp = torch.tensor([[0.5, 0.5, 0.0, 0.0]]).log()
+    assert float(L.expected_distinct_counts(lp, 3, ids)[0]) == pytest.approx(1.0)
+    assert float(L.expected_distinct_counts(lp, 3)[0]) == pytest.approx(2 * (1 - 0.5**3))

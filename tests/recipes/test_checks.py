@@ -20,6 +20,8 @@ def test_check_ops_and_missing_metrics_fail():
     ({"metric": "", "op": "<=", "value": 1}, "metric must be"),
     ({"metric": "x", "op": "<=", "value": "1"}, "value must be a finite number"),
     ({"metric": "x", "op": "<=", "value": 1, "extra": 2}, "unknown field"),
+    ({"metric": "x", "op": "<=", "value": 1}, "kind must be one of claim, sanity, formula"),
+    ({"metric": "x", "op": "<=", "value": 1, "kind": "vibe"}, "kind must be one of"),
 ])
 def test_check_from_dict_errors_name_the_field(raw, match):
     with pytest.raises(ValueError, match=match):

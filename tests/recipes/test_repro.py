@@ -25,10 +25,16 @@ SMALL = {
     "jiang-nc-vs-dc": {"losses": [["scl", "hscl"]], "betas": [0, 5],
                        "normalizations": ["sphere", "none"], "set": {"train.epochs": 20}},
     "bao-bounds": {"idealized": {"classes": [10], "ks": "1..64"},
-                   "datasets": {"mnist1d": {"ks": [1, 16], "seeds": [0], "set": {
-                       "train.epochs": 5},
+                   "datasets": {"mnist1d": {"ks": [1, 16], "seeds": [0, 1, 2], "set": {
+                       "train.epochs": 10, "eval.every": 2},
                        "config": load_recipe("bao-bounds").params("quick")["datasets"][
                            "mnist1d"]["config"]}}},
+}
+
+# Claims that do not hold and the recipe reports as an honest FAIL of exactly these checks (the
+# closing notes and recipes/RESULTS.md say why); every other recipe's quick profile PASSes.
+KNOWN_FAILS = {
+    "bao-text": {"upper-tightest"},  # at C = 3, K = 3 Arora's bound (1.27) is below Bao's (1.64)
 }
 
 
@@ -40,12 +46,15 @@ def _run(name, out, corrupt, params=None):
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_profile_passes_and_writes_its_evidence(name, out):
     res = _run(name, out, False)
-    assert res.passed, res.summary()
-    assert res.summary().splitlines()[-1] == f"PASS {name}"
+    failed = {c.check.name for c in res.checks if not c.passed}
+    assert failed == KNOWN_FAILS.get(name, set()), res.summary()
+    verdict = "FAIL" if failed else "PASS"
+    assert res.summary().splitlines()[-1] == f"{verdict} {name}"
     d = out / name / "quick"
     data = json.loads((d / "result.json").read_text())
-    assert data["verdict"] == "PASS" and data["checks"] and data["metrics"]
-    assert all(c["passed"] for c in data["checks"])
+    assert data["verdict"] == verdict and data["checks"] and data["metrics"]
+    assert {c["name"] for c in data["checks"] if not c["passed"]} == failed
+    assert {c["kind"] for c in data["checks"]} <= {"claim", "sanity", "formula"}
     html = (d / "report.html").read_text()
     assert "PASS" in html and res.recipe.claim.split()[0] in html
     assert html.count("data:image/png;base64,") == len(res.outcome.figures) >= 1
@@ -59,10 +68,23 @@ def test_corrupted_result_fails(name, out):
     res = _run(name, out, True, SMALL.get(name))
     assert not res.passed, res.summary()
     assert res.summary().splitlines()[-1] == f"FAIL {name}"
-    failed = [c.check.name for c in res.checks if not c.passed]
-    assert failed
+    # the deliberately wrong variant fails on the claim itself, not only on a sanity check
+    failed_claims = [c.check.name for c in res.checks if not c.passed and c.check.kind == "claim"]
+    assert failed_claims, res.summary()
+    assert res.failed_claims == failed_claims
     data = json.loads((out / name / "quick-corrupt" / "result.json").read_text())
     assert data["verdict"] == "FAIL" and data["corrupt"] is True
+
+
+def test_trained_recipe_is_a_function_of_its_config(out, tmp_path):
+    # every run computes with train.threads (1 when unset) whatever the worker count: the quick
+    # profile trained by 1 worker gives the same check values, bit for bit, as by 2 workers
+    name = "bao-bounds"
+    two = _run(name, out, False)  # resumes the stored runs of the test above, or trains them
+    one = run_recipe(name, "quick", tmp_path, workers=1)
+    assert [(c.check.name, c.observed) for c in one.checks] == [
+        (c.check.name, c.observed) for c in two.checks]
+    assert one.outcome.tables["measured_gaps"] == two.outcome.tables["measured_gaps"]
 
 
 def test_trained_recipe_resumes_without_retraining(out):

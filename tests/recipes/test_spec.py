@@ -46,7 +46,7 @@ profiles:
   quick: {params: {classes: [3], ks: [1, 2]}, thresholds: {etf: 0.5}}
   full: {params: {classes: [3], ks: [1, 2]}}
 checks:
-  - {name: etf, metric: max_etf_cosine_error, op: "<=", value: 1.0e-4, why: w}
+  - {name: etf, kind: claim, metric: max_etf_cosine_error, op: "<=", value: 1.0e-4, why: w}
 """
 
 
@@ -65,6 +65,7 @@ def test_load_from_path_and_threshold_override(tmp_path):
     ("thresholds: {etf: 0.5}", "thresholds: {nope: 0.5}", "names no check"),
     ("op: \"<=\"", "op: \"=<\"", "op must be one of"),
     ("name: t\n", "name: t\nextra: 1\n", "unknown field"),
+    ("kind: claim", "kind: sanity", "at least one check must be of kind 'claim'"),
 ])
 def test_bad_recipe_files_fail_in_one_line(tmp_path, old, new, match):
     assert old in GOOD

@@ -11,10 +11,13 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from contrastlab.data.latent import zipf_prior
 from contrastlab.losses.family import LOSSES, score_loss
+from contrastlab.theory import study
 from contrastlab.theory.downstream import (
     SupervisedLossResult,
     downstream_report,
+    downstream_temperature,
     mean_classifier_accuracy,
     mean_classifier_loss,
     supervised_loss,
@@ -391,9 +394,10 @@ def test_downstream_report() -> None:
     rep = downstream_report(v, temperature=0.5)
     assert set(rep) >= {"mean_classifier_loss", "mean_classifier_accuracy", "supervised_loss",
                         "supervised_loss_tight", "cosine"}
-    # Bao's convention in the report: t = 1 whatever the temperature of L_sup
-    want_mu = math.log1p((c - 1) * math.exp(-c / (c - 1)))
-    assert rep["mean_classifier_loss"] == pytest.approx(want_mu)
+    # one temperature: R_mu-supv at the loss's t = 0.5, like L_sup (SPEC A7 closed form)
+    want_mu = math.log1p((c - 1) * math.exp(-c / ((c - 1) * 0.5)))
+    assert rep["mean_classifier_loss"] == pytest.approx(want_mu, abs=1e-12)
+    assert rep["downstream_temperature"] == 0.5
     assert rep["mean_classifier_accuracy"] == 1.0
     assert rep["supervised_loss"] == pytest.approx(supervised_loss(v, temperature=0.5).value)
     assert rep["supervised_loss_tight"] is True
@@ -426,3 +430,125 @@ def test_zero_representation() -> None:
         assert res.tight and res.converged
         assert res.value == pytest.approx(float(score_loss(torch.zeros(2, dtype=F64), loss)))
     assert mean_classifier_accuracy(v) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# one temperature convention for R_mu-supv and L_sup
+# --------------------------------------------------------------------------------------------
+
+
+def _r_mu_supv_by_hand(v: torch.Tensor, prior: list[float], t: float) -> float:
+    """sum_y rho_y -log(exp(v_y . v_y / t) / sum_c exp(v_y . v_c / t)), in plain Python."""
+    rows = v.tolist()
+    total = 0.0
+    for y, fy in enumerate(rows):
+        scores = [sum(a * b for a, b in zip(fy, mu, strict=True)) / t for mu in rows]
+        m = max(scores)
+        log_z = m + math.log(sum(math.exp(s - m) for s in scores))
+        total += prior[y] * (log_z - scores[y])
+    return total
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 1.0])
+def test_mean_classifier_loss_is_the_hand_formula_at_t(t: float) -> None:
+    v = _random_v(5, 3, seed=11)
+    prior = [0.35, 0.25, 0.2, 0.15, 0.05]
+    want = _r_mu_supv_by_hand(v, prior, t)
+    got = float(mean_classifier_loss(v, torch.tensor(prior, dtype=F64), temperature=t))
+    assert got == pytest.approx(want, rel=1e-13, abs=1e-13)
+    # the report evaluates R_mu-supv at the InfoNCE loss's t
+    rep = downstream_report(v, torch.tensor(prior, dtype=F64), temperature=t)
+    assert rep["mean_classifier_loss"] == pytest.approx(want, rel=1e-13, abs=1e-13)
+    assert rep["downstream_temperature"] == t
+
+
+def test_downstream_temperature() -> None:
+    for t in (0.1, 0.5, 1.0, 2.0):
+        assert downstream_temperature("infonce", t) == t
+        assert downstream_temperature("infonce-mean", t) == t
+        assert downstream_temperature("logistic", t) == 1.0  # InfoNCE at t = 1
+        assert downstream_temperature("hinge", t) == 1.0  # no temperature
+    assert downstream_temperature("infonce") == 1.0
+    with pytest.raises(ValueError, match="loss"):
+        downstream_temperature("l2", 0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        downstream_temperature("infonce", 0.0)
+
+
+@pytest.mark.parametrize("loss", ["infonce", "infonce-mean"])
+def test_report_uses_one_temperature(loss: str) -> None:
+    v = _random_v(4, 3, seed=12)
+    prior = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=F64)
+    at = {t: downstream_report(v, prior, loss=loss, temperature=t) for t in (0.5, 1.0)}
+    for t, rep in at.items():
+        assert rep["mean_classifier_loss"] == pytest.approx(
+            float(mean_classifier_loss(v, prior, temperature=t)), abs=1e-14)
+        assert rep["supervised_loss"] == pytest.approx(
+            supervised_loss(v, prior, loss=loss, temperature=t).value, abs=1e-12)
+    # both losses move with t
+    assert abs(at[0.5]["mean_classifier_loss"] - at[1.0]["mean_classifier_loss"]) > 1e-3
+    assert abs(at[0.5]["supervised_loss"] - at[1.0]["supervised_loss"]) > 1e-3
+
+
+# values of the code before the temperature convention (R_mu-supv always at t = 1); a
+# temperature-free loss or t = 1 must reproduce them (no regression for Bao's t = 1)
+_BEFORE_REPORT = {
+    ("infonce", 1.0): (0.7150150088901771, 0.651518661075311),
+    ("logistic", 0.5): (0.7150150088901771, 0.651518661075311),
+    ("hinge", 0.5): (0.7150150088901771, 0.2065930856318205),
+    ("infonce-mean", 1.0): (0.7150150088901771, 0.26953270271935775),
+}
+_BEFORE_STUDY = {  # C = 3, zipf(1), k -> (contrastive, R_mu-supv, L_sup), t = 1
+    1: (0.3937383497757525, 0.3682203208932714, 0.3682161314735796),
+    4: (1.0981829320873162, 0.36526345732728355, 0.36497890153296164),
+}
+
+
+def test_t1_reproduces_previous_values() -> None:
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(4, 3, generator=g, dtype=F64)
+    prior = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=F64)
+    for (loss, t), (mu, sup) in _BEFORE_REPORT.items():
+        rep = downstream_report(v, prior, loss=loss, temperature=t)
+        assert rep["mean_classifier_loss"] == mu  # bit for bit: the same computation
+        assert rep["downstream_temperature"] == 1.0
+        assert rep["supervised_loss"] == pytest.approx(sup, abs=1e-12)
+    res = study.monotonicity_study(3, {"zipf(1)": zipf_prior(3, 1.0)}, ks=[1, 4], restarts=1,
+                                   recheck_restarts=1)
+    assert res.config["downstream_temperature"] == 1.0
+    for row in res.rows:
+        con, mu, sup = _BEFORE_STUDY[row["k"]]
+        assert row["contrastive_loss"] == pytest.approx(con, abs=1e-9)
+        assert row["mean_classifier_loss"] == pytest.approx(mu, abs=1e-9)
+        assert row["supervised_loss"] == pytest.approx(sup, abs=1e-9)
+
+
+def test_study_downstream_losses_use_the_study_temperature() -> None:
+    c = 3
+    prior = zipf_prior(c, 1.0)
+    objective = {"loss": "infonce", "temperature": 0.5, "negatives": "marginal", "dim": None,
+                 "max_iter": 3000}
+    best = study._solve(prior, 4, 1, 0, [], **objective)
+    ds = best.downstream
+    assert ds["downstream_temperature"] == 0.5
+    assert ds["mean_classifier_loss"] == pytest.approx(
+        float(mean_classifier_loss(best.V, prior, temperature=0.5)), abs=1e-14)
+    assert ds["supervised_loss"] == pytest.approx(
+        supervised_loss(best.V, prior, temperature=0.5).value, abs=1e-12)
+    # end to end: balanced classes, the optimum is the unit ETF at every k, so both columns
+    # equal their ETF values at the study's t (SPEC A7), and they move together with t
+    rows = {}
+    for t in (0.5, 1.0):
+        res = study.monotonicity_study(
+            c, {"balanced": torch.full((c,), 1.0 / c, dtype=F64)}, ks=[1, 4], temperature=t,
+            restarts=1, recheck_restarts=1)
+        assert res.config["downstream_temperature"] == t
+        want_mu = math.log1p((c - 1) * math.exp(-c / ((c - 1) * t)))
+        want_sup = supervised_loss(simplex_etf(c), temperature=t).value
+        for row in res.rows:
+            assert row["mean_classifier_loss"] == pytest.approx(want_mu, abs=1e-6)
+            assert row["supervised_loss"] == pytest.approx(want_sup, abs=1e-6)
+        rows[t] = res.rows
+    for lo, hi in zip(rows[0.5], rows[1.0], strict=True):
+        assert lo["mean_classifier_loss"] < hi["mean_classifier_loss"] - 1e-2
+        assert lo["supervised_loss"] < hi["supervised_loss"] - 1e-2

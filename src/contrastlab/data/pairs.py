@@ -355,9 +355,12 @@ def negative_pool(
     generator: torch.Generator,
     anchor_labels: torch.Tensor | None = None,
     supervised: bool = False,
+    replace: bool = True,
 ) -> torch.Tensor:
     """``(size,)`` int64 indices of a pool of negative candidates, i.i.d. uniform over the
-    training set (the empirical marginal D; Arora et al. 2019), with replacement.
+    training set (the empirical marginal D; Arora et al. 2019), with replacement; with
+    ``replace=False``, ``size`` distinct indices (a uniform random subset, in random order),
+    which needs ``size`` <= the number of samples.
 
     The pool is encoded once per step; the loss's sampler (:mod:`contrastlab.losses.samplers`)
     then picks each anchor's k negatives from it (``uniform``, ``other-class``, ``tilted``...).
@@ -373,7 +376,13 @@ def negative_pool(
     generator = _check_generator(generator)
     if not isinstance(supervised, bool):
         raise ValueError(f"supervised must be True or False; got {supervised!r}")
-    pool = torch.randint(0, n, (size,), generator=generator)
+    if replace:
+        pool = torch.randint(0, n, (size,), generator=generator)
+    elif size > n:
+        raise ValueError(f"size must be <= the number of samples ({n}) when replace=False; "
+                         f"got {size}")
+    else:
+        pool = torch.randperm(n, generator=generator)[:size]
     if not supervised or anchor_labels is None:
         return pool
     if not isinstance(anchor_labels, torch.Tensor) or anchor_labels.ndim != 1:

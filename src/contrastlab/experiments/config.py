@@ -20,16 +20,31 @@ list), validates, and *resolves* the config:
   ``debiased-hard``, 0.1 for ``supcon``, 1.0 otherwise; beta 1.0 for ``hscl``/``hucl``/
   ``debiased-hard``; ``tau_plus`` 0.1 for ``debiased-hard``; the negative pool size
   ``max(k, train.batch_size)`` for the explicit-k losses; the implied sampler);
+- ``loss.replacement`` (default false): an explicit-k loss gives each anchor k *distinct*
+  negatives, drawn from the pool without replacement by successive sampling (each draw
+  proportional to the sampler's weights among the pool members not yet drawn; for ``uniform`` a
+  uniform random k-subset; :mod:`contrastlab.losses.samplers`), from a pool of distinct samples,
+  so ``loss.pool_size`` must be >= ``loss.k``; ``true`` draws them i.i.d. with replacement (Jiang
+  et al.'s law and the behaviour of earlier versions). Neither excludes the anchor's own sample
+  or its positive's from the marginal samplers' pool (the population law draws x- ~ D
+  independently of x); the other-class samplers never draw them;
 - fields that do not apply to the chosen loss are set to their neutral value (``k``: null for the
   in-batch losses, whose negatives are the 2B - 2 other views; ``beta``: 0 for ``scl``/``ucl``/
   ``infonce``/``supcon`` and ``nce`` with an untilted sampler; ...), so that a grid such as
-  ``loss.name: [ucl, hucl]`` x ``loss.beta: [1, 5]`` does not repeat the same UCL run: the
+  ``loss.name: [ucl, hucl]`` x ``loss.beta: [1, 5]`` does not repeat the same UCL run;
+  ``replacement``: false for the in-batch losses (their 2B - 2 negatives are distinct) and true
+  with ``loss.exact`` (the exact expectation over k i.i.d. draws; nothing is drawn): the
   resolved config, stored with every run, says exactly what ran, and its hash is the run id
   (:func:`run_id`).
 
 Invalid input fails before any work with a one-line :class:`ConfigError` (a ``ValueError``)
 naming the field path and the allowed values, e.g. ``loss.name must be one of 'infonce', ...;
 got 'foo'`` or ``loss.k must be an integer >= 1; got 0``.
+
+Run ids: ``loss.replacement`` enters the hash only where it changed what runs compute, i.e. for
+an explicit-k loss drawing without replacement (the new default); with replacement (and for the
+in-batch losses and ``loss.exact``) it is left out, so those runs keep the ids of earlier
+versions, whose draws were with replacement.
 """
 
 from __future__ import annotations
@@ -97,7 +112,7 @@ ROOT_DATASETS = ("cifar10", "cifar100", "fashion-mnist")
 # parts of the config that do not change what a run computes: left out of the run id
 _NOT_HASHED: dict[str, tuple[str, ...]] = {
     "": ("sweep", "output"),
-    "train": ("progress", "threads"),
+    "train": ("progress",),
 }
 
 
@@ -204,6 +219,7 @@ class LossConfig(_Section):
     sampler: str | None = None
     exact: bool | str = False
     pool_size: int | None = None
+    replacement: bool = False
     negatives_reduction: str = "mean"
     score: str = "infonce"
 
@@ -237,6 +253,11 @@ class LossConfig(_Section):
     @classmethod
     def _exact(cls, v: Any) -> Any:
         return _choice(v, EXACT_MODES)
+
+    @field_validator("replacement", mode="before")
+    @classmethod
+    def _replacement(cls, v: Any) -> Any:
+        return _choice(v, (False, True))
 
     @field_validator("negatives_reduction")
     @classmethod
@@ -530,9 +551,18 @@ def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
                               "anchor, independent of the batch size); e.g. loss.k=64")
         pool = loss.pool_size if loss.pool_size is not None else max(loss.k, batch_size)
         upd["pool_size"] = pool
+        # the exact forms make no draw: their expectation is over k i.i.d. draws
+        upd["replacement"] = loss.replacement or loss.exact is not False
+        if not upd["replacement"] and pool < loss.k:
+            raise ConfigError(
+                f"loss.pool_size must be >= loss.k ({loss.k}) when loss.replacement is false "
+                f"(k distinct negatives per anchor); got {pool}; set loss.pool_size >= "
+                f"{loss.k}, leave it unset (max(k, train.batch_size)) or set "
+                "loss.replacement=true")
     else:
         upd["k"] = None
         upd["pool_size"] = None
+        upd["replacement"] = False
     # the sampler
     if name in JIANG_LOSSES:
         implied = IMPLIED_SAMPLER[name]
@@ -672,15 +702,23 @@ def _hashed(cfg: ExperimentConfig) -> dict[str, Any]:
     d = cfg.model_dump(mode="json")
     if not d["data"].get("shuffle_labels"):  # added later: keep the ids of earlier runs
         d["data"].pop("shuffle_labels", None)
+    # added later, with a new default: hashed only where it changed the computation (distinct
+    # draws of an explicit-k loss); earlier runs, drawn with replacement, keep their ids
+    if d["loss"].get("replacement") is not False or d["loss"].get("k") is None:
+        d["loss"].pop("replacement", None)
     for section, keys in _NOT_HASHED.items():
         node = d if not section else d[section]
         for key in keys:
             node.pop(key, None)
+    if d["train"].get("threads") in (None, 1):  # the default, one thread: the ids of earlier runs
+        d["train"].pop("threads", None)
     return d
 
 
 def run_id(cfg: ExperimentConfig) -> str:
     """The run id: the first 16 hex digits of the SHA-256 of the canonical JSON of the resolved
-    config, without the parts that do not change results (sweep, output, progress, threads)."""
+    config, without the parts that do not change results (sweep, output, progress). The thread
+    count changes round-off (a run computes with ``train.threads``, 1 when unset), so a run with
+    ``train.threads`` > 1 has its own id."""
     text = json.dumps(_hashed(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -106,21 +106,20 @@ def _require_ray() -> None:
                           "pip install 'contrastlab[ray]'")
 
 
-def _train_on_worker(record: dict[str, Any], rdir: str, threads: int,
+def _train_on_worker(record: dict[str, Any], rdir: str,
                      driver_node: str | None) -> RunOutcome:
     """The Ray task: train one run in this worker and return its outcome (module docstring).
 
     Args:
         record: the run's resolved config (``run_config_dict``).
         rdir: the run's directory on the driver's file system (absolute).
-        threads: torch threads when the config does not set ``train.threads``.
         driver_node: the driver's Ray node id (None: unknown, e.g. a Ray client driver).
     """
     import ray
 
     from contrastlab.training import CHECKPOINT_NAME
 
-    cfg = prepare_run(record, threads)
+    cfg = prepare_run(record)
     rid = run_id(cfg)
     ckdir = Path(rdir)
     try:
@@ -164,8 +163,9 @@ def run_sweep_ray(
         address: the Ray cluster to use (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None
             starts a local Ray instance for the sweep and stops it at the end. When Ray is
             already initialized in this process, that connection is used as it is.
-        cpus_per_run: CPUs each run reserves (default 1; also its torch threads, unless
-            ``train.threads`` is set).
+        cpus_per_run: CPUs each run reserves (default 1). The run computes with
+            ``train.threads`` (1 when unset) whatever it reserves, so its numbers do not
+            depend on the executor; reserve as many CPUs as ``train.threads``.
         gpus_per_run: GPUs each run reserves (default 0).
         retries: how many times a lost attempt is submitted again (default 2).
         log: receives one line per event (None: silent).
@@ -216,7 +216,6 @@ def run_sweep_ray(
         say(f"{head} on {where} ({have_cpu:g} CPUs, {have_gpu:g} GPUs; {cpus:g} CPU, "
             f"{gpus:g} GPU per run; retries {retries_}) -> {out_dir}")
         driver_node = None if client else ray.get_runtime_context().get_node_id()
-        threads = max(1, int(cpus))
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                           retry_exceptions=False)(_train_on_worker)
         store = ResultStore(out_dir)
@@ -236,7 +235,7 @@ def run_sweep_ray(
                 return
             rdir = run_dir(out_dir, rid).resolve()
             ref = task.options(name=f"{_TASK_NAME}-{rid}").remote(
-                run_config_dict(p), str(rdir), threads, driver_node)
+                run_config_dict(p), str(rdir), driver_node)
             pending[ref] = (rid, p, attempt)
 
         for rid, p in todo:

@@ -5,7 +5,8 @@ the resolved config flattened to dotted keys (``loss.k``, ``loss.name``, ``seed`
 metrics:
 
 - the last epoch's metrics (``train_loss``, ``heldout_loss``, ``mc_acc``, ``probe_acc``, ``nc1``,
-  ``etf_distance``, ``effective_rank``, ...; see :mod:`contrastlab.training`);
+  ``etf_distance``, ``effective_rank``, ``distinct_negatives`` (the distinct negatives an anchor
+  actually got), ...; see :mod:`contrastlab.training`);
 - overridden / extended by the final reports: ``mc_acc`` / ``mc_ce`` (mean classifier, raw
   features), ``mc_acc_normalized``, ``mc_acc_cosine``, ``probe_acc`` / ``probe_ce`` (bias-free
   probe with the weight decay chosen on a validation split), ``probe_bias_acc``, ``knn_acc``,
@@ -45,6 +46,8 @@ DEFAULT_METRICS = (
     "etf_distance",
     "nc1",
     "effective_rank",
+    "distinct_negatives",
+    "converged",
 )
 _IGNORED_GROUP_KEYS = ("seed", "data.seed")
 _GEOMETRY_FINAL = ("nc1", "nc2_equinorm", "nc2_equiangularity", "nc3", "nc4", "etf_distance",
@@ -167,7 +170,8 @@ def _config_keys(records: list[dict[str, Any]]) -> set[str]:
 
 # keys the config resolution derives from others: dropped first when redundant
 _DERIVED_KEYS = ("loss.sampler", "loss.pool_size", "loss.beta", "loss.tau_plus",
-                 "loss.temperature", "loss.k", "loss.score", "loss.negatives_reduction")
+                 "loss.temperature", "loss.k", "loss.score", "loss.negatives_reduction",
+                 "loss.replacement")
 
 
 def _n_groups(records: list[dict[str, Any]], keys: list[str]) -> int:

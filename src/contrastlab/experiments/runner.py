@@ -143,16 +143,13 @@ class RunOutcome:
     pid: int | None = None
 
 
-def prepare_run(config: Mapping[str, Any] | ExperimentConfig,
-                threads: int | None = None) -> ExperimentConfig:
-    """The run's resolved config: its sweep cleared, ``train.threads`` set to ``threads`` when
-    the config does not set it (the run id does not depend on either)."""
+def prepare_run(config: Mapping[str, Any] | ExperimentConfig) -> ExperimentConfig:
+    """The run's resolved config, its sweep cleared. The executor never changes it: a run
+    computes with ``train.threads`` (1 when unset) under any worker count or executor, so its
+    numbers are a function of its config alone."""
     raw = config.model_dump(mode="json") if isinstance(config, ExperimentConfig) else dict(config)
     raw["sweep"] = {}
-    cfg = parse_config(raw)
-    if threads is not None and cfg.train.threads is None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
-    return cfg
+    return parse_config(raw)
 
 
 def compute_run(
@@ -199,7 +196,6 @@ def execute_run(
     config: Mapping[str, Any] | ExperimentConfig,
     out_dir: str | Path,
     progress: bool | None = None,
-    threads: int | None = None,
     parent_pid: int | None = None,
 ) -> tuple[str, str]:
     """Train one run into ``out_dir`` unless it is already done (module docstring).
@@ -208,13 +204,12 @@ def execute_run(
         config: the run's config (a mapping or an ExperimentConfig; its sweep is ignored).
         out_dir: the output directory.
         progress: show the per-run progress bar (default ``train.progress``).
-        threads: torch threads for this run when ``train.threads`` is not set.
         parent_pid: in a sweep worker, the sweep's pid: the worker exits if it disappears.
 
     Returns:
         ``(run_id, status)`` with status ``done``, ``nan`` or ``failed``.
     """
-    cfg = prepare_run(config, threads)
+    cfg = prepare_run(config)
     rid = run_id(cfg)
     rdir = run_dir(out_dir, rid)
     rdir.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,12 @@
 3. runs the points that are not finished (status ``pending``, ``running`` or ``failed``: the
    leftovers of a killed sweep; ``done`` and ``nan`` are final and skipped), each through
    :func:`contrastlab.experiments.runner.execute_run`: in this process for ``workers=1``, else
-   on a ``spawn`` process pool of ``workers`` processes with ``cpu_count // workers`` torch
-   threads each; or, with ``executor="ray"``, as Ray tasks on a local Ray instance or a cluster
+   on a ``spawn`` process pool of ``workers`` processes; or, with ``executor="ray"``, as Ray
+   tasks on a local Ray instance or a cluster
    (:mod:`contrastlab.experiments.ray_sweep`: same plan, statuses and guarantees, the sweep
-   process being the only writer of the database).
+   process being the only writer of the database). Every run computes with ``train.threads``
+   torch threads (1 when unset) under every executor, so its numbers do not depend on the
+   worker count: run parallelism comes from workers, not threads.
 
 Killing a sweep at any moment (SIGKILL included) and starting it again runs only what is missing:
 a run killed mid-training is ``running`` in the database and resumes from its last epoch's
@@ -57,8 +59,9 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(threads: int, parent_pid: int) -> None:
-    """Pool initializer: torch threads, and die with the sweep process (Linux)."""
+def _init_worker(parent_pid: int) -> None:
+    """Pool initializer: one torch thread outside runs (each run sets its own, ``train.threads``),
+    and die with the sweep process (Linux)."""
     try:
         import ctypes
         import signal
@@ -72,7 +75,7 @@ def _init_worker(threads: int, parent_pid: int) -> None:
         os._exit(3)
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
 
 
 def plan_sweep(cfg: Mapping[str, Any] | ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
@@ -173,14 +176,12 @@ def run_sweep(
             report(rid, st, p)
         return [rid for rid, _ in plan]
     n = min(workers, len(todo))
-    threads = max(1, available_cpus() // n)
     parent = os.getpid()
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, parent)) as pool:
+                             initargs=(parent,)) as pool:
         futures = {
-            pool.submit(execute_run, run_config_dict(p), str(out_dir), False, threads,
-                        parent): (rid, p)
+            pool.submit(execute_run, run_config_dict(p), str(out_dir), False, parent): (rid, p)
             for rid, p in todo
         }
         for fut in as_completed(futures):

@@ -35,7 +35,7 @@ Feature normalization (SPEC A4)
 
 Negative samplers (indices into a pool; separate from the losses)
     NegativeSampler, sample_uniform, sample_other_class, sample_tilted, tilted_log_probs,
-    candidate_mask, gather_negatives
+    candidate_mask, gather_negatives, distinct_counts, expected_distinct_counts
 
 Exact expectations
     expected_log1p_sum(log_y, log_p, k)  E log(1 + sum of k i.i.d. discrete variables)
@@ -71,6 +71,8 @@ from contrastlab.losses.samplers import (
     SAMPLERS,
     NegativeSampler,
     candidate_mask,
+    distinct_counts,
+    expected_distinct_counts,
     gather_negatives,
     sample_from_log_probs,
     sample_other_class,
@@ -114,6 +116,8 @@ __all__ = [
     "check_loss_properties",
     "debiased_hard",
     "default_block_rows",
+    "distinct_counts",
+    "expected_distinct_counts",
     "expected_log1p_sum",
     "expected_log1p_sum_grouped",
     "gather_negatives",

@@ -13,9 +13,21 @@ The laws (Jiang et al. 2023, SPEC A3):
   candidates allowed, HSCL with the other classes only). beta = 0 recovers the untilted law.
 
 All draws are i.i.d. **with replacement** by default (the population losses and the Jiang et
-al. code); ``replace=False`` draws k distinct indices (sequentially, each draw proportional to
-the weights of the candidates not yet drawn), which needs k <= the number of allowed candidates.
+al. code); ``replace=False`` draws k distinct indices by **successive sampling** (sampling with
+probability proportional to the weights, without replacement): the first index is drawn from q,
+each later one from q restricted to the candidates not yet drawn and renormalized (Hájek 1981,
+*Sampling from a Finite Population*, successive sampling; Rosén 1972). It is implemented as the
+exponential race / Gumbel-top-k: key_j = q_j / E_j with E_j ~ Exp(1) i.i.d., the k largest keys
+in decreasing order (Efraimidis & Spirakis 2006, *Weighted random sampling with a reservoir*,
+IPL 97(5); Kool, van Hoof & Welling 2019, *Stochastic Beams and Where to Find Them*, ICML), which
+is also what ``torch.multinomial(replacement=False)`` computes. For a uniform q it is simple random
+sampling without replacement (every k-subset equally likely; Bao et al.'s law of the in-batch
+negatives); for a tilted q the inclusion probabilities are not proportional to q (a heavy
+candidate is drawn at most once). It needs k <= the number of allowed candidates, unless
+``fill=True`` (:func:`sample_from_log_probs`).
 The sampling weights are always detached: no gradient flows through the sampling law.
+:func:`distinct_counts` and :func:`expected_distinct_counts` measure how many distinct negatives
+an anchor actually gets.
 """
 
 from __future__ import annotations
@@ -100,20 +112,75 @@ def sample_from_log_probs(
     k: int,
     replace: bool = True,
     generator: torch.Generator | None = None,
+    fill: bool = False,
 ) -> torch.Tensor:
-    """Draw k indices per row from the categorical laws exp(log_probs) (rows sum to 1)."""
+    """Draw k indices per row from the categorical laws exp(log_probs) (rows sum to 1).
+
+    ``replace=True``: k i.i.d. draws (``torch.multinomial``). ``replace=False``: successive
+    sampling without replacement (module docstring), the indices in the order drawn; a row with
+    m < k allowed candidates (probability > 0) is a ValueError, unless ``fill=True``: then that
+    row gets all m of its candidates (in random order) followed by k - m i.i.d. draws from its law,
+    so it has m distinct indices rather than k.
+    """
     check_positive_int("k", k)
     probs = log_probs.exp()
-    if not replace:
-        allowed = int((probs > 0).sum(dim=1).min())
-        if k > allowed:
-            raise ValueError(
-                f"k must be <= the number of allowed candidates ({allowed}) when replace=False; "
-                f"got {k}"
-            )
     gen_device = generator.device if generator is not None else probs.device
-    idx = torch.multinomial(probs.to(gen_device), k, replacement=replace, generator=generator)
+    if replace:
+        idx = torch.multinomial(probs.to(gen_device), k, replacement=True, generator=generator)
+        return idx.to(log_probs.device)
+    probs = probs.to(gen_device)
+    allowed = probs > 0
+    m = allowed.sum(dim=1)
+    short = m < k
+    if bool(short.any()) and not fill:
+        raise ValueError(
+            f"k must be <= the number of allowed candidates ({int(m.min())}) when replace=False; "
+            f"got {k}"
+        )
+    # exponential race: the k largest q_j / E_j, E_j ~ Exp(1) (Efraimidis & Spirakis 2006)
+    keys = probs / torch.empty_like(probs).exponential_(generator=generator)
+    keys = keys.masked_fill(~allowed, -1.0)  # never before an allowed candidate (no 0/0 NaN)
+    width = min(k, probs.shape[1])
+    idx = torch.topk(keys, width, dim=1).indices
+    if width < k:
+        idx = torch.cat([idx, idx.new_zeros(idx.shape[0], k - width)], dim=1)
+    if bool(short.any()):
+        rows = torch.nonzero(short).flatten()
+        extra = torch.multinomial(probs[rows], k, replacement=True, generator=generator)
+        after = torch.arange(k, device=idx.device)[None, :] >= m[rows, None]
+        idx[rows] = torch.where(after, extra, idx[rows])
     return idx.to(log_probs.device)
+
+
+def distinct_counts(idx: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """(R,) int64: the number of distinct negatives in each row of the (R, k) pool indices
+    ``idx``; with ``ids`` (N,) (e.g. the data-set index of every pool member), the number of
+    distinct ``ids[idx]`` (two pool members holding the same sample count once)."""
+    if idx.ndim != 2:
+        raise ValueError(f"idx must have shape (R, k); got {tuple(idx.shape)}")
+    vals = idx
+    if ids is not None:
+        vals = torch.unique(ids.to(idx.device), return_inverse=True)[1][idx]
+    width = int(vals.max()) + 1 if vals.numel() else 1
+    seen = torch.zeros(vals.shape[0], width, dtype=torch.bool, device=vals.device)
+    seen.scatter_(1, vals, True)
+    return seen.sum(dim=1)
+
+
+def expected_distinct_counts(
+    log_probs: torch.Tensor, k: int, ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(R,) float64: the expected number of distinct negatives among k i.i.d. draws from each
+    row's law q: sum_u 1 - (1 - Q_u)^k, with Q_u the total probability of the pool members holding
+    sample u (``ids``; default: each pool member its own sample). Used where no draw is made
+    (the exact expectation over i.i.d. draws)."""
+    check_positive_int("k", k)
+    q = log_probs.detach().to(torch.float64).exp()
+    if ids is not None:
+        inv = torch.unique(ids.to(q.device), return_inverse=True)[1]
+        q = q.new_zeros(q.shape[0], int(inv.max()) + 1).index_add_(1, inv, q)
+    q = q.clamp(0.0, 1.0)
+    return (-torch.expm1(k * torch.log1p(-q))).sum(dim=1)
 
 
 def sample_uniform(

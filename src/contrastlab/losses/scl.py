@@ -80,19 +80,25 @@ def pair_losses(
     mode: str,
     negatives_reduction: str = "mean",
     generator: torch.Generator | None = None,
+    idx: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-pair losses l_rp = log(1 + g_r e^{-s_pos_r}) of the Jiang family, three estimators.
 
     Row r has the tempered candidate similarities ``logits[owner[r]]`` (A x N, shared by all rows
     of one anchor), the sampling law ``exp(log_q[owner[r]])`` and the tempered positive
     similarity ``s_pos[r]``; g_r is the mean (or sum) of exp(logits) over k i.i.d. draws.
-    ``mode``: ``sampled`` (draw the k indices), ``loss`` (exact expectation over the draws) or
+    ``mode``: ``sampled`` (draw the k indices; or use ``idx``, (R, k) indices drawn by the caller,
+    e.g. without replacement), ``loss`` (exact expectation over the draws) or
     ``mean`` (plug-in: g replaced by its expectation). Used by :func:`hard_contrastive` (the
     batch is the pool) and by the training engine (a pool of the training set).
     """
     log_k = math.log(k) if negatives_reduction == "mean" else 0.0
     if mode == "sampled":
-        idx = sample_from_log_probs(log_q[owner], k, replace=True, generator=generator)  # (R, k)
+        if idx is None:
+            idx = sample_from_log_probs(log_q[owner], k, replace=True, generator=generator)
+        elif idx.shape != (owner.shape[0], k):
+            raise ValueError(f"idx must have shape (R, k) = {(owner.shape[0], k)}; got "
+                             f"{tuple(idx.shape)}")
         s_neg = logits[owner[:, None], idx]  # (R, k)
         return F.softplus(torch.logsumexp(s_neg, dim=1) - log_k - s_pos)
     if mode == "mean":

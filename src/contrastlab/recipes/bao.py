@@ -28,8 +28,9 @@ import numpy as np
 
 from contrastlab.recipes.params import check_keys, ks_list, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.stats import paired_trend
 
-__all__ = ["bao_bounds", "idealized_checks", "measured_gaps"]
+__all__ = ["accuracy_trend_metrics", "bao_bounds", "idealized_checks", "measured_gaps"]
 
 # nce with score "infonce" is the sum form log(1 + sum_i exp(v_i)) (its reduction is the score's)
 _REQUIRED = {"loss.name": "nce", "loss.score": "infonce", "loss.normalize": "sphere",
@@ -92,6 +93,27 @@ def measured_gaps(records: list[dict[str, Any]], data: str) -> list[dict[str, An
     return rows
 
 
+def accuracy_trend_metrics(trends: list[dict[str, Any]]) -> dict[str, float]:
+    """SPEC C8's direction, from :func:`~contrastlab.recipes.stats.paired_trend` rows of the
+    mean-classifier accuracy (every data set): ``min_accuracy_gain`` (the smallest mean gain
+    from the smallest K to the largest), ``min_accuracy_gain_lower`` (its smallest one-sided
+    95 % lower bound: > 0 means accuracy improved, SPEC C8) and ``min_accuracy_step_upper``
+    (the smallest one-sided 95 % upper bound of the change between consecutive K: < 0 means a
+    significant fall somewhere)."""
+    last: dict[str, dict[str, Any]] = {}
+    for t in trends:
+        if t["from"] == "first":
+            d = t["data"]
+            if d not in last or t["loss.k_b"] > last[d]["loss.k_b"]:
+                last[d] = t
+    steps = [t for t in trends if t["from"] == "previous"]
+    return {
+        "min_accuracy_gain": min(t["mean"] for t in last.values()),
+        "min_accuracy_gain_lower": min(t["lower"] for t in last.values()),
+        "min_accuracy_step_upper": min(t["upper"] for t in steps),
+    }
+
+
 @register_runner("bao_bounds")
 def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     """Params: ``idealized`` (``classes``: list of C, ``ks``; optional), ``datasets`` (name ->
@@ -128,6 +150,8 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
         figs["idealized_bounds"] = bounds_curves(
             ideal_rows, title="Bounds on R_mu-supv at the idealized contrastive minimum")
     gaps: list[dict[str, Any]] = []
+    trends: list[dict[str, Any]] = []
+    unconverged: list[str] = []
     for name, spec in take(params, "datasets", {}, dict).items():
         spec = take({"d": spec}, "d", None, dict)
         check_keys(f"params.datasets.{name}", spec, ("config", "ks", "seeds", "set"))
@@ -137,6 +161,16 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
                              ctx.out_dir / "runs" / name, ctx, take(spec, "set", {}, dict))
         if recs:
             gaps += measured_gaps(recs, name)
+            trends += [{"data": name, **t} for t in paired_trend(recs, "mc_acc")]
+            unconverged += [f"{name} K={r['loss.k']} seed={r['seed']}" for r in recs
+                            if r.get("converged") != 1.0]
+    if trends:
+        metrics.update(accuracy_trend_metrics(trends))
+        tables["accuracy_trend"] = trends
+        metrics["unconverged_runs"] = float(len(unconverged))
+        if unconverged:
+            notes.append("not converged (held-out loss still falling over the last 20 % of "
+                         "epochs): " + ", ".join(unconverged))
     if gaps:
         out = [g for g in gaps if not g["delta_lower"] <= g["gap"] <= g["delta_upper"]]
         metrics["measured_outside_bounds"] = float(len(out))
@@ -145,14 +179,13 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
                                                   g["delta_upper"] - g["gap"]) for g in gaps)
         metrics["min_accuracy_over_chance"] = min(g["mc_acc"] - 1.0 / g["C"] for g in gaps)
         metrics["min_accuracy_to_chance"] = min(g["mc_acc"] * g["C"] for g in gaps)
-        gains = []
-        for d in {g["data"] for g in gaps}:
-            sub = sorted((g for g in gaps if g["data"] == d), key=lambda g: g["K"])
-            gains.append(sub[-1]["mc_acc"] - sub[0]["mc_acc"])
-        metrics["min_accuracy_gain"] = min(gains)
         tables["measured_gaps"] = gaps
         figs["measured_gap"] = gap_inside_bounds(
             gaps, title="Measured surrogate gap R_mu-supv - R_cont inside Bao's bounds")
+    for t in trends:
+        notes.append(f"{t['data']} accuracy K={t['loss.k_a']} -> {t['loss.k_b']}: "
+                     f"{t['mean']:+.4f} (one-sided 95 % bounds [{t['lower']:+.4f}, "
+                     f"{t['upper']:+.4f}], {int(t['n'])} seeds)")
     for g in gaps:
         notes.append(f"{g['data']} K={g['K']}: R_cont {g['R_cont']:.3f}, R_mu-supv "
                      f"{g['R_mu_supv']:.3f}, gap {g['gap']:.3f} in [{g['delta_lower']:.3f}, "

@@ -46,7 +46,14 @@ class RecipeResult:
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        """Every check passed, and there was at least one claim check."""
+        return any(c.check.kind == "claim" for c in self.checks) and all(
+            c.passed for c in self.checks)
+
+    @property
+    def failed_claims(self) -> list[str]:
+        """The names of the claim checks that failed."""
+        return [c.check.name for c in self.checks if c.check.kind == "claim" and not c.passed]
 
     @property
     def verdict(self) -> str:
@@ -59,7 +66,7 @@ class RecipeResult:
                  f"source: {self.recipe.source}"]
         for c in self.checks:
             obs = "missing" if c.observed is None else f"{c.observed:.6g}"
-            lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.check.name}: "
+            lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.check.kind} {c.check.name}: "
                          f"{c.check.text()} (observed {obs})")
         for n in self.outcome.notes:
             lines.append(f"  note: {n}")

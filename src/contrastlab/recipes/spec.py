@@ -15,7 +15,11 @@ GPU or a long CPU run) and the checks that decide PASS or FAIL::
       quick: {params: {...}}
       full:  {params: {...}, thresholds: {etf: 1.0e-6}}
     checks:
-      - {name: etf, metric: max_etf_cosine_error, op: "<=", value: 1.0e-4, why: ...}
+      - {name: etf, kind: claim, metric: max_etf_cosine_error, op: "<=", value: 1.0e-4,
+         why: ...}
+
+Each check has a kind (``claim``, ``sanity`` or ``formula``: :mod:`contrastlab.recipes.checks`);
+a recipe needs at least one claim check.
 
 Recipes are looked up in ``$CONTRASTLAB_RECIPES`` (a directory), then in the files shipped with
 the package (``contrastlab/recipes/specs``, which the repository's ``recipes/`` links to); a
@@ -139,6 +143,9 @@ def load_recipe(name: str | Path) -> Recipe:
     names = [c.name for c in checks]
     if len(set(names)) != len(names):
         raise ValueError(f"{where}: check names must be unique; got {names}")
+    if not any(c.kind == "claim" for c in checks):
+        raise ValueError(f"{where}: at least one check must be of kind 'claim' (the seed's "
+                         "statement); the others are 'sanity' or 'formula'")
     for prof, body in profiles.items():
         if not isinstance(body, Mapping) or set(body) - {"params", "thresholds", "about"}:
             raise ValueError(f"{where}: profiles.{prof} must be a mapping with params, "
@@ -149,7 +156,7 @@ def load_recipe(name: str | Path) -> Recipe:
             if cname not in names:
                 raise ValueError(f"{where}: profiles.{prof}.thresholds.{cname} names no check; "
                                  f"checks: {', '.join(names)}")
-            Check.from_dict({"metric": "x", "op": "<=", "value": v},
+            Check.from_dict({"metric": "x", "op": "<=", "value": v, "kind": "claim"},
                             f"{where}: profiles.{prof}.thresholds.{cname}")
     return Recipe(
         name=data["name"].strip(), title=data["title"].strip(),

@@ -40,12 +40,14 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
     if r.notes:
         parts.append(f"<p><i>About this recipe:</i> {_e(r.notes)}</p>")
     parts.append("<h2>Checks</h2><table class='checks'><tr><th class='left'>check</th>"
-                 "<th class='left'>condition</th><th>observed</th><th>result</th>"
+                 "<th class='left'>kind</th><th class='left'>condition</th><th>observed</th>"
+                 "<th>result</th>"
                  "<th class='left'>why this threshold</th></tr>")
     for c in result.checks:
         cls = "ok" if c.passed else "bad"
         parts.append(f"<tr><td class='left'>{_e(c.check.name)}</td><td class='left'>"
-                     f"<code>{_e(c.check.text())}</code></td><td>{_e(_cell(c.observed))}</td>"
+                     f"{_e(c.check.kind)}</td><td class='left'><code>{_e(c.check.text())}</code>"
+                     f"</td><td>{_e(_cell(c.observed))}</td>"
                      f"<td class='{cls}'>{'ok' if c.passed else 'FAIL'}</td>"
                      f"<td class='left'>{_e(c.check.why)}</td></tr>")
     parts.append("</table>")

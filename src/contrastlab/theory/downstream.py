@@ -21,6 +21,32 @@ reduces to a rho-weighted sum over classes. This module evaluates:
   scores of the other classes (all of them, whatever their prior mass).
 - :func:`downstream_report`: all of the above plus the cosine matrix of the class means.
 
+Temperature convention
+----------------------
+One temperature t scales every score of this module: R_mu-supv scores the classes by
+f(x)^T mu_c / t and L_sup by the margins f(x)^T (w_y - w_c) / t (the loss family's l_t, SPEC
+A2), and both take it as an explicit ``temperature`` argument defaulting to t = 1. The t to use
+is the temperature *of the contrastive loss* being studied, so that the contrastive loss,
+R_mu-supv and L_sup of one representation are measured on the same scale of scores:
+:func:`downstream_temperature` maps a loss and its temperature to that t (the temperature itself
+for ``infonce`` / ``infonce-mean``; 1 for ``logistic``, which is InfoNCE at t = 1, and for
+``hinge``, whose margin 1 fixes the scale), and :func:`downstream_report` applies it to both
+R_mu-supv and L_sup, as do its callers (:func:`contrastlab.theory.optimize.optimize_population`
+and the unbalanced-prior study, :mod:`contrastlab.theory.study`).
+
+Sources (SPEC A5, A6): R_mu-supv is the mean supervised loss of Bao, Nagano & Nozawa (ICML 2022;
+the softmax cross-entropy of the mean classifier over all C classes, cf. the mean-classifier
+L^mu_sup of Arora et al. 2019), whose code has no temperature; Nozawa & Sato (2021) divide the
+same logits by the SimCLR t = 0.5 (``NT_Xent.bound_loss``). Bao's gap bounds
+R_cont + Delta_L <= R_mu-supv <= R_cont + Delta_U (SPEC A6) are stated for features of norm at
+most b without a temperature; b = 1 (unit-sphere features at t = 1) is the setting of the Bao
+recipes, where this convention is Bao's own. Dividing every score by t is the same as scaling
+the features (and hence the class means) by 1 / sqrt(t), so with R_cont and R_mu-supv both at
+the same t the bounds hold with b^2 = 1 / t (a consequence of this scaling, not a statement
+checked against the paper); with R_mu-supv at t = 1 and R_cont at t != 1 no bound applies.
+Earlier versions evaluated R_mu-supv at t = 1 whatever the loss's t; values at t = 1 are
+unchanged.
+
 Solving L_sup
 -------------
 The unit-norm set is not convex, but the relaxation ||w_c|| <= 1 is a convex program (l is
@@ -54,8 +80,10 @@ is False the relaxed value is only a lower bound on the unit-norm infimum: ``tig
 margins >= 1 has loss 0) and the interior-point method returns a central point of the optimal
 set, which often has short rows; (2) or (3) then usually recover a unit-norm optimizer.
 
-Conventions: natural logarithms; ``temperature`` applies to ``infonce`` and ``infonce-mean``
-only (as in :func:`contrastlab.losses.family.score_loss`); float64 throughout the solver.
+Conventions: natural logarithms; in :func:`supervised_loss` ``temperature`` applies to
+``infonce`` and ``infonce-mean`` only (as in :func:`contrastlab.losses.family.score_loss`),
+:func:`mean_classifier_loss` always divides its logits by it (see the temperature convention
+above); float64 throughout the solver.
 """
 
 from __future__ import annotations
@@ -76,7 +104,7 @@ from contrastlab._validation import (
     check_tensor,
 )
 from contrastlab.data.latent import check_prior
-from contrastlab.losses.family import LOSSES, score_loss
+from contrastlab.losses.family import LOSS_PROPERTIES, LOSSES, score_loss
 
 CONSTRAINTS = ("ball", "sphere")
 
@@ -110,6 +138,29 @@ def _prior(prior: Any, c: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# the temperature convention
+# --------------------------------------------------------------------------------------------
+
+
+def downstream_temperature(loss: str, temperature: float = 1.0) -> float:
+    """The temperature t at which R_mu-supv and L_sup are evaluated for a contrastive loss.
+
+    The loss's own temperature: ``temperature`` for ``infonce`` and ``infonce-mean``, 1 for
+    ``logistic`` (InfoNCE at t = 1) and ``hinge`` (no temperature; its margin 1 fixes the scale),
+    whatever ``temperature`` is. See "Temperature convention" in the module docstring (SPEC A5,
+    A6).
+
+    Args:
+        loss: a member of :data:`contrastlab.losses.family.LOSSES` (for a trained run, the
+            score function of its loss: ``loss.score`` of the experiment config).
+        temperature: t > 0 of the loss.
+    """
+    check_choice("loss", loss, LOSSES)
+    t = check_positive("temperature", temperature)
+    return t if LOSS_PROPERTIES[loss].uses_temperature else 1.0
+
+
+# --------------------------------------------------------------------------------------------
 # the mean classifier (Bao et al. 2022; Jiang et al. 2023)
 # --------------------------------------------------------------------------------------------
 
@@ -132,7 +183,9 @@ def mean_classifier_loss(
     Args:
         V: (C, d) class vectors, C >= 2.
         prior: (C,) class prior rho (None: balanced).
-        temperature: t > 0 dividing the logits.
+        temperature: t > 0 dividing the logits; by the module's convention the temperature of
+            the contrastive loss under study (:func:`downstream_temperature`), the same t as
+            :func:`supervised_loss`. Default 1 (Bao et al.).
         normalize_means: divide each mean by its norm (all class vectors must be nonzero).
 
     Returns:
@@ -584,7 +637,8 @@ def supervised_loss(
         V: (C, d) class vectors, C >= 2 (converted to float64).
         prior: (C,) class prior rho (None: balanced).
         loss: ``logistic``, ``infonce``, ``infonce-mean`` or ``hinge``.
-        temperature: t > 0 for the InfoNCE forms.
+        temperature: t > 0 for the InfoNCE forms (ignored by ``logistic`` and ``hinge``); the
+            same t as :func:`mean_classifier_loss` (module docstring). Default 1.
         constraint: ``ball`` (the relaxation's value: the unit-norm infimum when ``tight``, else
             a lower bound) or ``sphere`` (the relaxation's value when tight, else the value of a
             local optimum on the product of spheres reached from the renormalized relaxed
@@ -716,28 +770,32 @@ def downstream_report(
 ) -> dict[str, Any]:
     """Downstream quality of the class vectors V in one dict.
 
-    Keys: ``mean_classifier_loss`` (float; Bao et al.'s convention t = 1, no renormalization of
-    the means, whatever ``temperature`` is), ``mean_classifier_accuracy`` (float),
-    ``supervised_loss`` (float, the relaxed optimum of :func:`supervised_loss` with ``loss`` and
-    ``temperature``), ``supervised_loss_tight`` (bool), ``supervised_loss_gap`` (float, its
-    certified duality gap) and ``cosine`` ((C, C) float64 tensor of cosines between class means;
-    a zero vector has cosine 0 with everything, including itself).
+    ``loss`` and ``temperature`` describe the contrastive loss under study; R_mu-supv and L_sup
+    are both evaluated at its temperature t = ``downstream_temperature(loss, temperature)``
+    (``temperature`` for the InfoNCE forms, 1 for ``logistic`` and ``hinge``; the module's
+    temperature convention). Keys: ``mean_classifier_loss`` (float, R_mu-supv at t, means not
+    renormalized; Bao et al.'s own convention when t = 1), ``mean_classifier_accuracy``
+    (float), ``supervised_loss`` (float, the relaxed optimum of :func:`supervised_loss` with
+    ``loss`` at t), ``supervised_loss_tight`` (bool), ``supervised_loss_gap`` (float, its
+    certified duality gap), ``downstream_temperature`` (float, the t of both losses) and
+    ``cosine`` ((C, C) float64 tensor of cosines between class means; a zero vector has cosine
+    0 with everything, including itself).
     """
     V = _check_V(V)
     c = V.shape[0]
     rho = _prior(prior, c)
-    check_choice("loss", loss, LOSSES)
-    t = check_positive("temperature", temperature)
+    t = downstream_temperature(loss, temperature)
     V64 = V.detach().to(torch.float64).cpu()
     sup = supervised_loss(V64, rho, loss=loss, temperature=t)
     norms = V64.norm(dim=1)
     safe = torch.where(norms > 0, norms, torch.ones_like(norms))
     unit = V64 / safe[:, None]
     return {
-        "mean_classifier_loss": float(mean_classifier_loss(V64, rho)),
+        "mean_classifier_loss": float(mean_classifier_loss(V64, rho, temperature=t)),
         "mean_classifier_accuracy": mean_classifier_accuracy(V64, rho),
         "supervised_loss": sup.value,
         "supervised_loss_tight": sup.tight,
         "supervised_loss_gap": sup.gap,
+        "downstream_temperature": t,
         "cosine": unit @ unit.T,
     }

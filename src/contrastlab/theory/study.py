@@ -8,6 +8,14 @@ for the optimal class vectors (:func:`contrastlab.theory.optimize.optimize_popul
 population loss, several restarts plus a warm start from the previous k) and evaluates the
 downstream losses of the optimum (:mod:`contrastlab.theory.downstream`).
 
+Temperature: the downstream losses of every optimum, R_mu-supv (Bao et al. 2022's mean
+supervised loss, the mean classifier's cross-entropy) and L_sup, are evaluated at the
+temperature of the study's contrastive loss, t = ``downstream_temperature(loss, temperature)``
+(``temperature`` for the InfoNCE forms, 1 for ``logistic`` and ``hinge``): the module convention
+of :mod:`contrastlab.theory.downstream` (SPEC A5, A6). So at t != 1 the R_mu-supv column is on
+the same score scale f^T mu_c / t as the contrastive loss and L_sup; at t = 1 it is Bao et al.'s
+R_mu-supv. The t used is recorded in the result's config as ``downstream_temperature``.
+
 A *violation* is an increase of a downstream loss from one k to the next beyond ``tol``. Every
 apparent violation is re-solved at both ends with ``recheck_restarts`` random starts (and warm
 starts from both neighbours) before it is reported, with its size and its prior.
@@ -24,6 +32,7 @@ import torch
 
 from contrastlab._validation import check_positive_int
 from contrastlab.data.latent import check_prior, dirichlet_prior, zipf_prior
+from contrastlab.theory.downstream import downstream_report, downstream_temperature
 from contrastlab.theory.optimize import PopulationOptimum, optimize_population
 
 DOWNSTREAM_KEYS = ("mean_classifier_loss", "supervised_loss")
@@ -143,6 +152,8 @@ def _solve(
     inits: Sequence[torch.Tensor],
     **objective: Any,
 ) -> PopulationOptimum:
+    """The best optimum over the random starts and the warm starts ``inits``, with its
+    downstream losses at the loss's temperature (module docstring)."""
     best: PopulationOptimum | None = None
     for i, init in enumerate([None, *inits]):
         res = optimize_population(
@@ -151,11 +162,17 @@ def _solve(
             restarts=restarts if init is None else 1,
             seed=seed + 7919 * i,
             init=init,
+            with_downstream=False,
             **objective,
         )
         if best is None or res.loss < best.loss:
             best = res
     assert best is not None
+    # the study's own t, passed explicitly (downstream_report applies it to R_mu-supv and L_sup)
+    report = downstream_report(
+        best.V, best.prior, loss=objective["loss"], temperature=objective["temperature"]
+    )
+    best.downstream = {key: val for key, val in report.items() if key != "cosine"}
     return best
 
 
@@ -185,11 +202,14 @@ def monotonicity_study(
     """Solve for the optimum at every (prior, k) and test the monotonicity of its downstream loss.
 
     Returns one row per (prior, k) with the contrastive loss of the optimum, its downstream
-    losses (mean-classifier cross-entropy R_mu-supv and L_sup), the mean-classifier accuracy and
-    the optimizer's diagnostics, plus the confirmed violations. ``max_iter`` is the L-BFGS
-    budget of every solve (1 gives deliberately unconverged optima, for testing checks).
+    losses (mean-classifier cross-entropy R_mu-supv and L_sup, both at the loss's temperature
+    ``downstream_temperature(loss, temperature)``, see the module docstring), the
+    mean-classifier accuracy and the optimizer's diagnostics, plus the confirmed violations.
+    ``max_iter`` is the L-BFGS budget of every solve (1 gives deliberately unconverged optima,
+    for testing checks).
     """
     check_positive_int("num_classes", num_classes)
+    t_down = downstream_temperature(loss, temperature)
     ks = sorted({check_positive_int("k", int(k)) for k in ks})
     priors = default_priors(num_classes, seed) if priors is None else priors
     objective: dict[str, Any] = {
@@ -252,5 +272,6 @@ def monotonicity_study(
             "restarts": restarts,
             "recheck_restarts": recheck_restarts,
             "tol": tol,
+            "downstream_temperature": t_down,
         },
     )
