@@ -304,10 +304,27 @@ def repro(
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="Replace a profile parameter: --param ks=[1,16]; "
                         "--param set.train.epochs=5 adds a config override.")] = None,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="Summarize every result under --out as Markdown (no run).")] = False,
+    to: Annotated[Path | None, typer.Option(
+        help="With --summary: write the Markdown here (e.g. recipes/RESULTS.md).")] = None,
 ) -> None:
     """Run a recipe (one claim of the seed papers) and print PASS or FAIL with its figures.
     Exit code 0 on PASS, 1 on FAIL, 2 on bad input."""
     from contrastlab.recipes import list_recipes, parse_params, run_recipe
+
+    if summary:
+        from contrastlab.recipes.summary import results_markdown
+
+        def write() -> str:
+            text = results_markdown(out, _git_commit())
+            if to is None:
+                return text
+            to.write_text(text)
+            return f"summary written to {to}"
+
+        _fail_on_value_error(write)
+        return
 
     if list_:
         _fail_on_value_error(lambda: "\n".join(
@@ -329,6 +346,18 @@ def repro(
     _fail_on_value_error(body)
     if result is not None and not result.passed:
         raise typer.Exit(code=1)
+
+
+def _git_commit() -> str | None:
+    """The checked-out commit of the working directory's repository, when there is one."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def main() -> None:

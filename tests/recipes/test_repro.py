@@ -21,9 +21,10 @@ def out(tmp_path_factory):
 # The corrupted variants of the trained recipes run on a smaller grid (fewer k, betas, epochs):
 # the same pipeline and the same checks, fed shuffled labels, at a fraction of the cost.
 SMALL = {
-    "awasthi-k-sweep": {"ks": [1, 256], "set": {"train.epochs": 10}},
+    "awasthi-k-sweep": {"ks": [1, 256], "set": {"train.epochs": 10, "eval.every": 2}},
     "jiang-nc-vs-dc": {"losses": [["scl", "hscl"]], "betas": [0, 5],
-                       "normalizations": ["sphere", "none"], "set": {"train.epochs": 20}},
+                       "normalizations": ["sphere", "none"],
+                       "set": {"train.epochs": 20, "eval.every": 4}},
     "bao-bounds": {"idealized": {"classes": [10], "ks": "1..64"},
                    "datasets": {"mnist1d": {"ks": [1, 16], "seeds": [0, 1, 2], "set": {
                        "train.epochs": 10, "eval.every": 2},
@@ -31,10 +32,27 @@ SMALL = {
                            "mnist1d"]["config"]}}},
 }
 
-# Claims that do not hold and the recipe reports as an honest FAIL of exactly these checks (the
-# closing notes and recipes/RESULTS.md say why); every other recipe's quick profile PASSes.
+# Claims that do not reproduce: the recipe reports an honest FAIL of exactly these checks, each
+# with a margin far larger than the spread between machines (the closing notes and
+# recipes/RESULTS.md give the values and say why); every other recipe's quick profile PASSes.
 KNOWN_FAILS = {
-    "bao-text": {"upper-tightest"},  # at C = 3, K = 3 Arora's bound (1.27) is below Bao's (1.64)
+    # at C = 3, K = 3 Arora's bound (1.27) is below Bao's (1.64)
+    "bao-text": {"upper-tightest"},
+    # the class means of MNIST-1D collapse (NC1 -> 0.02 at 150 epochs) but not to an ETF
+    # (distance 0.4 at 150 epochs, 0.8 at 30; threshold 0.2)
+    "awasthi-k-sweep": {"approach-etf", "equiangular-pairs"},
+    # no dimensional collapse by the recipe's own criterion (sigma_min/sigma_max 0.2-0.7 against
+    # 0.01), and beta = 0 is not farther from the ETF beyond seed-to-seed spread
+    "jiang-nc-vs-dc": {"dc-without-normalization", "dc-without-hard-negatives",
+                       "hard-negatives-help"},
+}
+# Checks of a known-FAIL recipe whose observed value lies near its threshold, so that their
+# outcome may differ between machines (the verdict does not): not asserted either way.
+BORDERLINE = {
+    # the accuracy gain from K = 1 to 256 is +0.007 with a lower bound of -0.011 over 3 seeds
+    "bao-text": {"accuracy-improves"},
+    # one SCL run at beta = 0 ends with its held-out loss still falling by 1.2 % (tol 1 %)
+    "jiang-nc-vs-dc": {"converged"},
 }
 
 
@@ -47,7 +65,7 @@ def _run(name, out, corrupt, params=None):
 def test_quick_profile_passes_and_writes_its_evidence(name, out):
     res = _run(name, out, False)
     failed = {c.check.name for c in res.checks if not c.passed}
-    assert failed == KNOWN_FAILS.get(name, set()), res.summary()
+    assert failed - BORDERLINE.get(name, set()) == KNOWN_FAILS.get(name, set()), res.summary()
     verdict = "FAIL" if failed else "PASS"
     assert res.summary().splitlines()[-1] == f"{verdict} {name}"
     d = out / name / "quick"
@@ -128,3 +146,16 @@ def test_cli_repro_list_and_exit_codes(out):
     assert res.exit_code == 2 and "unknown parameter(s) kz" in res.output
     res = runner.invoke(app, ["repro", "awasthi-balanced-etf", "--param", "ks"])
     assert res.exit_code == 2 and "--param must be KEY=VALUE" in res.output
+
+
+def test_cli_repro_summary(out, tmp_path):
+    # every result written above, as one Markdown page; a directory without results is refused
+    runner = CliRunner()
+    dest = tmp_path / "RESULTS.md"
+    res = runner.invoke(app, ["repro", "--summary", "--out", str(out), "--to", str(dest)])
+    assert res.exit_code == 0, res.output
+    text = dest.read_text()
+    assert "| recipe | profile | verdict |" in text and "## bao-bounds [quick]" in text
+    assert "| check | kind | condition | observed | result |" in text
+    res = runner.invoke(app, ["repro", "--summary", "--out", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no recipe results" in res.output

@@ -11,7 +11,7 @@ import pytest
 
 from contrastlab.experiments.store import ResultStore
 from contrastlab.report import write_report
-from tests.report import png_stats, tiny_sweep
+from tests.report import png_stats, synthetic_sweep, tiny_sweep
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,49 @@ def test_cli_report_rejects_a_non_results_directory(tmp_path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a results directory" in result.output
+
+
+def _header(text: str, table: str) -> list[str]:
+    start = text.index(f"<table class='{table}'>")
+    head = text[start:text.index("</thead>", start)]
+    return re.findall(r"<th>([^<]*)</th>", head)
+
+
+def test_report_answers_first_and_shows_the_swept_columns(tmp_path: Path) -> None:
+    d = synthetic_sweep(tmp_path / "beta_k")
+    text = write_report(d).read_text()
+    # the first thing after the title is the answer, computed from the runs
+    body = text[text.index("<h1>contrastlab report</h1>") + len("<h1>contrastlab report</h1>"):]
+    first = body.lstrip().splitlines()[0]
+    assert first.startswith("<div class='answer'><p><b>Answer:</b> mean classifier accuracy")
+    assert "within the 95 % interval (over seeds) of the best k in 1 of 2 groups" in first
+    answer = body[:body.index("</div>")]
+    assert "hucl beta=0 sphere (4 k, 3 seeds per k)" in answer
+    assert "largest drop from k=1 to k=64 is 0.150 (95 % interval [" in answer
+    assert "is outside the 95 % interval of the best k" in answer
+    # the per-run table has the swept columns, then the usual ones, sorted by them
+    cols = _header(text, "summary")
+    assert cols[:4] == ["run_id", "status", "loss.beta", "loss.k"]
+    assert cols.count("loss.k") == 1 and "seed" in cols and "knn_acc" in cols
+    start = text.index("<table class='summary'>")
+    rows = re.findall(r"<tr>\s*<td>[0-9a-z]{16}</td>\s*<td class='s-done'>done</td>\s*"
+                      r"<td>([^<]*)</td>\s*<td>([^<]*)</td>", text[start:])
+    assert len(rows) == 24
+    assert rows[:4] == [("0", "1")] * 3 + [("0", "4")]
+    assert rows[-1] == ("5", "64")
+    # the summary over seeds: one row per (beta, k), mean and 95 % interval
+    assert _header(text, "groups")[:3] == ["loss.beta", "loss.k", "n"]
+    groups = text[text.index("<table class='groups'>"):]
+    groups = groups[:groups.index("</table>")]
+    assert groups.count("<tr>") == 9
+    assert "<tr><td>0</td><td>64</td><td>3</td>" in groups.replace("\n", "")
+    assert "0.75 [0.7252, 0.7748]" in groups
+
+
+def test_report_with_one_seed_says_there_is_no_interval(tmp_path: Path) -> None:
+    d = synthetic_sweep(tmp_path / "one", betas=(0.0,), ks=(1, 16), seeds=(0,))
+    text = write_report(d).read_text()
+    answer = text[text.index("<div class='answer'>"):text.index("</div>")]
+    assert "undecided in 1 (one seed: no interval)" in answer
+    assert "one seed: no interval" in answer
+    assert "0.89</td>" in text  # no interval printed in the summary over seeds

@@ -36,6 +36,7 @@ __all__ = [
     "export_results",
     "load_records",
     "results_table",
+    "swept_keys",
 ]
 
 DEFAULT_METRICS = (
@@ -176,6 +177,13 @@ _DERIVED_KEYS = ("loss.sampler", "loss.pool_size", "loss.beta", "loss.tau_plus",
 
 def _n_groups(records: list[dict[str, Any]], keys: list[str]) -> int:
     return len({json.dumps([r.get(k) for k in keys], default=str) for r in records})
+
+
+def swept_keys(records: list[dict[str, Any]]) -> list[str]:
+    """The config keys that differ between ``records`` (flat records of :func:`load_records`),
+    without the seeds and the keys the others determine: the columns ``contrastlab results``
+    groups by, and the report's curves (:mod:`contrastlab.report.grouping`)."""
+    return _varying(records, _config_keys(records)) if records else []
 
 
 def _varying(records: list[dict[str, Any]], config_keys: set[str]) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from contrastlab.recipes.params import check_keys, ks_list, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.stats import paired_trend
 
 __all__ = ["awasthi_balanced_etf", "awasthi_k_sweep", "awasthi_unbalanced"]
 
@@ -174,15 +175,22 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     geometry and the downstream accuracy of each run.
 
     Params: ``config`` (the experiment config, a mapping), ``ks``, ``seeds``, ``set`` (dotted
-    overrides). Metrics (C classes; accuracy = mean-classifier test accuracy, mean over seeds):
+    overrides). Metrics (C classes; accuracy = mean-classifier test accuracy; the geometry is
+    that of the class means of the unit-norm training embeddings at the end):
 
-    - ``max_accuracy_drop``: max over k of acc(k_min) - acc(k) (does accuracy degrade?);
+    - ``min_accuracy_change_upper``: the smallest one-sided 95 % upper bound, over seeds, of the
+      paired accuracy change from the smallest k to every larger k and between consecutive k
+      (< 0: accuracy fell significantly somewhere; one seed has no bound and fails);
+    - ``max_accuracy_drop``: max over k of the mean acc(k_min) - acc(k) (reported);
+    - ``max_etf_distance``: max over k of the mean over seeds of the distance of the class
+      means to the simplex ETF (:func:`contrastlab.geometry.etf_distance`; random Gaussian
+      means in R^16 give 0.64 for C = 10);
+    - ``max_pair_cosine_error``: max over k of the mean over seeds of the largest
+      |cos(mu_c, mu_c') + 1/(C-1)| over class pairs (per-pair equiangularity; random means
+      give 0.64);
     - ``min_accuracy_over_chance``: min over k of acc(k) - 1/C (did anything get learned?);
-    - ``max_mean_cosine_gap``: max over k of |mean_{c != c'} cos(mu_c, mu_c') + 1/(C-1)| for the
-      class means of the unit-norm features (the mean cosine is >= -1/(C-1), with equality iff
-      the unit class means sum to zero, as at the ETF);
-    - ``max_equiangularity_ratio``: max over k of (mean |cos + 1/(C-1)| at the last evaluation)
-      / (the same at the first): < 1 when the cosines move toward -1/(C-1) during training.
+    - ``unconverged_runs``: runs whose held-out loss still fell by more than 1 % over their
+      last 20 % of epochs (:mod:`contrastlab.convergence`).
     """
     from contrastlab.report.figures import (
         contrastive_loss_vs_k,
@@ -205,30 +213,47 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
         geo = r["reports"]["geometry"]
         cos = np.asarray(geo["cosine"], dtype=np.float64)
         off = ~np.eye(c, dtype=bool)
-        hist = [e for e in r["epochs"] if _finite(e.get("equiangularity_mean"))]
         rows.append({
             "k": int(r["loss.k"]), "seed": r["seed"], "mc_acc": float(r["mc_acc"]),
-            "probe_acc": r.get("probe_acc"), "heldout_loss": r.get("heldout_loss"),
+            "probe_acc": r.get("probe_acc"), "knn_acc": r.get("knn_acc"),
+            "heldout_loss": r.get("heldout_loss"),
             "mean_cosine": float(cos[off].mean()),
-            "equiangularity_first": float(hist[0]["equiangularity_mean"]) if hist else math.nan,
-            "equiangularity_last": float(hist[-1]["equiangularity_mean"]) if hist else math.nan,
-            "etf_distance": r.get("etf_distance"), "nc1": r.get("nc1"),
+            "max_pair_cosine_error": float(np.abs(cos[off] + 1.0 / (c - 1)).max()),
+            "etf_distance": float(geo["etf_distance"]), "nc1": r.get("nc1"),
+            "distinct_negatives": r.get("distinct_negatives"),
+            "converged": r.get("converged") == 1.0,
         })
     by_k: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_k.setdefault(row["k"], []).append(row)
-    acc = {k: float(np.mean([x["mc_acc"] for x in v])) for k, v in by_k.items()}
+
+    def kmean(key: str) -> dict[int, float]:
+        return {k: float(np.mean([x[key] for x in v])) for k, v in by_k.items()}
+
+    acc = kmean("mc_acc")
     k0 = min(acc)
+    trend = paired_trend(recs, "mc_acc")
+    unconverged = [x for x in rows if not x["converged"]]
     metrics = {
+        "min_accuracy_change_upper": min((t["upper"] for t in trend), default=math.nan),
         "max_accuracy_drop": max(acc[k0] - a for a in acc.values()),
+        "max_etf_distance": max(kmean("etf_distance").values()),
+        "max_pair_cosine_error": max(kmean("max_pair_cosine_error").values()),
         "min_accuracy_over_chance": min(acc.values()) - 1.0 / c,
-        "max_mean_cosine_gap": max(abs(x["mean_cosine"] + 1.0 / (c - 1)) for x in rows),
-        "max_equiangularity_ratio": max(x["equiangularity_last"] / x["equiangularity_first"]
-                                        for x in rows),
+        "unconverged_runs": float(len(unconverged)),
         "accuracy_at_smallest_k": acc[k0],
         "accuracy_at_largest_k": acc[max(acc)],
         "runs": float(len(rows)),
     }
+    notes = [f"k={t['loss.k_a']} -> {t['loss.k_b']}: accuracy {t['mean']:+.4f} (one-sided 95 % "
+             f"bounds [{t['lower']:+.4f}, {t['upper']:+.4f}], {int(t['n'])} seeds)"
+             for t in trend if t["from"] == "first" or t["loss.k_a"] != k0]
+    etf, pair = kmean("etf_distance"), kmean("max_pair_cosine_error")
+    notes += [f"k={k}: accuracy {acc[k]:.3f}, ETF distance {etf[k]:.3f}, largest pair cosine "
+              f"error {pair[k]:.3f} (means over {len(by_k[k])} seeds)" for k in sorted(by_k)]
+    if unconverged:
+        notes.append("not converged (held-out loss still falling over the last 20 % of epochs): "
+                     + ", ".join(f"k={x['k']} seed {x['seed']}" for x in unconverged))
     mats: dict[int, Any] = {}
     for r in sorted(recs, key=lambda r: (r["seed"], r["loss.k"])):
         mats.setdefault(int(r["loss.k"]), r["reports"]["geometry"]["cosine"])
@@ -237,10 +262,6 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
         "downstream_vs_k": downstream_vs_k(recs, num_classes=c),
         "contrastive_loss_vs_k": contrastive_loss_vs_k(recs, num_classes=c),
         "class_mean_cosines": cosine_heatmaps(mats),
-        "epoch_metrics": epoch_metrics(hist_by, ("equiangularity_mean", "nc1", "mc_acc")),
+        "epoch_metrics": epoch_metrics(hist_by, ("etf_distance", "nc1", "mc_acc")),
     }
-    return Outcome(metrics, {"runs": rows}, figs)
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return Outcome(metrics, {"runs": rows, "accuracy_trend": trend}, figs, notes)

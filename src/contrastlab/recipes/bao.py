@@ -183,6 +183,10 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
         figs["measured_gap"] = gap_inside_bounds(
             gaps, title="Measured surrogate gap R_mu-supv - R_cont inside Bao's bounds")
     for t in trends:
+        if t["from"] == "previous" and any(
+                u["from"] == "first" and u["data"] == t["data"] and u["loss.k_a"] == t["loss.k_a"]
+                for u in trends):
+            continue  # the first step: already noted as a change from the smallest K
         notes.append(f"{t['data']} accuracy K={t['loss.k_a']} -> {t['loss.k_b']}: "
                      f"{t['mean']:+.4f} (one-sided 95 % bounds [{t['lower']:+.4f}, "
                      f"{t['upper']:+.4f}], {int(t['n'])} seeds)")

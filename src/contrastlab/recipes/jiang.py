@@ -16,6 +16,7 @@ import numpy as np
 
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.stats import paired_bounds
 
 __all__ = ["jiang_nc_vs_dc"]
 
@@ -35,17 +36,28 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     ``set``.
 
     Per run: ETF distance and NC1 of the final embeddings, the effective rank and the ratio
-    sigma_min / sigma_max of the embedding covariance over its top C - 1 directions. Metrics:
+    sigma_min / sigma_max of the embedding covariance over its top C - 1 directions. Metrics
+    (means over seeds; ``b*`` is, per hard loss and normalization, the beta >= 2 with the
+    smallest mean ETF distance):
 
-    - ``hard_normalized_max_etf_distance`` / ``..._max_nc1``: for each hard loss and each
-      normalization, the best beta >= 2 run; the worst of these (so every loss and every
-      normalization must reach NC with some beta);
+    - ``hard_normalized_max_etf_distance`` / ``..._max_nc1``: the worst, over hard losses and
+      normalizations, of the ETF distance / NC1 at ``b*`` (every loss and every normalization
+      must reach NC with some beta);
     - ``unnormalized_max_spectrum_ratio``: the largest sigma_min / sigma_max over the runs
       without normalization (every one must be collapsed);
-    - ``min_hard_advantage``: over (loss, normalization), the ETF distance at beta = 0 minus the
-      best at beta >= 2 (> 0: hard negatives get closer to NC than no hard negatives);
+    - ``soft_normalized_max_spectrum_ratio``: the same over the normalized runs at beta = 0
+      (Jiang et al.: without hard negatives, dimensional collapse too);
+    - ``min_hard_advantage`` and ``min_hard_advantage_lower``: over (loss, normalization), the
+      paired (same seed) ETF distance at beta = 0 minus at ``b*``, its mean and its one-sided
+      95 % lower bound over seeds (> 0: hard negatives end closer to NC than none; one seed has
+      no bound);
     - ``min_accuracy_over_chance``: the worst mean-classifier accuracy minus 1/C of the
-      normalized hard runs (a sanity check: NC geometry with chance accuracy is impossible).
+      normalized hard runs (a sanity check: NC geometry with chance accuracy is impossible);
+    - ``unconverged_runs``: runs whose held-out loss still fell by more than 1 % over their last
+      20 % of epochs (:mod:`contrastlab.convergence`).
+
+    Table ``beta_curve``: per (loss, normalization, beta), the mean and standard deviation over
+    seeds of the ETF distance, NC1, effective rank, spectrum ratio and accuracy.
     """
     from contrastlab.report.figures import epoch_metrics, spectra
     from contrastlab.report.recipe_figures import nc_vs_dc_grid
@@ -79,14 +91,15 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
             "effective_rank": float(geo["effective_rank"]),
             "spectrum_ratio": _spectrum_ratio(geo["covariance_spectrum"], c - 1),
             "class_mean_spectrum_ratio": _spectrum_ratio(geo["class_mean_spectrum"], c - 1),
-            "mc_acc": float(r["mc_acc"]), "C": c,
+            "mc_acc": float(r["mc_acc"]), "C": c, "converged": r.get("converged") == 1.0,
         })
     c = rows[0]["C"]
 
     def mean(sel: list[dict[str, Any]], key: str) -> float:
         return float(np.mean([x[key] for x in sel])) if sel else math.nan
 
-    best_etf, best_nc1, advantage = [], [], []
+    best_etf, best_nc1, advantage, adv_lower = [], [], [], []
+    notes = []
     for hard in family.values():
         for n in (x for x in norms if x in _NORMALIZED):
             per_beta = {b: [x for x in rows if x["loss"] == hard and x["normalize"] == n
@@ -98,9 +111,21 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
             best_etf.append(mean(per_beta[b_star], "etf_distance"))
             best_nc1.append(mean(per_beta[b_star], "nc1"))
             if per_beta.get(0.0):
-                advantage.append(mean(per_beta[0.0], "etf_distance") - best_etf[-1])
+                soft = {x["seed"]: x["etf_distance"] for x in per_beta[0.0]}
+                hard_at = {x["seed"]: x["etf_distance"] for x in per_beta[b_star]}
+                common = sorted(set(soft) & set(hard_at))
+                if common:
+                    # paired over seeds: ETF(beta = 0) - ETF(b*) = -(ETF(b*) - ETF(0))
+                    b = paired_bounds([hard_at[s] for s in common], [soft[s] for s in common])
+                    advantage.append(b["mean"])
+                    adv_lower.append(b["lower"])
+                    notes.append(f"{hard} {n}: ETF distance at beta = 0 minus at beta = {b_star:g}"
+                                 f" {b['mean']:+.4f} (one-sided 95 % lower bound "
+                                 f"{b['lower']:+.4f}, {len(common)} seeds)")
     none = [x for x in rows if x["normalize"] == "none"]
+    soft_norm = [x for x in rows if x["normalize"] in _NORMALIZED and x["beta"] == 0]
     hard_norm = [x for x in rows if x["normalize"] in _NORMALIZED and x["beta"] >= 2]
+    unconverged = [x for x in rows if not x["converged"]]
     metrics = {
         "hard_normalized_max_etf_distance": max(best_etf, default=math.nan),
         "hard_normalized_max_nc1": max(best_nc1, default=math.nan),
@@ -108,17 +133,33 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
                                                default=math.nan),
         "unnormalized_max_effective_rank": max((x["effective_rank"] for x in none),
                                                default=math.nan),
+        "soft_normalized_max_spectrum_ratio": max((x["spectrum_ratio"] for x in soft_norm),
+                                                  default=math.nan),
         "min_hard_advantage": min(advantage, default=math.nan),
+        "min_hard_advantage_lower": min(adv_lower, default=math.nan),
         "min_accuracy_over_chance": min((x["mc_acc"] for x in hard_norm), default=math.nan)
         - 1.0 / c,
+        "unconverged_runs": float(len(unconverged)),
         "runs": float(len(rows)),
     }
-    notes = []
-    for x in sorted(rows, key=lambda x: (x["loss"], x["normalize"], x["beta"])):
-        if x["beta"] == 0 and x["normalize"] in _NORMALIZED:
-            notes.append(f"{x['loss']} beta=0 {x['normalize']} (seed {x['seed']}): ETF distance "
-                         f"{x['etf_distance']:.3f}, effective rank {x['effective_rank']:.2f} of "
-                         f"{c - 1}, sigma_min/sigma_max {x['spectrum_ratio']:.1e}")
+    if unconverged:
+        notes.append("not converged (held-out loss still falling over the last 20 % of epochs): "
+                     + ", ".join(f"{x['loss']} beta={x['beta']:g} {x['normalize']} seed "
+                                 f"{x['seed']}" for x in unconverged))
+    curve = []
+    for key in sorted({(x["loss"], x["normalize"], x["beta"]) for x in rows}):
+        sel = [x for x in rows if (x["loss"], x["normalize"], x["beta"]) == key]
+        row: dict[str, Any] = {"loss": key[0], "normalize": key[1], "beta": key[2],
+                               "seeds": len(sel)}
+        for m in ("etf_distance", "nc1", "effective_rank", "spectrum_ratio", "mc_acc"):
+            v = np.asarray([x[m] for x in sel], dtype=np.float64)
+            row[m] = float(v.mean())
+            row[m + "_sd"] = float(v.std(ddof=1)) if v.size > 1 else math.nan
+        curve.append(row)
+        notes.append(f"{key[0]} {key[1]} beta={key[2]:g}: ETF distance {row['etf_distance']:.3f}"
+                     f" (sd {row['etf_distance_sd']:.3f}), NC1 {row['nc1']:.3g}, "
+                     f"sigma_min/sigma_max {row['spectrum_ratio']:.2g}, accuracy "
+                     f"{row['mc_acc']:.3f} over {len(sel)} seeds")
     spectra_by = {f"{r['loss.name']} b={r.get('loss.beta') or 0:g} {r['loss.normalize']}":
                   r["reports"]["geometry"]["covariance_spectrum"]
                   for r in recs if r["seed"] == seeds[0]}
@@ -133,4 +174,4 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
         "spectra": spectra(spectra_by, ylabel="embedding covariance: log10(sigma_i/sigma_max)"),
         "epoch_metrics": epoch_metrics(hist, ("nc1", "etf_distance", "effective_rank")),
     }
-    return Outcome(metrics, {"runs": rows}, figs, notes)
+    return Outcome(metrics, {"runs": rows, "beta_curve": curve}, figs, notes)

@@ -1,5 +1,7 @@
-"""Reports: figures from stored results (:mod:`~contrastlab.report.figures`) and one
-self-contained HTML report of an output directory (:func:`write_report`)."""
+"""Reports: figures from stored results (:mod:`~contrastlab.report.figures`), the runs merged
+by their swept keys (:mod:`~contrastlab.report.grouping`), the answer the runs give on accuracy
+vs k (:mod:`~contrastlab.report.answer`) and one self-contained HTML report of an output
+directory (:func:`write_report`)."""
 
 from __future__ import annotations
 
