@@ -12,7 +12,7 @@ import torch
 
 import contrastlab.training as T
 from contrastlab.data.registry import load_dataset
-from contrastlab.experiments.config import parse_config
+from contrastlab.experiments.config import parse_config, run_id
 from contrastlab.losses import NegativeSampler, hard_contrastive, nce_loss, normalize
 from tests.experiments.helpers import strip_seconds
 
@@ -299,3 +299,22 @@ def test_more_distinct_negatives_than_samples_is_refused(data: Any) -> None:
         T.train(cfg, data)
     ok = T.train(_distinct_cfg(name="ucl", k=600, replacement=True), data)
     assert ok.status == "done" and ok.epochs[-1]["distinct_negatives"] < 512
+
+
+@pytest.mark.parametrize(("threads", "want"), [(None, 1), (2, 2)])
+def test_a_run_computes_with_its_configured_thread_count(data: Any, threads: int | None,
+                                                         want: int) -> None:
+    # the worker's or notebook's thread count never leaks into a run: its round-off (and so
+    # every metric) would depend on it; the process's count is restored afterwards
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        T.train(_cfg(train={"epochs": 1, "threads": threads}), data,
+                on_epoch=lambda *_: seen.append(torch.get_num_threads()))
+        assert seen == [want] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    ids = {run_id(_cfg(train={"threads": t})) for t in (None, 1)}
+    assert len(ids) == 1  # the default is one thread: the same run
+    assert run_id(_cfg(train={"threads": 2})) not in ids

@@ -6,7 +6,7 @@ from contrastlab.recipes import PROFILES, list_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {"awasthi-balanced-etf", "awasthi-unbalanced", "awasthi-k-sweep", "jiang-nc-vs-dc",
-            "bao-bounds", "bao-text"}
+            "bao-bounds", "bao-text", "awasthi-lemma1", "jiang-lower-bounds", "jiang-nc-optimal"}
 
 
 def test_every_claim_has_a_recipe_and_the_repo_links_them():

@@ -101,4 +101,4 @@ def sweep_records(
 
 def import_all() -> None:
     """Import the modules that register the runners."""
-    from contrastlab.recipes import awasthi, bao, jiang  # noqa: F401
+    from contrastlab.recipes import awasthi, bao, jiang, theorems  # noqa: F401

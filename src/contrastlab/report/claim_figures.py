@@ -1,0 +1,190 @@
+"""Figures of the theorem recipes (:mod:`contrastlab.recipes.theorems`): pure functions from tidy
+rows or arrays to matplotlib Figures (Agg backend), in the style of
+:mod:`contrastlab.report.figures` (Okabe-Ito colours, units or "dimensionless" on the axes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from contrastlab.report.figures import _colour, _num
+
+__all__ = ["embedding_panels", "harris_gaps", "labelled_heatmaps", "metric_strips",
+           "metric_vs_budget"]
+
+# values at or below this are drawn at the floor of a log axis (exact zeros, float round-off)
+_FLOOR = 1e-17
+
+
+def _groups(rows: Sequence[Mapping[str, Any]], group: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.setdefault(str(r.get(group)), None)
+    return list(seen)
+
+
+def metric_strips(rows: Sequence[Mapping[str, Any]],
+                  panels: Sequence[tuple[str, str, float | None]], group: str,
+                  title: str = "") -> Figure:
+    """One panel per ``(metric, y label, threshold)``: the value of every row as a point, one
+    column per value of ``group`` (jittered), on a log axis (values <= 1e-17 drawn at 1e-17);
+    the threshold, when given, is a dashed red line."""
+    if not rows:
+        raise ValueError("rows must hold at least one row")
+    groups = _groups(rows, group)
+    fig = Figure(figsize=(max(4.2, 0.9 * len(groups) + 2.2) * len(panels) / 1.6 + 1, 4.2),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    rng = np.random.default_rng(0)
+    for ax, (metric, ylabel, threshold) in zip(axes, panels, strict=True):
+        for i, g in enumerate(groups):
+            vals = [_num(r.get(metric)) for r in rows if str(r.get(group)) == g]
+            ys = np.array([max(v, _FLOOR) for v in vals if v is not None])
+            if ys.size:
+                xs = i + rng.uniform(-0.18, 0.18, ys.size)
+                ax.plot(xs, ys, "o", ms=4, alpha=0.8, color=_colour(i))
+        if threshold is not None:
+            ax.axhline(threshold, color="#D55E00", ls="--", lw=1.2,
+                       label=f"threshold {threshold:g}")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="major")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def metric_vs_budget(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, str]],
+                     x: str = "budget", xlabel: str = "iteration budget (log scale)",
+                     title: str = "") -> Figure:
+    """Each metric of ``panels`` (``(metric, label)``) against ``x`` on log-log axes, in one
+    panel (values <= 1e-17 drawn at 1e-17)."""
+    if not rows:
+        raise ValueError("rows must hold at least one row")
+    fig = Figure(figsize=(5.6, 4), layout="constrained")
+    ax = fig.subplots()
+    srt = sorted(rows, key=lambda r: float(r[x]))
+    for i, (metric, label) in enumerate(panels):
+        pts = [(float(r[x]), _num(r.get(metric))) for r in srt]
+        xs = [a for a, v in pts if v is not None]
+        ys = [max(v, _FLOOR) for _, v in pts if v is not None]
+        ax.plot(xs, ys, marker="o", color=_colour(i), label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("value (dimensionless, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def embedding_panels(panels: Sequence[tuple[str, Any, Any]]) -> Figure:
+    """2-D embeddings, one panel per ``(title, Z, labels)`` (the first two coordinates of Z),
+    coloured by class, with the unit circle."""
+    if not panels:
+        raise ValueError("panels must hold at least one (title, Z, labels)")
+    n = len(panels)
+    fig = Figure(figsize=(3.4 * n, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n))
+    theta = np.linspace(0, 2 * np.pi, 200)
+    for ax, (title, z, labels) in zip(axes, panels, strict=True):
+        zz = np.asarray(z, dtype=np.float64)
+        yy = np.asarray(labels)
+        if zz.ndim != 2 or zz.shape[1] < 2:
+            raise ValueError(f"Z of panel {title!r} must be (N, >=2); got shape {zz.shape}")
+        ax.plot(np.cos(theta), np.sin(theta), color="0.75", lw=1)
+        for c in np.unique(yy):
+            pts = zz[yy == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=30, alpha=0.6, color=_colour(int(c)),
+                       label=f"class {int(c)} ({len(pts)} samples)")
+        ax.set_aspect("equal")
+        ax.set_xlim(-1.25, 1.25)
+        ax.set_ylim(-1.25, 1.25)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("z_1 (unit-sphere coordinates)")
+        ax.set_ylabel("z_2")
+        ax.legend(fontsize=6, loc="lower right")
+    return fig
+
+
+def harris_gaps(rows: Sequence[Mapping[str, Any]], nc_rows: Sequence[Mapping[str, Any]] = (),
+                title: str = "") -> Figure:
+    """L(beta) - L(0) against beta, one panel per family (``other-class``: HSCL - SCL,
+    ``marginal``: HUCL - UCL); one line per representation (``gap_mean`` averaged over the rows
+    of that representation and beta) and the NC geometry (``nc_rows``: ``gap``) dashed; a
+    symmetric-log y axis so a negative gap (a violated bound) shows."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, 2))
+    names = {"other-class": "supervised: HSCL(beta) - SCL", "marginal":
+             "unsupervised: HUCL(beta) - UCL"}
+    for ax, fam in zip(axes, ("other-class", "marginal"), strict=True):
+        sub = [r for r in rows if r.get("family") == fam]
+        for i, rep in enumerate(_groups(sub, "representation")):
+            by_b: dict[float, list[float]] = {}
+            for r in sub:
+                v = _num(r.get("gap_mean"))
+                if str(r.get("representation")) == rep and v is not None:
+                    by_b.setdefault(float(r["beta"]), []).append(v)
+            bs = sorted(by_b)
+            ax.plot(bs, [float(np.mean(by_b[b])) for b in bs], marker="o", ms=3,
+                    color=_colour(i), label=rep)
+        nc = sorted((r for r in nc_rows if r.get("family") == fam), key=lambda r: r["beta"])
+        if nc:
+            ax.plot([0.0] + [float(r["beta"]) for r in nc], [0.0] + [float(r["gap"]) for r in nc],
+                    ls="--", marker="x", color="#000000", label="NC geometry (ETF)")
+        ax.axhline(0.0, color="#D55E00", lw=1)
+        ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set_xlabel("hardness beta (dimensionless)")
+        ax.set_ylabel("L(beta) - L(0) (nats, symlog)")
+        ax.set_title(names[fam], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def labelled_heatmaps(mats: Sequence[tuple[str, Any]]) -> Figure:
+    """Cosine heatmaps with free titles (``(title, CxC matrix)``), on the scale [-1, 1]; the
+    colour bar marks the simplex-ETF value -1/(C-1)."""
+    if not mats:
+        raise ValueError("mats must hold at least one (title, matrix)")
+    n = len(mats)
+    fig = Figure(figsize=(3.2 * n + 1.2, 3.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n))
+    im = None
+    c = 2
+    for ax, (title, mat) in zip(axes, mats, strict=True):
+        m = np.asarray(mat, dtype=np.float64)
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise ValueError(f"matrix {title!r} must be square; got shape {m.shape}")
+        c = m.shape[0]
+        im = ax.imshow(m, vmin=-1.0, vmax=1.0, cmap="cividis")
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks(range(c))
+        ax.set_yticks(range(c))
+        ax.set_xlabel("class")
+        ax.set_ylabel("class")
+        if c <= 6:
+            for i in range(c):
+                for j in range(c):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] < 0.3 else "black")
+    assert im is not None
+    cbar = fig.colorbar(im, ax=list(axes), shrink=0.9)
+    cbar.set_label("cosine of class means (dimensionless)")
+    etf = -1.0 / (c - 1)
+    cbar.ax.axhline(etf, color="#D55E00", lw=2)
+    ticks = sorted({-1.0, etf, 1.0})
+    cbar.set_ticks(ticks)
+    cbar.ax.set_yticklabels([f"{t:.2f}" + (" = -1/(C-1)" if t == etf else "") for t in ticks])
+    fig.suptitle("Class-mean cosines at the optimum (ETF: off-diagonal = -1/(C-1))")
+    return fig
