@@ -23,8 +23,8 @@ $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
 venv: $(VENV)/.installed-$(TEST_EXTRAS)
 
 # The main job: a k-sweep on MNIST-1D (UCL vs HUCL, k in {1, 16, 256}, 3 seeds, 100 epochs), about
-# 7.5 minutes on
-# 2 cores; resumable (run it again after an interruption and only the missing runs are trained).
+# 7.5 minutes on 2 cores; resumable (run it again after an interruption and only the missing runs
+# are trained).
 DEMO_OUT ?= runs/demo
 demo: venv
 	$(PY) -m contrastlab sweep configs/demo.yaml --workers 2 --out $(DEMO_OUT)
