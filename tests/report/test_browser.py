@@ -127,7 +127,9 @@ def test_every_figure_is_drawn_in_the_screenshot(report: Path, tmp_path: Path) -
         for colour in (BLUE, ORANGE):  # the plot's own colours are on screen where it is
             if _near(ref, colour) >= 50:
                 assert _near(crop, colour) >= 0.9 * _near(ref, colour), (name, colour)
-    assert _near(shot, BLUE) > 500 and _near(shot, ORANGE) > 500
+    # the first group's colour is on screen (the tiny sweep is one group: ucl over k; each
+    # figure's own colours were checked in its box above)
+    assert _near(shot, BLUE) > 500
 
 
 def test_corrupted_figure_is_reported_broken(report: Path, tmp_path: Path) -> None:

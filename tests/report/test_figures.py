@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,24 @@ def test_num_classes_of() -> None:
     assert F.num_classes_of([{}], [{"geometry": {"num_classes": 10}}]) == 10
     assert F.num_classes_of([{"data.options.classes": 4}, {"data.options.classes": 5}]) is None
     assert F.num_classes_of([{}]) is None
+
+
+def test_idealized_supervised_optimum_is_drawn_at_the_runs_temperature() -> None:
+    # R_mu-supv is stored at the loss's t (theory/downstream.py), so the ETF reference uses
+    # Bao's b^2 = 1/t; runs at several temperatures get no single reference line
+    from contrastlab.theory.bounds import idealized_supervised_minimum
+
+    def rows(temps: list[float]) -> list[dict[str, object]]:
+        return [{"loss.name": "ucl", "loss.k": k, "seed": 0, "loss.temperature": t,
+                 "loss.score": "infonce", "mc_acc": 0.9, "mc_ce": 0.3, "status": "done"}
+                for k in (1, 4) for t in temps]
+
+    def dashed(fig) -> list[float]:
+        ax = fig.axes[-1]
+        return [float(line.get_ydata()[0]) for line in ax.lines if line.get_linestyle() == "--"]
+
+    assert dashed(F.downstream_vs_k(rows([0.2]), num_classes=10)) == pytest.approx(
+        [idealized_supervised_minimum(10, b=1.0 / math.sqrt(0.2))])
+    assert dashed(F.downstream_vs_k(rows([1.0]), num_classes=10)) == pytest.approx([0.7966],
+                                                                                   abs=1e-4)
+    assert dashed(F.downstream_vs_k(rows([0.2, 1.0]), num_classes=10)) == []

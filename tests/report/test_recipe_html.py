@@ -20,7 +20,7 @@ profiles:
   quick: {about: tiny, params: {classes: [3, 4], ks: [1, 2, 8], restarts: 1}}
   full: {about: tiny, params: {classes: [3], ks: [1, 2]}}
 checks:
-  - {name: etf, metric: max_etf_cosine_error, op: "<=", value: 1.0e-4, why: the ETF}
+  - {name: etf, kind: claim, metric: max_etf_cosine_error, op: "<=", value: 1.0e-4, why: the ETF}
 """
 
 

@@ -100,7 +100,10 @@ def _legend_outside(fig: Figure, fontsize: int = 7) -> None:
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=fontsize)
+        # right of the axes, vertically centred: clear of the figure's title ("outside" + any
+        # standard location is valid at run time; matplotlib's stubs list only a few)
+        loc: Any = "outside center right"
+        fig.legend(handles, labels, loc=loc, fontsize=fontsize)
 
 
 def _done(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -140,6 +143,19 @@ def _mean_band(ax: Any, by_k: Mapping[int, Sequence[float]], label: str,
         ax.fill_between([b[0] for b in band], [max(b[1], clip[0]) for b in band],
                         [min(b[2], clip[1]) for b in band], color=style.get("color"),
                         alpha=0.2, linewidth=0)
+
+
+def _downstream_temperatures(rows: Sequence[Mapping[str, Any]]) -> set[float]:
+    """The temperatures the rows' R_mu-supv was evaluated at (the loss's t; 1 for the logistic
+    and hinge scores: :func:`contrastlab.theory.downstream.downstream_temperature`)."""
+    from contrastlab.theory.downstream import downstream_temperature
+
+    out = set()
+    for r in rows:
+        t = _num(r.get("loss.temperature"))
+        out.add(downstream_temperature(str(r.get("loss.score") or "infonce"),
+                                       1.0 if t is None else t))
+    return out
 
 
 def _group_style(i: int) -> dict[str, Any]:
@@ -182,8 +198,12 @@ def downstream_vs_k(
     accs = [accuracy] + [m for m in extra_accuracies if m != accuracy and any(
         _num(r.get(m)) is not None for g in groups for r in g.records)]
     n = len(accs) + 1
-    fig = Figure(figsize=(3.6 * n + 2.6, 3.9), layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(1, n)))
+    nrows, ncols, size = panel_grid(n, 3.6, 3.9, 2.6)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
+    for ax in axes[n:]:
+        ax.remove()
+    axes = axes[:n]
     acc_axes, ax_loss = axes[:-1], axes[-1]
     for ax in acc_axes[1:]:
         ax.sharey(acc_axes[0])
@@ -199,11 +219,17 @@ def downstream_vs_k(
     for i, g in enumerate(groups):
         _mean_band(ax_loss, _values_by_k(g, loss), g.label, clip=(0.0, math.inf),
                    **_group_style(i))
-    if num_classes is not None and num_classes >= 2:
+    temps = _downstream_temperatures(rows)
+    if num_classes is not None and num_classes >= 2 and len(temps) == 1:
         from contrastlab.theory.bounds import idealized_supervised_minimum
 
-        ax_loss.axhline(idealized_supervised_minimum(num_classes), color="black", ls="--",
-                        label=f"idealized optimum R*_mu-supv at the ETF (C={num_classes})")
+        # the runs' R_mu-supv is at the loss's temperature t (theory/downstream.py): unit
+        # features and scores f^T mu / t, i.e. Bao's b^2 = 1/t
+        (t,) = temps
+        ax_loss.axhline(idealized_supervised_minimum(num_classes, b=1.0 / math.sqrt(t)),
+                        color="black", ls="--",
+                        label=f"idealized optimum R*_mu-supv at the ETF (C={num_classes}, "
+                              f"t={t:g})")
     if bounds:
         for key, style in (("bao_upper", "-."), ("bao_lower", ":")):
             pts = sorted((int(b["K"]), v) for b in bounds
@@ -291,17 +317,21 @@ def cosine_heatmaps(matrices: Mapping[Any, Any] | Sequence[tuple[Any, Any]],
     """Class-mean cosine heatmaps on a shared colour scale [-1, 1] whose colour bar marks the
     simplex-ETF value -1/(C-1). ``matrices``: ``{k: CxC matrix}`` (panels titled ``k = 4``,
     sorted by k) or ``{label: matrix}`` (panels titled with the label, e.g. the run's
-    ``"hucl beta=5 k=4 sphere"``, in the given order); ``ncols`` panels per row (default all
-    in one row, at most 6)."""
+    ``"hucl beta=5 k=4 sphere"``, in the given order); ``ncols`` panels per row (default as
+    many as fit in :data:`MAX_FIGURE_WIDTH`)."""
     raw = list(matrices.items() if isinstance(matrices, Mapping) else matrices)
     if not raw:
         raise ValueError("matrices must hold at least one (k, matrix)")
     by_k = all(_int_k(key) is not None for key, _ in raw)
     items = sorted(raw, key=lambda kv: kv[0]) if by_k else raw
     n = len(items)
-    cols = max(1, min(ncols or min(n, 6), n))
-    nrows = math.ceil(n / cols)
-    fig = Figure(figsize=(3.2 * cols + 1.4, 3.4 * nrows), layout="constrained")
+    if ncols is None:
+        nrows, cols, size = panel_grid(n, 3.2, 3.4, 1.4)
+    else:
+        cols = max(1, min(ncols, n))
+        nrows = math.ceil(n / cols)
+        size = (3.2 * cols + 1.4, 3.4 * nrows)
+    fig = Figure(figsize=size, layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
     im = None
     c = 2
@@ -474,8 +504,12 @@ def epoch_metrics(
     distance, NC1 and equiangularity 0)."""
     if not histories:
         raise ValueError("histories must hold at least one run")
-    fig = Figure(figsize=(4 * len(metrics) + 2.4, 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    nrows, ncols, size = panel_grid(len(metrics), 4.0, 3.8, 2.4)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
+    for ax in axes[len(metrics):]:
+        ax.remove()
+    axes = axes[:len(metrics)]
     units = {"effective_rank": "dimensions", "nc1": "dimensionless",
              "etf_distance": "dimensionless"}
     for ax, m in zip(axes, metrics, strict=True):
@@ -526,8 +560,12 @@ def study_losses_vs_k(rows: Sequence[Mapping[str, Any]],
     ``violations`` (the study's confirmed ones, objects with ``prior``, ``metric``, ``k_from``,
     ``k_to``) replace the detection from the rows when given."""
     rows = _check_rows("rows", rows)
-    fig = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    nrows, ncols, size = panel_grid(len(metrics), 5.0, 4.0, 0.0)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
+    for ax in axes[len(metrics):]:
+        ax.remove()
+    axes = axes[:len(metrics)]
     priors = sorted({str(r.get("prior")) for r in rows})
     for ax, m in zip(axes, metrics, strict=True):
         series: dict[str, dict[int, float]] = {}
@@ -559,6 +597,24 @@ def study_losses_vs_k(rows: Sequence[Mapping[str, Any]],
     _legend_outside(fig)
     fig.suptitle("Downstream loss of the contrastive optimum vs k, per class prior")
     return fig
+
+
+# the widest figure, in inches: at the report's 100 dpi it fits the page's 1200-pixel column, so
+# every figure is shown at its natural size (tests/report/test_browser.py compares the pixels)
+MAX_FIGURE_WIDTH = 11.5
+
+
+def panel_grid(n: int, panel_width: float, panel_height: float,
+               extra_width: float) -> tuple[int, int, tuple[float, float]]:
+    """``(rows, columns, figsize)`` for ``n`` panels of the given size in inches plus
+    ``extra_width`` (a legend outside the axes): as many columns as fit in
+    :data:`MAX_FIGURE_WIDTH`, at least one, the panels shrunk to fit when one column does not."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    cols = max(1, min(n, int((MAX_FIGURE_WIDTH - extra_width) // panel_width)))
+    rows = -(-n // cols)
+    width = min(MAX_FIGURE_WIDTH, cols * panel_width + extra_width)
+    return rows, cols, (width, rows * panel_height)
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> list[Path]:
