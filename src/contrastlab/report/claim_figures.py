@@ -154,37 +154,12 @@ def harris_gaps(rows: Sequence[Mapping[str, Any]], nc_rows: Sequence[Mapping[str
 
 def labelled_heatmaps(mats: Sequence[tuple[str, Any]]) -> Figure:
     """Cosine heatmaps with free titles (``(title, CxC matrix)``), on the scale [-1, 1]; the
-    colour bar marks the simplex-ETF value -1/(C-1)."""
+    colour bar marks the simplex-ETF value -1/(C-1) (:func:`contrastlab.report.figures.
+    cosine_heatmaps`, titled for an optimum)."""
+    from contrastlab.report.figures import cosine_heatmaps
+
     if not mats:
         raise ValueError("mats must hold at least one (title, matrix)")
-    n = len(mats)
-    fig = Figure(figsize=(3.2 * n + 1.2, 3.5), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, n))
-    im = None
-    c = 2
-    for ax, (title, mat) in zip(axes, mats, strict=True):
-        m = np.asarray(mat, dtype=np.float64)
-        if m.ndim != 2 or m.shape[0] != m.shape[1]:
-            raise ValueError(f"matrix {title!r} must be square; got shape {m.shape}")
-        c = m.shape[0]
-        im = ax.imshow(m, vmin=-1.0, vmax=1.0, cmap="cividis")
-        ax.set_title(title, fontsize=8)
-        ax.set_xticks(range(c))
-        ax.set_yticks(range(c))
-        ax.set_xlabel("class")
-        ax.set_ylabel("class")
-        if c <= 6:
-            for i in range(c):
-                for j in range(c):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] < 0.3 else "black")
-    assert im is not None
-    cbar = fig.colorbar(im, ax=list(axes), shrink=0.9)
-    cbar.set_label("cosine of class means (dimensionless)")
-    etf = -1.0 / (c - 1)
-    cbar.ax.axhline(etf, color="#D55E00", lw=2)
-    ticks = sorted({-1.0, etf, 1.0})
-    cbar.set_ticks(ticks)
-    cbar.ax.set_yticklabels([f"{t:.2f}" + (" = -1/(C-1)" if t == etf else "") for t in ticks])
+    fig = cosine_heatmaps([(str(title), mat) for title, mat in mats])
     fig.suptitle("Class-mean cosines at the optimum (ETF: off-diagonal = -1/(C-1))")
     return fig

@@ -198,12 +198,7 @@ def downstream_vs_k(
     accs = [accuracy] + [m for m in extra_accuracies if m != accuracy and any(
         _num(r.get(m)) is not None for g in groups for r in g.records)]
     n = len(accs) + 1
-    nrows, ncols, size = panel_grid(n, 3.6, 3.9, 2.6)
-    fig = Figure(figsize=size, layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
-    for ax in axes[n:]:
-        ax.remove()
-    axes = axes[:n]
+    fig, axes = panel_figure(n, 3.6, 3.9, 2.6)
     acc_axes, ax_loss = axes[:-1], axes[-1]
     for ax in acc_axes[1:]:
         ax.sharey(acc_axes[0])
@@ -504,12 +499,7 @@ def epoch_metrics(
     distance, NC1 and equiangularity 0)."""
     if not histories:
         raise ValueError("histories must hold at least one run")
-    nrows, ncols, size = panel_grid(len(metrics), 4.0, 3.8, 2.4)
-    fig = Figure(figsize=size, layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
-    for ax in axes[len(metrics):]:
-        ax.remove()
-    axes = axes[:len(metrics)]
+    fig, axes = panel_figure(len(metrics), 4.0, 3.8, 2.4)
     units = {"effective_rank": "dimensions", "nc1": "dimensionless",
              "etf_distance": "dimensionless"}
     for ax, m in zip(axes, metrics, strict=True):
@@ -560,12 +550,7 @@ def study_losses_vs_k(rows: Sequence[Mapping[str, Any]],
     ``violations`` (the study's confirmed ones, objects with ``prior``, ``metric``, ``k_from``,
     ``k_to``) replace the detection from the rows when given."""
     rows = _check_rows("rows", rows)
-    nrows, ncols, size = panel_grid(len(metrics), 5.0, 4.0, 0.0)
-    fig = Figure(figsize=size, layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
-    for ax in axes[len(metrics):]:
-        ax.remove()
-    axes = axes[:len(metrics)]
+    fig, axes = panel_figure(len(metrics), 5.0, 4.0, 0.0)
     priors = sorted({str(r.get("prior")) for r in rows})
     for ax, m in zip(axes, metrics, strict=True):
         series: dict[str, dict[int, float]] = {}
@@ -615,6 +600,18 @@ def panel_grid(n: int, panel_width: float, panel_height: float,
     rows = -(-n // cols)
     width = min(MAX_FIGURE_WIDTH, cols * panel_width + extra_width)
     return rows, cols, (width, rows * panel_height)
+
+
+def panel_figure(n: int, panel_width: float, panel_height: float,
+                 extra_width: float) -> tuple[Figure, list[Any]]:
+    """A constrained-layout figure with ``n`` axes laid out by :func:`panel_grid` (row by row;
+    the unused cells of the last row removed)."""
+    nrows, ncols, size = panel_grid(n, panel_width, panel_height, extra_width)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(nrows, ncols)).ravel())
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> list[Path]:
