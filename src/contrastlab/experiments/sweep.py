@@ -45,18 +45,10 @@ from contrastlab.experiments.config import (
 from contrastlab.experiments.runner import execute_run
 from contrastlab.experiments.store import ResultStore
 
-__all__ = ["EXECUTORS", "available_cpus", "plan_sweep", "run_sweep"]
+__all__ = ["EXECUTORS", "plan_sweep", "run_sweep"]
 
 UNFINISHED = ("pending", "running", "failed")
 EXECUTORS = ("local", "ray")
-
-
-def available_cpus() -> int:
-    """CPUs this process may use (the affinity mask where available)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _init_worker(parent_pid: int) -> None:
