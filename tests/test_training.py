@@ -294,9 +294,14 @@ def test_distinct_negatives_is_stored_every_epoch(data: Any) -> None:
 
 
 def test_more_distinct_negatives_than_samples_is_refused(data: Any) -> None:
-    cfg = _distinct_cfg(name="ucl", k=600)
+    # refused when the config is parsed (the data set declares its size) ...
     with pytest.raises(ValueError, match=r"loss.k \(600\) exceeds the 512 training samples"):
-        T.train(cfg, data)
+        _distinct_cfg(name="ucl", k=600)
+    # ... and by train() itself, for data whose size only loading tells
+    cfg = _distinct_cfg(name="ucl", k=500)
+    small = load_dataset("synthetic", seed=0, classes=4, dim=8, n_train=400, n_test=256)
+    with pytest.raises(ValueError, match=r"loss.k \(500\) exceeds the 400 training samples"):
+        T.train(cfg, small)
     ok = T.train(_distinct_cfg(name="ucl", k=600, replacement=True), data)
     assert ok.status == "done" and ok.epochs[-1]["distinct_negatives"] < 512
 

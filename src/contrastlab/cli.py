@@ -30,8 +30,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Run the demo job (exact ETF losses vs k; SCL/HSCL/UCL/HUCL training) and write a report."""
+    from contrastlab._paths import check_output_dir
     from contrastlab.demo import run_demo
 
+    try:
+        check_output_dir(out, "--out")
+    except ValueError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
     path = run_demo(out, steps=steps, seed=seed)
     typer.echo(path.read_text())
     typer.echo(f"report written to {path.resolve()}")
@@ -88,8 +94,14 @@ def bounds(
     if harmonic not in ("exact", "approx"):
         fail(f"--harmonic must be 'exact' or 'approx'; got {harmonic!r}")
     if plot is not None:
+        from contrastlab._paths import check_output_file
+
         if plot.suffix.lower() not in (".png", ".svg", ".pdf"):
             fail(f"--plot must name a .png, .svg or .pdf file; got {str(plot)!r}")
+        try:
+            check_output_file(plot, "--plot")
+        except ValueError as exc:
+            fail(str(exc))
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -101,14 +113,25 @@ def bounds(
         typer.echo(f"plot written to {path.resolve()}", err=True)
 
 
-def _fail_on_value_error(call: Callable[[], str]) -> None:
-    """Run a command body; bad input (ValueError) becomes a one-line error and exit code 2."""
+def _fail_on_value_error(call: Callable[[], object]) -> None:
+    """Run a command body and print what it returns. Bad input (ValueError, a missing package
+    or file) becomes a one-line error and exit code 2; an OS error during the work (e.g. a full
+    disk) a one-line error and exit code 1. A body may return ``(text, exit_code)`` (e.g. 1
+    when a run failed: its failures are the last lines of the text)."""
     try:
-        text = call()
+        out = call()
     except (ValueError, ImportError, FileNotFoundError) as err:
-        typer.echo(f"Error: {err}", err=True)
+        typer.echo(f"Error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                   err=True)
         raise typer.Exit(code=2) from None
+    except OSError as err:
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        typer.echo(f"Error: {err.strerror or err}{where}", err=True)
+        raise typer.Exit(code=1) from None
+    text, code = out if isinstance(out, tuple) else (out, 0)
     typer.echo(text)
+    if code:
+        raise typer.Exit(code=int(code))
 
 
 @app.command()
@@ -204,7 +227,8 @@ def run(
     set_: SetOpt = None,
     out: OutOpt = None,
 ) -> None:
-    """Train one configuration; results go to the output directory's database."""
+    """Train one configuration; results go to the output directory's database. Exit code 0 when
+    the run is done, 1 when it failed or ended non-finite, 2 on bad input (before any work)."""
     from contrastlab.experiments import cli_run
 
     _fail_on_value_error(lambda: cli_run(config, set_ or [], out))
@@ -230,17 +254,20 @@ def sweep(
         help="Ray: resubmissions of a run whose worker died, before it is recorded failed "
              "(default 2).")] = None,
 ) -> None:
-    """Run every point of the sweep grid (resumable: finished runs are never re-run)."""
+    """Run every point of the sweep grid (resumable: finished runs are never re-run). Exit code
+    0 when every run is done, 1 when any failed or ended non-finite (listed last), 2 on bad
+    input (before any work)."""
     from contrastlab.experiments import cli_sweep
 
-    def body() -> str:
-        text = cli_sweep(config, set_ or [], out, workers, executor, address, cpus_per_run,
-                         gpus_per_run, retries)
+    def body() -> tuple[str, int]:
+        text, code = cli_sweep(config, set_ or [], out, workers, executor, address,
+                               cpus_per_run, gpus_per_run, retries)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "summary.md").write_text(text + "\n")
-            text += f"\nsummary written to {(out / 'summary.md').resolve()}"
-        return text
+            # first, so that the failed runs (if any) stay the last lines
+            text = f"summary written to {(out / 'summary.md').resolve()}\n{text}"
+        return text, code
 
     _fail_on_value_error(body)
 
@@ -269,11 +296,14 @@ def geometry(
         Path, typer.Argument(help="An .npz with H_train, y_train[, H_test, y_test].")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    num_classes: Annotated[int | None, typer.Option(
+        "--num-classes", help="C, with labels in 0..C-1 (default: the number of distinct "
+                              "labels, numbered in increasing order).")] = None,
 ) -> None:
     """Geometry (neural / dimensional collapse) and downstream reports of saved embeddings."""
     from contrastlab.evaluation import geometry_command_output
 
-    _fail_on_value_error(lambda: geometry_command_output(str(embeddings), as_json))
+    _fail_on_value_error(lambda: geometry_command_output(str(embeddings), as_json, num_classes))
 
 
 @app.command()
@@ -284,9 +314,15 @@ def report(
     ] = None,
 ) -> None:
     """Write one self-contained HTML report (figures, summary table, configs, versions)."""
+    from contrastlab._paths import check_output_file
     from contrastlab.report import write_report
 
-    _fail_on_value_error(lambda: f"report written to {write_report(out_dir, path).resolve()}")
+    def body() -> str:
+        if path is not None:
+            check_output_file(path, "--path", (".html", ".htm"))
+        return f"report written to {write_report(out_dir, path).resolve()}"
+
+    _fail_on_value_error(body)
 
 
 @app.command()
@@ -314,9 +350,12 @@ def repro(
     from contrastlab.recipes import list_recipes, parse_params, run_recipe
 
     if summary:
+        from contrastlab._paths import check_output_file
         from contrastlab.recipes.summary import results_markdown
 
         def write() -> str:
+            if to is not None:
+                check_output_file(to, "--to", (".md",))
             text = results_markdown(out, _git_commit())
             if to is None:
                 return text
@@ -338,6 +377,9 @@ def repro(
 
     def body() -> str:
         nonlocal result
+        from contrastlab._paths import check_output_dir
+
+        check_output_dir(out, "--out")
         result = run_recipe(name, profile, out, corrupt, workers,
                             log=lambda m: typer.echo(m, err=True),
                             params=parse_params(param or []) if param else None)
@@ -360,6 +402,28 @@ def _git_commit() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
-def main() -> None:
-    """Entry point of the console script."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: exit code 0 on success, 1 when work failed (a run, a
+    recipe's claim), 2 on bad input. A usage error (an unknown option, a value out of an
+    option's range) is one line on stderr, as every other bad input."""
+    import sys
+
+    try:  # typer >= 0.20 vendors click as typer._click; earlier versions use click itself
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc  # type: ignore[no-redef]
+
+    try:
+        code = app(args=argv, prog_name="contrastlab", standalone_mode=False)
+    except click_exc.UsageError as err:
+        hint = f" (see: contrastlab {err.ctx.info_name} --help)" if (
+            err.ctx is not None and err.ctx.info_name not in (None, "contrastlab")) else ""
+        print(f"Error: {err.format_message().splitlines()[0]}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(130)
+    except click_exc.ClickException as err:
+        print(f"Error: {err.format_message().splitlines()[0]}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1146,53 +1146,107 @@ def _labels_from_numpy(arr: np.ndarray, key: str) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64))
 
 
-def geometry_command_output(path: str, as_json: bool) -> str:
+#: The most classes ``contrastlab geometry`` accepts (the C x C and C x d reports grow with C).
+MAX_GEOMETRY_CLASSES = 100_000
+
+
+def _class_labels(num_classes: int | None, n_train: int, labels: dict[str, np.ndarray]
+                  ) -> tuple[int, dict[str, np.ndarray], str | None]:
+    """``(C, labels in 0..C-1, note)``. With ``num_classes`` the labels must lie in
+    ``0..C-1``; without, C is the number of distinct labels (train and test together), mapped
+    in increasing order to ``0..C-1`` when they are not already (the note says so). Absurd
+    sizes (C > :data:`MAX_GEOMETRY_CLASSES`, or more classes than half the training samples)
+    are refused before anything of size C is allocated."""
+    every = np.concatenate([v.reshape(-1) for v in labels.values()])
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not 2 <= num_classes <= MAX_GEOMETRY_CLASSES:
+            raise ValueError(f"--num-classes must be an integer in [2, {MAX_GEOMETRY_CLASSES}]; "
+                             f"got {num_classes!r}")
+        for key, y in labels.items():
+            if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                raise ValueError(f"{key} holds labels in [{int(y.min())}, {int(y.max())}], "
+                                 f"outside 0..{num_classes - 1} (--num-classes {num_classes})")
+        return num_classes, labels, None
+    uniq = np.unique(every)
+    c = int(uniq.size)
+    if c < 2:
+        raise ValueError(f"y_train: the labels hold a single class ({uniq.tolist()}); need at "
+                         "least 2 classes")
+    if c > MAX_GEOMETRY_CLASSES or c > n_train // 2:
+        raise ValueError(f"y_train: {c} distinct labels for {n_train} training samples; at most "
+                         f"min({MAX_GEOMETRY_CLASSES}, N/2) classes (each needs >= 2 samples); "
+                         "are these labels?")
+    if np.array_equal(uniq, np.arange(c)):
+        return c, labels, None
+    mapped = {k: np.searchsorted(uniq, y).astype(np.int64) for k, y in labels.items()}
+    shown = ", ".join(str(int(u)) for u in uniq[:4]) + (", ..." if c > 4 else "")
+    return c, mapped, (f"the {c} distinct labels ({shown}) are numbered 0..{c - 1} in "
+                       "increasing order (pass --num-classes to use them as they are)")
+
+
+def geometry_command_output(path: str, as_json: bool, num_classes: int | None = None) -> str:
     """The printed output of ``contrastlab geometry EMBEDDINGS.npz``: both reports.
 
     The ``.npz`` holds ``H_train`` (N, d) and ``y_train`` (N,) and optionally ``H_test`` and
-    ``y_test`` (both or neither). Without a test split, 20% of each class of the training set is
-    held out as the test set (:func:`stratified_split`, seed 0), and the output says so. The
-    geometry report is computed on all of ``H_train`` with the with-bias linear probe as the
-    classifier of NC3/NC4; the downstream report on the split. Returns a readable text table,
-    or JSON (``as_json``) with keys ``input``, ``geometry``, ``downstream`` and ``notes``.
+    ``y_test`` (both or neither). C is ``num_classes`` (labels in 0..C-1) or the number of
+    distinct labels (:func:`_class_labels`). Without a test split, 20% of each class of the
+    training set is held out as the test set (:func:`stratified_split`, seed 0), and the output
+    says so. The geometry report is computed on all of ``H_train`` with the with-bias linear
+    probe as the classifier of NC3/NC4; the downstream report on the split. Returns a readable
+    text table, or JSON (``as_json``) with keys ``input``, ``geometry``, ``downstream`` and
+    ``notes``.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"path: {path} is a directory; an .npz file is expected")
     if not p.is_file():
         raise ValueError(f"path: no such file: {path}")
     try:
         data = np.load(p, allow_pickle=False)
     except Exception as exc:  # any unreadable file is one clear error
-        raise ValueError(f"path: cannot read {path} as .npz ({exc})") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"path: cannot read {path} as .npz ({first})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"path: {path} is a single .npy array, not an .npz archive; save one "
+                         "with np.savez(path, H_train=..., y_train=...[, H_test=..., "
+                         "y_test=...])")
+    notes: list[str] = []
     with data:
         H_all = _embeddings_from_numpy(_load_array(data, "H_train", path), "H_train")
-        y_all = _labels_from_numpy(_load_array(data, "y_train", path), "y_train")
+        ys = {"y_train": _load_array(data, "y_train", path)}
         has_h, has_y = "H_test" in data.files, "y_test" in data.files
         if has_h != has_y:
             raise ValueError(f"path: {path} must hold both H_test and y_test, or neither")
-        notes: list[str] = []
         if has_h:
             H_test = _embeddings_from_numpy(_load_array(data, "H_test", path), "H_test")
-            y_test = _labels_from_numpy(_load_array(data, "y_test", path), "y_test")
-            H_train, y_train = H_all, y_all
-        else:
-            y_all = check_labels("y_train", y_all, H_all.shape[0])
-            kept, held = stratified_split(y_all, 0.2, seed=0)
-            if held.numel() == 0:
-                raise ValueError(
-                    "path: no test split in the file and too few samples per class to hold out "
-                    "20%; add H_test and y_test"
-                )
-            H_train, y_train = H_all[kept], y_all[kept]
-            H_test, y_test = H_all[held], y_all[held]
-            notes.append(
-                f"no test split in the file: held out 20% of each class of the training set "
-                f"(stratified, seed 0) as the test set ({held.numel()} of {y_all.shape[0]})"
-            )
-    if H_all.shape[0] != y_all.shape[0]:
+            ys["y_test"] = _load_array(data, "y_test", path)
+    for key, arr in ys.items():
+        _labels_from_numpy(arr, key)  # the type and shape checks
+    if H_all.shape[0] != ys["y_train"].shape[0]:
         raise ValueError(
-            f"y_train must have {H_all.shape[0]} labels like H_train; got {y_all.shape[0]}"
+            f"y_train must have {H_all.shape[0]} labels like H_train; got {ys['y_train'].shape[0]}"
         )
-    num_classes = _infer_num_classes(None, y_all, y_test)
+    num_classes, ys, note = _class_labels(num_classes, int(H_all.shape[0]), ys)
+    if note:
+        notes.append(note)
+    y_all = _labels_from_numpy(ys["y_train"], "y_train")
+    if has_h:
+        y_test = _labels_from_numpy(ys["y_test"], "y_test")
+        H_train, y_train = H_all, y_all
+    else:
+        y_all = check_labels("y_train", y_all, H_all.shape[0])
+        kept, held = stratified_split(y_all, 0.2, seed=0)
+        if held.numel() == 0:
+            raise ValueError(
+                "path: no test split in the file and too few samples per class to hold out "
+                "20%; add H_test and y_test"
+            )
+        H_train, y_train = H_all[kept], y_all[kept]
+        H_test, y_test = H_all[held], y_all[held]
+        notes.append(
+            f"no test split in the file: held out 20% of each class of the training set "
+            f"(stratified, seed 0) as the test set ({held.numel()} of {y_all.shape[0]})"
+        )
     down = downstream_report(H_train, y_train, H_test, y_test, num_classes)
     probe = down.linear_probe.get("bias") or down.linear_probe.get("bias-free")
     classifier = None if probe is None else (probe.weight, probe.bias_vector)

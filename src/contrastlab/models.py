@@ -33,14 +33,16 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from contrastlab._validation import check_choice, check_positive_int
+from contrastlab.data.options import OptionsModel, parse_options
 from contrastlab.losses.normalize import NORMALIZATIONS
 from contrastlab.losses.normalize import normalize as _normalize
 
@@ -56,6 +58,7 @@ __all__ = [
     "EncoderSpec",
     "Normalize",
     "build_encoder",
+    "check_encoder_options",
     "list_encoders",
     "register_encoder",
 ]
@@ -129,18 +132,24 @@ class EncoderSpec:
     builder: Builder
     description: str
     kinds: tuple[str, ...]
+    #: the options model (:mod:`contrastlab.data.options`); None: the builder's keyword names
+    #: are checked, their values only when it is built
+    options: type[OptionsModel] | None = None
 
 
 ENCODERS: dict[str, EncoderSpec] = {}
 
 
 def register_encoder(
-    name: str, description: str, kinds: Sequence[str] = ("vector", "signal", "image")
+    name: str, description: str, kinds: Sequence[str] = ("vector", "signal", "image"),
+    options: type[OptionsModel] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering a backbone builder under ``name``."""
+    """Decorator registering a backbone builder under ``name``; ``options`` declares the typed
+    options of the builder (its keyword arguments after ``input_shape, out_dim``), so that a
+    config's ``model.options`` is checked before any work."""
 
     def deco(fn: Builder) -> Builder:
-        ENCODERS[name] = EncoderSpec(name, fn, description, tuple(kinds))
+        ENCODERS[name] = EncoderSpec(name, fn, description, tuple(kinds), options)
         return fn
 
     return deco
@@ -165,14 +174,48 @@ def _check_shape(input_shape: Any) -> tuple[int, ...]:
     return shape
 
 
-def _unknown_options(name: str, options: dict[str, Any], allowed: Sequence[str]) -> None:
+def check_encoder_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of encoder ``name`` checked (the declared model, else the builder's keyword
+    names) and returned as keyword arguments; one-line ValueError naming
+    ``model.options.<option>`` and what is allowed."""
+    check_choice("model.encoder", name, list_encoders())
+    spec = ENCODERS[name]
+    if spec.options is not None:
+        return parse_options(spec.options, options, f"encoder {name!r}",
+                             "model.options").model_dump()
+    allowed = [p for p in inspect.signature(spec.builder).parameters
+               if p not in ("input_shape", "out_dim")]
     extra = sorted(set(options) - set(allowed))
     if extra:
-        shown = ", ".join(allowed) if allowed else "none"
-        raise ValueError(
-            f"model.options: unknown option(s) {', '.join(extra)} for encoder {name!r}; "
-            f"allowed: {shown}"
-        )
+        raise ValueError(f"model.options.{extra[0]} is not an option of encoder {name!r}; "
+                         f"allowed: {', '.join(allowed) or '(none)'}")
+    return dict(options)
+
+
+class MlpOptions(OptionsModel):
+    """``mlp``: ``hidden`` width, ``depth`` hidden layers (0: linear), ``batch_norm``,
+    ``bias_last`` (a bias in the last layer)."""
+
+    hidden: int = Field(256, ge=1)
+    depth: int = Field(2, ge=0)
+    batch_norm: bool = False
+    bias_last: bool = True
+
+
+class CnnOptions(OptionsModel):
+    """``cnn1d`` / ``cnn28``: the channel ``width`` of the first convolution."""
+
+    width: int = Field(32, ge=1)
+
+
+class LinearOptions(OptionsModel):
+    """``linear``: a ``bias``."""
+
+    bias: bool = True
+
+
+class NoOptions(OptionsModel):
+    """An encoder without options."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,7 +223,8 @@ def _unknown_options(name: str, options: dict[str, Any], allowed: Sequence[str])
 # --------------------------------------------------------------------------------------------
 
 
-@register_encoder("mlp", "multi-layer perceptron on flattened inputs (any shape)")
+@register_encoder("mlp", "multi-layer perceptron on flattened inputs (any shape)",
+                  options=MlpOptions)
 def _mlp(
     input_shape: tuple[int, ...],
     out_dim: int,
@@ -233,7 +277,8 @@ def _flat_size(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(out[0].numel())
 
 
-@register_encoder("cnn1d", "1-D CNN for MNIST-1D-like signals, input (L,) or (C, L)", ("signal",))
+@register_encoder("cnn1d", "1-D CNN for MNIST-1D-like signals, input (L,) or (C, L)", ("signal",),
+                  options=CnnOptions)
 def _cnn1d(input_shape: tuple[int, ...], out_dim: int, width: int = 32) -> nn.Module:
     check_positive_int("model.options.width", width)
     channels, _ = _channels_and_size(input_shape, 1, "cnn1d")
@@ -251,7 +296,7 @@ def _cnn1d(input_shape: tuple[int, ...], out_dim: int, width: int = 32) -> nn.Mo
 
 
 @register_encoder("cnn28", "small 2-D CNN for 28x28 and 8x8 images, input (H, W) or (C, H, W)",
-                  ("image",))
+                  ("image",), options=CnnOptions)
 def _cnn28(input_shape: tuple[int, ...], out_dim: int, width: int = 32) -> nn.Module:
     check_positive_int("model.options.width", width)
     channels, size = _channels_and_size(input_shape, 2, "cnn28")
@@ -269,7 +314,7 @@ def _cnn28(input_shape: tuple[int, ...], out_dim: int, width: int = 32) -> nn.Mo
 
 
 @register_encoder("resnet18-cifar", "torchvision ResNet-18 with the CIFAR stem (3x3 conv, no "
-                  "max-pool), input (C, H, W)", ("image",))
+                  "max-pool), input (C, H, W)", ("image",), options=NoOptions)
 def _resnet18_cifar(input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
     if len(input_shape) != 3:
         raise ValueError(
@@ -287,7 +332,7 @@ def _resnet18_cifar(input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
     return net
 
 
-@register_encoder("linear", "a linear map, for precomputed embeddings")
+@register_encoder("linear", "a linear map, for precomputed embeddings", options=LinearOptions)
 def _linear(input_shape: tuple[int, ...], out_dim: int, bias: bool = True) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), out_dim, bias=bool(bias)))
 
@@ -337,10 +382,7 @@ def build_encoder(
     if head == "none" and head_dim is not None and head_dim != out_dim:
         raise ValueError(f"model.head_dim needs a head (model.head is 'none'); got {head_dim}")
     final = out_dim if head_dim is None else check_positive_int("model.head_dim", head_dim)
-    spec = ENCODERS[name]
-    params = [p for p in inspect.signature(spec.builder).parameters if p not in
-              ("input_shape", "out_dim")]
-    _unknown_options(name, options, params)
-    backbone = spec.builder(shape, out_dim, **options)
+    kwargs = check_encoder_options(name, options)
+    backbone = ENCODERS[name].builder(shape, out_dim, **kwargs)
     return Encoder(name, backbone, _head(head, out_dim, final, head_hidden), norm, shape,
                    out_dim, final)

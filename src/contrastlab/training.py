@@ -52,7 +52,9 @@ from (seed, epoch), so it never perturbs training. ``train.deterministic`` turns
 ``torch.use_deterministic_algorithms`` for the run. A checkpoint after every epoch holds the
 model, optimizer, scheduler, both generators, the global RNG state, the epoch and the metric
 history; :func:`train` resumes from it and reproduces the uninterrupted run's metrics exactly on
-CPU (same thread count).
+CPU (same thread count). Checkpoints are checksummed and the previous one is kept
+(:mod:`contrastlab.checkpoint`): a damaged or inconsistent one is set aside, named on stderr,
+and the run resumes from the previous one or from scratch.
 
 Per-epoch metrics (every ``eval.every`` epochs and after the last): the training loss and
 learning rate; ``distinct_negatives``, the mean over the anchors of the number of distinct
@@ -71,10 +73,9 @@ stops the run with status ``nan``.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from contrastlab import checkpoint
 from contrastlab._validation import check_choice, check_nonnegative, check_positive_int
 from contrastlab.convergence import convergence
 from contrastlab.distributed import init_from_env
@@ -120,7 +122,7 @@ __all__ = [
     "train",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = checkpoint.LATEST
 GEOMETRY_METRICS = (
     "nc1",
     "nc2_equinorm",
@@ -508,6 +510,8 @@ def _step_loss(
     b = labels.shape[0]
     if world == 1:
         z = model(inputs)
+        if not bool(torch.isfinite(z).all()):
+            raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
         pool = z[2 * b :] if pool_labels is not None else None
         return contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels,
                                 generator, stats=stats, pool_ids=pool_ids)
@@ -527,6 +531,8 @@ def _step_loss(
         else:
             parts.append(inputs[2 * b :])
     z = model(torch.cat(parts))
+    if not _all_ranks_ok(bool(torch.isfinite(z).all()), world):  # every rank stops together
+        raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
     local_pool = z[2 * bl :] if pool_labels is not None else None
     spec = _STEP_BATCH_ARGS_POOL if shard_pool else _STEP_BATCH_ARGS
     return call_gathered(contrastive_loss, spec, cfg.loss, z[:bl], z[bl : 2 * bl],
@@ -697,22 +703,17 @@ def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
                 file=sys.stderr, disable=None)
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def _save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """``directory/checkpoint.pt``, checksummed and written atomically; the former one is kept
+    as ``checkpoint.prev.pt`` (:func:`contrastlab.checkpoint.save`)."""
+    checkpoint.save(directory, state)
 
 
-def _load_checkpoint(path: Path, rid: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # an unreadable checkpoint (e.g. a partial write): start afresh
-        return None
-    if not isinstance(state, dict) or state.get("run_id") != rid:
-        return None
-    return state
+def _load_checkpoint(directory: Path, expected: checkpoint.Expected) -> dict[str, Any] | None:
+    """The newest verified checkpoint of ``directory`` that fits ``expected``, or None; any
+    other is set aside and named on stderr (:func:`contrastlab.checkpoint.load`)."""
+    found = checkpoint.load(directory, lambda s: checkpoint.check_training_state(s, expected))
+    return None if found is None else found[1]
 
 
 def _all_ranks_ok(ok: bool, world: int) -> bool:
@@ -734,6 +735,7 @@ def train(
     on_epoch: Callable[[int, dict[str, Any], float], None] | None = None,
     progress: bool | None = None,
     stop_after: int | None = None,
+    recorded: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> TrainResult:
     """Train the configured encoder (module docstring); resume from ``checkpoint_dir`` if it
     holds a checkpoint of the same run.
@@ -741,10 +743,17 @@ def train(
     Args:
         cfg: the config (resolved again here; the sweep grid is ignored).
         dataset: a :class:`contrastlab.data.registry.Dataset` (default: loaded from ``cfg.data``).
-        checkpoint_dir: where ``checkpoint.pt`` is written after every epoch (None: none).
-        on_epoch: called as ``on_epoch(epoch, metrics, seconds)`` after every epoch.
+        checkpoint_dir: where ``checkpoint.pt`` is written after every epoch, the previous
+            one kept as ``checkpoint.prev.pt`` (None: none); the newest one that verifies is
+            resumed from, any other is set aside and named on stderr
+            (:mod:`contrastlab.checkpoint`).
+        on_epoch: called as ``on_epoch(epoch, metrics, seconds)`` after every epoch, before
+            that epoch's checkpoint is written.
         progress: show a progress bar (default ``cfg.train.progress``).
         stop_after: stop (status ``stopped``) once this many epochs are complete.
+        recorded: the per-epoch metrics the results store holds for this run (epoch ->
+            metrics; what ``on_epoch`` recorded), or None: a checkpoint with an epoch the store
+            has not recorded, or other metrics for one it has, is refused (set aside).
 
     Data parallel (``torchrun --nproc_per_node=W``, or any initialized process group): the model
     is wrapped in ``DistributedDataParallel``; every rank draws the same global batch of
@@ -761,7 +770,7 @@ def train(
     rank, world, created_group = init_from_env()
     try:
         return _train(cfg, dataset, checkpoint_dir, on_epoch, progress, stop_after, t_start,
-                      rank, world)
+                      rank, world, recorded)
     finally:
         if created_group:
             import torch.distributed as dist
@@ -779,6 +788,7 @@ def _train(
     t_start: float,
     rank: int,
     world: int,
+    recorded: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> TrainResult:
     if cfg.train.batch_size % world != 0:
         raise ValueError(
@@ -796,11 +806,11 @@ def _train(
         raise ValueError(
             f"loss.k ({cfg.loss.k}) exceeds the {n_train} training samples: that many distinct "
             "negatives per anchor do not exist; set loss.replacement=true or a smaller loss.k")
-    ckpt_path = None
+    ckpt_dir = None
     if checkpoint_dir is not None and cfg.train.checkpoint:
         if main:
             Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+        ckpt_dir = Path(checkpoint_dir)
     augment = None
     if cfg.data.pairs == "augment":
         from contrastlab.data.pairs import augmenter
@@ -824,7 +834,11 @@ def _train(
         g_neg = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2)
         history: list[dict[str, Any]] = []
         start = 0
-        state = _load_checkpoint(ckpt_path, rid) if ckpt_path is not None and main else None
+        state = None
+        if ckpt_dir is not None and main:
+            state = _load_checkpoint(ckpt_dir, checkpoint.Expected(
+                run_id=rid, epochs=cfg.train.epochs, steps_per_epoch=steps, model=model,
+                optimizer=opt, recorded=recorded))
         if world > 1:  # rank 0's checkpoint (written by rank 0 only) resumes every rank
             import torch.distributed as dist
 
@@ -866,9 +880,14 @@ def _train(
                     idx = order[s * b : (s + 1) * b]
                     inputs, labels, pool_labels, pool_ids = _step_inputs(
                         cfg, data.x_train, data.y_train, idx, g_data, augment)
-                    loss = _step_loss(cfg, forward, inputs, labels, pool_labels, g_neg,
-                                      rank, world, stats=draw_stats if s == 0 else None,
-                                      pool_ids=pool_ids)
+                    try:
+                        loss = _step_loss(cfg, forward, inputs, labels, pool_labels, g_neg,
+                                          rank, world, stats=draw_stats if s == 0 else None,
+                                          pool_ids=pool_ids)
+                    except FloatingPointError as exc:
+                        status = "nan"
+                        error = f"{exc} at epoch {epoch + 1}, step {s + 1}"
+                        break
                     if not bool(torch.isfinite(loss)):
                         status = "nan"
                         error = f"non-finite loss at epoch {epoch + 1}, step {s + 1}"
@@ -912,8 +931,10 @@ def _train(
                     reports["convergence"] = conv
                 history.append(metrics)
                 epoch_seconds[epoch + 1] = time.perf_counter() - t0
-                if ckpt_path is not None and main:
-                    _save_checkpoint(ckpt_path, {
+                if on_epoch is not None and main:
+                    on_epoch(epoch + 1, metrics, epoch_seconds[epoch + 1])
+                if ckpt_dir is not None and main:  # after on_epoch: never ahead of the store
+                    _save_checkpoint(ckpt_dir, {
                         "run_id": rid,
                         "epoch": epoch + 1,
                         "model": model.state_dict(),
@@ -924,8 +945,6 @@ def _train(
                         "rng": torch.get_rng_state(),
                         "history": history,
                     })
-                if on_epoch is not None and main:
-                    on_epoch(epoch + 1, metrics, epoch_seconds[epoch + 1])
                 if use_bar and (bar is None or bar.disable):
                     print(f"[{desc}] epoch {epoch + 1}/{cfg.train.epochs} "
                           f"loss {metrics['train_loss']:.4f}", file=sys.stderr)

@@ -179,7 +179,8 @@ def test_bad_options_name_the_option(name: str, options: dict, option: str) -> N
 
 
 def test_unknown_option_lists_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match="its options are: test_fraction"):
+    with pytest.raises(ValueError, match="foo is not an option of data set 'digits'; allowed: "
+                                         "test_fraction"):
         load_dataset("digits", foo=1)
 
 

@@ -140,7 +140,12 @@ def test_cap_reproducible_and_small_cap_is_fast() -> None:
 # gaussian_mixture: the disjoint-support guarantee
 # ---------------------------------------------------------------------------------------------
 
-LAYOUTS = [(4, 8), (5, 4), (7, 4), (30, 3), (1, 3), (40, 2)]  # simplex, cross, grid/spread
+LAYOUTS = [(4, 8), (5, 4), (7, 4), (30, 3), (40, 2)]  # simplex, cross, grid/spread
+
+
+def test_a_mixture_needs_two_classes() -> None:
+    with pytest.raises(ValueError, match=r"C must be an integer >= 2"):
+        gaussian_mixture(1, 3)
 
 
 def _membership(model: LatentClassModel, x: torch.Tensor) -> torch.Tensor:

@@ -42,9 +42,10 @@ def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
         (["loss.beta=-0.5"], "loss.beta must be >= 0; got -0.5"),
         (["data.name=imagenet"], "data.name must be one of 'synthetic'"),
         (["data.name=cifar10"], "data.root is required for 'cifar10'"),
-        (["data.name=cifar100", "data.root=/no/such/dir"], "data.root must be an existing "
-                                                           "directory for 'cifar100'"),
-        (["data.name=fashion-mnist", "data.root=/no/such/dir"], "data.root must be an existing"),
+        (["data.name=cifar100", "data.root=/no/such/dir"], "data.root: no folder "
+                                                           "cifar-100-python/ at '/no/such/dir'"),
+        (["data.name=fashion-mnist", "data.root=/no/such/dir"], "data.root: no such directory "
+                                                                "at '/no/such/dir'"),
         (["loss.kk=3"], "loss.kk is not a field of loss; allowed: name, k, beta"),
         (["loss.name=ucl", "loss.k=null"], "loss.k is required for 'ucl'"),
         (["loss.temperature=0"], "loss.temperature must be > 0; got 0"),
@@ -54,12 +55,14 @@ def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
         (["sweep.loss.k=[4, 0]"], "loss.k must be an integer >= 1; got 0 (sweep point "
                                   "loss.k=0)"),
         (["loss.name=infonce", "loss.exact=true"], "loss.exact applies to scl, hscl, ucl"),
-        (["train.epochs=many"], "train.epochs: Input should be a valid integer"),
+        (["train.epochs=many"], "train.epochs must be an integer; got 'many'"),
         (["loss.pool_size=8"], "loss.pool_size must be >= loss.k (16) when loss.replacement is "
                                "false (k distinct negatives per anchor); got 8"),
         (["loss.name=nce", "loss.k=64", "loss.pool_size=32"],
          "loss.pool_size must be >= loss.k (64) when loss.replacement is false"),
         (["loss.replacement=1"], "loss.replacement must be one of False, True; got 1"),
+        (["loss.k=true"], "loss.k must be an integer; got True"),
+        (["train.progress=1"], "train.progress must be true or false; got 1"),
     ],
 )
 def test_bad_configs_fail_fast_with_one_line(tmp_path: Path, sets: list[str],
@@ -139,7 +142,16 @@ def test_shipped_configs_are_valid(path: Path, tmp_path: Path) -> None:
     raw = yaml.safe_load(path.read_text())
     sets = []
     if raw["data"]["name"] in ("cifar10", "cifar100", "fashion-mnist"):
-        sets.append(f"data.root={tmp_path}")  # a directory given by the user
+        # a directory given by the user, with the files the data set reads (names only here)
+        from contrastlab.data.real import _CIFAR_FILES, FASHION_MNIST_FILES
+
+        names = {"cifar10": [f"cifar-10-batches-py/{f}" for f in _CIFAR_FILES["cifar10"]],
+                 "cifar100": [f"cifar-100-python/{f}" for f in _CIFAR_FILES["cifar100"]],
+                 "fashion-mnist": [f"{f}.gz" for f in FASHION_MNIST_FILES]}
+        for name in names[raw["data"]["name"]]:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(b"")
+        sets.append(f"data.root={tmp_path}")
     cfg = load_config(path, sets)
     points = expand_sweep(cfg)
     assert len(points) >= 2

@@ -2,7 +2,8 @@
 database, resume, a killed worker retried, retries exhausted recorded as ``failed``, and bad
 options refused in one line.
 
-One local Ray instance (2 CPUs, no dashboard) is shared by the module. Ray is in the ``ray``
+One local Ray instance (2 CPUs, no dashboard, listening on the loopback interface only) is shared
+by the module. Ray is in the ``ray``
 extra, which ``make test`` installs; without it these tests skip.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 import os
 import signal
 import sqlite3
@@ -28,6 +30,7 @@ from typer.testing import CliRunner
 from contrastlab.cli import app
 from contrastlab.experiments import cli_sweep
 from contrastlab.experiments.config import load_config, run_config_dict
+from contrastlab.experiments.ray_sweep import init_local_ray
 from contrastlab.experiments.results import results_table
 from contrastlab.experiments.runner import run_dir
 from contrastlab.experiments.store import DB_NAME, ResultStore
@@ -62,8 +65,8 @@ def _long(epochs: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=80 * 2**20)
+    """A local Ray instance started as the ray executor starts one (on the loopback only)."""
+    init_local_ray(num_cpus=2, log_to_driver=False, object_store_memory=80 * 2**20)
     yield
     ray.shutdown()
 
@@ -148,6 +151,81 @@ def test_ray_sweep_matches_the_local_executor(tmp_path: Path, local_ray: None,
     messages.clear()  # nothing left: Ray is not even asked
     run_sweep(CONFIG, out, executor="ray", log=messages.append)
     assert messages == [f"sweep: 4 runs, 4 finished, 0 to run on Ray -> {out}"]
+
+
+def _loopback(host: str) -> bool:
+    ip = ipaddress.ip_address(host)
+    return bool((getattr(ip, "ipv4_mapped", None) or ip).is_loopback)
+
+
+def test_the_local_instance_listens_on_the_loopback_only(local_ray: None) -> None:
+    """Every TCP socket that a process of the local Ray instance (this driver, the GCS, the
+    raylet, the workers, the agents: this process and its descendants) listens on is bound to
+    127.0.0.1 (or ::1, or 127.0.0.1 mapped to IPv6): nothing outside the machine reaches it."""
+    psutil = pytest.importorskip("psutil")  # Ray's own copy (ray/thirdparty_files)
+    ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker has run a task
+    me = psutil.Process()
+    procs = {p.pid: p for p in me.children(recursive=True)} | {me.pid: me}
+    listening: list[tuple[str, str, int]] = []
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.pid in procs:
+            with contextlib.suppress(psutil.Error):
+                listening.append((procs[c.pid].name(), c.laddr.ip, c.laddr.port))
+    names = {name for name, _, _ in listening}
+    assert {"gcs_server", "raylet", me.name()} <= names, listening  # Ray's servers were seen
+    assert any(name.startswith("ray::") for name in names), listening  # workers, agents
+    exposed = [sock for sock in listening if not _loopback(sock[1])]
+    assert not exposed, f"listening beyond the loopback interface: {exposed}"
+
+
+def test_the_executor_starts_ray_on_the_loopback_and_leaves_a_cluster_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ray.init`` as the executor calls it: a local instance in Ray's single-machine mode
+    (loopback addresses), an existing cluster with the user's address and nothing else."""
+    import ray._private.ray_constants as ray_constants
+
+    var = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    monkeypatch.delenv(var, raising=False)
+    calls: list[tuple[dict[str, Any], str | None, bool]] = []
+
+    def fake_init(**kwargs: Any) -> None:
+        calls.append((kwargs, os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER))
+        raise ConnectionError("stop here")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    cfg = _long(1)
+    with pytest.raises(ValueError, match=r"^could not start a local Ray instance: "
+                                         r"ConnectionError: stop here$"):
+        run_sweep(cfg, tmp_path / "a", executor="ray", log=None)
+    with pytest.raises(ValueError, match=r"^could not connect to the Ray cluster at "
+                                         r"'10\.1\.2\.3:6379': ConnectionError: stop here$"):
+        run_sweep(cfg, tmp_path / "b", executor="ray", address="10.1.2.3:6379", log=None)
+    assert calls == [({"include_dashboard": False}, "0", False),
+                     ({"address": "10.1.2.3:6379"}, None, True)]
+    assert var not in os.environ and ray_constants.ENABLE_RAY_CLUSTER  # restored
+
+
+def test_failed_runs_have_their_status_and_one_line_error(tmp_path: Path,
+                                                         local_ray: None) -> None:
+    cfg = _long(2)
+    cfg["sweep"] = {"optim.lr": [0.005, 1e38]}  # 1e38: an overflow in the first step
+    out = tmp_path / "mixed"
+    messages: list[str] = []
+    ids = run_sweep(cfg, out, executor="ray", log=messages.append)
+    rows = _rows(out)
+    assert [rows[rid]["status"] for rid in ids] == ["done", "failed"]
+    error = rows[ids[1]]["error"]
+    assert error.startswith("RuntimeError: ") and "\n" not in error
+    assert rows[ids[0]]["error"] is None
+    lines = {m.split()[1]: m for m in messages[1:]}
+    assert f": failed: {error} (" in lines[ids[1]] and ": done (" in lines[ids[0]]
+    # the command exits 1 (the failed run is tried again, and fails again), its error last
+    cfg_path = tmp_path / "mixed.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    res = _cli(str(cfg_path), "--out", str(out), "--executor", "ray")
+    assert res.exit_code == 1, res.output
+    assert f"{ids[1]} failed: {error}\n" in res.output
 
 
 def test_the_task_never_opens_the_database(tmp_path: Path, local_ray: None,
@@ -236,7 +314,7 @@ def test_retries_exhausted_give_a_failed_row(tmp_path: Path, local_ray: None) ->
     killer = _Killer(out, rid, times=2, after_checkpoint=False)
     killer.start()
     try:
-        text = cli_sweep(cfg_path, out=out, executor="ray", retries=1)
+        text, code = cli_sweep(cfg_path, out=out, executor="ray", retries=1)
     finally:
         killer.stop.set()
         killer.join()
@@ -244,7 +322,7 @@ def test_retries_exhausted_give_a_failed_row(tmp_path: Path, local_ray: None) ->
     row = _rows(out)[rid]
     assert row["status"] == "failed" and row["attempts"] == 2
     assert row["error"].endswith("(attempt 2 of 2)") and "\n" not in row["error"]
-    assert f"failed: {rid}: {row['error']}" in text
+    assert code == 1 and text.splitlines()[-1].endswith(f"{rid} failed: {row['error']}")
     # the next sweep tries it again
     with ResultStore(out) as store:
         assert store.statuses() == {rid: "failed"}

@@ -101,7 +101,8 @@ def test_cli_run_skips_a_done_run(out: Path, tmp_path: Path) -> None:
     cfg.pop("sweep")
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    text = cli_run(path, ["loss.k=4", "seed=1"], out)  # already done by the sweep
+    text, code = cli_run(path, ["loss.k=4", "seed=1"], out)  # already done by the sweep
+    assert code == 0
     assert text.splitlines()[0].endswith(": done")
     assert results_table(out).splitlines()[-1] == "4 runs: 4 done"
     with pytest.raises(ValueError, match="has a sweep grid"):

@@ -24,15 +24,19 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from contrastlab._validation import check_choice, check_labels, check_nonnegative
+from contrastlab.data.options import OptionsModel, parse_options
 
 __all__ = [
     "AUGMENT_KINDS",
     "PAIR_MODES",
+    "AugmentOptions",
     "Augmenter",
     "apply_augment",
     "augmenter",
+    "check_augment_options",
     "make_views",
     "negative_pool",
     "positive_indices",
@@ -218,6 +222,18 @@ def _check_batch(x: Any, kind: str) -> None:
         raise ValueError(f"x must be a floating torch.Tensor {hint}; got {got}")
     if x.ndim not in ndims:
         raise ValueError(f"x must have shape {hint} for kind {kind!r}; got {tuple(x.shape)}")
+
+
+class AugmentOptions(OptionsModel):
+    """The options of :func:`augmenter` (a config's ``data.augment``): ``strength`` >= 0."""
+
+    strength: float = Field(1.0, ge=0, allow_inf_nan=False)
+
+
+def check_augment_options(options: Any) -> dict[str, Any]:
+    """``data.augment`` checked against :class:`AugmentOptions`, as keyword arguments of
+    :func:`augmenter`; one-line ValueError naming ``data.augment.<option>`` otherwise."""
+    return parse_options(AugmentOptions, options, "the augmenter", "data.augment").model_dump()
 
 
 def augmenter(kind: str, strength: float = 1.0) -> Augmenter:

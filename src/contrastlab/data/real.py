@@ -12,6 +12,7 @@ mnist1d) happen inside the loaders, so importing :mod:`contrastlab.data` stays l
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import importlib
@@ -27,11 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from contrastlab.data.options import OptionsModel, parse_options
 from contrastlab.data.registry import (
     Dataset,
     DatasetInfo,
-    Options,
     default_cache_dir,
     derived_generator,
     no_root,
@@ -108,6 +110,17 @@ def _preserved_global_rngs() -> Iterator[None]:
         np.random.set_state(np_state)  # noqa: NPY002
 
 
+class Mnist1dOptions(OptionsModel):
+    """The options of ``mnist1d``: ``num_samples`` (train + test; the package keeps 80 % for
+    training)."""
+
+    num_samples: int = Field(5000, ge=10)
+
+    def train_size(self) -> int:
+        """The package's split: the first 80 % (``int(0.8 * num_samples)``) are training."""
+        return int(0.8 * self.num_samples)
+
+
 def _load_mnist1d(*, root: str | None, seed: int, **options: Any) -> Dataset:
     """MNIST-1D (Greydanus & Kobak, ICML 2024), generated locally.
 
@@ -118,8 +131,8 @@ def _load_mnist1d(*, root: str | None, seed: int, **options: Any) -> Dataset:
     The global ``random`` / ``numpy.random`` states are restored afterwards.
     """
     no_root("mnist1d", root)
-    opts = Options("mnist1d", options, ("num_samples",))
-    num_samples = opts.integer("num_samples", 5000, minimum=10)
+    opts = parse_options(Mnist1dOptions, options, "data set 'mnist1d'")
+    num_samples = opts.num_samples
     if seed >= 2**32:
         raise ValueError(f"seed must be < 2**32 for mnist1d (NumPy's seed range); got {seed}")
     data_mod = require("mnist1d.data", "the data set 'mnist1d'", "pip install mnist1d")
@@ -141,7 +154,7 @@ def _load_mnist1d(*, root: str | None, seed: int, **options: Any) -> Dataset:
         kind="signal",
         info={
             "source": "mnist1d.data.make_dataset (Greydanus & Kobak 2024), generated locally",
-            "options": opts.resolved,
+            "options": opts.model_dump(),
             "package_args": {k: v for k, v in vars(args).items() if k != "url" and not callable(v)},
             "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
             "classes": [str(c) for c in range(10)],
@@ -155,6 +168,12 @@ def _load_mnist1d(*, root: str | None, seed: int, **options: Any) -> Dataset:
 # --------------------------------------------------------------------------------------------
 
 
+class DigitsOptions(OptionsModel):
+    """The options of ``digits``: ``test_fraction`` of the seeded stratified split."""
+
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
 def _load_digits(*, root: str | None, seed: int, **options: Any) -> Dataset:
     """UCI optical digits as bundled with scikit-learn (``load_digits``; 1,797 8x8 images).
 
@@ -162,8 +181,8 @@ def _load_digits(*, root: str | None, seed: int, **options: Any) -> Dataset:
     scaled to [0, 1]; shape (1, 8, 8).
     """
     no_root("digits", root)
-    opts = Options("digits", options, ("test_fraction",))
-    frac = opts.number("test_fraction", 0.2, low=0.0, high=1.0)
+    opts = parse_options(DigitsOptions, options, "data set 'digits'")
+    frac = opts.test_fraction
     datasets = require("sklearn.datasets", "the data set 'digits'", "pip install scikit-learn")
     bunch = datasets.load_digits()
     x = torch.as_tensor(np.asarray(bunch.images), dtype=torch.float32).div_(16.0).unsqueeze(1)
@@ -179,7 +198,7 @@ def _load_digits(*, root: str | None, seed: int, **options: Any) -> Dataset:
         kind="image",
         info={
             "source": "sklearn.datasets.load_digits (UCI optical recognition of digits)",
-            "options": opts.resolved,
+            "options": opts.model_dump(),
             "sizes": {"train": int(tr.numel()), "test": int(te.numel())},
             "classes": [str(c) for c in range(10)],
             "seed": seed,
@@ -266,6 +285,32 @@ def prepare_fashion_mnist(root: str | os.PathLike[str], cache_dir: Path | None =
     return base
 
 
+class FashionOptions(OptionsModel):
+    """The options of ``fashion-mnist``: ``n_train``, ``n_test`` (seeded stratified subsets;
+    default everything) and ``cache_dir`` (where gunzipped files go)."""
+
+    n_train: int | None = Field(None, ge=1)
+    n_test: int | None = Field(None, ge=1)
+    cache_dir: str | None = None
+
+    def train_size(self) -> int:
+        """At most the 60,000 training images."""
+        return 60000 if self.n_train is None else min(self.n_train, 60000)
+
+
+def _check_fashion_root(root: str | None) -> None:
+    """The IDX files exist under ``root`` (or the default root), before any work."""
+    src = Path(root if root is not None else FASHION_MNIST_DEFAULT_ROOT).expanduser()
+    if not src.is_dir():
+        raise _fashion_root_error(src, "no such directory")
+    if all((src / "FashionMNIST" / "raw" / f).is_file() for f in FASHION_MNIST_FILES):
+        return
+    missing = [f for f in FASHION_MNIST_FILES
+               if not (src / f).is_file() and not (src / f"{f}.gz").is_file()]
+    if missing:
+        raise _fashion_root_error(src, f"missing {', '.join(missing)} (plain or .gz)")
+
+
 def _load_fashion_mnist(*, root: str | None, seed: int, **options: Any) -> Dataset:
     """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017; 60,000 + 10,000 28x28 images, 10 classes).
 
@@ -276,10 +321,9 @@ def _load_fashion_mnist(*, root: str | None, seed: int, **options: Any) -> Datas
     ``n_test`` (seeded stratified subsets; default everything) and ``cache_dir`` (where
     gunzipped files go; default :func:`default_cache_dir`). Shape (1, 28, 28).
     """
-    opts = Options("fashion-mnist", options, ("n_train", "n_test", "cache_dir"))
-    n_train = opts.integer_or_none("n_train")
-    n_test = opts.integer_or_none("n_test")
-    cache_dir = opts.path("cache_dir", None)
+    opts = parse_options(FashionOptions, options, "data set 'fashion-mnist'")
+    n_train, n_test = opts.n_train, opts.n_test
+    cache_dir = None if opts.cache_dir is None else Path(opts.cache_dir).expanduser()
     source = root if root is not None else FASHION_MNIST_DEFAULT_ROOT
     tv = _torchvision_datasets()
     tv_root = prepare_fashion_mnist(source, cache_dir)
@@ -303,7 +347,7 @@ def _load_fashion_mnist(*, root: str | None, seed: int, **options: Any) -> Datas
         info={
             "source": f"torchvision.datasets.FashionMNIST over IDX files in {str(source)!r}",
             "root": str(source),
-            "options": opts.resolved,
+            "options": opts.model_dump(),
             "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
             "classes": list(FASHION_MNIST_CLASSES),
             "seed": seed,
@@ -331,11 +375,29 @@ def _cifar_root_error(name: str, root: str | None, detail: str) -> ValueError:
     )
 
 
-def _load_cifar(name: str, root: str | None, seed: int, options: dict[str, Any]) -> Dataset:
-    cls_name, folder, _, num_classes = _CIFAR[name]
-    opts = Options(name, options, ("n_train", "n_test"))
-    n_train = opts.integer_or_none("n_train")
-    n_test = opts.integer_or_none("n_test")
+_CIFAR_FILES = {
+    "cifar10": ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                "data_batch_5", "test_batch", "batches.meta"),
+    "cifar100": ("train", "test", "meta"),
+}
+
+
+class CifarOptions(OptionsModel):
+    """The options of ``cifar10`` / ``cifar100``: ``n_train``, ``n_test`` (seeded stratified
+    subsets; default everything)."""
+
+    n_train: int | None = Field(None, ge=1)
+    n_test: int | None = Field(None, ge=1)
+
+    def train_size(self) -> int:
+        """At most the 50,000 training images."""
+        return 50000 if self.n_train is None else min(self.n_train, 50000)
+
+
+def _cifar_base(name: str, root: str | None) -> Path:
+    """The directory holding ``cifar-10-batches-py/`` (or ``cifar-100-python/``) with every
+    batch file; a one-line ValueError naming what is missing otherwise."""
+    _, folder, _, _ = _CIFAR[name]
     if root is None:
         raise _cifar_root_error(name, root, "no root given")
     base = Path(root).expanduser()
@@ -343,6 +405,22 @@ def _load_cifar(name: str, root: str | None, seed: int, options: dict[str, Any])
         base = base.parent  # root points at the unpacked folder itself
     if not (base / folder).is_dir():
         raise _cifar_root_error(name, root, f"no folder {folder}/")
+    missing = [f for f in _CIFAR_FILES[name] if not (base / folder / f).is_file()]
+    if missing:
+        raise _cifar_root_error(name, root, f"missing {folder}/{', '.join(missing)}")
+    return base
+
+
+def _check_cifar_root(name: str, root: str | None) -> None:
+    """Before any work: ``root`` holds every batch file of ``name``."""
+    _cifar_base(name, root)
+
+
+def _load_cifar(name: str, root: str | None, seed: int, options: dict[str, Any]) -> Dataset:
+    cls_name, folder, _, num_classes = _CIFAR[name]
+    opts = parse_options(CifarOptions, options, f"data set {name!r}")
+    n_train, n_test = opts.n_train, opts.n_test
+    base = _cifar_base(name, root)
     tv = _torchvision_datasets()
     cls = getattr(tv, cls_name)
     splits = {}
@@ -374,7 +452,7 @@ def _load_cifar(name: str, root: str | None, seed: int, options: dict[str, Any])
         info={
             "source": f"torchvision.datasets.{cls_name} over {str(base / folder)!r}",
             "root": str(root),
-            "options": opts.resolved,
+            "options": opts.model_dump(),
             "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
             "classes": [str(c) for c in classes]
             if len(classes) == num_classes
@@ -412,6 +490,9 @@ BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
             10,
             "generated (default 4,000 + 1,000; option num_samples)",
             "mnist1d",
+            options=Mnist1dOptions,
+            root="none",
+            train_size=Mnist1dOptions.train_size,
         ),
     ),
     (
@@ -423,6 +504,8 @@ BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
             10,
             "1,797 (seeded 80/20 split)",
             "scikit-learn",
+            options=DigitsOptions,
+            root="none",
         ),
     ),
     (
@@ -434,6 +517,10 @@ BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
             10,
             "60,000 + 10,000",
             f"torchvision; root (default {FASHION_MNIST_DEFAULT_ROOT})",
+            options=FashionOptions,
+            root="optional",
+            check_root=_check_fashion_root,
+            train_size=FashionOptions.train_size,
         ),
     ),
     (
@@ -445,6 +532,10 @@ BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
             10,
             "50,000 + 10,000",
             "torchvision; root=DIR with cifar-10-batches-py/",
+            options=CifarOptions,
+            root="required",
+            check_root=functools.partial(_check_cifar_root, "cifar10"),
+            train_size=CifarOptions.train_size,
         ),
     ),
     (
@@ -456,6 +547,10 @@ BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
             100,
             "50,000 + 10,000",
             "torchvision; root=DIR with cifar-100-python/",
+            options=CifarOptions,
+            root="required",
+            check_root=functools.partial(_check_cifar_root, "cifar100"),
+            train_size=CifarOptions.train_size,
         ),
     ),
 )

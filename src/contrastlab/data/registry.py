@@ -25,13 +25,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
 from contrastlab._validation import check_choice
 from contrastlab.data.latent import (
@@ -41,6 +42,7 @@ from contrastlab.data.latent import (
     make_generator,
     zipf_prior,
 )
+from contrastlab.data.options import OptionsModel, parse_options
 from contrastlab.data.synthetic import circle_toy_dataset, gaussian_mixture
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "register_dataset",
     "stratified_split",
     "stratified_subset",
+    "validate_dataset",
 ]
 
 KINDS = ("vector", "signal", "image")
@@ -154,6 +157,16 @@ class DatasetInfo:
     num_classes: int | None
     sizes: str
     requires: str
+    #: the options model (:mod:`contrastlab.data.options`); None: not declared (a user's loader
+    #: that parses its own options: they are then checked only when the data set is loaded)
+    options: type[OptionsModel] | None = None
+    #: ``"none"`` (generated or found by itself: a root is refused), ``"optional"``,
+    #: ``"required"``, or None (not declared)
+    root: str | None = None
+    #: checks a root before any work (raises a one-line ValueError), e.g. that the files exist
+    check_root: Callable[[str | None], None] | None = None
+    #: the number of training samples the parsed options give, when known without loading
+    train_size: Callable[[Any], int | None] | None = None
 
 
 class DatasetLoader(Protocol):
@@ -221,6 +234,48 @@ def load_dataset(name: str, *, root: str | None = None, seed: int = 0, **options
     return ds
 
 
+def validate_dataset(name: str, root: str | None, options: Mapping[str, Any],
+                     prefix: str = "data") -> OptionsModel | None:
+    """Check a data set's ``root`` and ``options`` without loading it (what the config does
+    before any work): the name is registered, a root is given where required and refused where
+    the data set takes none, the root holds the files (the data set's own ``check_root``), and
+    the options parse against its declared model. Returns the parsed options (None when the
+    data set declares no model). Raises a one-line ValueError naming ``prefix.root`` or
+    ``prefix.options.<name>``."""
+    _register_builtins()
+    if name not in _REGISTRY:
+        shown = ", ".join(repr(n) for n in _REGISTRY)
+        raise ValueError(f"{prefix}.name must be one of {shown}; got {name!r}")
+    info = _REGISTRY[name][1]
+    if info.root == "none" and root is not None:
+        raise ValueError(f"{prefix}.root: data set {name!r} takes no root (it needs no files); "
+                         f"got {root!r}")
+    if info.root == "required" and root is None:
+        raise ValueError(f"{prefix}.root is required for {name!r}: the directory holding its "
+                         "files; nothing is downloaded; set data.root=PATH")
+    if info.check_root is not None:
+        try:
+            info.check_root(root)
+        except ValueError as exc:
+            text = str(exc).splitlines()[0]
+            raise ValueError(text if text.startswith(f"{prefix}.root")
+                             else f"{prefix}.{text}" if text.startswith("root")
+                             else f"{prefix}.root: {text}") from None
+    if info.options is None:
+        return None
+    return parse_options(info.options, options, f"data set {name!r}", f"{prefix}.options")
+
+
+def train_size(name: str, options: OptionsModel | None) -> int | None:
+    """The number of training samples of data set ``name`` with the parsed ``options``, when
+    its registration tells it without loading (None otherwise)."""
+    _register_builtins()
+    info = _REGISTRY[name][1]
+    if info.train_size is None or options is None:
+        return None
+    return info.train_size(options)
+
+
 def datasets_table() -> str:
     """A plain-text table of the registered data sets (what ``contrastlab datasets`` prints)."""
     header = ("name", "kind", "classes", "sizes", "requires", "description")
@@ -252,117 +307,6 @@ def default_cache_dir() -> Path:
 # --------------------------------------------------------------------------------------------
 # helpers shared by the loaders
 # --------------------------------------------------------------------------------------------
-
-
-class Options:
-    """Parses a loader's ``**options``: unknown names and bad values raise a one-line
-    ValueError naming the option and what is allowed. ``resolved`` records every value used."""
-
-    def __init__(self, dataset: str, options: Mapping[str, Any], allowed: Sequence[str]) -> None:
-        self.dataset = dataset
-        self._values = dict(options)
-        self.resolved: dict[str, Any] = {}
-        for key in self._values:
-            if key not in allowed:
-                shown = ", ".join(allowed) if allowed else "(none)"
-                raise ValueError(
-                    f"{key}: not an option of data set {dataset!r}; its options are: {shown}"
-                )
-
-    def given(self, name: str) -> bool:
-        return name in self._values and self._values[name] is not None
-
-    def raw(self, name: str, default: Any = None) -> Any:
-        value = self._values.get(name, default)
-        value = default if value is None else value
-        self.resolved[name] = value
-        return value
-
-    def integer(self, name: str, default: int, minimum: int = 1) -> int:
-        value = self.integer_or_none(name, minimum)
-        if value is None:
-            self.resolved[name] = default
-            return default
-        return value
-
-    def integer_or_none(self, name: str, minimum: int = 1) -> int | None:
-        value = self._values.get(name)
-        if value is None:
-            self.resolved[name] = None
-            return None
-        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-        if int(value) < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-        self.resolved[name] = int(value)
-        return int(value)
-
-    def number(
-        self,
-        name: str,
-        default: float,
-        *,
-        low: float = 0.0,
-        high: float = math.inf,
-        low_open: bool = True,
-        high_open: bool = True,
-    ) -> float:
-        value = self.number_or_none(
-            name, low=low, high=high, low_open=low_open, high_open=high_open
-        )
-        if value is None:
-            self.resolved[name] = default
-            return default
-        return value
-
-    def number_or_none(
-        self,
-        name: str,
-        *,
-        low: float = 0.0,
-        high: float = math.inf,
-        low_open: bool = True,
-        high_open: bool = True,
-    ) -> float | None:
-        value = self._values.get(name)
-        if value is None:
-            self.resolved[name] = None
-            return None
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        interval = f"{lo}{low:g}, {high:g}{hi}"
-        ok = not isinstance(value, bool | np.bool_) and isinstance(
-            value, int | float | np.integer | np.floating
-        )
-        if ok:
-            v = float(value)
-            ok = math.isfinite(v) and (v > low if low_open else v >= low)
-            ok = ok and (v < high if high_open else v <= high)
-        if not ok:
-            raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
-        self.resolved[name] = float(value)
-        return float(value)
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self._values.get(name)
-        if value is None:
-            self.resolved[name] = default
-            return default
-        if not isinstance(value, bool | np.bool_):
-            raise ValueError(f"{name} must be True or False; got {value!r}")
-        self.resolved[name] = bool(value)
-        return bool(value)
-
-    def path(self, name: str, default: Path | None) -> Path | None:
-        value = self._values.get(name)
-        if value is None:
-            self.resolved[name] = None if default is None else str(default)
-            return default
-        if not isinstance(value, str | os.PathLike):
-            raise ValueError(f"{name} must be a directory path; got {type(value).__name__}")
-        p = Path(value).expanduser()
-        self.resolved[name] = str(p)
-        return p
 
 
 def derived_generator(seed: int, purpose: str) -> torch.Generator:
@@ -473,52 +417,65 @@ def _parse_prior(spec: Any, C: int, generator: torch.Generator) -> torch.Tensor:
     return check_prior(spec, C, name="prior")
 
 
+class SyntheticOptions(OptionsModel):
+    """The options of ``synthetic`` (:func:`_load_synthetic`)."""
+
+    classes: int = Field(10, ge=2)
+    dim: int = Field(32, ge=1)
+    n_train: int | None = Field(None, ge=1)
+    per_class: int | None = Field(None, ge=1)
+    n_test: int = Field(1000, ge=1)
+    prior: str | list[float] | None = None
+    std: float | None = Field(None, gt=0, allow_inf_nan=False)
+    separation: float | None = Field(None, gt=0, allow_inf_nan=False)
+    margin: float = Field(0.1, gt=0, lt=1)
+    sphere: bool = False
+    disjoint: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyntheticOptions:
+        if self.per_class is not None and self.n_train is not None:
+            raise ValueError("per_class: give either per_class or n_train, not both")
+        prior = _parse_prior(self.prior, self.classes, torch.Generator().manual_seed(0))
+        if self.per_class is not None and not torch.allclose(prior, balanced_prior(self.classes)):
+            raise ValueError("per_class: only with a balanced prior; use n_train with another "
+                             "prior")
+        if self.sphere and self.dim < 2:
+            raise ValueError(f"dim must be >= 2 with sphere=True (a sphere S^(dim-1)); got "
+                             f"{self.dim}")
+        if self.sphere and self.separation is not None:
+            raise ValueError("separation: not used with sphere=True (centers are unit vectors)")
+        return self
+
+    def train_size(self) -> int:
+        """The number of training samples these options give."""
+        if self.per_class is not None:
+            return self.per_class * self.classes
+        return 2000 if self.n_train is None else self.n_train
+
+
 def _load_synthetic(*, root: str | None, seed: int, **options: Any) -> Dataset:
     """The latent-class model of Gaussian classes (:func:`gaussian_mixture`, SPEC A1).
 
-    Options: ``classes`` (C, default 10), ``dim`` (default 32), ``n_train`` (default 2000, labels
-    drawn i.i.d. from the prior) or ``per_class`` (exactly that many training samples per class;
-    balanced prior only), ``n_test`` (default 1000, i.i.d. from the prior), ``prior``
-    (``"balanced"``, ``"zipf"``, ``"zipf:S"``, ``"dirichlet"``, ``"dirichlet:ALPHA"`` or C
-    probabilities), ``std``, ``separation``, ``margin``, ``sphere`` (classes on S^{dim-1}) and
-    ``disjoint`` (truncated, non-overlapping supports; default True) — see
-    :func:`gaussian_mixture`. The seed drives the layout, the prior draw and the samples.
+    Options (:class:`SyntheticOptions`): ``classes`` (C >= 2, default 10), ``dim`` (default
+    32), ``n_train`` (default 2000, labels drawn i.i.d. from the prior) or ``per_class``
+    (exactly that many training samples per class; balanced prior only), ``n_test`` (default
+    1000, i.i.d. from the prior), ``prior`` (``"balanced"``, ``"zipf"``, ``"zipf:S"``,
+    ``"dirichlet"``, ``"dirichlet:ALPHA"`` or C probabilities), ``std``, ``separation``,
+    ``margin``, ``sphere`` (classes on S^{dim-1}) and ``disjoint`` (truncated, non-overlapping
+    supports; default True) — see :func:`gaussian_mixture`. The seed drives the layout, the
+    prior draw and the samples.
     """
     no_root("synthetic", root)
-    opts = Options(
-        "synthetic",
-        options,
-        (
-            "classes",
-            "dim",
-            "n_train",
-            "per_class",
-            "n_test",
-            "prior",
-            "std",
-            "separation",
-            "margin",
-            "sphere",
-            "disjoint",
-        ),
-    )
-    C = opts.integer("classes", 10)
-    dim = opts.integer("dim", 32)
-    if opts.given("per_class") and opts.given("n_train"):
-        raise ValueError("per_class: give either per_class or n_train, not both")
-    per_class = opts.integer_or_none("per_class")
-    n_train = opts.integer("n_train", 2000) if per_class is None else None
-    n_test = opts.integer("n_test", 1000)
-    std = opts.number_or_none("std")
-    separation = opts.number_or_none("separation")
-    margin = opts.number("margin", 0.1, low=0.0, high=1.0)
-    sphere = opts.flag("sphere", False)
-    disjoint = opts.flag("disjoint", True)
-    prior_spec = opts.raw("prior", None)
+    o = parse_options(SyntheticOptions, options, "data set 'synthetic'")
+    C, dim, per_class, n_test = o.classes, o.dim, o.per_class, o.n_test
+    n_train = (2000 if o.n_train is None else o.n_train) if per_class is None else None
+    std, separation, margin, sphere, disjoint = o.std, o.separation, o.margin, o.sphere, o.disjoint
+    prior_spec = o.prior
+    resolved = o.model_dump()
+    resolved["n_train"] = n_train
     gen = make_generator(seed)
     prior = _parse_prior(prior_spec, C, gen)
-    if per_class is not None and not torch.allclose(prior, balanced_prior(C)):
-        raise ValueError("per_class: only with a balanced prior; use n_train with another prior")
     layout_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
     try:
         model = gaussian_mixture(
@@ -542,7 +499,7 @@ def _load_synthetic(*, root: str | None, seed: int, **options: Any) -> Dataset:
         assert n_train is not None
         x_train, y_train = model.sample(n_train, gen)
     x_test, y_test = model.sample(n_test, gen)
-    opts.resolved["prior"] = prior_spec if isinstance(prior_spec, str | None) else prior.tolist()
+    resolved["prior"] = prior_spec if isinstance(prior_spec, str | None) else prior.tolist()
     return Dataset(
         name="synthetic",
         x_train=x_train.to(torch.float32),
@@ -553,13 +510,26 @@ def _load_synthetic(*, root: str | None, seed: int, **options: Any) -> Dataset:
         kind="vector",
         info={
             "source": "contrastlab.data.synthetic.gaussian_mixture (latent-class model, SPEC A1)",
-            "options": opts.resolved,
+            "options": resolved,
             "prior": [float(p) for p in prior],
             "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
             "classes": [str(c) for c in range(C)],
             "seed": seed,
         },
     )
+
+
+class CircleOptions(OptionsModel):
+    """The options of ``synthetic-circle`` (:func:`_load_synthetic_circle`)."""
+
+    classes: int = Field(100, ge=2)
+    per_class: int = Field(1000, ge=2)
+    test_fraction: float = Field(0.4, gt=0, lt=1)
+
+    def train_size(self) -> int:
+        """The training samples of the stratified split (:func:`stratified_split`)."""
+        n_test = min(math.floor(self.per_class * self.test_fraction + 0.5), self.per_class - 1)
+        return self.classes * (self.per_class - n_test)
 
 
 def _load_synthetic_circle(*, root: str | None, seed: int, **options: Any) -> Dataset:
@@ -569,10 +539,8 @@ def _load_synthetic_circle(*, root: str | None, seed: int, **options: Any) -> Da
     (default 0.4: the paper's stratified 60/40 train/validation split).
     """
     no_root("synthetic-circle", root)
-    opts = Options("synthetic-circle", options, ("classes", "per_class", "test_fraction"))
-    C = opts.integer("classes", 100)
-    per_class = opts.integer("per_class", 1000, minimum=2)
-    frac = opts.number("test_fraction", 0.4, low=0.0, high=1.0)
+    o = parse_options(CircleOptions, options, "data set 'synthetic-circle'")
+    C, per_class, frac = o.classes, o.per_class, o.test_fraction
     x, y = circle_toy_dataset(C, per_class, seed)
     tr, te = stratified_split(y, frac, derived_generator(seed, "synthetic-circle/split"))
     return Dataset(
@@ -585,7 +553,7 @@ def _load_synthetic_circle(*, root: str | None, seed: int, **options: Any) -> Da
         kind="vector",
         info={
             "source": "contrastlab.data.synthetic.circle_toy_dataset (Bao et al. 2022, SPEC B2)",
-            "options": opts.resolved,
+            "options": o.model_dump(),
             "sizes": {"train": int(tr.numel()), "test": int(te.numel())},
             "classes": [f"r={(c + 1) / 2:g}" for c in range(C)],
             "seed": seed,
@@ -616,6 +584,9 @@ def _register_builtins() -> None:
                 None,
                 "generated (default 2,000 + 1,000)",
                 "-",
+                options=SyntheticOptions,
+                root="none",
+                train_size=SyntheticOptions.train_size,
             ),
         ),
         (
@@ -627,6 +598,9 @@ def _register_builtins() -> None:
                 None,
                 "generated (default 60,000 + 40,000)",
                 "-",
+                options=CircleOptions,
+                root="none",
+                train_size=CircleOptions.train_size,
             ),
         ),
         *REAL,

@@ -414,15 +414,18 @@ def gaussian_mixture(
     ``margin * d_min`` between them. Sphere: with Delta the minimal angle between centers, class c
     lives in the cap of angular radius ``(1 - margin) Delta / 2``; caps are disjoint by the
     triangle inequality for geodesic distance. ``disjoint=False`` gives plain, overlapping
-    Gaussians (projected normals). With ``C = 1`` nothing is truncated.
+    Gaussians (projected normals).
 
     Args:
-        C: number of classes (>= 1). dim: input dimension (>= 1; >= 2 with ``sphere``).
+        C: number of classes (>= 2). dim: input dimension (>= 1; >= 2 with ``sphere``).
         prior: class prior (``None``: balanced). margin: in (0, 1), the relative gap kept
             between supports. seed: seeds the layout (the samples use the generator passed to
             ``sample``). dtype: dtype of the samples (default float32).
     """
     C = _as_int("C", C)
+    if C < 2:
+        raise ValueError(f"C must be an integer >= 2 (a latent-class model needs two classes: "
+                         f"a negative of another class must exist); got {C}")
     dim = _as_int("dim", dim)
     if not isinstance(disjoint, bool):
         raise ValueError(f"disjoint must be True or False; got {disjoint!r}")

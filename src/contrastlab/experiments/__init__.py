@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from contrastlab.experiments.config import (
     ConfigError,
@@ -31,6 +31,7 @@ from contrastlab.experiments.config import (
 from contrastlab.experiments.store import StoreError
 
 __all__ = [
+    "CommandOutput",
     "ConfigError",
     "ExperimentConfig",
     "StoreError",
@@ -77,45 +78,70 @@ def export_results(out_dir: str | Path, path: str | Path) -> Path:
     return _export(out_dir, path)
 
 
+class CommandOutput(NamedTuple):
+    """What a ``cli_*`` function returns: the text to print and the exit code (0: every run
+    done; 1: a run failed or ended non-finite, listed last in ``text``)."""
+
+    text: str
+    exit_code: int
+
+
+def _failures(out_dir: Path, ids: Sequence[str]) -> list[str]:
+    """One line per run of ``ids`` that did not end ``done``: id, status and its error."""
+    from contrastlab.experiments.store import ResultStore
+
+    mine = set(ids)
+    with ResultStore(out_dir, create=False) as store:
+        rows = [r for r in store.runs() if r["run_id"] in mine and r["status"] != "done"]
+    return [f"  {r['run_id']} {r['status']}: {r.get('error') or '(no error recorded)'}"
+            for r in rows]
+
+
 def _out_dir(cfg: ExperimentConfig, out: str | Path | None) -> Path:
-    return Path(out) if out is not None and str(out) != "" else Path(cfg.output.dir)
+    """The output directory (``--out`` or ``output.dir``), checked usable before any work."""
+    from contrastlab._paths import check_output_dir
+
+    if out is not None and str(out) != "":
+        return check_output_dir(out, "--out")
+    return check_output_dir(cfg.output.dir, "output.dir")
 
 
 def cli_run(config_path: str | Path, sets: Sequence[str] = (), out: str | Path | None = None
-            ) -> str:
+            ) -> CommandOutput:
     """``contrastlab run CONFIG [--set a.b=v ...] [--out DIR]``: train one configuration into
-    ``out`` (default ``output.dir`` of the config) and return its results table. A config with a
-    ``sweep`` grid is refused (use ``cli_sweep``)."""
+    ``out`` (default ``output.dir`` of the config); the results table, and exit code 1 when the
+    run failed or ended non-finite (its error printed last). A config with a ``sweep`` grid is
+    refused (use ``cli_sweep``)."""
     from contrastlab.experiments.results import results_table as _table
     from contrastlab.experiments.runner import run_config as _run
-    from contrastlab.experiments.store import ResultStore
 
     cfg = load_config(config_path, sets)
     out_dir = _out_dir(cfg, out)
     rid = _run(cfg, out_dir)
     rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
     if rank != 0:  # under torchrun: rank 0 reports
-        return f"run {rid}: rank {rank} done (results recorded by rank 0)"
-    with ResultStore(out_dir, create=False) as store:
-        status = store.status(rid)
-        row = next((r for r in store.runs() if r["run_id"] == rid), {})
-    lines = [f"run {rid}: {status}" + (f" ({row.get('error')})" if row.get("error") else "")]
-    lines.append(_table(out_dir, filters={"run_id": rid}, group_by=["loss.name", "loss.k"]))
-    lines.append(f"results in {out_dir.resolve()}")
-    return "\n".join(lines)
+        return CommandOutput(f"run {rid}: rank {rank} done (results recorded by rank 0)", 0)
+    failed = _failures(out_dir, [rid])
+    lines = [_table(out_dir, filters={"run_id": rid}, group_by=["loss.name", "loss.k"]),
+             f"results in {out_dir.resolve()}"]
+    if failed:
+        lines += ["run did not finish:", *failed]
+    else:
+        lines.insert(0, f"run {rid}: done")
+    return CommandOutput("\n".join(lines), 1 if failed else 0)
 
 
 def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path | None = None,
               workers: int = 1, executor: str = "local", address: str | None = None,
               cpus_per_run: float | None = None, gpus_per_run: float | None = None,
-              retries: int | None = None) -> str:
+              retries: int | None = None) -> CommandOutput:
     """``contrastlab sweep CONFIG [--set ...] [--out DIR] [--workers N] [--executor ray
     [--address ADDR] [--cpus-per-run C] [--gpus-per-run G] [--retries R]]``: run the grid
     (resumable; finished runs are skipped) and return the results table grouped by the swept
-    keys (mean and std over seeds). The options are checked (one-line ValueError naming the
+    keys (mean and std over seeds), with exit code 1 when a run failed or ended non-finite (the
+    runs listed last). The options are checked (one-line ValueError naming the
     option) before the config is read."""
     from contrastlab.experiments.results import results_table as _table
-    from contrastlab.experiments.store import ResultStore
     from contrastlab.experiments.sweep import EXECUTORS
     from contrastlab.experiments.sweep import run_sweep as _sweep
 
@@ -143,14 +169,11 @@ def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path
                  cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, retries=retries)
     group = [k for k in cfg.sweep if k not in ("seed", "data.seed")]
     table = _table(out_dir, filters=None, group_by=group or None, run_ids=ids)
-    lines = [table]
-    with ResultStore(out_dir, create=False) as store:
-        mine = set(ids)
-        for run in store.runs():
-            if run["run_id"] in mine and run["status"] in ("failed", "nan"):
-                lines.append(f"{run['status']}: {run['run_id']}: {run['error']}")
-    lines.append(f"sweep of {len(ids)} runs; results in {out_dir.resolve()}")
-    return "\n".join(lines)
+    failed = _failures(out_dir, ids)
+    lines = [table, f"sweep of {len(ids)} runs; results in {out_dir.resolve()}"]
+    if failed:
+        lines += [f"{len(failed)} of {len(ids)} runs did not finish:", *failed]
+    return CommandOutput("\n".join(lines), 1 if failed else 0)
 
 
 def cli_results(out_dir: str | Path, filters: Sequence[str] | None = None,
@@ -162,6 +185,10 @@ def cli_results(out_dir: str | Path, filters: Sequence[str] | None = None,
     from contrastlab.experiments.results import export_results as _export
     from contrastlab.experiments.results import results_table as _table
 
+    if export is not None:
+        from contrastlab._paths import check_output_file
+
+        check_output_file(export, "--export", (".csv", ".json", ".parquet"))
     text = _table(out_dir, filters=filters, group_by=group_by, metrics=metrics)
     if export is not None:
         path = _export(out_dir, export)

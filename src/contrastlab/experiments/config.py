@@ -58,8 +58,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from contrastlab._yaml import YamlError, load_yaml_file, load_yaml_text
 
 __all__ = [
     "EXPLICIT_K_LOSSES",
@@ -82,6 +83,7 @@ __all__ = [
     "parse_override",
     "run_config_dict",
     "run_id",
+    "step_memory_bytes",
 ]
 
 LOSS_NAMES = ("infonce", "supcon", "debiased-hard", "nce", "scl", "hscl", "ucl", "hucl")
@@ -107,12 +109,10 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 FEATURES = ("output", "backbone")
 PROBES = ("bias-free", "bias")
-# data sets read from a user-provided directory (never downloaded)
-ROOT_DATASETS = ("cifar10", "cifar100", "fashion-mnist")
 # parts of the config that do not change what a run computes: left out of the run id
 _NOT_HASHED: dict[str, tuple[str, ...]] = {
     "": ("sweep", "output"),
-    "train": ("progress",),
+    "train": ("progress", "max_memory_gb"),
 }
 
 
@@ -152,7 +152,8 @@ def _finite(value: Any, lower: float, strict: bool = False) -> Any:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: no coercion, so `loss.k: true` or `train.epochs: "10"` are errors, not 1 and 10
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
 class DataConfig(_Section):
@@ -299,8 +300,11 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """The loop: epochs, batch size, steps per epoch (default: floor(N / batch_size), at least 1),
-    optional gradient clipping, progress bar, CPU determinism, torch threads, checkpoints."""
+    """The loop: epochs, batch size (at most the N training samples: a batch holds distinct
+    samples), steps per epoch (default: floor(N / batch_size), at least 1), optional gradient
+    clipping, progress bar, CPU determinism, torch threads, checkpoints, and
+    ``max_memory_gb`` (default 8): the limit that the loss's estimated working memory per step
+    (:func:`step_memory_bytes`) is checked against before any work (not part of the run id)."""
 
     epochs: int = 10
     batch_size: int = 256
@@ -310,11 +314,13 @@ class TrainConfig(_Section):
     deterministic: bool = True
     threads: int | None = None
     checkpoint: bool = True
+    max_memory_gb: float = 8.0
 
     _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
         classmethod(lambda cls, v: _positive_int(v))
     )
-    _pos = field_validator("grad_clip")(classmethod(lambda cls, v: _finite(v, 0.0, True)))
+    _pos = field_validator("grad_clip", "max_memory_gb")(
+        classmethod(lambda cls, v: _finite(v, 0.0, True)))
 
 
 class EvalConfig(_Section):
@@ -407,6 +413,16 @@ def _section_fields(loc: Sequence[Any]) -> list[str] | None:
     return list(fields) if fields is not None else None
 
 
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "none_required": "null",
+}
+
+
 def _format_error(exc: ValidationError, where: str = "") -> str:
     errors = exc.errors()
     err = errors[0]
@@ -430,6 +446,8 @@ def _format_error(exc: ValidationError, where: str = "") -> str:
         msg = f"{path} is required"
     elif kind in ("model_type", "dict_type"):
         msg = f"{path} must be a mapping of fields; got {err.get('input')!r}"
+    elif kind in _TYPE_WORDS:
+        msg = f"{path} must be {_TYPE_WORDS[kind]}; got {err.get('input')!r}"
     else:
         msg = f"{path}: {err['msg']}; got {err.get('input')!r}"
     if len(errors) > 1:
@@ -452,10 +470,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects a dotted key such as loss.k; got {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        line = str(exc).splitlines()[0]
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({line})") from None
+        value = load_yaml_text(raw) if raw.strip() else None
+    except YamlError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
     parts = key.split(".")
     if parts[0] == "sweep" and len(parts) > 1:
         parts = ["sweep", ".".join(parts[1:])]
@@ -489,57 +506,78 @@ def apply_overrides(raw: Mapping[str, Any], sets: Iterable[str]) -> dict[str, An
 # --------------------------------------------------------------------------------------------
 
 
-def _default_root(name: str) -> str | None:
-    if name == "fashion-mnist":
-        try:
-            from contrastlab.data.real import FASHION_MNIST_DEFAULT_ROOT
-        except ImportError:  # pragma: no cover
-            return None
-        return str(FASHION_MNIST_DEFAULT_ROOT)
-    return None
+def _check_data(data: DataConfig) -> Any:
+    """The data set's name, root and options (its declared model), without loading it; the
+    augmenter's options. Returns the parsed options (None: the data set declares none)."""
+    from contrastlab.data.pairs import check_augment_options
+    from contrastlab.data.registry import validate_dataset
 
-
-def _check_data(data: DataConfig) -> None:
-    from contrastlab.data.registry import list_datasets
-
-    names = [getattr(info, "name", info) for info in list_datasets()]
-    if data.name not in names:
-        raise ConfigError(f"data.name must be one of {_choices(names)}; got {data.name!r}")
-    if data.name in ROOT_DATASETS:
-        root = data.root
-        if root is None:
-            default = _default_root(data.name)
-            if default is not None and Path(default).is_dir():
-                return
-            where = f" (nothing at the default {default})" if default else ""
-            raise ConfigError(
-                f"data.root is required for {data.name!r}: the directory holding its files"
-                f"{where}; nothing is downloaded; set data.root=PATH"
-            )
-        if not Path(root).expanduser().is_dir():
-            raise ConfigError(f"data.root must be an existing directory for {data.name!r}; "
-                              f"got {root!r}")
+    parsed = validate_dataset(data.name, data.root, data.options)
+    check_augment_options(data.augment)
+    return parsed
 
 
 def _check_model(model: ModelConfig) -> None:
-    import inspect
-
-    from contrastlab.models import ENCODERS, list_encoders
+    from contrastlab.models import check_encoder_options, list_encoders
 
     names = list_encoders()
     if model.encoder not in names:
         raise ConfigError(f"model.encoder must be one of {_choices(names)}; got {model.encoder!r}")
-    params = [p for p in inspect.signature(ENCODERS[model.encoder].builder).parameters
-              if p not in ("input_shape", "out_dim")]
-    extra = sorted(set(model.options) - set(params))
-    if extra:
-        raise ConfigError(
-            f"model.options.{extra[0]} is not an option of encoder {model.encoder!r}; "
-            f"allowed: {', '.join(params) or 'none'}"
-        )
+    check_encoder_options(model.encoder, model.options)
     if model.head == "none" and model.head_dim is not None:
         raise ConfigError(f"model.head_dim needs a projection head (model.head is 'none'); "
                           f"got {model.head_dim}")
+
+
+def _check_sizes(cfg: ExperimentConfig, n_train: int | None) -> None:
+    """What the data set's size allows: a batch of distinct samples (batch_size <= N), k
+    distinct negatives from a pool of distinct samples (k <= pool_size <= N without
+    replacement)."""
+    if n_train is None:
+        return
+    what = f"the {n_train} training samples of data set {cfg.data.name!r}"
+    if cfg.train.batch_size > n_train:
+        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) exceeds {what}: a batch "
+                          f"would repeat samples; set train.batch_size <= {n_train}")
+    loss = cfg.loss
+    if loss.k is not None and not loss.replacement:
+        if loss.k > n_train:
+            raise ConfigError(f"loss.k ({loss.k}) exceeds {what}: that many distinct negatives "
+                              "per anchor do not exist; set loss.replacement=true or a smaller "
+                              "loss.k")
+        if loss.pool_size is not None and loss.pool_size > n_train:
+            raise ConfigError(f"loss.pool_size ({loss.pool_size}) exceeds {what} (a pool of "
+                              f"distinct samples); set loss.pool_size <= {n_train} or "
+                              "loss.replacement=true")
+
+
+def step_memory_bytes(cfg: ExperimentConfig) -> int:
+    """An estimate (from below) of the loss's working memory in one training step, in bytes:
+    the explicit-k losses score every anchor against the pool (2B x P similarities, a float64
+    law and its draws, gradients: ~24 bytes each; twice that for the exact forms), the in-batch
+    losses the 2B x 2B similarities (dense below 1024 rows, tiled in strips of 256 rows above),
+    plus the (2B + P) x d features with their gradients. The encoder's activations come on
+    top."""
+    b2 = 2 * cfg.train.batch_size
+    d = cfg.model.head_dim or cfg.model.out_dim
+    loss = cfg.loss
+    if loss.name in EXPLICIT_K_LOSSES:
+        pool = loss.pool_size or 0
+        per = 48 if loss.exact is not False else 24
+        return b2 * pool * per + (b2 + pool) * d * 12
+    cols = b2 if b2 < 1024 else 256
+    return b2 * cols * 24 + b2 * d * 12
+
+
+def _check_memory(cfg: ExperimentConfig) -> None:
+    need = step_memory_bytes(cfg)
+    limit = cfg.train.max_memory_gb * 2**30
+    if need > limit:
+        raise ConfigError(
+            f"train.batch_size ({cfg.train.batch_size}) with loss.pool_size "
+            f"({cfg.loss.pool_size}) and d = {cfg.model.head_dim or cfg.model.out_dim} needs "
+            f"about {need / 2**30:.3g} GiB for the loss alone, above train.max_memory_gb "
+            f"({cfg.train.max_memory_gb:g}); lower them or raise train.max_memory_gb")
 
 
 def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
@@ -595,10 +633,15 @@ def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
 
 
 def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
-    _check_data(cfg.data)
+    from contrastlab.data.registry import train_size
+
+    options = _check_data(cfg.data)
     _check_model(cfg.model)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
-    return cfg.model_copy(update={"loss": loss})
+    out = cfg.model_copy(update={"loss": loss})
+    _check_sizes(out, train_size(cfg.data.name, options))
+    _check_memory(out)
+    return out
 
 
 def parse_config(raw: Mapping[str, Any] | ExperimentConfig, where: str = "") -> ExperimentConfig:
@@ -631,15 +674,12 @@ def parse_config(raw: Mapping[str, Any] | ExperimentConfig, where: str = "") -> 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; one-line ConfigError for a missing file or bad YAML."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file not found: {str(p)!r}")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{p}: invalid YAML{at}: {problem}") from None
+        raw = load_yaml_file(p)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

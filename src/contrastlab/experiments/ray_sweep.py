@@ -6,8 +6,10 @@
 1. like the local executor it expands the grid, inserts every point as ``pending``
    (insert-or-ignore) and selects the unfinished points (``pending``, ``running``, ``failed``;
    ``done`` and ``nan`` are final and skipped);
-2. it connects to Ray — a new local instance by default, an existing cluster when an address is
-   given (``auto``, ``HOST:6379`` or ``ray://HOST:10001``) — marks each unfinished point
+2. it connects to Ray — a new local instance by default (:func:`init_local_ray`: it listens on
+   the loopback interface only, so nothing outside this machine can reach it), an existing
+   cluster, left as it is, when an address is given (``auto``, ``HOST:6379`` or
+   ``ray://HOST:10001``) — marks each unfinished point
    ``running`` and submits it as a Ray task that reserves ``cpus_per_run`` CPUs and
    ``gpus_per_run`` GPUs; Ray schedules the tasks on the cluster;
 3. the task (:func:`_train_on_worker`) trains the run in a Ray worker with
@@ -18,7 +20,9 @@
    the database;
 4. the driver commits each outcome as it arrives with
    :func:`~contrastlab.experiments.runner.commit_run` — one transaction that refuses to
-   overwrite a ``done`` run — so the database has a single writer, even across machines.
+   overwrite a ``done`` run — so the database has a single writer, even across machines;
+   each run's status (``done``, ``nan``, ``failed``) and one-line error are in the database
+   and in the run's log line.
 
 A lost attempt (the worker process killed or crashed, its node lost, Ray's memory monitor, or an
 error raised outside the training) is submitted again, up to ``retries`` times (each a new
@@ -33,10 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import math
+import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +67,7 @@ from contrastlab.experiments.runner import (
 from contrastlab.experiments.store import ResultStore
 from contrastlab.experiments.sweep import _label, register_plan
 
-__all__ = ["DEFAULT_RETRIES", "check_ray_options", "run_sweep_ray"]
+__all__ = ["DEFAULT_RETRIES", "check_ray_options", "init_local_ray", "run_sweep_ray"]
 
 DEFAULT_RETRIES = 2
 _TASK_NAME = "contrastlab-run"
@@ -100,6 +106,72 @@ def check_ray_options(
     return float(cpus), float(gpus), tries, (address.strip() if address is not None else None)
 
 
+@contextlib.contextmanager
+def _single_machine_ray() -> Iterator[None]:
+    """While a local Ray instance starts: Ray's single-machine mode (its default on Windows and
+    macOS), in which the node's address is the loopback address, so every Ray process of the
+    instance listens on it (and its children inherit the mode through the environment).
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` does not do this: Ray replaces a loopback node
+    address with the machine's network address, and its servers listen on every interface."""
+    import ray._private.ray_constants as ray_constants
+
+    var = getattr(ray_constants, "ENABLE_RAY_CLUSTERS_ENV_VAR",
+                  "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    saved_env, saved = os.environ.get(var), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[var] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = saved_env
+        if saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
+def init_local_ray(**options: Any) -> None:
+    """Start a local Ray instance in this process (``ray.init``) that only this machine can
+    reach: the GCS, the raylet, the object manager, the workers and the agents listen on the
+    loopback interface (127.0.0.1), and the dashboard is off. Ray runs whatever code is sent
+    to it, so an instance that listens on the network is open to anyone who can reach it.
+
+    Args:
+        options: keyword arguments of ``ray.init`` (``num_cpus``, ``object_store_memory``,
+            ...); ``include_dashboard`` defaults to False. With ``_node_ip_address`` the
+            caller chooses the address and the loopback mode is not applied.
+
+    Raises:
+        RuntimeError: Ray started on a non-loopback address anyway (a Ray version that ignores
+            the single-machine mode); the instance is stopped first.
+    """
+    import ray
+
+    opts: dict[str, Any] = {"include_dashboard": False, **options}
+    if "_node_ip_address" in opts:  # the caller's choice
+        ray.init(**opts)
+        return
+    with _single_machine_ray():
+        ray.init(**opts)
+    node_ip = str(ray.util.get_node_ip_address())
+    if not _is_loopback(node_ip):
+        ray.shutdown()
+        raise RuntimeError(f"this Ray version started the local instance on {node_ip}, not on "
+                           "the loopback interface; start Ray yourself (see the README, "
+                           "'Running on a Ray cluster safely') and pass its address")
+
+
 def _require_ray() -> None:
     if importlib.util.find_spec("ray") is None:
         raise ImportError("the ray executor needs Ray, which is not installed: "
@@ -117,7 +189,7 @@ def _train_on_worker(record: dict[str, Any], rdir: str,
     """
     import ray
 
-    from contrastlab.training import CHECKPOINT_NAME
+    from contrastlab.checkpoint import remove as remove_checkpoints
 
     cfg = prepare_run(record)
     rid = run_id(cfg)
@@ -131,7 +203,7 @@ def _train_on_worker(record: dict[str, Any], rdir: str,
         outcome = compute_run(cfg, ckdir, progress=False)
     same_node = driver_node is not None and ray.get_runtime_context().get_node_id() == driver_node
     if outcome.status == "done" and not same_node and not cfg.output.keep_checkpoints:
-        (ckdir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the driver cannot see this copy
+        remove_checkpoints(ckdir)  # the driver cannot see this copy
     return outcome
 
 
@@ -168,11 +240,17 @@ def run_sweep_ray(
             depend on the executor; reserve as many CPUs as ``train.threads``.
         gpus_per_run: GPUs each run reserves (default 0).
         retries: how many times a lost attempt is submitted again (default 2).
-        log: receives one line per event (None: silent).
-        init_options: extra keyword arguments of ``ray.init``.
+        log: receives one line per event (None: silent): the start, each lost attempt, and
+            each finished run (``[i/n] RUN_ID LABEL: STATUS[: ERROR] (SECONDS s)``).
+        init_options: extra keyword arguments of ``ray.init`` (for a local instance, of
+            :func:`init_local_ray`).
 
     Returns:
-        The run ids of the grid points, in grid order.
+        The run ids of the grid points, in grid order. When it returns, every one of them has
+        a final status in ``out_dir``'s database: ``done``, ``nan`` or ``failed`` (with its
+        one-line ``error``; also in the run's log line): ``nan`` or ``failed`` means the sweep
+        did not fully succeed. When it raises instead (bad options, Ray unreachable,
+        interrupted), the unfinished runs stay ``pending`` or ``running`` for the next sweep.
     """
     cpus, gpus, retries_, address = check_ray_options(cpus_per_run, gpus_per_run, retries,
                                                       address)
@@ -190,10 +268,11 @@ def run_sweep_ray(
 
     started = False
     if not ray.is_initialized():
-        opts: dict[str, Any] = {"include_dashboard": False} if address is None else {}
-        opts.update(init_options or {})
         try:
-            ray.init(address=address, **opts)
+            if address is None:
+                init_local_ray(**(init_options or {}))
+            else:  # the user's cluster, as it is
+                ray.init(address=address, **(init_options or {}))
         except Exception as exc:  # no cluster there, refused, timed out: one line
             where = ("start a local Ray instance" if address is None
                      else f"connect to the Ray cluster at {address!r}")
@@ -222,10 +301,11 @@ def run_sweep_ray(
         t0 = time.perf_counter()
         done = 0
 
-        def report(rid: str, st: str, p: ExperimentConfig) -> None:
+        def report(rid: str, st: str, p: ExperimentConfig, error: str | None = None) -> None:
             nonlocal done
             done += 1
-            say(f"[{done}/{len(todo)}] {rid} {_label(p, keys)}: {st} "
+            why = f": {error}" if st != "done" and error else ""
+            say(f"[{done}/{len(todo)}] {rid} {_label(p, keys)}: {st}{why} "
                 f"({time.perf_counter() - t0:.1f} s)")
 
         def submit(rid: str, p: ExperimentConfig, attempt: int) -> None:
@@ -262,8 +342,10 @@ def run_sweep_ray(
                     outcome = RunOutcome(rid, "failed", error=(
                         f"the worker computed run {outcome.run_id}, not {rid}: is the same "
                         "contrastlab version installed on every node?"))
+                if outcome.status != "done":  # the database holds one line per error
+                    outcome.error = " ".join((outcome.error or "no error message").split())
                 commit_run(store, outcome, run_dir(out_dir, rid), p.output.keep_checkpoints)
-                report(rid, outcome.status, p)
+                report(rid, outcome.status, p, outcome.error)
     finally:
         if pending:  # interrupted: stop the runs in flight; they stay `running` (resumable)
             for ref in pending:

@@ -27,8 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from contrastlab._yaml import YamlError, load_yaml_text
 from contrastlab.experiments.store import DB_NAME, ResultStore, StoreError
 
 __all__ = [
@@ -138,8 +137,8 @@ def _parse_filters(filters: Iterable[str] | Mapping[str, Any] | None) -> list[tu
             raise ValueError(f"filter must be KEY=VALUE (e.g. loss.name=hucl); got {text!r}")
         key, raw = text.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            value = load_yaml_text(raw) if raw.strip() else None
+        except YamlError:
             value = raw
         out.append((key.strip(), value))
     return out

@@ -4,7 +4,11 @@ Layout of an output directory::
 
     <out>/results.sqlite          the results database (:mod:`contrastlab.experiments.store`)
     <out>/runs/<run_id>/config.yaml   the resolved config of the run
-    <out>/runs/<run_id>/checkpoint.pt the last epoch's checkpoint (resume point)
+    <out>/runs/<run_id>/checkpoint.pt the last epoch's checkpoint (resume point; checksummed,
+                                      :mod:`contrastlab.checkpoint`)
+    <out>/runs/<run_id>/checkpoint.prev.pt    the one before (the fallback)
+    <out>/runs/<run_id>/*.pt.damaged-<time>   checkpoints refused as damaged or inconsistent with
+                                      the database (kept for inspection, never read again)
     <out>/runs/<run_id>/lock          held (flock) while a process trains the run
 
 :func:`execute_run` is the unit of work of runs and sweeps: it takes the run's lock (so two
@@ -110,6 +114,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
+def _recorded(store: ResultStore, rid: str) -> dict[int, dict[str, Any]]:
+    """The run's per-epoch metrics in the database, by epoch (what its checkpoint must match)."""
+    return {int(m["epoch"]): m for m in store.epochs(rid) if "epoch" in m}
+
+
 def _check_parent(parent_pid: int | None) -> None:
     """Exit at once if the sweep process that started this worker is gone (orphaned)."""
     if parent_pid is not None and os.getppid() != parent_pid:
@@ -157,17 +166,19 @@ def compute_run(
     checkpoint_dir: str | Path | None,
     progress: bool | None = None,
     on_epoch: Callable[[int, dict[str, Any], float], None] | None = None,
+    recorded: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> RunOutcome:
     """Train one run (resuming from ``checkpoint_dir``) and return its outcome; touches no
-    database. An exception of the training becomes a ``failed`` outcome with its one-line
-    message (the traceback on stderr when ``CONTRASTLAB_DEBUG`` is set); KeyboardInterrupt and
-    other BaseExceptions propagate."""
+    database. ``recorded``: the run's per-epoch metrics in the database, which a checkpoint
+    must agree with (:func:`contrastlab.training.train`). An exception of the training becomes
+    a ``failed`` outcome with its one-line message (the traceback on stderr when
+    ``CONTRASTLAB_DEBUG`` is set); KeyboardInterrupt and other BaseExceptions propagate."""
     from contrastlab.training import train
 
     rid = run_id(cfg)
     try:
         result = train(cfg, _dataset(cfg), checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
-                       progress=progress)
+                       progress=progress, recorded=recorded)
     except Exception as exc:
         if os.environ.get("CONTRASTLAB_DEBUG"):
             traceback.print_exc(file=sys.stderr)
@@ -180,15 +191,15 @@ def compute_run(
 def commit_run(store: ResultStore, outcome: RunOutcome, rdir: Path | None,
                keep_checkpoints: bool) -> bool:
     """Record ``outcome`` in ``store`` (one transaction; refused if the run is already
-    ``done``), then, for a ``done`` run without ``keep_checkpoints``, delete its checkpoint in
-    ``rdir``. Returns whether the outcome was written."""
-    from contrastlab.training import CHECKPOINT_NAME
+    ``done``), then, for a ``done`` run without ``keep_checkpoints``, delete its checkpoints in
+    ``rdir`` (not those set aside as damaged). Returns whether the outcome was written."""
+    from contrastlab import checkpoint
 
     o = outcome
     written = store.finish(o.run_id, o.status, o.epochs or None, o.reports or None, o.seconds,
                            o.error, o.epoch_seconds or None, o.host, o.pid)
     if o.status == "done" and not keep_checkpoints and rdir is not None:
-        (rdir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        checkpoint.remove(rdir)
     return written
 
 
@@ -227,7 +238,8 @@ def execute_run(
                 store.record_epoch(rid, epoch, metrics, seconds)
 
             try:
-                outcome = compute_run(cfg, rdir, progress=progress, on_epoch=on_epoch)
+                outcome = compute_run(cfg, rdir, progress=progress, on_epoch=on_epoch,
+                                      recorded=_recorded(store, rid))
             except KeyboardInterrupt:
                 store.finish(rid, "failed", error="interrupted (KeyboardInterrupt)")
                 raise
@@ -300,7 +312,8 @@ def _run_config_distributed(cfg: ExperimentConfig, out_dir: str | Path,
                         def on_epoch(epoch: int, metrics: dict[str, Any], seconds: float) -> None:
                             store.record_epoch(rid, epoch, metrics, seconds)
 
-                        outcome = compute_run(cfg, rdir, progress=progress, on_epoch=on_epoch)
+                        outcome = compute_run(cfg, rdir, progress=progress, on_epoch=on_epoch,
+                                              recorded=_recorded(store, rid))
                         commit_run(store, outcome, rdir, cfg.output.keep_checkpoints)
         except Exception as exc:
             if not sent:  # failed before the broadcast: release the other ranks

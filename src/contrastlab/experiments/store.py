@@ -18,23 +18,32 @@ Opening an existing file never changes it before it is recognized: the SQLite he
 ``PRAGMA application_id`` (:data:`APPLICATION_ID`) and the ``meta`` table must say it is a
 contrastlab results database, and ``PRAGMA quick_check`` must pass; otherwise
 :class:`StoreError` (a ``ValueError``) says what is wrong and the file is left untouched.
+
+Any number of processes may open (and create) the same database at once: the processes of one
+machine open it one at a time (an ``flock`` on the output directory, held only while opening),
+the checks read one snapshot, and a new database gets its schema, application id and ``meta``
+rows in one ``BEGIN EXCLUSIVE`` transaction, so no process ever sees it half-created. Another
+process's lock ("database is locked") makes an open wait and try again, up to ``timeout``
+seconds; then the error says the database is locked by another process — never corrupted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "APPLICATION_ID",
     "DB_NAME",
+    "OPEN_TIMEOUT",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "ResultStore",
@@ -44,6 +53,7 @@ __all__ = [
 DB_NAME = "results.sqlite"
 APPLICATION_ID = 0x434C6162  # b"CLab"
 SCHEMA_VERSION = 1
+OPEN_TIMEOUT = 120.0  # seconds an open waits for other processes' locks
 RUN_STATUSES = ("pending", "running", "done", "failed", "nan")
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -82,7 +92,21 @@ CREATE TABLE reports (
 
 
 class StoreError(ValueError):
-    """The results database cannot be used (foreign, corrupted, or newer); one line."""
+    """The results database cannot be used (foreign, corrupted, newer, or locked by another
+    process for longer than the open's timeout); one line."""
+
+
+class _Busy(Exception):
+    """Another process holds an SQLite lock on the database: wait and open again."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED ("database is locked"): not a damaged file."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF in (5, 6)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _dumps(obj: Any) -> str:
@@ -95,24 +119,47 @@ class ResultStore:
     Args:
         out_dir: the output directory; the database is ``out_dir/results.sqlite``.
         create: create the directory and the database if missing (else StoreError).
+        timeout: seconds to wait while other processes hold the database's locks during the
+            open (then StoreError: locked by another process; never reported as corrupted).
     """
 
-    def __init__(self, out_dir: str | Path, create: bool = True) -> None:
+    def __init__(self, out_dir: str | Path, create: bool = True,
+                 timeout: float = OPEN_TIMEOUT) -> None:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / DB_NAME
+        self._conn: sqlite3.Connection | None = None
+        self._timeout = float(timeout)
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise StoreError(f"output directory {str(self.out_dir)!r} is a file, not a directory")
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        if not self._has_file():
             if not create:
-                raise StoreError(f"no results database in {str(self.out_dir)!r} "
-                                 f"(expected {DB_NAME}); run a config or sweep there first")
+                raise self._missing()
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            self._check_existing()
-        self._conn: sqlite3.Connection | None = None
-        self._init()
+        deadline = time.monotonic() + self._timeout
+        pause = 0.005
+        while True:
+            try:
+                with self._open_lock(deadline):
+                    self._open(create, deadline)
+                return
+            except _Busy as busy:  # another process holds an SQLite lock: wait, open again
+                self.close()
+                if time.monotonic() >= deadline:
+                    raise self._locked(str(busy)) from None
+                time.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(2 * pause, 0.25)
+            except BaseException:
+                self.close()
+                raise
 
     # -- opening ---------------------------------------------------------------------------
+
+    def _has_file(self) -> bool:
+        return self.path.exists() and (not self.path.is_file() or self.path.stat().st_size > 0)
+
+    def _missing(self) -> StoreError:
+        return StoreError(f"no results database in {str(self.out_dir)!r} (expected {DB_NAME}); "
+                          "run a config or sweep there first")
 
     def _refuse(self, why: str) -> StoreError:
         return StoreError(
@@ -120,7 +167,52 @@ class ResultStore:
             "output directory)"
         )
 
-    def _check_existing(self) -> None:
+    def _locked(self, detail: str) -> StoreError:
+        return StoreError(f"{self.path} is locked by another process ({detail}; still locked "
+                          f"after {self._timeout:g} s); try again when that process is done")
+
+    @contextmanager
+    def _open_lock(self, deadline: float) -> Iterator[None]:
+        """An exclusive ``flock`` on the output directory while this process opens (and maybe
+        creates) the database, so processes of this machine open it one at a time. Where the
+        file system has no flock the SQLite locks alone keep it race-free (:meth:`_open`)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        try:
+            fd = os.open(self.out_dir, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise self._locked("another process is opening it") from None
+                    time.sleep(0.002)
+                except OSError:  # no flock here (e.g. some network file systems)
+                    break
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _open(self, create: bool, deadline: float) -> None:
+        """Check an existing file, then connect (creating the schema if needed); raises _Busy
+        when another process's SQLite lock is in the way, StoreError when the file is not
+        usable."""
+        wait = max(0.05, min(5.0, deadline - time.monotonic()))
+        if self._has_file():
+            self._check_existing(wait)
+        elif not create:
+            raise self._missing()
+        self._init(wait)
+
+    def _check_existing(self, wait: float) -> None:
         if not self.path.is_file():
             raise self._refuse("is not a regular file")
         with open(self.path, "rb") as fh:
@@ -128,8 +220,9 @@ class ResultStore:
         if header != _SQLITE_HEADER:
             raise self._refuse("is not a contrastlab results database (not an SQLite file)")
         try:
-            conn = sqlite3.connect(self.path, timeout=60)
+            conn = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
             try:
+                conn.execute("BEGIN")  # one snapshot: never a schema half seen
                 app_id = conn.execute("PRAGMA application_id").fetchone()[0]
                 tables = {r[0] for r in conn.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -157,41 +250,64 @@ class ResultStore:
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise _Busy(str(exc)) from None
             raise self._refuse(f"is corrupted or not a database ({exc})") from None
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 120000")
+    def _connect(self, timeout: float = 120.0) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    def _init(self) -> None:
+    def _init(self, wait: float) -> None:
+        """Connect; create the schema, the application id and the meta rows in one exclusive
+        transaction when the database is empty; then WAL mode and the long busy timeout."""
         try:
-            conn = self._connect()
+            conn = self._connect(wait)
+            self._conn = conn
+            conn.execute("BEGIN")
+            ours = self._state(conn)
+            conn.execute("COMMIT")
+            if not ours:
+                conn.execute("BEGIN EXCLUSIVE")  # all or nothing, one creator at a time
+                try:
+                    if not self._state(conn):  # still empty (else created meanwhile)
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                conn.execute(stmt)
+                        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
+                            ("application", "contrastlab"),
+                            ("schema_version", str(SCHEMA_VERSION)),
+                            ("created_at", repr(time.time())),
+                        ])
+                except BaseException:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: could not enable WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
-            self._conn = conn
-            with self.transaction() as c:
-                app_id = c.execute("PRAGMA application_id").fetchone()[0]
-                tables = {r[0] for r in c.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if app_id == APPLICATION_ID and "runs" in tables:
-                    return
-                if app_id not in (0, APPLICATION_ID) or tables:
-                    raise self._refuse("changed while being opened")
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                c.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-                    ("application", "contrastlab"),
-                    ("schema_version", str(SCHEMA_VERSION)),
-                    ("created_at", repr(time.time())),
-                ])
+            conn.execute("PRAGMA busy_timeout = 120000")
         except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise _Busy(str(exc)) from None
             raise self._refuse(f"is corrupted or not a database ({exc})") from None
+
+    def _state(self, conn: sqlite3.Connection) -> bool:
+        """True when the database holds the schema, False when it is empty; StoreError when it
+        holds something else (it changed after it was checked)."""
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if app_id == APPLICATION_ID and "runs" in tables:
+            return True
+        if app_id not in (0, APPLICATION_ID) or tables:
+            raise self._refuse("changed while being opened")
+        return False
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -320,21 +436,34 @@ class ResultStore:
         out = []
         for row in self.conn.execute(q + " ORDER BY created_at, rowid", args):
             d = dict(zip(cols, row, strict=True))
-            d["config"] = json.loads(d["config"])
+            d["config"] = self._json(d["config"], "runs", "config", d["run_id"])
             out.append(d)
         return out
 
+    def _json(self, text: Any, table: str, column: str, run_id: str, where: str = "") -> Any:
+        """A JSON cell, decoded; a damaged one is a one-line StoreError naming the database
+        file, the table, the column and the run."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"{self.path}: table {table}, column {column} of run {run_id}"
+                             f"{where} is not valid JSON ({exc}); the row is damaged") from None
+
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
         """The per-epoch metrics of a run, by epoch."""
-        return [json.loads(r[0]) for r in self.conn.execute(
-            "SELECT metrics FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))]
+        return [self._json(r[0], "epochs", "metrics", run_id, f", epoch {r[1]}")
+                for r in self.conn.execute(
+                    "SELECT metrics, epoch FROM epochs WHERE run_id = ? ORDER BY epoch",
+                    (run_id,))]
 
     def epoch_rows(self) -> list[tuple[str, int, dict[str, Any], float | None]]:
         """Every epoch row: (run_id, epoch, metrics, seconds)."""
-        return [(r[0], int(r[1]), json.loads(r[2]), r[3]) for r in self.conn.execute(
+        return [(r[0], int(r[1]), self._json(r[2], "epochs", "metrics", r[0], f", epoch {r[1]}"),
+                 r[3]) for r in self.conn.execute(
             "SELECT run_id, epoch, metrics, seconds FROM epochs ORDER BY run_id, epoch")]
 
     def reports(self, run_id: str) -> dict[str, Any]:
         """The final reports of a run: kind -> dict."""
-        return {r[0]: json.loads(r[1]) for r in self.conn.execute(
-            "SELECT kind, report FROM reports WHERE run_id = ?", (run_id,))}
+        return {r[0]: self._json(r[1], "reports", "report", run_id, f", kind {r[0]}")
+                for r in self.conn.execute(
+                    "SELECT kind, report FROM reports WHERE run_id = ?", (run_id,))}

@@ -20,7 +20,7 @@ def check_keys(where: str, params: Mapping[str, Any], allowed: tuple[str, ...]) 
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``["ks=[1,16]", "set.train.epochs=5"]`` -> ``{"ks": [1, 16], "set": {"train.epochs":
     5}}`` (values parsed as YAML)."""
-    import yaml
+    from contrastlab._yaml import YamlError, load_yaml_text
 
     out: dict[str, Any] = {}
     for item in items:
@@ -28,8 +28,8 @@ def parse_params(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"--param must be KEY=VALUE; got {item!r}")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = load_yaml_text(raw)
+        except YamlError:
             raise ValueError(f"--param {key}: the value is not valid YAML: {raw!r}") from None
         key = key.strip()
         if key.startswith("set."):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contrastlab._paths import check_output_dir, confined
 from contrastlab.recipes.checks import CheckResult, evaluate_checks
 from contrastlab.recipes.runners import RUNNERS, Outcome, RunContext, import_all
 from contrastlab.recipes.spec import Recipe, load_recipe
@@ -130,9 +131,11 @@ def run_recipe(
     if not isinstance(corrupt, bool):
         raise ValueError(f"corrupt must be True or False; got {corrupt!r}")
     import_all()
-    out_dir = Path(out) / recipe.name / (profile + ("-corrupt" if corrupt else ""))
+    check_output_dir(out, "out")
+    # confined under out (the name is checked by load_recipe; this holds for any Recipe)
+    out_dir = confined(out, recipe.name, profile + ("-corrupt" if corrupt else ""))
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out {str(out)!r} must be a directory")
+        raise ValueError(f"out: {str(out_dir)!r} must be a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _m: None)
     t0 = time.perf_counter()

@@ -29,18 +29,20 @@ path to a ``.yaml`` file also works as a name.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from contrastlab._yaml import YamlError, load_yaml_file
 from contrastlab.recipes.checks import Check
 
 __all__ = ["PROFILES", "Recipe", "list_recipes", "load_recipe", "recipe_dirs"]
 
 PROFILES = ("quick", "full")
+#: a recipe name: it becomes a directory under --out, so no '/', '..' or spaces
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _FIELDS = {"name", "title", "claim", "source", "runner", "corruption", "profiles", "checks",
            "notes"}
 
@@ -116,10 +118,9 @@ def load_recipe(name: str | Path) -> Recipe:
     elif not path.is_file():
         raise ValueError(f"recipe file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"recipe file {str(path)!r} is not valid YAML: {first}") from None
+        data = load_yaml_file(path)
+    except YamlError as exc:
+        raise ValueError(f"recipe file {exc}") from None
     where = path.name
     if not isinstance(data, Mapping):
         raise ValueError(f"{where} must hold a mapping of recipe fields")
@@ -130,6 +131,9 @@ def load_recipe(name: str | Path) -> Recipe:
     for key in ("name", "title", "claim", "source", "runner", "corruption"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise ValueError(f"{where}: {key} must be a non-empty string; got {data.get(key)!r}")
+    if not _NAME.fullmatch(data["name"].strip()):
+        raise ValueError(f"{where}: name must match [a-z0-9][a-z0-9-]* (it names the output "
+                         f"directory); got {data['name']!r}")
     if data["runner"] not in RUNNERS:
         raise ValueError(f"{where}: runner must be one of {', '.join(map(repr, RUNNERS))}; got "
                          f"{data['runner']!r}")
