@@ -90,6 +90,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contrastlab._tables import measure_table
 from contrastlab._validation import (
     check_choice,
     check_labels,
@@ -100,12 +101,11 @@ from contrastlab._validation import (
 )
 from contrastlab.geometry import (
     GeometryReport,
-    _check_embeddings,
-    _check_label_range,
-    _infer_num_classes,
-    _serial_when_small,
-    _table,
+    check_embeddings,
+    check_label_range,
     geometry_report,
+    infer_num_classes,
+    serial_when_small,
 )
 
 __all__ = [
@@ -149,9 +149,9 @@ _F64 = torch.float64
 def _check_split(
     H_train: Any, y_train: Any, H_test: Any, y_test: Any, num_classes: int | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    Htr = _check_embeddings("H_train", H_train)
+    Htr = check_embeddings("H_train", H_train)
     ytr = check_labels("y_train", y_train, Htr.shape[0])
-    Hte = _check_embeddings("H_test", H_test)
+    Hte = check_embeddings("H_test", H_test)
     yte = check_labels("y_test", y_test, Hte.shape[0])
     if Hte.shape[1] != Htr.shape[1]:
         raise ValueError(
@@ -162,9 +162,9 @@ def _check_split(
             f"y_test: label {int(yte.max())} exceeds every training label (max "
             f"{int(ytr.max())}); fix the labels or pass num_classes"
         )
-    c = _infer_num_classes(num_classes, ytr, yte)
-    _check_label_range("y_train", ytr, c)
-    _check_label_range("y_test", yte, c)
+    c = infer_num_classes(num_classes, ytr, yte)
+    check_label_range("y_train", ytr, c)
+    check_label_range("y_test", yte, c)
     _check_coverage(ytr, c)
     yte = yte.to(device=Htr.device, dtype=torch.int64)
     return Htr, ytr.to(device=Htr.device, dtype=torch.int64), Hte.to(Htr.device), yte, c
@@ -271,7 +271,7 @@ class MeanClassifierResult:
         return _to_plain(self)
 
 
-@_serial_when_small
+@serial_when_small
 def mean_classifier(
     H_train: torch.Tensor,
     y_train: torch.Tensor,
@@ -538,7 +538,7 @@ def _fit_logreg(
     return theta, it, gmax(g)
 
 
-@_serial_when_small
+@serial_when_small
 def linear_probe(
     H_train: torch.Tensor,
     y_train: torch.Tensor,
@@ -756,7 +756,7 @@ def _spg_balls(
     return W, f, g, it, max(gap, 0.0)
 
 
-@_serial_when_small
+@serial_when_small
 def unit_norm_supervised_loss(
     H: torch.Tensor,
     y: torch.Tensor,
@@ -775,10 +775,10 @@ def unit_norm_supervised_loss(
     R_mu-supv, module docstring "Temperature"). ``hinge`` is not supported here (not smooth; use
     :func:`contrastlab.theory.downstream.supervised_loss` for class-collapsed representations).
     """
-    H = _check_embeddings("H", H)
+    H = check_embeddings("H", H)
     y = check_labels("y", y, H.shape[0])
-    c = _infer_num_classes(num_classes, y)
-    _check_label_range("y", y, c)
+    c = infer_num_classes(num_classes, y)
+    check_label_range("y", y, c)
     _check_coverage(y, c, "y")
     check_choice("loss", loss, LSUP_LOSSES)
     t = check_positive("temperature", temperature)
@@ -895,7 +895,7 @@ class KNNResult:
         return _to_plain(self)
 
 
-@_serial_when_small
+@serial_when_small
 def knn_classifier(
     H_train: torch.Tensor,
     y_train: torch.Tensor,
@@ -1004,13 +1004,13 @@ class DownstreamReport:
             rows.append((f"kNN k={self.knn.k} t={self.knn.temperature:g} acc",
                          f"{self.knn.accuracy:.4f}"))
         rows.append(("seconds", ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items())))
-        text = _table("downstream", rows)
+        text = measure_table("downstream", rows)
         if self.notes:
             text += "\n" + "\n".join(f"note: {n}" for n in self.notes)
         return text
 
 
-@_serial_when_small
+@serial_when_small
 def downstream_report(
     H_train: torch.Tensor,
     y_train: torch.Tensor,

@@ -85,6 +85,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import torch
 
+from contrastlab._tables import measure_table
 from contrastlab._validation import (
     check_labels,
     check_positive,
@@ -97,12 +98,16 @@ __all__ = [
     "GeometryAccumulator",
     "GeometryReport",
     "GeometryStats",
+    "check_embeddings",
+    "check_label_range",
     "effective_rank",
     "etf_distance",
     "geometry_from_stats",
     "geometry_report",
+    "infer_num_classes",
     "nc4_disagreements",
     "rankme",
+    "serial_when_small",
 ]
 
 _F64 = torch.float64
@@ -114,7 +119,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _serial_when_small(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+def serial_when_small(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run ``fn`` on one intra-op CPU thread when its first argument is a small CPU tensor.
 
     Small problems are dominated by per-op overhead, and on a busy machine every multi-threaded
@@ -148,7 +153,7 @@ def _serial_when_small(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_embeddings(name: str, H: Any) -> torch.Tensor:
+def check_embeddings(name: str, H: Any) -> torch.Tensor:
     H = check_tensor(name, H, ndim=2, shape_hint="(N, d)")
     if math.isfinite(float(H.detach().sum(dtype=_F64))):  # fast path: NaN/inf propagate
         return H
@@ -168,13 +173,13 @@ def _check_num_classes(num_classes: Any) -> int:
     return c
 
 
-def _check_label_range(name: str, y: torch.Tensor, c: int) -> None:
+def check_label_range(name: str, y: torch.Tensor, c: int) -> None:
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise ValueError(f"{name}: labels must lie in 0..{c - 1} (num_classes={c}); got {bad}")
 
 
-def _infer_num_classes(num_classes: int | None, *labels: torch.Tensor) -> int:
+def infer_num_classes(num_classes: int | None, *labels: torch.Tensor) -> int:
     if num_classes is not None:
         return _check_num_classes(num_classes)
     top = max(int(y.max()) for y in labels if y.numel())
@@ -289,9 +294,9 @@ class GeometryAccumulator:
 
     def update(self, H_batch: torch.Tensor, y_batch: torch.Tensor) -> None:
         """Add a batch: H_batch (n, d) floating, y_batch (n,) integer labels in 0..C-1."""
-        H = _check_embeddings("H_batch", H_batch)
+        H = check_embeddings("H_batch", H_batch)
         y = check_labels("y_batch", y_batch, H.shape[0])
-        _check_label_range("y_batch", y, self.num_classes)
+        check_label_range("y_batch", y, self.num_classes)
         self._update(H, y)
 
     def _update(self, H: torch.Tensor, y: torch.Tensor) -> None:
@@ -459,7 +464,7 @@ def _std(x: torch.Tensor) -> float:
     return float(x.std()) if x.numel() > 1 else 0.0
 
 
-@_serial_when_small
+@serial_when_small
 def nc4_disagreements(
     H: torch.Tensor,
     class_means: torch.Tensor,
@@ -471,7 +476,7 @@ def nc4_disagreements(
 
     Sum it over batches and divide by N for a streamed NC4. Computed in float64 in chunks.
     """
-    H = _check_embeddings("H", H)
+    H = check_embeddings("H", H)
     M = check_tensor("class_means", class_means, ndim=2, shape_hint="(C, d)")
     c, d = M.shape
     if H.shape[1] != d:
@@ -587,7 +592,7 @@ class GeometryReport:
             (f"covariance spectrum / total (top {k})", frac),
             (f"class-mean spectrum / total (top {k})", cm_frac),
         ]
-        text = _table("geometry", rows)
+        text = measure_table("geometry", rows)
         if self.notes:
             text += "\n" + "\n".join(f"note: {n}" for n in self.notes)
         return text
@@ -595,13 +600,6 @@ class GeometryReport:
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
-
-
-def _table(title: str, rows: list[tuple[str, str]]) -> str:
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{title}:", f"  {'measure'.ljust(width)}  value", f"  {'-' * width}  -----"]
-    lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
-    return "\n".join(lines)
 
 
 def geometry_from_stats(
@@ -711,7 +709,7 @@ def geometry_from_stats(
     )
 
 
-@_serial_when_small
+@serial_when_small
 def geometry_report(
     H: torch.Tensor,
     y: torch.Tensor,
@@ -733,10 +731,10 @@ def geometry_report(
         rank_tol: relative threshold of the numerical rank.
         collapse_threshold: variance fraction below which a direction counts as collapsed.
     """
-    H = _check_embeddings("H", H)
+    H = check_embeddings("H", H)
     y = check_labels("y", y, H.shape[0])
-    c = _infer_num_classes(num_classes, y)
-    _check_label_range("y", y, c)
+    c = infer_num_classes(num_classes, y)
+    check_label_range("y", y, c)
     bs = H.shape[0] if batch_size is None else check_positive_int("batch_size", batch_size)
     acc = GeometryAccumulator(c, dim=H.shape[1])
     for start in range(0, H.shape[0], bs):

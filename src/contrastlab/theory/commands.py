@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
+from contrastlab._tables import columns_table
 from contrastlab.theory.optimize import optimize_population
 from contrastlab.theory.study import default_priors, monotonicity_study, parse_prior
 
@@ -24,22 +24,6 @@ def parse_ks(text: str) -> list[int]:
     if not ks or any(k < 1 for k in ks):
         raise ValueError(f"--k must be a comma-separated list of integers >= 1; got {text!r}")
     return ks
-
-
-def _table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, float):
-            return f"{v:.6g}"
-        return str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
 
 
 def optimum_output(
@@ -99,7 +83,7 @@ def optimum_output(
         f"t={temperature}), C={classes}, prior {prior} = "
         f"[{', '.join(f'{p:.4f}' for p in rho.tolist())}], {constraint}"
     )
-    return head + "\n" + _table(rows, cols)
+    return head + "\n" + columns_table(rows, cols)
 
 
 def conjecture_output(
@@ -164,7 +148,7 @@ def conjecture_output(
         "etf_cosine_error",
         "converged",
     ]
-    out = [_table(res.rows, cols), ""]
+    out = [columns_table(res.rows, cols), ""]
     out.append(f"apparent violations re-solved: {res.rechecked}; confirmed: {len(viol)}")
     for v in viol:
         out.append(

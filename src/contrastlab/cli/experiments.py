@@ -1,0 +1,126 @@
+"""The experiment commands: ``datasets``, ``run``, ``sweep``, ``results``, ``geometry`` and
+``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from contrastlab.cli.app import OutOpt, SetOpt, app, emit
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered data sets with their sizes and what they need."""
+    from contrastlab.data.registry import datasets_table
+
+    typer.echo(datasets_table())
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="A YAML config (see configs/).")],
+    set_: SetOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Train one configuration; results go to the output directory's database.
+
+    Exit code 0 when the run is done, 1 when it failed or ended non-finite, 2 on bad input
+    (before any work)."""
+    from contrastlab.experiments import cli_run
+
+    emit(lambda: cli_run(config, set_ or [], out))
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="A YAML config with a sweep: grid.")],
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes (local).")] = 1,
+    executor: Annotated[str, typer.Option(
+        help="local (a process pool on this machine) or ray (one Ray task per run).")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start a local Ray).")
+    ] = None,
+    cpus_per_run: Annotated[float | None, typer.Option(
+        help="CPUs each run reserves on Ray (default 1; a run computes with "
+             "train.threads).")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option(
+        help="GPUs each run reserves on Ray (default 0).")] = None,
+    retries: Annotated[int | None, typer.Option(
+        help="Ray: resubmissions of a run whose worker died, before it is recorded failed "
+             "(default 2).")] = None,
+) -> None:
+    """Run every point of the sweep grid (resumable: finished runs are never re-run).
+
+    Exit code 0 when every run is done, 1 when any failed or ended non-finite (listed last), 2
+    on bad input (before any work)."""
+    from contrastlab.experiments import cli_sweep
+
+    def body() -> tuple[str, int]:
+        text, code = cli_sweep(config, set_ or [], out, workers, executor, address,
+                               cpus_per_run, gpus_per_run, retries)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "summary.md").write_text(text + "\n")
+            # first, so that the failed runs (if any) stay the last lines
+            text = f"summary written to {(out / 'summary.md').resolve()}\n{text}"
+        return text, code
+
+    emit(body)
+
+
+@app.command()
+def results(
+    out_dir: Annotated[Path, typer.Argument(help="An output directory of run/sweep.")],
+    filter_: Annotated[
+        list[str] | None, typer.Option("--filter", help="Keep runs with key=value (repeatable).")
+    ] = None,
+    group_by: Annotated[str | None, typer.Option(help="Comma-separated config keys.")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Comma-separated metric names.")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Also export to a .csv, .json or .parquet file.")
+    ] = None,
+) -> None:
+    """Print the results table (mean and std over seeds) and optionally export it."""
+    from contrastlab.experiments import cli_results
+
+    emit(lambda: cli_results(out_dir, filter_, group_by, export, metrics))
+
+
+@app.command()
+def geometry(
+    embeddings: Annotated[
+        Path, typer.Argument(help="An .npz with H_train, y_train[, H_test, y_test].")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    num_classes: Annotated[int | None, typer.Option(
+        "--num-classes", help="C, with labels in 0..C-1 (default: the number of distinct "
+                              "labels, numbered in increasing order).")] = None,
+) -> None:
+    """Geometry (neural / dimensional collapse) and downstream reports of saved embeddings."""
+    from contrastlab.evaluation import geometry_command_output
+
+    emit(lambda: geometry_command_output(str(embeddings), as_json, num_classes))
+
+
+@app.command()
+def report(
+    out_dir: Annotated[Path, typer.Argument(help="An output directory of run/sweep.")],
+    path: Annotated[
+        Path | None, typer.Option(help="HTML file (default OUT_DIR/report.html).")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report (figures, summary table, configs, versions)."""
+    from contrastlab._paths import check_output_file
+    from contrastlab.report import write_report
+
+    def body() -> str:
+        if path is not None:
+            check_output_file(path, "--path", (".html", ".htm"))
+        return f"report written to {write_report(out_dir, path).resolve()}"
+
+    emit(body)
