@@ -6,9 +6,11 @@ raises ``ValueError("<name>: ...")`` instead of a traceback from deep inside tor
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -50,6 +52,28 @@ def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     return value
+
+
+def as_positive_int(name: str, value: Any) -> int:
+    """Require an integer >= 1 of any integer type (Python, NumPy, 0-d torch) and return it as a
+    Python int; bools and floats are refused (:func:`check_positive_int` takes Python ints
+    only)."""
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    try:
+        as_int = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}") from None
+    return check_positive_int(name, as_int)
+
+
+def check_generator(generator: Any) -> torch.Generator | None:
+    """Require a ``torch.Generator`` or None."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"generator must be a torch.Generator or None; got {type(generator).__name__}"
+        )
+    return generator
 
 
 def check_tensor(

@@ -1,9 +1,13 @@
-"""Data: the latent-class model (SPEC A1) and synthetic class samplers (SPEC B2).
+"""Data: the latent-class model (SPEC A1), synthetic class samplers (SPEC B2) and data sets.
 
 - :mod:`contrastlab.data.latent`: priors, the :class:`LatentClassModel` (anchors, positives and k
   negatives, marginal or other-class) and its exact collision statistics.
 - :mod:`contrastlab.data.synthetic`: Gaussian and spherical-cap classes (optionally with disjoint
   supports), Gaussian mixtures, and Bao et al.'s circle toy.
+- :mod:`contrastlab.data.base`: the :class:`Dataset` type and the helpers its loaders share;
+  :mod:`contrastlab.data.registry`: the data-set registry (:func:`load_dataset`), whose built-ins
+  are in :mod:`contrastlab.data.generated`, :mod:`contrastlab.data.real` and
+  :mod:`contrastlab.data.text`; :mod:`contrastlab.data.pairs`: positive pairs and augmentations.
 """
 
 from contrastlab.data.latent import (
@@ -45,6 +49,7 @@ __all__ = [
     "make_generator",
     "zipf_prior",
 ]
+from contrastlab.data.base import Dataset, DatasetInfo
 from contrastlab.data.pairs import (
     augmenter,
     make_views,
@@ -52,8 +57,6 @@ from contrastlab.data.pairs import (
     positive_indices,
 )
 from contrastlab.data.registry import (
-    Dataset,
-    DatasetInfo,
     datasets_table,
     list_datasets,
     load_dataset,

@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from contrastlab._validation import check_choice, check_positive_int
+from contrastlab._validation import as_positive_int, check_choice, check_generator
 
 __all__ = [
     "NEGATIVES",
@@ -55,25 +55,6 @@ _PRIOR_ATOL = 1e-6
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _as_int(name: str, value: Any) -> int:
-    """An integer >= 1; accepts Python, NumPy and 0-d torch integers, refuses bools/floats."""
-    if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    try:
-        as_int = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}") from None
-    return check_positive_int(name, as_int)
-
-
-def _check_generator(generator: Any) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(
-            f"generator must be a torch.Generator or None; got {type(generator).__name__}"
-        )
-    return generator
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -143,7 +124,7 @@ def check_prior(
 
 def balanced_prior(C: int) -> torch.Tensor:
     """The uniform prior ``rho_c = 1/C`` (Arora et al. 2019; Awasthi et al. 2022), float64."""
-    C = _as_int("C", C)
+    C = as_positive_int("C", C)
     return torch.full((C,), 1.0 / C, dtype=torch.float64)
 
 
@@ -152,7 +133,7 @@ def zipf_prior(C: int, s: float = 1.0) -> torch.Tensor:
 
     ``s = 0`` is the balanced prior; larger ``s`` is more imbalanced (class 0 the most frequent).
     """
-    C = _as_int("C", C)
+    C = as_positive_int("C", C)
     if isinstance(s, bool) or not isinstance(s, int | float | np.integer | np.floating):
         raise ValueError(f"s must be a finite number >= 0; got {s!r}")
     if not (math.isfinite(float(s)) and float(s) >= 0.0):
@@ -176,10 +157,10 @@ def dirichlet_prior(
     torch generator, because it stays accurate for small alpha (where Gamma draws underflow);
     entries may then be exactly 0, which :func:`check_prior` accepts.
     """
-    C = _as_int("C", C)
+    C = as_positive_int("C", C)
     if seed is not None and generator is not None:
         raise ValueError("seed: give either seed or generator, not both")
-    gen = make_generator(seed) if seed is not None else _check_generator(generator)
+    gen = make_generator(seed) if seed is not None else check_generator(generator)
     try:
         a = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
     except (TypeError, ValueError, RuntimeError):
@@ -278,7 +259,7 @@ def binomial_pmf(k: int, p: float | torch.Tensor) -> torch.Tensor:
     accurate (relative error ~1e-13 where the pmf does not underflow) and sums to 1 for k up to
     10^6 and beyond. ``p`` in [0, 1].
     """
-    k = _as_int("k", k)
+    k = as_positive_int("k", k)
     pt = torch.as_tensor(p, dtype=torch.float64)
     if not bool(((pt >= 0) & (pt <= 1)).all()):
         raise ValueError(f"p must lie in [0, 1]; got {p!r}")
@@ -398,8 +379,8 @@ class LatentClassModel:
 
     def sample_classes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n,)`` int64 classes drawn i.i.d. from rho."""
-        n = _as_int("n", n)
-        return _sample_categorical(self._prior, (n,), _check_generator(generator))
+        n = as_positive_int("n", n)
+        return _sample_categorical(self._prior, (n,), check_generator(generator))
 
     def sample_inputs(
         self, classes: torch.Tensor, generator: torch.Generator | None = None
@@ -410,7 +391,7 @@ class LatentClassModel:
         Vectorized: one ``sample`` call per class present (classes are visited in order 0..C-1,
         which fixes the use of the generator). The dtype is the promotion of the samplers'.
         """
-        generator = _check_generator(generator)
+        generator = check_generator(generator)
         if not isinstance(classes, torch.Tensor) or classes.is_floating_point():
             raise ValueError("classes must be an integer torch.Tensor of class indices")
         flat = classes.reshape(-1).to(torch.int64)
@@ -451,8 +432,8 @@ class LatentClassModel:
 
         Returns ``(x, y)`` with ``x (n, *input_shape)`` and ``y (n,)`` int64.
         """
-        n = _as_int("n", n)
-        generator = _check_generator(generator)
+        n = as_positive_int("n", n)
+        generator = check_generator(generator)
         y = _sample_categorical(self._prior, (n,), generator)
         return self.sample_inputs(y, generator), y
 
@@ -469,9 +450,9 @@ class LatentClassModel:
         ``"other-class"``: i.i.d. from rho restricted to ``c' != c`` and renormalized, i.e.
         ``rho_c' / (1 - rho_c)`` (exact inverse CDF per anchor class; never the anchor's class).
         """
-        k = _as_int("k", k)
+        k = as_positive_int("k", k)
         check_choice("negatives", negatives, NEGATIVES)
-        generator = _check_generator(generator)
+        generator = check_generator(generator)
         C = self.num_classes
         if (
             not isinstance(anchor_class, torch.Tensor)
@@ -523,10 +504,10 @@ class LatentClassModel:
         independent of ``n``. Vectorized: classes are drawn in bulk, then one sampler call per
         class produces that class's anchors, positives and negatives together.
         """
-        n = _as_int("n", n)
-        k = _as_int("k", k)
+        n = as_positive_int("n", n)
+        k = as_positive_int("k", k)
         check_choice("negatives", negatives, NEGATIVES)
-        generator = _check_generator(generator)
+        generator = check_generator(generator)
         anchor_class = _sample_categorical(self._prior, (n,), generator)
         negative_class = self.sample_negative_classes(anchor_class, k, negatives, generator)
         labels = torch.cat([anchor_class, anchor_class, negative_class.reshape(-1)])
@@ -565,7 +546,7 @@ class LatentClassModel:
         :func:`binomial_pmf`); accurate for k up to 10^6 and beyond. Classes with equal prior
         share one binomial, so a balanced prior costs O(k).
         """
-        k = _as_int("k", k)
+        k = as_positive_int("k", k)
         if c is not None:
             ci = self._check_class(c)
             return torch.exp(_binomial_log_pmf(k, self._prior[ci]))
@@ -587,7 +568,7 @@ class LatentClassModel:
         ``sum_c rho_c (1 - (1 - rho_c)^k)`` (Arora et al. 2019's tau_k; SPEC A1). Computed as
         ``-expm1(k * log1p(-rho_c))``, accurate for tiny rho_c and large k.
         """
-        k = _as_int("k", k)
+        k = as_positive_int("k", k)
         rho = self._prior
         if c is not None:
             rho_c = rho[self._check_class(c)]
@@ -599,7 +580,7 @@ class LatentClassModel:
 
         ``k rho_c`` for anchor class c; ``k sum_c rho_c^2`` for ``c=None`` (float64 scalar).
         """
-        k = _as_int("k", k)
+        k = as_positive_int("k", k)
         if c is not None:
             return k * self._prior[self._check_class(c)]
         return k * (self._prior**2).sum()

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from contrastlab.data.options import OptionsModel, parse_options
-from contrastlab.data.registry import (
+from contrastlab.data.base import (
     Dataset,
     DatasetInfo,
     default_cache_dir,
@@ -40,6 +39,7 @@ from contrastlab.data.registry import (
     stratified_split,
     subsample,
 )
+from contrastlab.data.options import OptionsModel, parse_options
 
 __all__ = [
     "BUILTINS",

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from scipy import integrate, special
 
-from contrastlab._validation import check_positive, check_unit_interval
-from contrastlab.data.latent import (
-    LatentClassModel,
-    _as_int,
-    _check_generator,
-    make_generator,
+from contrastlab._validation import (
+    as_positive_int,
+    check_generator,
+    check_positive,
+    check_unit_interval,
 )
+from contrastlab.data.latent import LatentClassModel, make_generator
 
 __all__ = [
     "CircleClass",
@@ -145,8 +145,8 @@ class GaussianClass:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n, d)`` i.i.d. draws (exact; see the class docstring)."""
-        n = _as_int("n", n)
-        generator = _check_generator(generator)
+        n = as_positive_int("n", n)
+        generator = check_generator(generator)
         d = self.input_shape[0]
         if self.radius is None:
             z = torch.randn(n, d, dtype=torch.float64, generator=generator)
@@ -278,8 +278,8 @@ class SphericalCapClass:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n, d)`` i.i.d. unit vectors (exact rejection sampling within the cap)."""
-        n = _as_int("n", n)
-        generator = _check_generator(generator)
+        n = as_positive_int("n", n)
+        generator = check_generator(generator)
         d = self.input_shape[0]
         out = torch.empty(n, d, dtype=torch.float64)
         filled = 0
@@ -422,11 +422,36 @@ def gaussian_mixture(
             between supports. seed: seeds the layout (the samples use the generator passed to
             ``sample``). dtype: dtype of the samples (default float32).
     """
-    C = _as_int("C", C)
+    C, dim, margin, separation, std = _check_mixture_args(
+        C, dim, std=std, separation=separation, disjoint=disjoint, sphere=sphere, margin=margin
+    )
+    gen = make_generator(seed)
+    out_dtype = _out_dtype(dtype)
+    centers = _mixture_centers(C, dim, sphere, gen)
+    if sphere:
+        samplers = _cap_classes(centers, std, margin, disjoint, out_dtype)
+    else:
+        samplers = _ball_classes(centers, std, separation, margin, disjoint, out_dtype)
+    return LatentClassModel(samplers, prior)
+
+
+def _check_mixture_args(
+    C: int,
+    dim: int,
+    *,
+    std: float | None,
+    separation: float | None,
+    disjoint: bool,
+    sphere: bool,
+    margin: float,
+) -> tuple[int, int, float, float | None, float | None]:
+    """The checked arguments of :func:`gaussian_mixture`: ``(C, dim, margin, separation, std)``
+    (a one-line ValueError naming the first bad one)."""
+    C = as_positive_int("C", C)
     if C < 2:
         raise ValueError(f"C must be an integer >= 2 (a latent-class model needs two classes: "
                          f"a negative of another class must exist); got {C}")
-    dim = _as_int("dim", dim)
+    dim = as_positive_int("dim", dim)
     if not isinstance(disjoint, bool):
         raise ValueError(f"disjoint must be True or False; got {disjoint!r}")
     if not isinstance(sphere, bool):
@@ -442,49 +467,59 @@ def gaussian_mixture(
         separation = check_positive("separation", separation)
     if std is not None:
         std = check_positive("std", std)
-    gen = make_generator(seed)
-    out_dtype = _out_dtype(dtype)
+    return C, dim, margin, separation, std
 
+
+def _mixture_centers(C: int, dim: int, sphere: bool, generator: torch.Generator) -> torch.Tensor:
+    """The (C, dim) float64 class centers of :func:`gaussian_mixture` (its layout rules), then
+    randomly rotated; not yet scaled or normalized."""
     if C <= dim + 1:
-        centers = _simplex(C, dim) if C > 1 else torch.eye(1, dim, dtype=torch.float64)
+        centers = _simplex(C, dim)
     elif C <= 2 * dim:
         centers = _cross_polytope(C, dim)
     elif sphere:
-        centers = _spread_directions(C, dim, gen)
+        centers = _spread_directions(C, dim, generator)
     else:
         centers = _grid(C, dim)
-    centers = centers @ _random_rotation(dim, gen).T
+    return centers @ _random_rotation(dim, generator).T
 
-    samplers: list[Any] = []
-    if sphere:
-        centers = centers / centers.norm(dim=1, keepdim=True)
-        if C > 1:
-            ang = _angles_between(centers)
-            ang.fill_diagonal_(math.inf)
-            min_angle = float(ang.min())
-        else:
-            min_angle = math.pi
-        sd = std if std is not None else math.tan(min_angle / 4.0) / math.sqrt(dim - 1)
-        cap = (1.0 - margin) * min_angle / 2.0 if (disjoint and C > 1) else None
-        for c in range(C):
-            samplers.append(SphericalCapClass(centers[c], sd, cap, dtype=out_dtype))
-    else:
-        sep = 1.0 if separation is None else separation
-        if C > 1:
-            dist = torch.cdist(centers, centers)
-            dist.fill_diagonal_(math.inf)
-            centers = centers * (sep / float(dist.min()))
-            dist = torch.cdist(centers, centers)
-            dist.fill_diagonal_(math.inf)
-            d_min = float(dist.min())
-        else:
-            centers = torch.zeros(1, dim, dtype=torch.float64)
-            d_min = sep
-        sd = std if std is not None else sep / (4.0 * math.sqrt(dim))
-        radius = (1.0 - margin) * d_min / 2.0 if (disjoint and C > 1) else None
-        for c in range(C):
-            samplers.append(GaussianClass(centers[c], sd, radius, dtype=out_dtype))
-    return LatentClassModel(samplers, prior)
+
+def _cap_classes(
+    centers: torch.Tensor, std: float | None, margin: float, disjoint: bool, dtype: torch.dtype
+) -> list[Any]:
+    """The classes of :func:`gaussian_mixture` on the sphere: projected normals around the unit
+    centers, in disjoint caps when ``disjoint``."""
+    C, dim = centers.shape
+    centers = centers / centers.norm(dim=1, keepdim=True)
+    ang = _angles_between(centers)
+    ang.fill_diagonal_(math.inf)
+    min_angle = float(ang.min())
+    sd = std if std is not None else math.tan(min_angle / 4.0) / math.sqrt(dim - 1)
+    cap = (1.0 - margin) * min_angle / 2.0 if disjoint else None
+    return [SphericalCapClass(centers[c], sd, cap, dtype=dtype) for c in range(C)]
+
+
+def _ball_classes(
+    centers: torch.Tensor,
+    std: float | None,
+    separation: float | None,
+    margin: float,
+    disjoint: bool,
+    dtype: torch.dtype,
+) -> list[Any]:
+    """The classes of :func:`gaussian_mixture` in R^dim: Gaussians around the centers scaled to
+    the minimal distance ``separation``, truncated to disjoint balls when ``disjoint``."""
+    C, dim = centers.shape
+    sep = 1.0 if separation is None else separation
+    dist = torch.cdist(centers, centers)
+    dist.fill_diagonal_(math.inf)
+    centers = centers * (sep / float(dist.min()))
+    dist = torch.cdist(centers, centers)
+    dist.fill_diagonal_(math.inf)
+    d_min = float(dist.min())
+    sd = std if std is not None else sep / (4.0 * math.sqrt(dim))
+    radius = (1.0 - margin) * d_min / 2.0 if disjoint else None
+    return [GaussianClass(centers[c], sd, radius, dtype=dtype) for c in range(C)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,8 +549,8 @@ class CircleClass:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n, 2)`` i.i.d. points with norm ``radius``."""
-        n = _as_int("n", n)
-        generator = _check_generator(generator)
+        n = as_positive_int("n", n)
+        generator = check_generator(generator)
         u = torch.rand(n, 2, dtype=torch.float64, generator=generator) - 0.5
         norms = u.norm(dim=1)
         bad = norms == 0
@@ -540,7 +575,7 @@ def circle_toy(
     :class:`CircleClass` of radius ``(l + 1) / 2``; ``prior`` ``None`` is balanced (the paper's
     1000 points per class). The model has no random parameters: all randomness is in the
     generator given to ``sample`` / ``sample_tuples``."""
-    C = _as_int("C", C)
+    C = as_positive_int("C", C)
     return LatentClassModel([CircleClass((c + 1) / 2.0, dtype=dtype) for c in range(C)], prior)
 
 
@@ -559,8 +594,8 @@ def circle_toy_dataset(
     ``(l + 1) / 2``. Seeded by ``seed`` (a torch generator; the values differ from the paper's
     NumPy stream). The paper then splits 60/40 (stratified) into train and validation.
     """
-    C = _as_int("C", C)
-    per_class = _as_int("per_class", per_class)
+    C = as_positive_int("C", C)
+    per_class = as_positive_int("per_class", per_class)
     gen = make_generator(seed)
     model = circle_toy(C, dtype=dtype)
     xs = [model.samplers[c].sample(per_class, gen) for c in range(C)]
