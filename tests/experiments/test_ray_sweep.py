@@ -30,11 +30,11 @@ from typer.testing import CliRunner
 from contrastlab.cli import app
 from contrastlab.experiments import cli_sweep
 from contrastlab.experiments.config import load_config, run_config_dict
+from contrastlab.experiments.plan import plan_sweep, run_dir
 from contrastlab.experiments.ray_sweep import init_local_ray
 from contrastlab.experiments.results import results_table
-from contrastlab.experiments.runner import run_dir
 from contrastlab.experiments.store import DB_NAME, ResultStore
-from contrastlab.experiments.sweep import plan_sweep, run_sweep
+from contrastlab.experiments.sweep import run_sweep
 from tests.experiments.helpers import snapshot
 
 ray = pytest.importorskip("ray", reason="the ray executor needs Ray: pip install contrastlab[ray]")

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from contrastlab.experiments.config import load_config
+from contrastlab.experiments.plan import plan_sweep
 from contrastlab.experiments.results import results_table
 from contrastlab.experiments.store import DB_NAME
-from contrastlab.experiments.sweep import plan_sweep, run_sweep
+from contrastlab.experiments.sweep import run_sweep
 from tests.experiments.helpers import snapshot
 
 EPOCHS = 5

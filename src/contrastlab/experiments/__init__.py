@@ -2,8 +2,13 @@
 
 - :mod:`~contrastlab.experiments.config`: pydantic config models, YAML loading, ``--set``
   overrides, sweep expansion and the run id;
+- :mod:`~contrastlab.experiments.files`: atomic writes and the per-run file lock;
+- :mod:`~contrastlab.experiments.plan`: a sweep's plan, shared by its executors (the grid's
+  points and run ids, their registration in the database, the runs' directories and the
+  sweep's log lines) and the layout of an output directory;
 - :mod:`~contrastlab.experiments.runner`: :func:`run_config` (one run into an output directory);
-- :mod:`~contrastlab.experiments.sweep`: :func:`run_sweep` (a grid on a process pool, resumable);
+- :mod:`~contrastlab.experiments.sweep`: :func:`run_sweep` (a grid on a process pool, resumable;
+  it dispatches ``executor="ray"`` to :mod:`~contrastlab.experiments.ray_sweep`);
 - :mod:`~contrastlab.experiments.ray_sweep`: the same on Ray (local or a cluster);
 - :mod:`~contrastlab.experiments.store`: the SQLite results database;
 - :mod:`~contrastlab.experiments.results`: :func:`results_table` and :func:`export_results`.

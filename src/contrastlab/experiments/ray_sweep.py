@@ -3,9 +3,9 @@
 :func:`run_sweep_ray` is the ``ray`` executor of :func:`contrastlab.experiments.sweep.run_sweep`
 (``contrastlab sweep CONFIG --executor ray [--address ADDR]``):
 
-1. like the local executor it expands the grid, inserts every point as ``pending``
-   (insert-or-ignore) and selects the unfinished points (``pending``, ``running``, ``failed``;
-   ``done`` and ``nan`` are final and skipped);
+1. like the local executor (:func:`contrastlab.experiments.plan.register_plan`) it expands the
+   grid, inserts every point as ``pending`` (insert-or-ignore) and selects the unfinished points
+   (``pending``, ``running``, ``failed``; ``done`` and ``nan`` are final and skipped);
 2. it connects to Ray — a new local instance by default (:func:`init_local_ray`: it listens on
    the loopback interface only, so nothing outside this machine can reach it), an existing
    cluster, left as it is, when an address is given (``auto``, ``HOST:6379`` or
@@ -18,7 +18,7 @@
    temporary directory of the worker's node), under the run's lock, and the outcome (status,
    per-epoch metrics, reports, timings, error) is returned to the driver; the task never opens
    the database;
-4. the driver commits each outcome as it arrives with
+4. the driver (:class:`_Driver`) commits each outcome as it arrives with
    :func:`~contrastlab.experiments.runner.commit_run` — one transaction that refuses to
    overwrite a ``done`` run — so the database has a single writer, even across machines;
    each run's status (``done``, ``nan``, ``failed``) and one-line error are in the database
@@ -41,31 +41,26 @@ import ipaddress
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from contrastlab.experiments.config import (
-    ExperimentConfig,
-    parse_config,
-    run_config_dict,
-    run_id,
+from contrastlab.experiments.config import ExperimentConfig, run_config_dict, run_id
+from contrastlab.experiments.files import file_lock
+from contrastlab.experiments.plan import (
+    SweepLog,
+    register_plan,
+    run_dir,
+    write_run_config,
 )
 from contrastlab.experiments.runner import (
     RunOutcome,
-    _lock,
-    _one_line,
-    _write_atomic,
     commit_run,
     compute_run,
+    one_line_error,
     prepare_run,
-    run_dir,
 )
 from contrastlab.experiments.store import ResultStore
-from contrastlab.experiments.sweep import _label, register_plan
 
 __all__ = ["DEFAULT_RETRIES", "check_ray_options", "init_local_ray", "run_sweep_ray"]
 
@@ -199,7 +194,7 @@ def _train_on_worker(record: dict[str, Any], rdir: str,
     except OSError:  # the driver's file system is not here: checkpoints on this node
         ckdir = Path(tempfile.gettempdir()) / "contrastlab-ray" / rid
         ckdir.mkdir(parents=True, exist_ok=True)
-    with _lock(ckdir / "lock"):
+    with file_lock(ckdir / "lock"):
         outcome = compute_run(cfg, ckdir, progress=False)
     same_node = driver_node is not None and ray.get_runtime_context().get_node_id() == driver_node
     if outcome.status == "done" and not same_node and not cfg.output.keep_checkpoints:
@@ -211,8 +206,8 @@ def _error_line(exc: BaseException) -> str:
     """One line for a lost attempt: the task's own exception when there is one."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
-        return _one_line(cause)
-    return _one_line(exc)
+        return one_line_error(cause)
+    return one_line_error(exc)
 
 
 def run_sweep_ray(
@@ -255,105 +250,140 @@ def run_sweep_ray(
     cpus, gpus, retries_, address = check_ray_options(cpus_per_run, gpus_per_run, retries,
                                                       address)
     _require_ray()
-    cfg = parse_config(cfg)
-    plan, todo = register_plan(cfg, out_dir)
-    keys = list(cfg.sweep)
-    say = log or (lambda _m: None)
-    head = f"sweep: {len(plan)} runs, {len(plan) - len(todo)} finished, {len(todo)} to run"
-    if not todo:
-        say(f"{head} on Ray -> {out_dir}")
-        return [rid for rid, _ in plan]
+    plan = register_plan(cfg, out_dir)
+    events = SweepLog(plan, log)
+    if not plan.todo:
+        events.start("Ray", out_dir)
+        return plan.run_ids
 
     import ray
 
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address is None:
-                init_local_ray(**(init_options or {}))
-            else:  # the user's cluster, as it is
-                ray.init(address=address, **(init_options or {}))
-        except Exception as exc:  # no cluster there, refused, timed out: one line
-            where = ("start a local Ray instance" if address is None
-                     else f"connect to the Ray cluster at {address!r}")
-            raise ValueError(f"could not {where}: {_one_line(exc)}") from None
-        started = True
-    store: ResultStore | None = None
-    pending: dict[Any, tuple[str, ExperimentConfig, int]] = {}
+    started = _connect(address, init_options)
+    driver: _Driver | None = None
     try:
-        total = ray.cluster_resources()
-        have_cpu, have_gpu = float(total.get("CPU", 0)), float(total.get("GPU", 0))
-        if address is None and (cpus > have_cpu or gpus > have_gpu):
-            what, want, have = (("CPUs", cpus, have_cpu) if cpus > have_cpu
-                                else ("GPUs", gpus, have_gpu))
-            raise ValueError(f"{what.lower()}_per_run={want:g} exceeds the {have:g} {what} of "
-                             "the local Ray instance: no run could ever be scheduled")
-        client = ray.util.client.ray.is_connected()
-        where = "Ray client" if client else ("local Ray" if address is None else "Ray cluster")
-        if address is not None:
-            where += f" {address}"
-        say(f"{head} on {where} ({have_cpu:g} CPUs, {have_gpu:g} GPUs; {cpus:g} CPU, "
-            f"{gpus:g} GPU per run; retries {retries_}) -> {out_dir}")
+        where, client = _describe_cluster(address, cpus, gpus, retries_)
+        events.start(where, out_dir)
         driver_node = None if client else ray.get_runtime_context().get_node_id()
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                           retry_exceptions=False)(_train_on_worker)
-        store = ResultStore(out_dir)
-        t0 = time.perf_counter()
-        done = 0
-
-        def report(rid: str, st: str, p: ExperimentConfig, error: str | None = None) -> None:
-            nonlocal done
-            done += 1
-            why = f": {error}" if st != "done" and error else ""
-            say(f"[{done}/{len(todo)}] {rid} {_label(p, keys)}: {st}{why} "
-                f"({time.perf_counter() - t0:.1f} s)")
-
-        def submit(rid: str, p: ExperimentConfig, attempt: int) -> None:
-            assert store is not None
-            if not store.mark_running(rid):  # finished meanwhile by another sweep
-                report(rid, "done", p)
-                return
-            rdir = run_dir(out_dir, rid).resolve()
-            ref = task.options(name=f"{_TASK_NAME}-{rid}").remote(
-                run_config_dict(p), str(rdir), driver_node)
-            pending[ref] = (rid, p, attempt)
-
-        for rid, p in todo:
-            rdir = run_dir(out_dir, rid)
-            rdir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(rdir / "config.yaml",
-                          yaml.safe_dump(run_config_dict(p), sort_keys=False))
-            submit(rid, p, 1)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                rid, p, attempt = pending.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    why = _error_line(exc)
-                    if attempt <= retries_:
-                        say(f"{rid}: attempt {attempt} lost ({why}); retry {attempt}/{retries_}")
-                        submit(rid, p, attempt + 1)
-                        continue
-                    outcome = RunOutcome(rid, "failed",
-                                         error=f"{why} (attempt {attempt} of {retries_ + 1})")
-                if outcome.run_id != rid:  # pragma: no cover - a different contrastlab on a node
-                    outcome = RunOutcome(rid, "failed", error=(
-                        f"the worker computed run {outcome.run_id}, not {rid}: is the same "
-                        "contrastlab version installed on every node?"))
-                if outcome.status != "done":  # the database holds one line per error
-                    outcome.error = " ".join((outcome.error or "no error message").split())
-                commit_run(store, outcome, run_dir(out_dir, rid), p.output.keep_checkpoints)
-                report(rid, outcome.status, p, outcome.error)
+        driver = _Driver(out_dir, task, driver_node, retries_, events)
+        driver.run(plan.todo)
     finally:
-        if pending:  # interrupted: stop the runs in flight; they stay `running` (resumable)
-            for ref in pending:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-        if store is not None:
-            store.close()
+        if driver is not None:
+            driver.close()
         if started:
             ray.shutdown()
-    return [rid for rid, _ in plan]
+    return plan.run_ids
 
+
+def _connect(address: str | None, init_options: Mapping[str, Any] | None) -> bool:
+    """Connect this process to Ray unless it already is: a new local instance
+    (:func:`init_local_ray`) when ``address`` is None, else the user's cluster, as it is.
+    Returns whether it connected (the sweep then disconnects at the end); a one-line
+    ValueError when it cannot."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        if address is None:
+            init_local_ray(**(init_options or {}))
+        else:  # the user's cluster, as it is
+            ray.init(address=address, **(init_options or {}))
+    except Exception as exc:  # no cluster there, refused, timed out: one line
+        where = ("start a local Ray instance" if address is None
+                 else f"connect to the Ray cluster at {address!r}")
+        raise ValueError(f"could not {where}: {one_line_error(exc)}") from None
+    return True
+
+
+def _describe_cluster(address: str | None, cpus: float, gpus: float,
+                      retries: int) -> tuple[str, bool]:
+    """Where the sweep runs, for its first log line (the cluster's resources and the options),
+    and whether this is a Ray client driver. A local instance too small for one run is refused
+    (one-line ValueError)."""
+    import ray
+
+    total = ray.cluster_resources()
+    have_cpu, have_gpu = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+    if address is None and (cpus > have_cpu or gpus > have_gpu):
+        what, want, have = (("CPUs", cpus, have_cpu) if cpus > have_cpu
+                            else ("GPUs", gpus, have_gpu))
+        raise ValueError(f"{what.lower()}_per_run={want:g} exceeds the {have:g} {what} of "
+                         "the local Ray instance: no run could ever be scheduled")
+    client = bool(ray.util.client.ray.is_connected())
+    where = "Ray client" if client else ("local Ray" if address is None else "Ray cluster")
+    if address is not None:
+        where += f" {address}"
+    return (f"{where} ({have_cpu:g} CPUs, {have_gpu:g} GPUs; {cpus:g} CPU, {gpus:g} GPU per "
+            f"run; retries {retries})"), client
+
+
+class _Driver:
+    """The sweep's driver on Ray: submits one task per run (marked ``running`` first), submits
+    a lost attempt again up to ``retries`` times, commits each outcome as it arrives (the only
+    writer of the database) and, when interrupted, cancels the runs in flight."""
+
+    def __init__(self, out_dir: str | Path, task: Any, driver_node: str | None, retries: int,
+                 log: SweepLog) -> None:
+        self.out_dir, self.task, self.driver_node = out_dir, task, driver_node
+        self.retries, self.log = retries, log
+        self.pending: dict[Any, tuple[str, ExperimentConfig, int]] = {}
+        self.store = ResultStore(out_dir)
+
+    def run(self, todo: list[tuple[str, ExperimentConfig]]) -> None:
+        """Submit every run of ``todo`` and commit their outcomes until none is in flight."""
+        import ray
+
+        self.log.start_clock()
+        for rid, p in todo:
+            write_run_config(self.out_dir, rid, run_config_dict(p))
+            self._submit(rid, p, 1)
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1)
+            for ref in ready:
+                self._collect(ref)
+
+    def _submit(self, rid: str, p: ExperimentConfig, attempt: int) -> None:
+        if not self.store.mark_running(rid):  # finished meanwhile by another sweep
+            self.log.finished(rid, "done", p)
+            return
+        rdir = run_dir(self.out_dir, rid).resolve()
+        ref = self.task.options(name=f"{_TASK_NAME}-{rid}").remote(
+            run_config_dict(p), str(rdir), self.driver_node)
+        self.pending[ref] = (rid, p, attempt)
+
+    def _collect(self, ref: Any) -> None:
+        """The outcome of a finished task: committed, or its lost attempt submitted again."""
+        import ray
+
+        rid, p, attempt = self.pending.pop(ref)
+        try:
+            outcome = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            why = _error_line(exc)
+            if attempt <= self.retries:
+                self.log.say(f"{rid}: attempt {attempt} lost ({why}); "
+                             f"retry {attempt}/{self.retries}")
+                self._submit(rid, p, attempt + 1)
+                return
+            outcome = RunOutcome(rid, "failed",
+                                 error=f"{why} (attempt {attempt} of {self.retries + 1})")
+        if outcome.run_id != rid:  # pragma: no cover - a different contrastlab on a node
+            outcome = RunOutcome(rid, "failed", error=(
+                f"the worker computed run {outcome.run_id}, not {rid}: is the same "
+                "contrastlab version installed on every node?"))
+        if outcome.status != "done":  # the database holds one line per error
+            outcome.error = " ".join((outcome.error or "no error message").split())
+        commit_run(self.store, outcome, run_dir(self.out_dir, rid), p.output.keep_checkpoints)
+        self.log.finished(rid, outcome.status, p, outcome.error)
+
+    def close(self) -> None:
+        """Cancel the runs in flight (interrupted: they stay ``running``, resumable) and close
+        the database."""
+        import ray
+
+        for ref in self.pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        self.store.close()

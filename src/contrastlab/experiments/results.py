@@ -254,68 +254,102 @@ def results_table(
     if run_ids is not None:
         keep = set(run_ids)
         records = [r for r in records if r["run_id"] in keep]
-    flt = _parse_filters(filters)
     known = set().union(*(r.keys() for r in records)) if records else set()
-    for key, _ in flt:
-        if records and key not in known:
-            shown = ", ".join(sorted(k for k in known if "." in k or k in ("status", "seed"))[:12])
-            raise ValueError(f"filter key {key!r} is not a field of the results; e.g. {shown}")
-    records = [r for r in records if all(_equal(r.get(k), v) for k, v in flt)]
+    flt = _parse_filters(filters)
+    records = _filtered(records, flt, known)
     if not records:
         return "no runs" + (" match the filters" if flt else f" in {out_dir}")
     config_keys = _config_keys(records)
-    groups_keys = _split_keys(group_by)
-    if groups_keys is None:
-        groups_keys = _varying(records, config_keys)
-    for key in groups_keys:
-        if key not in known:
-            raise ValueError(f"group_by key {key!r} is not a config field of the results; "
-                             f"e.g. {', '.join(sorted(config_keys)[:12])}")
-    wanted = _split_keys(metrics)
-    if wanted is None:
-        wanted = [m for m in DEFAULT_METRICS if any(r.get(m) is not None for r in records)]
-    else:
-        for m in wanted:
-            if m not in known:
-                raise ValueError(f"metric {m!r} is not in the results; known metrics include "
-                                 f"{', '.join(sorted(k for k in known if k not in config_keys))}")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    values_of: dict[str, list[Any]] = {}
-    for r in records:
-        vals = [r.get(k) for k in groups_keys]
-        gk = json.dumps(vals, default=str)
-        groups.setdefault(gk, []).append(r)
-        values_of[gk] = vals
-    order = sorted(groups, key=lambda g: [_sort_key(v) for v in values_of[g]])
-    header = [*groups_keys, "n", *wanted]
-    rows = []
-    for g in order:
-        members = groups[g]
-        fin = [r for r in members if r["status"] == "done"]
-        other: dict[str, int] = {}
-        for r in members:
-            if r["status"] != "done":
-                st = r["status"] if r["status"] in ("nan", "failed") else "unfinished"
-                other[st] = other.get(st, 0) + 1
-        n = str(len(fin)) + "".join(f" +{c} {s}" for s, c in sorted(other.items()))
-        cells = [_fmt(v) for v in values_of[g]] + [n]
-        for m in wanted:
-            xs = [float(r[m]) for r in fin if isinstance(r.get(m), int | float)
-                  and not isinstance(r.get(m), bool) and math.isfinite(float(r[m]))]
-            if not xs:
-                cells.append("-")
-            elif len(xs) == 1:
-                cells.append(f"{xs[0]:.4f}")
-            else:
-                mean = sum(xs) / len(xs)
-                std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
-                cells.append(f"{mean:.4f} ± {std:.4f}")
-        rows.append(cells)
+    keys = _group_keys(records, group_by, known, config_keys)
+    wanted = _metric_names(records, metrics, known, config_keys)
+    rows = [[*(_fmt(v) for v in values), _count_cell(members),
+             *(_stat_cell(members, m) for m in wanted)]
+            for values, members in _groups(records, keys)]
     counts: dict[str, int] = {}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     footer = f"{len(records)} runs: " + ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
-    return _render(header, rows) + "\n" + footer
+    return _render([*keys, "n", *wanted], rows) + "\n" + footer
+
+
+def _filtered(records: list[dict[str, Any]], flt: list[tuple[str, Any]],
+              known: set[str]) -> list[dict[str, Any]]:
+    """The records that match every filter; a filter on an unknown field is refused (one-line
+    ValueError naming some known ones)."""
+    for key, _ in flt:
+        if records and key not in known:
+            shown = ", ".join(sorted(k for k in known if "." in k or k in ("status", "seed"))[:12])
+            raise ValueError(f"filter key {key!r} is not a field of the results; e.g. {shown}")
+    return [r for r in records if all(_equal(r.get(k), v) for k, v in flt)]
+
+
+def _group_keys(records: list[dict[str, Any]], group_by: Iterable[str] | str | None,
+                known: set[str], config_keys: set[str]) -> list[str]:
+    """The keys to group by: ``group_by`` (each checked), else the varying config keys."""
+    keys = _split_keys(group_by)
+    if keys is None:
+        keys = _varying(records, config_keys)
+    for key in keys:
+        if key not in known:
+            raise ValueError(f"group_by key {key!r} is not a config field of the results; "
+                             f"e.g. {', '.join(sorted(config_keys)[:12])}")
+    return keys
+
+
+def _metric_names(records: list[dict[str, Any]], metrics: Iterable[str] | str | None,
+                  known: set[str], config_keys: set[str]) -> list[str]:
+    """The metric columns: ``metrics`` (each checked), else those of :data:`DEFAULT_METRICS`
+    that some record has."""
+    wanted = _split_keys(metrics)
+    if wanted is None:
+        return [m for m in DEFAULT_METRICS if any(r.get(m) is not None for r in records)]
+    for m in wanted:
+        if m not in known:
+            raise ValueError(f"metric {m!r} is not in the results; known metrics include "
+                             f"{', '.join(sorted(k for k in known if k not in config_keys))}")
+    return wanted
+
+
+def _groups(records: list[dict[str, Any]],
+            keys: list[str]) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+    """The records grouped by their values of ``keys``: (values, members) sorted by the
+    values (numbers first, numerically)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    values_of: dict[str, list[Any]] = {}
+    for r in records:
+        vals = [r.get(k) for k in keys]
+        gk = json.dumps(vals, default=str)
+        groups.setdefault(gk, []).append(r)
+        values_of[gk] = vals
+    order = sorted(groups, key=lambda g: [_sort_key(v) for v in values_of[g]])
+    return [(values_of[g], groups[g]) for g in order]
+
+
+def _count_cell(members: list[dict[str, Any]]) -> str:
+    """The ``n`` cell: the finished (``done``) runs, then ``+x nan`` / ``+x failed`` /
+    ``+x unfinished``."""
+    other: dict[str, int] = {}
+    for r in members:
+        if r["status"] != "done":
+            st = r["status"] if r["status"] in ("nan", "failed") else "unfinished"
+            other[st] = other.get(st, 0) + 1
+    done = sum(1 for r in members if r["status"] == "done")
+    return str(done) + "".join(f" +{c} {s}" for s, c in sorted(other.items()))
+
+
+def _stat_cell(members: list[dict[str, Any]], metric: str) -> str:
+    """``mean ± std`` (ddof = 1) of ``metric`` over the finished runs that have a finite value;
+    the value alone for one run, ``-`` for none."""
+    xs = [float(r[metric]) for r in members if r["status"] == "done"
+          and isinstance(r.get(metric), int | float) and not isinstance(r.get(metric), bool)
+          and math.isfinite(float(r[metric]))]
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return f"{xs[0]:.4f}"
+    mean = sum(xs) / len(xs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    return f"{mean:.4f} ± {std:.4f}"
 
 
 def _scalar(value: Any) -> Any:

@@ -1,15 +1,5 @@
-"""Run one configuration into an output directory.
-
-Layout of an output directory::
-
-    <out>/results.sqlite          the results database (:mod:`contrastlab.experiments.store`)
-    <out>/runs/<run_id>/config.yaml   the resolved config of the run
-    <out>/runs/<run_id>/checkpoint.pt the last epoch's checkpoint (resume point; checksummed,
-                                      :mod:`contrastlab.checkpoint`)
-    <out>/runs/<run_id>/checkpoint.prev.pt    the one before (the fallback)
-    <out>/runs/<run_id>/*.pt.damaged-<time>   checkpoints refused as damaged or inconsistent with
-                                      the database (kept for inspection, never read again)
-    <out>/runs/<run_id>/lock          held (flock) while a process trains the run
+"""Run one configuration into an output directory (the directory's layout:
+:mod:`contrastlab.experiments.plan`).
 
 :func:`execute_run` is the unit of work of runs and sweeps: it takes the run's lock (so two
 processes never train the same run at once; a process killed by SIGKILL releases it), skips the
@@ -26,19 +16,16 @@ writer of the database).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import sys
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from contrastlab.experiments.config import (
     ConfigError,
@@ -47,6 +34,8 @@ from contrastlab.experiments.config import (
     run_config_dict,
     run_id,
 )
+from contrastlab.experiments.files import file_lock
+from contrastlab.experiments.plan import run_dir, write_run_config
 from contrastlab.experiments.store import ResultStore
 
 __all__ = [
@@ -54,36 +43,14 @@ __all__ = [
     "commit_run",
     "compute_run",
     "execute_run",
+    "one_line_error",
     "prepare_run",
     "run_config",
-    "run_dir",
+    "run_dir",  # re-exported from its owner, contrastlab.experiments.plan
 ]
 
 _DATA_CACHE: OrderedDict[str, Any] = OrderedDict()
 _DATA_CACHE_SIZE = 2
-
-
-def run_dir(out_dir: str | Path, rid: str) -> Path:
-    """The directory of run ``rid`` inside ``out_dir``."""
-    return Path(out_dir) / "runs" / rid
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (released when the process dies)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _dataset(cfg: ExperimentConfig) -> Any:
@@ -103,13 +70,9 @@ def _dataset(cfg: ExperimentConfig) -> Any:
     return ds
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _one_line(exc: BaseException) -> str:
+def one_line_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (or ``Type``): the one-line error a failed run
+    records."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
@@ -182,7 +145,7 @@ def compute_run(
     except Exception as exc:
         if os.environ.get("CONTRASTLAB_DEBUG"):
             traceback.print_exc(file=sys.stderr)
-        return RunOutcome(rid, "failed", error=_one_line(exc), host=socket.gethostname(),
+        return RunOutcome(rid, "failed", error=one_line_error(exc), host=socket.gethostname(),
                           pid=os.getpid())
     return RunOutcome(rid, result.status, result.epochs, result.reports, result.seconds,
                       result.error, result.epoch_seconds, socket.gethostname(), os.getpid())
@@ -222,11 +185,9 @@ def execute_run(
     """
     cfg = prepare_run(config)
     rid = run_id(cfg)
-    rdir = run_dir(out_dir, rid)
-    rdir.mkdir(parents=True, exist_ok=True)
     record = run_config_dict(cfg)
-    _write_atomic(rdir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
-    with _lock(rdir / "lock"):
+    rdir = write_run_config(out_dir, rid, record)
+    with file_lock(rdir / "lock"):
         store = ResultStore(out_dir)
         try:
             store.add_runs([(rid, record)])
@@ -298,10 +259,9 @@ def _run_config_distributed(cfg: ExperimentConfig, out_dir: str | Path,
         go: str = "skip"
         sent = False
         try:
-            rdir.mkdir(parents=True, exist_ok=True)
             record = run_config_dict(cfg)
-            _write_atomic(rdir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
-            with _lock(rdir / "lock"):
+            write_run_config(out_dir, rid, record)
+            with file_lock(rdir / "lock"):
                 with ResultStore(out_dir) as store:
                     store.add_runs([(rid, record)])
                     if store.mark_running(rid):
@@ -317,7 +277,7 @@ def _run_config_distributed(cfg: ExperimentConfig, out_dir: str | Path,
                         commit_run(store, outcome, rdir, cfg.output.keep_checkpoints)
         except Exception as exc:
             if not sent:  # failed before the broadcast: release the other ranks
-                dist.broadcast_object_list([_one_line(exc)], src=0)
+                dist.broadcast_object_list([one_line_error(exc)], src=0)
             raise
         dist.barrier()
         return rid

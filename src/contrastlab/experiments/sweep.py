@@ -5,7 +5,8 @@
 1. expands the grid (:func:`contrastlab.experiments.config.expand_sweep`: the cartesian product
    of the ``sweep`` lists; every point validated before any work starts);
 2. inserts every point into the results database as ``pending`` (insert-or-ignore on the unique
-   run id: points already there keep their status);
+   run id: points already there keep their status); steps 1 and 2 are
+   :func:`contrastlab.experiments.plan.register_plan`, which the Ray executor shares;
 3. runs the points that are not finished (status ``pending``, ``running`` or ``failed``: the
    leftovers of a killed sweep; ``done`` and ``nan`` are final and skipped), each through
    :func:`contrastlab.experiments.runner.execute_run`: in this process for ``workers=1``, else
@@ -28,26 +29,19 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from contrastlab._validation import check_choice, check_positive_int
-from contrastlab.experiments.config import (
-    ExperimentConfig,
-    expand_sweep,
-    parse_config,
-    run_config_dict,
-    run_id,
-)
+from contrastlab.experiments.config import ExperimentConfig, run_config_dict
+from contrastlab.experiments.plan import SweepLog, SweepPlan, plan_sweep, register_plan
 from contrastlab.experiments.runner import execute_run
-from contrastlab.experiments.store import ResultStore
 
+# plan_sweep: re-exported from its owner, contrastlab.experiments.plan
 __all__ = ["EXECUTORS", "plan_sweep", "run_sweep"]
 
-UNFINISHED = ("pending", "running", "failed")
 EXECUTORS = ("local", "ray")
 
 
@@ -70,38 +64,8 @@ def _init_worker(parent_pid: int) -> None:
     torch.set_num_threads(1)
 
 
-def plan_sweep(cfg: Mapping[str, Any] | ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
-    """The grid's points as (run_id, resolved config), in grid order, without duplicates."""
-    points = expand_sweep(parse_config(cfg))
-    return [(run_id(p), p) for p in points]
-
-
 def _log_default(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _label(cfg: ExperimentConfig, keys: list[str]) -> str:
-    d = cfg.model_dump(mode="json")
-    parts = []
-    for key in keys:
-        node: Any = d
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        parts.append(f"{key}={node}")
-    return " ".join(parts)
-
-
-def register_plan(
-    cfg: ExperimentConfig, out_dir: str | Path
-) -> tuple[list[tuple[str, ExperimentConfig]], list[tuple[str, ExperimentConfig]]]:
-    """Insert every grid point into the results database (insert-or-ignore: points already there
-    keep their status) and return (the plan, the points still to run: pending, running or
-    failed). Shared by the local and the Ray executors."""
-    plan = plan_sweep(cfg)
-    with ResultStore(out_dir) as store:
-        store.add_runs([(rid, run_config_dict(p)) for rid, p in plan])
-        status = store.statuses()
-    return plan, [(rid, p) for rid, p in plan if status.get(rid) in UNFINISHED]
 
 
 def run_sweep(
@@ -147,26 +111,23 @@ def run_sweep(
     given = [k for k, v in ray_opts.items() if v is not None]
     if given:
         raise ValueError(f"{given[0]} applies to the ray executor only (executor='ray')")
-    cfg = parse_config(cfg)
-    plan, todo = register_plan(cfg, out_dir)
-    keys = list(cfg.sweep)
-    say = log or (lambda _m: None)
-    say(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} finished, {len(todo)} to run "
-        f"on {min(workers, max(1, len(todo)))} worker(s) -> {out_dir}")
-    t0 = time.perf_counter()
-    done = 0
+    plan = register_plan(cfg, out_dir)
+    _run_local(plan, out_dir, workers, progress, SweepLog(plan, log))
+    return plan.run_ids
 
-    def report(rid: str, st: str, p: ExperimentConfig) -> None:
-        nonlocal done
-        done += 1
-        say(f"[{done}/{len(todo)}] {rid} {_label(p, keys)}: {st} "
-            f"({time.perf_counter() - t0:.1f} s)")
 
+def _run_local(plan: SweepPlan, out_dir: str | Path, workers: int, progress: bool | None,
+               log: SweepLog) -> None:
+    """Run the plan's unfinished points: in this process for 1 worker (or at most 1 point), else
+    on a ``spawn`` pool of ``workers`` processes (at most one per point)."""
+    todo = plan.todo
+    log.start(f"{min(workers, max(1, len(todo)))} worker(s)", out_dir)
+    log.start_clock()
     if workers == 1 or len(todo) <= 1:
         for rid, p in todo:
             _, st = execute_run(p, out_dir, progress=progress)
-            report(rid, st, p)
-        return [rid for rid, _ in plan]
+            log.finished(rid, st, p)
+        return
     n = min(workers, len(todo))
     parent = os.getpid()
     ctx = mp.get_context("spawn")
@@ -179,5 +140,4 @@ def run_sweep(
         for fut in as_completed(futures):
             rid, p = futures[fut]
             _, st = fut.result()
-            report(rid, st, p)
-    return [rid for rid, _ in plan]
+            log.finished(rid, st, p)
