@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import torch
 
+import contrastlab.train.loop as train_loop
+import contrastlab.train.step as train_step
 import contrastlab.training as T
 from contrastlab.data.registry import load_dataset
 from contrastlab.experiments.config import parse_config, run_id
@@ -92,7 +94,7 @@ def test_pool_is_encoded_once_per_step(data: Any, monkeypatch: pytest.MonkeyPatc
         model.register_forward_pre_hook(hook)
         return model
 
-    monkeypatch.setattr(T, "build_model", counting_build)
+    monkeypatch.setattr(train_loop, "build_model", counting_build)
     cfg = _cfg(loss={"name": "ucl", "k": 64, "pool_size": None},
                train={"epochs": 1, "batch_size": 8, "steps_per_epoch": 5},
                eval={"every": 0, "geometry": False, "mean_classifier": False,
@@ -161,7 +163,7 @@ def test_nan_stops_the_run(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         out = real(*args, **kwargs)
         return out * float("nan") if seen["n"] == 5 else out
 
-    monkeypatch.setattr(T, "contrastive_loss", poisoned)
+    monkeypatch.setattr(train_step, "contrastive_loss", poisoned)
     result = T.train(_cfg(train={"epochs": 2}), data)
     assert result.status == "nan"
     assert result.error is not None and "non-finite loss at epoch 1, step 5" in result.error

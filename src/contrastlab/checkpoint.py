@@ -29,7 +29,7 @@ in one line on stderr (its path and the reason), and the outcome is said in one 
 ``resuming ... from checkpoint.prev.pt at epoch 4`` or ``... starting from scratch``. Rejection
 is decided on rank 0 only (the training loop broadcasts what rank 0 loaded).
 
-Guarantees, with the training loop (:func:`contrastlab.training.train`) writing one checkpoint
+Guarantees, with the training loop (:func:`contrastlab.train.loop.train`) writing one checkpoint
 after each epoch: a bit flip, truncation, garbling or replacement of a checkpoint is detected
 (up to SHA-256 collisions), never used and never silently discarded; the run resumes from the
 newest verified checkpoint, or from scratch, and, training being deterministic on the CPU,

@@ -1,8 +1,8 @@
 """Has a run converged? A test on its held-out loss curve.
 
 A run is called converged when its held-out contrastive loss (the training loss on a fixed
-test subset with fixed draws, ``heldout_loss``; :func:`contrastlab.training.heldout_loss`) has
-stopped falling over the last ``window`` (default 20 %) of its epochs: with ``L_a`` the loss at
+test subset with fixed draws, ``heldout_loss``; :func:`contrastlab.train.metrics.heldout_loss`)
+has stopped falling over the last ``window`` (default 20 %) of its epochs: with ``L_a`` the loss at
 the last evaluation at or before epoch ``(1 - window) E`` and ``L_b`` the loss at the final
 epoch ``E``, the relative decrease ``(L_a - L_b) / |L_a|`` is at most ``tol`` (default 1 %).
 A rising loss (over-fitting) counts as converged: more epochs would not lower it.

@@ -1,0 +1,109 @@
+"""The trainer: one run of a contrastive loss, from its config to its metrics and reports.
+
+Modules, low to high (each imports only those above it in this list, and the library below:
+losses, data, models, geometry, evaluation, checkpoint, convergence):
+
+- :mod:`~contrastlab.train.config`: the run configuration (pydantic models, YAML loading,
+  ``--set`` overrides, resolution, sweep expansion and the run id);
+- :mod:`~contrastlab.train.pool`: the loss of one step on encoded views: the explicit-k losses
+  over a negative pool (:func:`pool_hard_contrastive`, :func:`pool_nce`) and the dispatch of the
+  configured loss (:func:`contrastive_loss`);
+- :mod:`~contrastlab.train.build`: the parts a run is built from: its data
+  (:func:`load_data`, :class:`TrainData`), encoder (:func:`build_model`), optimizer and
+  learning-rate schedule (:func:`lr_factor`);
+- :mod:`~contrastlab.train.step`: one training step: its inputs (views and pool) and its loss,
+  single-process or data parallel;
+- :mod:`~contrastlab.train.metrics`: evaluation on held-out embeddings (:func:`evaluate`,
+  :func:`heldout_loss`, :func:`embed`);
+- :mod:`~contrastlab.train.loop`: the loop (:func:`train`, :class:`TrainResult`): seeded,
+  checkpointed after every epoch, resumable, data parallel under ``torchrun``.
+
+The names below are loaded on first use, so that importing the configuration
+(:mod:`contrastlab.train.config`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from contrastlab.train.build import (
+        TrainData,
+        build_model,
+        load_data,
+        lr_factor,
+        shuffled_labels,
+    )
+    from contrastlab.train.config import (
+        ConfigError,
+        ExperimentConfig,
+        load_config,
+        parse_config,
+        run_id,
+    )
+    from contrastlab.train.loop import CHECKPOINT_NAME, TrainResult, run_threads, train
+    from contrastlab.train.metrics import GEOMETRY_METRICS, embed, evaluate, heldout_loss
+    from contrastlab.train.pool import contrastive_loss, pool_hard_contrastive, pool_nce
+
+#: public name -> the module of this package that owns it
+_OWNERS = {
+    "TrainData": "build",
+    "build_model": "build",
+    "load_data": "build",
+    "lr_factor": "build",
+    "shuffled_labels": "build",
+    "ConfigError": "config",
+    "ExperimentConfig": "config",
+    "load_config": "config",
+    "parse_config": "config",
+    "run_id": "config",
+    "CHECKPOINT_NAME": "loop",
+    "TrainResult": "loop",
+    "run_threads": "loop",
+    "train": "loop",
+    "GEOMETRY_METRICS": "metrics",
+    "embed": "metrics",
+    "evaluate": "metrics",
+    "heldout_loss": "metrics",
+    "contrastive_loss": "pool",
+    "pool_hard_contrastive": "pool",
+    "pool_nce": "pool",
+}
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "GEOMETRY_METRICS",
+    "ConfigError",
+    "ExperimentConfig",
+    "TrainData",
+    "TrainResult",
+    "build_model",
+    "contrastive_loss",
+    "embed",
+    "evaluate",
+    "heldout_loss",
+    "load_config",
+    "load_data",
+    "lr_factor",
+    "parse_config",
+    "pool_hard_contrastive",
+    "pool_nce",
+    "run_id",
+    "run_threads",
+    "shuffled_labels",
+    "train",
+]
+
+
+def __getattr__(name: str) -> Any:
+    owner = _OWNERS.get(name)
+    if owner is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{owner}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_OWNERS})

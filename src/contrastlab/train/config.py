@@ -1,0 +1,770 @@
+"""The run configuration: pydantic models loaded from YAML, with dotted ``--set`` overrides.
+
+What the trainer consumes (:func:`contrastlab.train.train`), so it lives with it; the experiments
+layer (runs, sweeps, the results store) builds on it (``contrastlab.experiments.config`` is a
+compatibility alias of this module).
+
+A config has the sections ``data``, ``model``, ``loss``, ``optim``, ``train``, ``eval``,
+``output``, a ``seed`` and an optional ``sweep`` grid (dotted keys -> lists of values)::
+
+    seed: 0
+    data:  {name: synthetic, options: {classes: 4, dim: 8}, pairs: latent}
+    model: {encoder: mlp, out_dim: 3, head: none}
+    loss:  {name: hucl, k: 64, beta: 2.0, temperature: 1.0, normalize: sphere}
+    optim: {name: adam, lr: 0.001, schedule: cosine, warmup_epochs: 1}
+    train: {epochs: 10, batch_size: 128}
+    eval:  {every: 1}
+    sweep: {loss.k: [1, 4, 16, 64], seed: [0, 1, 2]}
+
+:func:`load_config` reads a YAML file, applies ``a.b=value`` overrides (values parsed with YAML
+semantics, so ``loss.k=16`` is an int, ``loss.exact=true`` a bool and ``sweep.loss.k=[1,4]`` a
+list), validates, and *resolves* the config:
+
+- defaults that depend on the loss are filled in (the temperature: 0.5 for ``infonce`` and
+  ``debiased-hard``, 0.1 for ``supcon``, 1.0 otherwise; beta 1.0 for ``hscl``/``hucl``/
+  ``debiased-hard``; ``tau_plus`` 0.1 for ``debiased-hard``; the negative pool size
+  ``max(k, train.batch_size)`` for the explicit-k losses; the implied sampler);
+- ``loss.replacement`` (default false): an explicit-k loss gives each anchor k *distinct*
+  negatives, drawn from the pool without replacement by successive sampling (each draw
+  proportional to the sampler's weights among the pool members not yet drawn; for ``uniform`` a
+  uniform random k-subset; :mod:`contrastlab.losses.samplers`), from a pool of distinct samples,
+  so ``loss.pool_size`` must be >= ``loss.k``; ``true`` draws them i.i.d. with replacement (Jiang
+  et al.'s law and the behaviour of earlier versions). Neither excludes the anchor's own sample
+  or its positive's from the marginal samplers' pool (the population law draws x- ~ D
+  independently of x); the other-class samplers never draw them;
+- fields that do not apply to the chosen loss are set to their neutral value (``k``: null for the
+  in-batch losses, whose negatives are the 2B - 2 other views; ``beta``: 0 for ``scl``/``ucl``/
+  ``infonce``/``supcon`` and ``nce`` with an untilted sampler; ...), so that a grid such as
+  ``loss.name: [ucl, hucl]`` x ``loss.beta: [1, 5]`` does not repeat the same UCL run;
+  ``replacement``: false for the in-batch losses (their 2B - 2 negatives are distinct) and true
+  with ``loss.exact`` (the exact expectation over k i.i.d. draws; nothing is drawn): the
+  resolved config, stored with every run, says exactly what ran, and its hash is the run id
+  (:func:`run_id`).
+
+Invalid input fails before any work with a one-line :class:`ConfigError` (a ``ValueError``)
+naming the field path and the allowed values, e.g. ``loss.name must be one of 'infonce', ...;
+got 'foo'`` or ``loss.k must be an integer >= 1; got 0``.
+
+Run ids: ``loss.replacement`` enters the hash only where it changed what runs compute, i.e. for
+an explicit-k loss drawing without replacement (the new default); with replacement (and for the
+in-batch losses and ``loss.exact``) it is left out, so those runs keep the ids of earlier
+versions, whose draws were with replacement.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from contrastlab._yaml import YamlError, load_yaml_file, load_yaml_text
+
+__all__ = [
+    "EXPLICIT_K_LOSSES",
+    "IN_BATCH_LOSSES",
+    "JIANG_LOSSES",
+    "LOSS_NAMES",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "expand_sweep",
+    "hashed_config",
+    "load_config",
+    "parse_config",
+    "parse_override",
+    "run_config_dict",
+    "run_id",
+    "step_memory_bytes",
+]
+
+LOSS_NAMES = ("infonce", "supcon", "debiased-hard", "nce", "scl", "hscl", "ucl", "hucl")
+IN_BATCH_LOSSES = ("infonce", "supcon", "debiased-hard")
+JIANG_LOSSES = ("scl", "hscl", "ucl", "hucl")
+EXPLICIT_K_LOSSES = ("nce", *JIANG_LOSSES)
+SAMPLER_NAMES = ("uniform", "other-class", "tilted", "tilted-other-class")
+# the law each Jiang et al. loss draws its negatives from (NegativeSampler kinds)
+IMPLIED_SAMPLER = {
+    "scl": "other-class",
+    "hscl": "tilted-other-class",
+    "ucl": "uniform",
+    "hucl": "tilted",
+}
+DEFAULT_TEMPERATURE = {"infonce": 0.5, "debiased-hard": 0.5, "supcon": 0.1}
+NCE_SCORES = ("logistic", "infonce", "infonce-mean", "hinge")
+EXACT_MODES = (False, True, "loss", "mean")
+NEGATIVE_REDUCTIONS = ("mean", "sum")
+NORMALIZATIONS = ("sphere", "ball", "none")
+PAIR_MODES = ("latent", "augment")
+HEADS = ("none", "linear", "mlp")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+FEATURES = ("output", "backbone")
+PROBES = ("bias-free", "bias")
+# parts of the config that do not change what a run computes: left out of the run id
+_NOT_HASHED: dict[str, tuple[str, ...]] = {
+    "": ("sweep", "output"),
+    "train": ("progress", "max_memory_gb"),
+}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line naming the field path."""
+
+
+def _choices(allowed: Iterable[Any]) -> str:
+    return ", ".join(repr(a) for a in allowed)
+
+
+def _choice(value: Any, allowed: Sequence[Any]) -> Any:
+    if value not in allowed or isinstance(value, bool) != any(
+        isinstance(a, bool) and a == value for a in allowed
+    ):
+        raise ValueError(f"must be one of {_choices(allowed)}; got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, minimum: int = 1) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def _finite(value: Any, lower: float, strict: bool = False) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"must be a finite number {'>' if strict else '>='} {lower:g}; "
+                         f"got {value!r}")
+    if (value <= lower) if strict else (value < lower):
+        raise ValueError(f"must be {'>' if strict else '>='} {lower:g}; got {value!r}")
+    return float(value)
+
+
+class _Section(BaseModel):
+    # strict: no coercion, so `loss.k: true` or `train.epochs: "10"` are errors, not 1 and 10
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+
+
+class DataConfig(_Section):
+    """The data set and how positive pairs are made.
+
+    ``name`` is a name of :func:`contrastlab.data.registry.list_datasets`; ``options`` are passed
+    to :func:`~contrastlab.data.registry.load_dataset` (e.g. ``classes``/``dim`` for
+    ``synthetic``, ``num_samples`` for ``mnist1d``); ``root`` is the directory of the files for
+    ``cifar10``/``cifar100``/``fashion-mnist``; ``seed`` the data set's seed (default: the run's
+    ``seed``; fix it to vary only the training randomness across seeds). ``pairs``: ``latent``
+    (x+ another sample of the class) or ``augment`` (x+ an augmented view; ``augment`` holds the
+    augmenter's options, e.g. ``strength``). ``shuffle_labels``: the shuffled-label control
+    (a seeded permutation of the *training* labels, so latent-class positives and the
+    classifiers' training labels carry no information; test labels are kept): a correct
+    pipeline must then score near chance.
+    """
+
+    name: str = "synthetic"
+    root: str | None = None
+    seed: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    pairs: str = "latent"
+    augment: dict[str, Any] = Field(default_factory=dict)
+    shuffle_labels: bool = False
+
+    _seed = field_validator("seed")(classmethod(lambda cls, v: _positive_int(v, 0)))
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: str) -> str:
+        return _choice(v, PAIR_MODES)
+
+
+class ModelConfig(_Section):
+    """The encoder (:func:`contrastlab.models.build_encoder`); the normalization is
+    ``loss.normalize``."""
+
+    encoder: str = "mlp"
+    out_dim: int = 32
+    head: str = "none"
+    head_dim: int | None = None
+    head_hidden: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _ints = field_validator("out_dim", "head_dim", "head_hidden")(
+        classmethod(lambda cls, v: _positive_int(v))
+    )
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, v: str) -> str:
+        return _choice(v, HEADS)
+
+
+class LossConfig(_Section):
+    """The contrastive loss, its k, sampler, hardness and normalization (module docstring)."""
+
+    name: str = "infonce"
+    k: int | None = None
+    beta: float | None = None
+    tau_plus: float | None = None
+    temperature: float | None = None
+    normalize: str = "sphere"
+    sampler: str | None = None
+    exact: bool | str = False
+    pool_size: int | None = None
+    replacement: bool = False
+    negatives_reduction: str = "mean"
+    score: str = "infonce"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _choice(v, LOSS_NAMES)
+
+    _ints = field_validator("k", "pool_size")(classmethod(lambda cls, v: _positive_int(v)))
+    _nonneg = field_validator("beta")(classmethod(lambda cls, v: _finite(v, 0.0)))
+    _pos = field_validator("temperature")(classmethod(lambda cls, v: _finite(v, 0.0, True)))
+
+    @field_validator("tau_plus")
+    @classmethod
+    def _tau(cls, v: float | None) -> float | None:
+        if v is not None and (isinstance(v, bool) or not 0.0 <= v < 1.0):
+            raise ValueError(f"must lie in [0, 1); got {v!r}")
+        return v
+
+    @field_validator("normalize")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        return _choice(v, NORMALIZATIONS)
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str | None) -> str | None:
+        return None if v is None else _choice(v, SAMPLER_NAMES)
+
+    @field_validator("exact", mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Any:
+        return _choice(v, EXACT_MODES)
+
+    @field_validator("replacement", mode="before")
+    @classmethod
+    def _replacement(cls, v: Any) -> Any:
+        return _choice(v, (False, True))
+
+    @field_validator("negatives_reduction")
+    @classmethod
+    def _red(cls, v: str) -> str:
+        return _choice(v, NEGATIVE_REDUCTIONS)
+
+    @field_validator("score")
+    @classmethod
+    def _score(cls, v: str) -> str:
+        return _choice(v, NCE_SCORES)
+
+
+class OptimConfig(_Section):
+    """Adam or SGD with a cosine (or constant) schedule after a linear warm-up (in epochs)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _choice(v, OPTIMIZERS)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        return _choice(v, SCHEDULES)
+
+    _pos = field_validator("lr")(classmethod(lambda cls, v: _finite(v, 0.0, True)))
+    _nonneg = field_validator("weight_decay", "momentum", "warmup_epochs", "min_lr")(
+        classmethod(lambda cls, v: _finite(v, 0.0))
+    )
+
+
+class TrainConfig(_Section):
+    """The loop: epochs, batch size (at most the N training samples: a batch holds distinct
+    samples), steps per epoch (default: floor(N / batch_size), at least 1), optional gradient
+    clipping, progress bar, CPU determinism, torch threads, checkpoints, and
+    ``max_memory_gb`` (default 8): the limit that the loss's estimated working memory per step
+    (:func:`step_memory_bytes`) is checked against before any work (not part of the run id)."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    steps_per_epoch: int | None = None
+    grad_clip: float | None = None
+    progress: bool = True
+    deterministic: bool = True
+    threads: int | None = None
+    checkpoint: bool = True
+    max_memory_gb: float = 8.0
+
+    _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
+        classmethod(lambda cls, v: _positive_int(v))
+    )
+    _pos = field_validator("grad_clip", "max_memory_gb")(
+        classmethod(lambda cls, v: _finite(v, 0.0, True)))
+
+
+class EvalConfig(_Section):
+    """Per-epoch metrics (every ``every`` epochs and after the last; 0: only after the last) and
+    the final reports. Embeddings of at most ``max_train`` / ``max_test`` samples (a fixed,
+    seeded, stratified-by-chance subset) are used; ``features``: ``output`` (normalized, what the
+    loss sees) or ``backbone`` (the representation before the head)."""
+
+    every: int = 1
+    geometry: bool = True
+    mean_classifier: bool = True
+    linear_probe: bool = True
+    heldout_loss: bool = True
+    features: str = "output"
+    max_train: int | None = 2000
+    max_test: int | None = 2000
+    batch_size: int = 1024
+    probe_weight_decay: float | None = 1e-4
+    final_probes: list[str] = Field(default_factory=lambda: ["bias-free"])
+    final_knn: bool = True
+    final_lsup: bool = True
+
+    _every = field_validator("every")(classmethod(lambda cls, v: _positive_int(v, 0)))
+    _ints = field_validator("max_train", "max_test", "batch_size")(
+        classmethod(lambda cls, v: _positive_int(v))
+    )
+    _nonneg = field_validator("probe_weight_decay")(classmethod(lambda cls, v: _finite(v, 0.0)))
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: str) -> str:
+        return _choice(v, FEATURES)
+
+    @field_validator("final_probes")
+    @classmethod
+    def _probes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            _choice(p, PROBES)
+        return v
+
+
+class OutputConfig(_Section):
+    """Where results go (``contrastlab run --out`` overrides ``dir``)."""
+
+    dir: str = "runs"
+    keep_checkpoints: bool = True
+
+
+class ExperimentConfig(_Section):
+    """One experiment: every section, the seed and the sweep grid (see the module docstring)."""
+
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    # the mapping this config was parsed from, before resolution (sweep points start from it)
+    _raw: dict[str, Any] | None = PrivateAttr(default=None)
+
+    _seed = field_validator("seed")(classmethod(lambda cls, v: _positive_int(v, 0)))
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"{key!r} must list at least one value")
+            if key.split(".")[0] in ("sweep", "output"):
+                raise ValueError(f"{key!r}: sweep and output cannot be swept")
+        return v
+
+
+# --------------------------------------------------------------------------------------------
+# error formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _section_fields(loc: Sequence[Any]) -> list[str] | None:
+    model: Any = ExperimentConfig
+    for part in loc:
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return None
+        model = info.annotation
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields is not None else None
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "none_required": "null",
+}
+
+
+def _format_error(exc: ValidationError, where: str = "") -> str:
+    errors = exc.errors()
+    err = errors[0]
+    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    kind = err["type"]
+    # drop union-member tags (e.g. 'int', 'str') pydantic appends to the location
+    while kind != "extra_forbidden" and loc:
+        parent = _section_fields(loc[:-1])
+        if parent is None or loc[-1] in parent:
+            break
+        loc.pop()
+    path = ".".join(loc) or "config"
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        fields = _section_fields(parent) or []
+        section = ".".join(parent) or "the config"
+        msg = f"{path} is not a field of {section}; allowed: {', '.join(fields)}"
+    elif kind == "value_error":
+        msg = f"{path} {err['ctx']['error']}"
+    elif kind == "missing":
+        msg = f"{path} is required"
+    elif kind in ("model_type", "dict_type"):
+        msg = f"{path} must be a mapping of fields; got {err.get('input')!r}"
+    elif kind in _TYPE_WORDS:
+        msg = f"{path} must be {_TYPE_WORDS[kind]}; got {err.get('input')!r}"
+    else:
+        msg = f"{path}: {err['msg']}; got {err.get('input')!r}"
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return msg + where
+
+
+# --------------------------------------------------------------------------------------------
+# overrides
+# --------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> (["a", "b"], value parsed as YAML). ``sweep.loss.k=[1,4]`` gives
+    (["sweep", "loss.k"], [1, 4]): after ``sweep.`` the rest is one grid key."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. loss.k=16); got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects a dotted key such as loss.k; got {key!r}")
+    try:
+        value = load_yaml_text(raw) if raw.strip() else None
+    except YamlError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+    parts = key.split(".")
+    if parts[0] == "sweep" and len(parts) > 1:
+        parts = ["sweep", ".".join(parts[1:])]
+    return parts, value
+
+
+def _set_path(raw: dict[str, Any], parts: Sequence[str], value: Any, shown: str) -> None:
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"{shown}: {where} is not a section (it is {nxt!r})")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: Mapping[str, Any], sets: Iterable[str]) -> dict[str, Any]:
+    """A deep copy of ``raw`` with every ``a.b=value`` of ``sets`` applied in order."""
+    out = copy.deepcopy(dict(raw))
+    for text in sets:
+        parts, value = parse_override(text)
+        _set_path(out, parts, value, f"--set {text.split('=', 1)[0]}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# semantic checks and resolution
+# --------------------------------------------------------------------------------------------
+
+
+def _check_data(data: DataConfig) -> Any:
+    """The data set's name, root and options (its declared model), without loading it; the
+    augmenter's options. Returns the parsed options (None: the data set declares none)."""
+    from contrastlab.data.pairs import check_augment_options
+    from contrastlab.data.registry import validate_dataset
+
+    parsed = validate_dataset(data.name, data.root, data.options)
+    check_augment_options(data.augment)
+    return parsed
+
+
+def _check_model(model: ModelConfig) -> None:
+    from contrastlab.models import check_encoder_options, list_encoders
+
+    names = list_encoders()
+    if model.encoder not in names:
+        raise ConfigError(f"model.encoder must be one of {_choices(names)}; got {model.encoder!r}")
+    check_encoder_options(model.encoder, model.options)
+    if model.head == "none" and model.head_dim is not None:
+        raise ConfigError(f"model.head_dim needs a projection head (model.head is 'none'); "
+                          f"got {model.head_dim}")
+
+
+def _check_sizes(cfg: ExperimentConfig, n_train: int | None) -> None:
+    """What the data set's size allows: a batch of distinct samples (batch_size <= N), k
+    distinct negatives from a pool of distinct samples (k <= pool_size <= N without
+    replacement)."""
+    if n_train is None:
+        return
+    what = f"the {n_train} training samples of data set {cfg.data.name!r}"
+    if cfg.train.batch_size > n_train:
+        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) exceeds {what}: a batch "
+                          f"would repeat samples; set train.batch_size <= {n_train}")
+    loss = cfg.loss
+    if loss.k is not None and not loss.replacement:
+        if loss.k > n_train:
+            raise ConfigError(f"loss.k ({loss.k}) exceeds {what}: that many distinct negatives "
+                              "per anchor do not exist; set loss.replacement=true or a smaller "
+                              "loss.k")
+        if loss.pool_size is not None and loss.pool_size > n_train:
+            raise ConfigError(f"loss.pool_size ({loss.pool_size}) exceeds {what} (a pool of "
+                              f"distinct samples); set loss.pool_size <= {n_train} or "
+                              "loss.replacement=true")
+
+
+def step_memory_bytes(cfg: ExperimentConfig) -> int:
+    """An estimate (from below) of the loss's working memory in one training step, in bytes:
+    the explicit-k losses score every anchor against the pool (2B x P similarities, a float64
+    law and its draws, gradients: ~24 bytes each; twice that for the exact forms), the in-batch
+    losses the 2B x 2B similarities (dense below 1024 rows, tiled in strips of 256 rows above),
+    plus the (2B + P) x d features with their gradients. The encoder's activations come on
+    top."""
+    b2 = 2 * cfg.train.batch_size
+    d = cfg.model.head_dim or cfg.model.out_dim
+    loss = cfg.loss
+    if loss.name in EXPLICIT_K_LOSSES:
+        pool = loss.pool_size or 0
+        per = 48 if loss.exact is not False else 24
+        return b2 * pool * per + (b2 + pool) * d * 12
+    cols = b2 if b2 < 1024 else 256
+    return b2 * cols * 24 + b2 * d * 12
+
+
+def _check_memory(cfg: ExperimentConfig) -> None:
+    need = step_memory_bytes(cfg)
+    limit = cfg.train.max_memory_gb * 2**30
+    if need > limit:
+        raise ConfigError(
+            f"train.batch_size ({cfg.train.batch_size}) with loss.pool_size "
+            f"({cfg.loss.pool_size}) and d = {cfg.model.head_dim or cfg.model.out_dim} needs "
+            f"about {need / 2**30:.3g} GiB for the loss alone, above train.max_memory_gb "
+            f"({cfg.train.max_memory_gb:g}); lower them or raise train.max_memory_gb")
+
+
+def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
+    name = loss.name
+    upd: dict[str, Any] = {}
+    if name in EXPLICIT_K_LOSSES:
+        if loss.k is None:
+            raise ConfigError(f"loss.k is required for {name!r} (the number of negatives per "
+                              "anchor, independent of the batch size); e.g. loss.k=64")
+        pool = loss.pool_size if loss.pool_size is not None else max(loss.k, batch_size)
+        upd["pool_size"] = pool
+        # the exact forms make no draw: their expectation is over k i.i.d. draws
+        upd["replacement"] = loss.replacement or loss.exact is not False
+        if not upd["replacement"] and pool < loss.k:
+            raise ConfigError(
+                f"loss.pool_size must be >= loss.k ({loss.k}) when loss.replacement is false "
+                f"(k distinct negatives per anchor); got {pool}; set loss.pool_size >= "
+                f"{loss.k}, leave it unset (max(k, train.batch_size)) or set "
+                "loss.replacement=true")
+    else:
+        upd["k"] = None
+        upd["pool_size"] = None
+        upd["replacement"] = False
+    # the sampler
+    if name in JIANG_LOSSES:
+        implied = IMPLIED_SAMPLER[name]
+        if loss.sampler is not None and loss.sampler != implied:
+            raise ConfigError(f"loss.sampler must be {implied!r} for {name!r} (its negative law); "
+                              f"got {loss.sampler!r}; use loss.name=nce for other samplers")
+        upd["sampler"] = implied
+    elif name == "nce":
+        upd["sampler"] = loss.sampler or "uniform"
+    else:
+        upd["sampler"] = None
+    sampler = upd["sampler"]
+    # beta
+    tilted = name in ("hscl", "hucl", "debiased-hard") or (
+        name == "nce" and sampler is not None and sampler.startswith("tilted")
+    )
+    upd["beta"] = (1.0 if loss.beta is None else loss.beta) if tilted else 0.0
+    upd["tau_plus"] = (0.1 if loss.tau_plus is None else loss.tau_plus) if (
+        name == "debiased-hard") else None
+    upd["temperature"] = (loss.temperature if loss.temperature is not None
+                          else DEFAULT_TEMPERATURE.get(name, 1.0))
+    if name not in JIANG_LOSSES:
+        if loss.exact is not False:
+            raise ConfigError(f"loss.exact applies to scl, hscl, ucl and hucl only; got "
+                              f"{loss.exact!r} for {name!r}")
+        upd["negatives_reduction"] = "mean"
+    if name != "nce":
+        upd["score"] = "infonce"
+    return loss.model_copy(update=upd)
+
+
+def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    from contrastlab.data.registry import train_size
+
+    options = _check_data(cfg.data)
+    _check_model(cfg.model)
+    loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
+    out = cfg.model_copy(update={"loss": loss})
+    _check_sizes(out, train_size(cfg.data.name, options))
+    _check_memory(out)
+    return out
+
+
+def parse_config(raw: Mapping[str, Any] | ExperimentConfig, where: str = "") -> ExperimentConfig:
+    """Validate and resolve a config given as a mapping (or re-resolve an ExperimentConfig).
+
+    Raises :class:`ConfigError` with one line naming the field path; ``where`` is appended to
+    the message (e.g. the sweep point).
+    """
+    keep_raw = None
+    if isinstance(raw, ExperimentConfig):
+        # re-resolve what it holds (resolution is idempotent); keep the mapping it came from
+        keep_raw = copy.deepcopy(raw._raw) if raw._raw is not None else None
+        raw = raw.model_dump(mode="json")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"the config must be a mapping of sections; got {type(raw).__name__}")
+    try:
+        cfg = ExperimentConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, where)) from None
+    try:
+        resolved = _resolve(cfg)
+        resolved._raw = keep_raw if keep_raw is not None else copy.deepcopy(dict(raw))
+        return resolved
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{where}") from None
+    except ValueError as exc:  # e.g. from the registries
+        raise ConfigError(f"{str(exc).splitlines()[0]}{where}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; one-line ConfigError for a missing file or bad YAML."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {str(p)!r}")
+    try:
+        raw = load_yaml_file(p)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the config must be a mapping of sections; got "
+                          f"{type(raw).__name__}")
+    return raw
+
+
+def load_config(
+    path: str | Path | None = None,
+    sets: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Load a YAML config (or start from ``base`` / the defaults), apply ``sets``, validate,
+    resolve, and check every sweep point, so that no work starts on an invalid grid."""
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        raw = read_yaml(path)
+    raw = apply_overrides(raw, sets)
+    cfg = parse_config(raw)
+    expand_sweep(cfg)  # validates every grid point
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# sweeps and run identity
+# --------------------------------------------------------------------------------------------
+
+
+def expand_sweep(cfg: ExperimentConfig) -> list[ExperimentConfig]:
+    """The resolved configs of the grid (cartesian product of the ``sweep`` lists, in order,
+    the last key varying fastest), without ``sweep``; points that resolve to the same run
+    (same :func:`run_id`) appear once. No grid: the config itself."""
+    base = copy.deepcopy(cfg._raw) if cfg._raw is not None else cfg.model_dump(mode="json")
+    base["sweep"] = {}
+    keys = list(cfg.sweep)
+    out: list[ExperimentConfig] = []
+    seen: set[str] = set()
+    for values in itertools.product(*(cfg.sweep[k] for k in keys)):
+        raw = copy.deepcopy(base)
+        for key, value in zip(keys, values, strict=True):
+            _set_path(raw, key.split("."), value, f"sweep {key}")
+        shown = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
+        point = parse_config(raw, where=f" (sweep point {shown})" if keys else "")
+        rid = run_id(point)
+        if rid not in seen:
+            seen.add(rid)
+            out.append(point)
+    return out
+
+
+def run_config_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config of one run as a JSON-ready dict (no sweep)."""
+    d = cfg.model_dump(mode="json")
+    d["sweep"] = {}
+    return d
+
+
+def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The part of the resolved config that :func:`run_id` hashes, as a JSON-ready dict."""
+    d = cfg.model_dump(mode="json")
+    if not d["data"].get("shuffle_labels"):  # added later: keep the ids of earlier runs
+        d["data"].pop("shuffle_labels", None)
+    # added later, with a new default: hashed only where it changed the computation (distinct
+    # draws of an explicit-k loss); earlier runs, drawn with replacement, keep their ids
+    if d["loss"].get("replacement") is not False or d["loss"].get("k") is None:
+        d["loss"].pop("replacement", None)
+    for section, keys in _NOT_HASHED.items():
+        node = d if not section else d[section]
+        for key in keys:
+            node.pop(key, None)
+    if d["train"].get("threads") in (None, 1):  # the default, one thread: the ids of earlier runs
+        d["train"].pop("threads", None)
+    return d
+
+
+def run_id(cfg: ExperimentConfig) -> str:
+    """The run id: the first 16 hex digits of the SHA-256 of the canonical JSON of the resolved
+    config, without the parts that do not change results (sweep, output, progress). The thread
+    count changes round-off (a run computes with ``train.threads``, 1 when unset), so a run with
+    ``train.threads`` > 1 has its own id."""
+    text = json.dumps(hashed_config(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,483 @@
+"""The training loop: any loss of the library with an explicit k, seeded, resumable.
+
+:func:`train` runs in phases: :func:`_prepare` (the data, the augmenter, the checkpoint
+directory), :func:`_build` (the model, optimizer, schedule and generators of the run, seeded),
+:func:`_resume` (the newest verified checkpoint, if any), then per epoch :func:`_train_epoch`
+(the steps of :mod:`contrastlab.train.step`), :func:`_evaluate_epoch`
+(:func:`contrastlab.train.metrics.evaluate` and, after the last epoch, the convergence test)
+and :func:`_record_epoch` (history, ``on_epoch``, checkpoint).
+
+Reproducibility: the model is initialized from ``seed``; batches, views and the pool come from one
+``torch.Generator``, the negative draws from a second; evaluation uses its own generators, seeded
+from (seed, epoch), so it never perturbs training. ``train.deterministic`` turns on
+``torch.use_deterministic_algorithms`` for the run. A checkpoint after every epoch holds the
+model, optimizer, scheduler, both generators, the global RNG state, the epoch and the metric
+history; :func:`train` resumes from it and reproduces the uninterrupted run's metrics exactly on
+CPU (same thread count). Checkpoints are checksummed and the previous one is kept
+(:mod:`contrastlab.checkpoint`): a damaged or inconsistent one is set aside, named on stderr,
+and the run resumes from the previous one or from scratch.
+
+Per-epoch metrics (every ``eval.every`` epochs and after the last): the training loss and
+learning rate; ``distinct_negatives``, the mean over the anchors of the number of distinct
+training samples among an anchor's k negatives, measured on the draws of the epoch's first step
+(k exactly without replacement when the pool allows; about P (1 - (1 - 1/P)^k) for i.i.d.
+uniform draws from P distinct members, ~0.63 k at k = P; for ``loss.exact`` its expectation over
+the k i.i.d. draws; 2B - 2, the other views, for the in-batch losses); and the evaluation metrics
+of :mod:`contrastlab.train.metrics`. After the last epoch the full geometry and downstream
+reports are returned, with the convergence test (:mod:`contrastlab.convergence`) when the
+held-out loss is measured. A non-finite loss or embedding stops the run with status ``nan``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from contrastlab import checkpoint
+from contrastlab.convergence import convergence
+from contrastlab.distributed import init_from_env
+from contrastlab.models import Encoder
+from contrastlab.train.build import (
+    TrainData,
+    as_train_data,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    load_data,
+    shuffled_labels,
+)
+from contrastlab.train.config import ExperimentConfig, parse_config, run_id
+from contrastlab.train.metrics import evaluate
+from contrastlab.train.step import all_ranks_ok, step_inputs, step_loss
+
+__all__ = ["CHECKPOINT_NAME", "TrainResult", "run_threads", "train"]
+
+CHECKPOINT_NAME = checkpoint.LATEST
+
+EpochCallback = Callable[[int, dict[str, Any], float], None]
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        status: ``done``, ``nan`` (a non-finite loss or embedding stopped the run) or
+            ``stopped`` (``stop_after`` reached; resume by calling :func:`train` again).
+        epochs: per-epoch metrics (dicts with ``epoch``, ``train_loss``, ``lr`` and the
+            evaluation metrics of that epoch).
+        reports: the final ``geometry`` and ``downstream`` reports (``to_dict()``), when done.
+        seconds: wall time of this call; ``epoch_seconds``: per epoch trained in this call.
+        resumed_from: the epoch the run resumed from (0: a fresh start).
+        error: what stopped a ``nan`` run.
+        model: the trained encoder.
+        run_id: the config's run id.
+    """
+
+    status: str
+    epochs: list[dict[str, Any]]
+    reports: dict[str, Any]
+    seconds: float
+    resumed_from: int
+    model: Encoder
+    run_id: str
+    error: str | None = None
+    epoch_seconds: dict[int, float] = field(default_factory=dict)
+
+
+def run_threads(cfg: ExperimentConfig) -> int:
+    """The intra-op thread count a run computes with: ``train.threads``, 1 when unset."""
+    return 1 if cfg.train.threads is None else int(cfg.train.threads)
+
+
+@contextmanager
+def _run_context(cfg: ExperimentConfig) -> Iterator[None]:
+    """Fork the global RNG, set the thread count and determinism for the run, restore after.
+
+    The run computes with ``train.threads`` intra-op threads, 1 when unset, whatever the process
+    had: on the CPU a full reduction and a convolution's weight gradient are split across threads,
+    so their round-off (and, through training, every metric) depends on the thread count. With
+    one fixed count a run gives the same numbers under any worker count and executor."""
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            torch.set_num_threads(run_threads(cfg))
+            if cfg.train.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(det, warn_only=det_warn)
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return None
+    # disable=None: no bar when stderr is not a terminal (logs, CI, sweep workers)
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
+                file=sys.stderr, disable=None)
+
+
+def _save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """``directory/checkpoint.pt``, checksummed and written atomically; the former one is kept
+    as ``checkpoint.prev.pt`` (:func:`contrastlab.checkpoint.save`)."""
+    checkpoint.save(directory, state)
+
+
+def _load_checkpoint(directory: Path, expected: checkpoint.Expected) -> dict[str, Any] | None:
+    """The newest verified checkpoint of ``directory`` that fits ``expected``, or None; any
+    other is set aside and named on stderr (:func:`contrastlab.checkpoint.load`)."""
+    found = checkpoint.load(directory, lambda s: checkpoint.check_training_state(s, expected))
+    return None if found is None else found[1]
+
+
+def train(
+    cfg: ExperimentConfig,
+    dataset: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+    recorded: Mapping[int, Mapping[str, Any]] | None = None,
+) -> TrainResult:
+    """Train the configured encoder (module docstring); resume from ``checkpoint_dir`` if it
+    holds a checkpoint of the same run.
+
+    Args:
+        cfg: the config (resolved again here; the sweep grid is ignored).
+        dataset: a :class:`contrastlab.data.registry.Dataset` (default: loaded from ``cfg.data``).
+        checkpoint_dir: where ``checkpoint.pt`` is written after every epoch, the previous
+            one kept as ``checkpoint.prev.pt`` (None: none); the newest one that verifies is
+            resumed from, any other is set aside and named on stderr
+            (:mod:`contrastlab.checkpoint`).
+        on_epoch: called as ``on_epoch(epoch, metrics, seconds)`` after every epoch, before
+            that epoch's checkpoint is written.
+        progress: show a progress bar (default ``cfg.train.progress``).
+        stop_after: stop (status ``stopped``) once this many epochs are complete.
+        recorded: the per-epoch metrics the results store holds for this run (epoch ->
+            metrics; what ``on_epoch`` recorded), or None: a checkpoint with an epoch the store
+            has not recorded, or other metrics for one it has, is refused (set aside).
+
+    Data parallel (``torchrun --nproc_per_node=W``, or any initialized process group): the model
+    is wrapped in ``DistributedDataParallel``; every rank draws the same global batch of
+    ``train.batch_size`` (which must be divisible by W), encodes its contiguous 1/W slice of the
+    views (and of the pool, when its size is divisible by W) and computes the loss on the
+    gathered global batch, so the run follows the single-process one up to float rounding
+    (BatchNorm layers use per-rank statistics, the one exception). Evaluation, ``on_epoch``,
+    progress output and checkpoints are done by rank 0 only; the other ranks return the
+    training loss and learning rate per epoch and no reports. Rank 0 reads the checkpoint in
+    ``checkpoint_dir`` and sends it to the other ranks, so only rank 0 needs to see it.
+    """
+    t_start = time.perf_counter()
+    cfg = parse_config(cfg)
+    rank, world, created_group = init_from_env()
+    try:
+        return _train(cfg, dataset, checkpoint_dir, on_epoch, progress, stop_after, t_start,
+                      rank, world, recorded)
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------
+# the phases of one call of train
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    """What a run needs before its model exists: the data, the augmenter, the checkpoints."""
+
+    data: TrainData
+    augment: Any
+    rid: str
+    ckpt_dir: Path | None
+
+
+@dataclass
+class _Run:
+    """The state of one call of :func:`train`, shared by its phases."""
+
+    cfg: ExperimentConfig
+    prep: _Prepared
+    rank: int
+    world: int
+    model: Encoder
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    g_data: torch.Generator
+    g_neg: torch.Generator
+    steps: int
+    forward: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 0
+    status: str = "done"
+    error: str | None = None
+    reports: dict[str, Any] = field(default_factory=dict)
+    epoch_seconds: dict[int, float] = field(default_factory=dict)
+    bar: Any = None
+    log: bool = False  # progress output (a bar, or a line per epoch without a terminal)
+    desc: str = ""
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def stop(self, error: str) -> None:
+        """End the run with status ``nan``."""
+        self.status, self.error = "nan", error
+
+
+def _train(
+    cfg: ExperimentConfig,
+    dataset: Any,
+    checkpoint_dir: str | Path | None,
+    on_epoch: EpochCallback | None,
+    progress: bool | None,
+    stop_after: int | None,
+    t_start: float,
+    rank: int,
+    world: int,
+    recorded: Mapping[int, Mapping[str, Any]] | None = None,
+) -> TrainResult:
+    prep = _prepare(cfg, dataset, checkpoint_dir, rank, world)
+    with _run_context(cfg):
+        run = _build(cfg, prep, rank, world)
+        _resume(run, recorded)
+        _start(run, progress)
+        try:
+            _run_epochs(run, on_epoch, stop_after)
+        finally:
+            if run.bar is not None:
+                run.bar.close()
+    return TrainResult(
+        status=run.status,
+        epochs=run.history,
+        reports=run.reports if run.status == "done" else {},
+        seconds=time.perf_counter() - t_start,
+        resumed_from=run.start,
+        model=run.model,
+        run_id=prep.rid,
+        error=run.error,
+        epoch_seconds=run.epoch_seconds,
+    )
+
+
+def _prepare(cfg: ExperimentConfig, dataset: Any, checkpoint_dir: str | Path | None,
+             rank: int, world: int) -> _Prepared:
+    """Check the sizes against the world and the data, load the data, create the checkpoint
+    directory (rank 0) and the augmenter."""
+    if cfg.train.batch_size % world != 0:
+        raise ValueError(
+            f"train.batch_size {cfg.train.batch_size} must be divisible by the world size "
+            f"{world} (each rank takes an equal slice of the global batch)"
+        )
+    rid = run_id(cfg)
+    data = as_train_data(load_data(cfg) if dataset is None else dataset)
+    if cfg.data.shuffle_labels:
+        data = shuffled_labels(data, cfg.seed if cfg.data.seed is None else cfg.data.seed)
+    n_train = int(data.y_train.shape[0])
+    if cfg.loss.k is not None and not cfg.loss.replacement and cfg.loss.k > n_train:
+        raise ValueError(
+            f"loss.k ({cfg.loss.k}) exceeds the {n_train} training samples: that many distinct "
+            "negatives per anchor do not exist; set loss.replacement=true or a smaller loss.k")
+    ckpt_dir = None
+    if checkpoint_dir is not None and cfg.train.checkpoint:
+        if rank == 0:
+            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        ckpt_dir = Path(checkpoint_dir)
+    augment = None
+    if cfg.data.pairs == "augment":
+        from contrastlab.data.pairs import augmenter
+
+        augment = augmenter(data.kind, **cfg.data.augment)
+    return _Prepared(data, augment, rid, ckpt_dir)
+
+
+def _build(cfg: ExperimentConfig, prep: _Prepared, rank: int, world: int) -> _Run:
+    """The model (initialized from ``seed``), optimizer, schedule and generators of the run."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, prep.data.input_shape)
+    opt = build_optimizer(cfg, model)
+    n = prep.data.x_train.shape[0]
+    steps = cfg.train.steps_per_epoch or max(1, n // cfg.train.batch_size)
+    sched = build_scheduler(cfg, opt, steps)
+    g_data = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1)
+    g_neg = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2)
+    return _Run(cfg, prep, rank, world, model, opt, sched, g_data, g_neg, steps)
+
+
+def _resume(run: _Run, recorded: Mapping[int, Mapping[str, Any]] | None) -> None:
+    """Restore the newest verified checkpoint of the run (read by rank 0, sent to the others)."""
+    cfg, state = run.cfg, None
+    if run.prep.ckpt_dir is not None and run.main:
+        state = _load_checkpoint(run.prep.ckpt_dir, checkpoint.Expected(
+            run_id=run.prep.rid, epochs=cfg.train.epochs, steps_per_epoch=run.steps,
+            model=run.model, optimizer=run.opt, recorded=recorded))
+    if run.world > 1:  # rank 0's checkpoint (written by rank 0 only) resumes every rank
+        import torch.distributed as dist
+
+        box: list[Any] = [state]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    if state is not None:
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        run.g_data.set_state(state["g_data"])
+        run.g_neg.set_state(state["g_neg"])
+        torch.set_rng_state(state["rng"])
+        run.history = list(state["history"])
+        run.start = int(state["epoch"])
+
+
+def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
+    """What :func:`_resume` restores, after ``epoch`` epochs."""
+    return {
+        "run_id": run.prep.rid,
+        "epoch": epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "g_data": run.g_data.get_state(),
+        "g_neg": run.g_neg.get_state(),
+        "rng": torch.get_rng_state(),
+        "history": run.history,
+    }
+
+
+def _start(run: _Run, progress: bool | None) -> None:
+    """Training mode, the DistributedDataParallel wrapper (world > 1), the progress bar."""
+    cfg = run.cfg
+    run.model.train()
+    run.forward = run.model
+    if run.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        run.forward = DistributedDataParallel(run.model)
+    run.log = bool(cfg.train.progress if progress is None else progress) and run.main
+    run.desc = f"{cfg.loss.name}" + (f" k={cfg.loss.k}" if cfg.loss.k else "")
+    run.bar = _progress(run.steps * cfg.train.epochs, run.start * run.steps, run.log, run.desc)
+
+
+def _run_epochs(run: _Run, on_epoch: EpochCallback | None, stop_after: int | None) -> None:
+    """The remaining epochs; after a resume past the last one, the final reports again."""
+    cfg = run.cfg
+    for epoch in range(run.start, cfg.train.epochs):
+        if stop_after is not None and epoch >= stop_after:
+            run.status = "stopped"
+            return
+        t0 = time.perf_counter()
+        metrics = _train_epoch(run, epoch)
+        if metrics is None or not _evaluate_epoch(run, epoch, metrics):
+            return  # status nan
+        _record_epoch(run, epoch, metrics, time.perf_counter() - t0, on_epoch)
+    if run.start == cfg.train.epochs and run.main:
+        # resumed after the last epoch: recompute the final reports
+        data, augment = run.prep.data, run.prep.augment
+        _, run.reports = evaluate(cfg, run.model, data, run.start, augment, final=True)
+        if cfg.eval.heldout_loss:
+            run.reports["convergence"] = convergence(run.history, cfg.train.epochs)
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any] | None:
+    """The steps of epoch ``epoch`` (0-based): its training metrics, or None when a non-finite
+    loss or embedding stopped the run."""
+    cfg, data, steps = run.cfg, run.prep.data, run.steps
+    assert run.forward is not None
+    n, b = data.x_train.shape[0], cfg.train.batch_size
+    order = torch.cat([torch.randperm(n, generator=run.g_data)
+                       for _ in range(-(-steps * b // n))])
+    loss_sum = 0.0
+    draw_stats: dict[str, float] = {}
+    for s in range(steps):
+        idx = order[s * b : (s + 1) * b]
+        inputs, labels, pool_labels, pool_ids = step_inputs(
+            cfg, data.x_train, data.y_train, idx, run.g_data, run.prep.augment)
+        try:
+            loss = step_loss(cfg, run.forward, inputs, labels, pool_labels, run.g_neg,
+                             run.rank, run.world, stats=draw_stats if s == 0 else None,
+                             pool_ids=pool_ids)
+        except FloatingPointError as exc:
+            run.stop(f"{exc} at epoch {epoch + 1}, step {s + 1}")
+            return None
+        if not bool(torch.isfinite(loss)):
+            run.stop(f"non-finite loss at epoch {epoch + 1}, step {s + 1}")
+            return None
+        _optimize(run, loss)
+        loss_sum += float(loss.detach())
+        if run.bar is not None:
+            run.bar.update(1)
+            run.bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.4f}")
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / steps,
+        "lr": run.opt.param_groups[0]["lr"],
+        "distinct_negatives": draw_stats.get("distinct_negatives"),
+    }
+
+
+def _optimize(run: _Run, loss: torch.Tensor) -> None:
+    """Backward, optional gradient clipping, the optimizer step and the schedule's step."""
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.train.grad_clip is not None:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+    run.opt.step()
+    run.sched.step()
+
+
+def _evaluate_epoch(run: _Run, epoch: int, metrics: dict[str, Any]) -> bool:
+    """Add the evaluation metrics of a scheduled epoch (computed on rank 0) and, after the last
+    epoch, the convergence test; False when non-finite embeddings stopped the run."""
+    cfg = run.cfg
+    last = epoch + 1 == cfg.train.epochs
+    every = cfg.eval.every
+    if last or (every > 0 and (epoch + 1) % every == 0):
+        eval_error = None
+        if run.main:
+            try:
+                evm, run.reports = evaluate(cfg, run.model, run.prep.data, epoch + 1,
+                                            run.prep.augment, final=last)
+                metrics.update(evm)
+            except FloatingPointError as exc:
+                eval_error = str(exc)
+        if not all_ranks_ok(eval_error is None, run.world):
+            run.stop(eval_error or "non-finite embeddings (evaluated on rank 0)")
+            return False
+    if last and run.main and cfg.eval.heldout_loss:
+        conv = convergence([*run.history, metrics], cfg.train.epochs)
+        metrics["converged"] = float(conv["converged"])
+        run.reports["convergence"] = conv
+    return True
+
+
+def _record_epoch(run: _Run, epoch: int, metrics: dict[str, Any], seconds: float,
+                  on_epoch: EpochCallback | None) -> None:
+    """Append the epoch's metrics, report them (``on_epoch``), then write the checkpoint."""
+    run.history.append(metrics)
+    run.epoch_seconds[epoch + 1] = seconds
+    if on_epoch is not None and run.main:
+        on_epoch(epoch + 1, metrics, seconds)
+    if run.prep.ckpt_dir is not None and run.main:  # after on_epoch: never ahead of the store
+        _save_checkpoint(run.prep.ckpt_dir, _checkpoint_state(run, epoch + 1))
+    if run.log and (run.bar is None or run.bar.disable):
+        print(f"[{run.desc}] epoch {epoch + 1}/{run.cfg.train.epochs} "
+              f"loss {metrics['train_loss']:.4f}", file=sys.stderr)

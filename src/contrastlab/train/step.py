@@ -1,0 +1,139 @@
+"""One training step: its inputs and its loss.
+
+One step (``B = train.batch_size``, ``P = loss.pool_size``, default ``max(k, B)``):
+
+1. ``B`` training indices (the loop's seeded permutation); two views ``x1, x2`` from
+   :func:`contrastlab.data.pairs.make_views` (``latent``: x2 is another sample of the class;
+   ``augment``: two augmented views);
+2. for the **explicit-k losses** (``nce``, ``scl``, ``hscl``, ``ucl``, ``hucl``) a pool of ``P``
+   training samples drawn from the marginal (:func:`contrastlab.data.pairs.negative_pool`):
+   ``P`` distinct samples (uniform without replacement) unless ``loss.replacement`` is true or
+   ``P`` exceeds the data set (then i.i.d. with replacement, the pool law of earlier versions);
+   in ``augment`` mode every pool member is one augmented view (:func:`step_inputs`);
+3. **one** forward pass of ``[x1; x2; pool]`` (so k = 4096 with B = 256 encodes 512 + 4096 rows,
+   not B x k), sharded across the ranks in data-parallel runs, and the loss
+   (:func:`contrastlab.train.pool.contrastive_loss`) with a check of the embeddings
+   (:func:`step_loss`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from contrastlab.train.config import EXPLICIT_K_LOSSES, ExperimentConfig, LossConfig
+from contrastlab.train.pool import contrastive_loss
+
+__all__ = ["all_ranks_ok", "step_inputs", "step_loss"]
+
+
+def _views(data_x: torch.Tensor, data_y: torch.Tensor, idx: torch.Tensor, mode: str,
+           generator: torch.Generator, augment: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    from contrastlab.data.pairs import make_views
+
+    x1, x2 = make_views(data_x, data_y, idx, mode, generator, augment=augment)
+    return torch.as_tensor(x1, dtype=torch.float32), torch.as_tensor(x2, dtype=torch.float32)
+
+
+def _supervised_negatives(loss: LossConfig) -> bool:
+    return loss.name in ("scl", "hscl") or (
+        loss.name == "nce" and loss.sampler in ("other-class", "tilted-other-class"))
+
+
+def _pool(y: torch.Tensor, size: int, generator: torch.Generator, anchor_labels: torch.Tensor,
+          supervised: bool, replace: bool) -> torch.Tensor:
+    from contrastlab.data.pairs import negative_pool
+
+    # distinct samples unless asked otherwise or impossible (a pool larger than the data set)
+    replace = replace or size > int(y.shape[0])
+    pool = negative_pool(y, size, generator, anchor_labels=anchor_labels, supervised=supervised,
+                         replace=replace)
+    return torch.as_tensor(pool, dtype=torch.int64)
+
+
+def _augment_pool(x: torch.Tensor, augment: Any, generator: torch.Generator) -> torch.Tensor:
+    """Pool members get one augmented view each in ``augment`` mode (negatives are views too)."""
+    if augment is None:
+        return x
+    from contrastlab.data.pairs import apply_augment
+
+    return torch.as_tensor(apply_augment(augment, x, generator), dtype=torch.float32)
+
+
+def step_inputs(
+    cfg: ExperimentConfig, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+    generator: torch.Generator, augment: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(inputs to encode: [x1; x2; pool], the batch labels, the pool labels or None, the pool's
+    data-set indices or None)."""
+    x1, x2 = _views(x, y, idx, cfg.data.pairs, generator, augment)
+    parts = [x1, x2]
+    pool_labels = pidx = None
+    if cfg.loss.name in EXPLICIT_K_LOSSES:
+        assert cfg.loss.pool_size is not None
+        pidx = _pool(y, cfg.loss.pool_size, generator, y[idx], _supervised_negatives(cfg.loss),
+                     cfg.loss.replacement)
+        parts.append(_augment_pool(x[pidx], augment, generator))
+        pool_labels = y[pidx]
+    return torch.cat(parts), y[idx], pool_labels, pidx
+
+
+def all_ranks_ok(ok: bool, world: int) -> bool:
+    """Whether ``ok`` holds on every rank (a MIN all_reduce; ``ok`` itself when world = 1)."""
+    if world == 1:
+        return ok
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+_STEP_BATCH_ARGS = {"z1": "features", "z2": "features", "labels": "labels"}
+_STEP_BATCH_ARGS_POOL = {**_STEP_BATCH_ARGS, "pool": "features", "pool_labels": "labels"}
+
+
+def step_loss(
+    cfg: ExperimentConfig, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+    pool_labels: torch.Tensor | None, generator: torch.Generator, rank: int = 0, world: int = 1,
+    stats: dict[str, float] | None = None, pool_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The step's loss. ``inputs`` is the *global* ``[x1; x2; pool]`` (every rank builds the same
+    one from the same generator); with ``world > 1`` rank r encodes its contiguous slice of the
+    B views (and of the pool when P is divisible by the world size; otherwise the whole pool,
+    replicated) and the loss is computed on the gathered global batch
+    (:func:`contrastlab.distributed.call_gathered`): the same value as the single-process step,
+    and, after DDP's gradient average, the same gradient."""
+    b = labels.shape[0]
+    if world == 1:
+        z = model(inputs)
+        if not bool(torch.isfinite(z).all()):
+            raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
+        pool = z[2 * b :] if pool_labels is not None else None
+        return contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels,
+                                generator, stats=stats, pool_ids=pool_ids)
+    from contrastlab.distributed import call_gathered
+
+    bl = b // world
+    lo, hi = rank * bl, (rank + 1) * bl
+    parts = [inputs[lo:hi], inputs[b + lo : b + hi]]
+    p = inputs.shape[0] - 2 * b
+    shard_pool = pool_labels is not None and p % world == 0
+    local_pool_labels = pool_labels
+    if pool_labels is not None:
+        if shard_pool:
+            pl = p // world
+            parts.append(inputs[2 * b + rank * pl : 2 * b + (rank + 1) * pl])
+            local_pool_labels = pool_labels[rank * pl : (rank + 1) * pl]
+        else:
+            parts.append(inputs[2 * b :])
+    z = model(torch.cat(parts))
+    if not all_ranks_ok(bool(torch.isfinite(z).all()), world):  # every rank stops together
+        raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
+    local_pool = z[2 * bl :] if pool_labels is not None else None
+    spec = _STEP_BATCH_ARGS_POOL if shard_pool else _STEP_BATCH_ARGS
+    return call_gathered(contrastive_loss, spec, cfg.loss, z[:bl], z[bl : 2 * bl],
+                         labels[lo:hi], local_pool, local_pool_labels, generator,
+                         stats=stats, pool_ids=pool_ids)
