@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from contrastlab.recipes import PROFILES, list_recipes, load_recipe
+from contrastlab.recipes.catalog import all_runners
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {"awasthi-balanced-etf", "awasthi-unbalanced", "awasthi-k-sweep", "jiang-nc-vs-dc",
@@ -14,6 +15,12 @@ def test_every_claim_has_a_recipe_and_the_repo_links_them():
     assert REQUIRED <= names
     linked = {p.stem for p in (REPO / "recipes").glob("*.yaml")}
     assert linked == names
+
+
+def test_the_catalog_holds_exactly_the_runners_the_recipes_use():
+    # a runner module missing from the catalog would leave its recipes unloadable, one no
+    # recipe uses would be dead code
+    assert set(all_runners()) == {r.runner for r in list_recipes()}
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))

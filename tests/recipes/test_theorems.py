@@ -10,20 +10,19 @@ import torch
 from matplotlib.figure import Figure
 
 from contrastlab.losses.scl import hscl, hucl
-from contrastlab.recipes.runners import RunContext
-from contrastlab.recipes.theorems import (
-    _loss_specs,
-    _representation,
+from contrastlab.recipes.lower_bounds import _representation, jiang_lower_bounds
+from contrastlab.recipes.measures import (
     beta_increments,
     class_mean_geometry,
     exact_pair_losses,
     hard_log_law,
-    jiang_lower_bounds,
     optimize_free_features,
     projected_grad_norm,
     sampled_pair_losses,
     within_class_spread,
 )
+from contrastlab.recipes.nc_optimal import _loss_specs
+from contrastlab.recipes.runners import RunContext
 from contrastlab.report.claim_figures import (
     embedding_panels,
     harris_gaps,

@@ -2,7 +2,8 @@
 
 ``contrastlab repro --list`` lists them, ``contrastlab repro NAME [--profile quick|full]`` runs
 one and ends by printing PASS or FAIL with the figures behind it. See :mod:`.spec` for the file
-format, :mod:`.runners` for how a claim is measured and :mod:`.repro` for what is written.
+format, :mod:`.runners` for how a claim is measured (:mod:`.catalog` lists the modules of the
+runners) and :mod:`.repro` for what is written.
 """
 
 from contrastlab.recipes.checks import Check, CheckResult, evaluate_checks

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from contrastlab.recipes.params import check_keys, ks_list, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 from contrastlab.recipes.stats import paired_trend
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["awasthi_balanced_etf", "awasthi_k_sweep", "awasthi_unbalanced"]
 
@@ -192,13 +195,6 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     - ``unconverged_runs``: runs whose held-out loss still fell by more than 1 % over their
       last 20 % of epochs (:mod:`contrastlab.convergence`).
     """
-    from contrastlab.report.figures import (
-        contrastive_loss_vs_k,
-        cosine_heatmaps,
-        downstream_vs_k,
-        epoch_metrics,
-    )
-
     check_keys("params", params, ("config", "ks", "seeds", "set"))
     base = take(params, "config", None, dict)
     ks = ks_list("params.ks", params.get("ks", [1, 16, 256, 1024]))
@@ -208,21 +204,7 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     if not recs:
         return Outcome({}, notes=["no run finished"])
     c = int(recs[0]["reports"]["geometry"]["num_classes"])
-    rows = []
-    for r in recs:
-        geo = r["reports"]["geometry"]
-        cos = np.asarray(geo["cosine"], dtype=np.float64)
-        off = ~np.eye(c, dtype=bool)
-        rows.append({
-            "k": int(r["loss.k"]), "seed": r["seed"], "mc_acc": float(r["mc_acc"]),
-            "probe_acc": r.get("probe_acc"), "knn_acc": r.get("knn_acc"),
-            "heldout_loss": r.get("heldout_loss"),
-            "mean_cosine": float(cos[off].mean()),
-            "max_pair_cosine_error": float(np.abs(cos[off] + 1.0 / (c - 1)).max()),
-            "etf_distance": float(geo["etf_distance"]), "nc1": r.get("nc1"),
-            "distinct_negatives": r.get("distinct_negatives"),
-            "converged": r.get("converged") == 1.0,
-        })
+    rows = [_k_sweep_row(r, c) for r in recs]
     by_k: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_k.setdefault(row["k"], []).append(row)
@@ -254,14 +236,42 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     if unconverged:
         notes.append("not converged (held-out loss still falling over the last 20 % of epochs): "
                      + ", ".join(f"k={x['k']} seed {x['seed']}" for x in unconverged))
+    return Outcome(metrics, {"runs": rows, "accuracy_trend": trend}, _k_sweep_figures(recs, c),
+                   notes)
+
+
+def _k_sweep_row(r: dict[str, Any], c: int) -> dict[str, Any]:
+    """The tidy row of one finished run of ``awasthi_k_sweep`` (C = ``c`` classes)."""
+    geo = r["reports"]["geometry"]
+    cos = np.asarray(geo["cosine"], dtype=np.float64)
+    off = ~np.eye(c, dtype=bool)
+    return {
+        "k": int(r["loss.k"]), "seed": r["seed"], "mc_acc": float(r["mc_acc"]),
+        "probe_acc": r.get("probe_acc"), "knn_acc": r.get("knn_acc"),
+        "heldout_loss": r.get("heldout_loss"),
+        "mean_cosine": float(cos[off].mean()),
+        "max_pair_cosine_error": float(np.abs(cos[off] + 1.0 / (c - 1)).max()),
+        "etf_distance": float(geo["etf_distance"]), "nc1": r.get("nc1"),
+        "distinct_negatives": r.get("distinct_negatives"),
+        "converged": r.get("converged") == 1.0,
+    }
+
+
+def _k_sweep_figures(recs: list[dict[str, Any]], c: int) -> dict[str, Figure]:
+    from contrastlab.report.figures import (
+        contrastive_loss_vs_k,
+        cosine_heatmaps,
+        downstream_vs_k,
+        epoch_metrics,
+    )
+
     mats: dict[int, Any] = {}
     for r in sorted(recs, key=lambda r: (r["seed"], r["loss.k"])):
         mats.setdefault(int(r["loss.k"]), r["reports"]["geometry"]["cosine"])
     hist_by = {f"k={r['loss.k']} seed={r['seed']}": r["epochs"] for r in recs}
-    figs = {
+    return {
         "downstream_vs_k": downstream_vs_k(recs, num_classes=c),
         "contrastive_loss_vs_k": contrastive_loss_vs_k(recs, num_classes=c),
         "class_mean_cosines": cosine_heatmaps(mats),
         "epoch_metrics": epoch_metrics(hist_by, ("etf_distance", "nc1", "mc_acc")),
     }
-    return Outcome(metrics, {"runs": rows, "accuracy_trend": trend}, figs, notes)

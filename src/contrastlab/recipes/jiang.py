@@ -10,13 +10,16 @@ spectrum of the embedding covariance). SPEC C7.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 from contrastlab.recipes.stats import paired_bounds
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["jiang_nc_vs_dc"]
 
@@ -59,9 +62,6 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     Table ``beta_curve``: per (loss, normalization, beta), the mean and standard deviation over
     seeds of the ETF distance, NC1, effective rank, spectrum ratio and accuracy.
     """
-    from contrastlab.report.figures import epoch_metrics, spectra
-    from contrastlab.report.recipe_figures import nc_vs_dc_grid
-
     check_keys("params", params, ("config", "losses", "betas", "normalizations", "seeds",
                                   "set"))
     base = take(params, "config", None, dict)
@@ -79,26 +79,46 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     if not recs:
         return Outcome({}, notes=["no run finished"])
     family = {soft: hard for soft, hard in pairs}
-    rows = []
-    for r in recs:
-        geo = r["reports"]["geometry"]
-        c = int(geo["num_classes"])
-        name = str(r["loss.name"])
-        rows.append({
-            "loss": family.get(name, name), "beta": float(r.get("loss.beta") or 0.0),
-            "normalize": r["loss.normalize"], "seed": r["seed"],
-            "etf_distance": float(geo["etf_distance"]), "nc1": float(geo["nc1"]),
-            "effective_rank": float(geo["effective_rank"]),
-            "spectrum_ratio": _spectrum_ratio(geo["covariance_spectrum"], c - 1),
-            "class_mean_spectrum_ratio": _spectrum_ratio(geo["class_mean_spectrum"], c - 1),
-            "mc_acc": float(r["mc_acc"]), "C": c, "converged": r.get("converged") == 1.0,
-        })
+    rows = [_nc_vs_dc_row(r, family) for r in recs]
     c = rows[0]["C"]
+    best, notes = _hard_beta_summary(rows, family, norms, betas)
+    metrics = _nc_vs_dc_metrics(rows, best, c)
+    unconverged = [x for x in rows if not x["converged"]]
+    if unconverged:
+        notes.append("not converged (held-out loss still falling over the last 20 % of epochs): "
+                     + ", ".join(f"{x['loss']} beta={x['beta']:g} {x['normalize']} seed "
+                                 f"{x['seed']}" for x in unconverged))
+    curve = _beta_curve(rows, notes)
+    return Outcome(metrics, {"runs": rows, "beta_curve": curve},
+                   _nc_vs_dc_figures(rows, recs, seeds[0], c), notes)
 
-    def mean(sel: list[dict[str, Any]], key: str) -> float:
-        return float(np.mean([x[key] for x in sel])) if sel else math.nan
 
-    best_etf, best_nc1, advantage, adv_lower = [], [], [], []
+def _mean(sel: list[dict[str, Any]], key: str) -> float:
+    return float(np.mean([x[key] for x in sel])) if sel else math.nan
+
+
+def _nc_vs_dc_row(r: dict[str, Any], family: dict[str, str]) -> dict[str, Any]:
+    """The tidy row of one finished run; a soft loss is named by its hard loss (beta = 0)."""
+    geo = r["reports"]["geometry"]
+    c = int(geo["num_classes"])
+    name = str(r["loss.name"])
+    return {
+        "loss": family.get(name, name), "beta": float(r.get("loss.beta") or 0.0),
+        "normalize": r["loss.normalize"], "seed": r["seed"],
+        "etf_distance": float(geo["etf_distance"]), "nc1": float(geo["nc1"]),
+        "effective_rank": float(geo["effective_rank"]),
+        "spectrum_ratio": _spectrum_ratio(geo["covariance_spectrum"], c - 1),
+        "class_mean_spectrum_ratio": _spectrum_ratio(geo["class_mean_spectrum"], c - 1),
+        "mc_acc": float(r["mc_acc"]), "C": c, "converged": r.get("converged") == 1.0,
+    }
+
+
+def _hard_beta_summary(rows: list[dict[str, Any]], family: dict[str, str], norms: list[Any],
+                       betas: list[float]) -> tuple[dict[str, list[float]], list[str]]:
+    """Per hard loss and normalization, at ``b*`` (the beta >= 2 with the smallest mean ETF
+    distance): the ETF distance and NC1, and the paired advantage over beta = 0 (mean and
+    one-sided 95 % lower bound over the common seeds), with a note for each advantage."""
+    best: dict[str, list[float]] = {"etf": [], "nc1": [], "advantage": [], "lower": []}
     notes = []
     for hard in family.values():
         for n in (x for x in norms if x in _NORMALIZED):
@@ -107,9 +127,9 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
             hard_b = [b for b in betas if b >= 2 and per_beta[b]]
             if not hard_b:
                 continue
-            b_star = min(hard_b, key=lambda b: mean(per_beta[b], "etf_distance"))
-            best_etf.append(mean(per_beta[b_star], "etf_distance"))
-            best_nc1.append(mean(per_beta[b_star], "nc1"))
+            b_star = min(hard_b, key=lambda b: _mean(per_beta[b], "etf_distance"))
+            best["etf"].append(_mean(per_beta[b_star], "etf_distance"))
+            best["nc1"].append(_mean(per_beta[b_star], "nc1"))
             if per_beta.get(0.0):
                 soft = {x["seed"]: x["etf_distance"] for x in per_beta[0.0]}
                 hard_at = {x["seed"]: x["etf_distance"] for x in per_beta[b_star]}
@@ -117,35 +137,40 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
                 if common:
                     # paired over seeds: ETF(beta = 0) - ETF(b*) = -(ETF(b*) - ETF(0))
                     b = paired_bounds([hard_at[s] for s in common], [soft[s] for s in common])
-                    advantage.append(b["mean"])
-                    adv_lower.append(b["lower"])
+                    best["advantage"].append(b["mean"])
+                    best["lower"].append(b["lower"])
                     notes.append(f"{hard} {n}: ETF distance at beta = 0 minus at beta = {b_star:g}"
                                  f" {b['mean']:+.4f} (one-sided 95 % lower bound "
                                  f"{b['lower']:+.4f}, {len(common)} seeds)")
+    return best, notes
+
+
+def _nc_vs_dc_metrics(rows: list[dict[str, Any]], best: dict[str, list[float]], c: int
+                      ) -> dict[str, float]:
     none = [x for x in rows if x["normalize"] == "none"]
     soft_norm = [x for x in rows if x["normalize"] in _NORMALIZED and x["beta"] == 0]
     hard_norm = [x for x in rows if x["normalize"] in _NORMALIZED and x["beta"] >= 2]
-    unconverged = [x for x in rows if not x["converged"]]
-    metrics = {
-        "hard_normalized_max_etf_distance": max(best_etf, default=math.nan),
-        "hard_normalized_max_nc1": max(best_nc1, default=math.nan),
+    return {
+        "hard_normalized_max_etf_distance": max(best["etf"], default=math.nan),
+        "hard_normalized_max_nc1": max(best["nc1"], default=math.nan),
         "unnormalized_max_spectrum_ratio": max((x["spectrum_ratio"] for x in none),
                                                default=math.nan),
         "unnormalized_max_effective_rank": max((x["effective_rank"] for x in none),
                                                default=math.nan),
         "soft_normalized_max_spectrum_ratio": max((x["spectrum_ratio"] for x in soft_norm),
                                                   default=math.nan),
-        "min_hard_advantage": min(advantage, default=math.nan),
-        "min_hard_advantage_lower": min(adv_lower, default=math.nan),
+        "min_hard_advantage": min(best["advantage"], default=math.nan),
+        "min_hard_advantage_lower": min(best["lower"], default=math.nan),
         "min_accuracy_over_chance": min((x["mc_acc"] for x in hard_norm), default=math.nan)
         - 1.0 / c,
-        "unconverged_runs": float(len(unconverged)),
+        "unconverged_runs": float(sum(1 for x in rows if not x["converged"])),
         "runs": float(len(rows)),
     }
-    if unconverged:
-        notes.append("not converged (held-out loss still falling over the last 20 % of epochs): "
-                     + ", ".join(f"{x['loss']} beta={x['beta']:g} {x['normalize']} seed "
-                                 f"{x['seed']}" for x in unconverged))
+
+
+def _beta_curve(rows: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """The table ``beta_curve`` (mean and standard deviation over seeds per (loss,
+    normalization, beta)); a note per row is appended to ``notes``."""
     curve = []
     for key in sorted({(x["loss"], x["normalize"], x["beta"]) for x in rows}):
         sel = [x for x in rows if (x["loss"], x["normalize"], x["beta"]) == key]
@@ -160,12 +185,20 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
                      f" (sd {row['etf_distance_sd']:.3f}), NC1 {row['nc1']:.3g}, "
                      f"sigma_min/sigma_max {row['spectrum_ratio']:.2g}, accuracy "
                      f"{row['mc_acc']:.3f} over {len(sel)} seeds")
+    return curve
+
+
+def _nc_vs_dc_figures(rows: list[dict[str, Any]], recs: list[dict[str, Any]], seed0: Any,
+                      c: int) -> dict[str, Figure]:
+    from contrastlab.report.figures import epoch_metrics, spectra
+    from contrastlab.report.recipe_figures import nc_vs_dc_grid
+
     spectra_by = {f"{r['loss.name']} b={r.get('loss.beta') or 0:g} {r['loss.normalize']}":
                   r["reports"]["geometry"]["covariance_spectrum"]
-                  for r in recs if r["seed"] == seeds[0]}
+                  for r in recs if r["seed"] == seed0}
     hist = {f"{r['loss.name']} b={r.get('loss.beta') or 0:g} {r['loss.normalize']}": r["epochs"]
-            for r in recs if r["seed"] == seeds[0] and r["loss.normalize"] != "ball"}
-    figs = {
+            for r in recs if r["seed"] == seed0 and r["loss.normalize"] != "ball"}
+    return {
         "etf_distance_vs_beta": nc_vs_dc_grid(rows, "etf_distance", "ETF distance (dimensionless)",
                                               title="Distance to the simplex ETF at the end"),
         "effective_rank_vs_beta": nc_vs_dc_grid(
@@ -174,4 +207,3 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
         "spectra": spectra(spectra_by, ylabel="embedding covariance: log10(sigma_i/sigma_max)"),
         "epoch_metrics": epoch_metrics(hist, ("nc1", "etf_distance", "effective_rank")),
     }
-    return Outcome(metrics, {"runs": rows, "beta_curve": curve}, figs, notes)

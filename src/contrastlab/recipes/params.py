@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["check_keys", "ks_list", "parse_params", "take"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["check_keys", "class_problems", "ks_list", "parse_params", "take"]
 
 
 def check_keys(where: str, params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -70,3 +73,33 @@ def take(params: Mapping[str, Any], name: str, default: Any, kind: type | tuple[
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ValueError(f"params.{name} must be {names}; got {value!r}")
     return value
+
+
+def _prior(spec: Any, c: int) -> tuple[str, torch.Tensor]:
+    from contrastlab.theory.study import parse_prior
+
+    if not isinstance(spec, str):
+        raise ValueError(f"params.problems[].prior must be a prior spec string; got {spec!r}")
+    return spec, parse_prior(spec, c)
+
+
+def class_problems(params: Mapping[str, Any], default: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """The ``problems`` parameter of the free-embedding recipes (``awasthi-lemma1``,
+    ``jiang-nc-optimal``): a list of ``{classes, per_class, dim, prior}`` (``dim`` defaults to
+    C - 1, ``prior`` to ``balanced``: a spec of :func:`contrastlab.theory.study.parse_prior`),
+    returned as ``{"C", "n", "d", "prior" (the spec), "rho" (the prior's tensor)}``."""
+    probs = take(params, "problems", default, list)
+    out = []
+    for i, p in enumerate(probs):
+        if not isinstance(p, Mapping):
+            raise ValueError(f"params.problems[{i}] must be a mapping; got {p!r}")
+        check_keys(f"params.problems[{i}]", p, ("classes", "per_class", "dim", "prior"))
+        c = int(take(p, "classes", 4, int))
+        n = int(take(p, "per_class", 3, int))
+        if c < 2 or n < 2:
+            raise ValueError(f"params.problems[{i}]: classes and per_class must be >= 2")
+        d = int(take(p, "dim", c - 1, int))
+        name, rho = _prior(p.get("prior", "balanced"), c)
+        out.append({"C": c, "n": n, "d": d, "prior": name, "rho": rho})
+    return out

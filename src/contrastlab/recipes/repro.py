@@ -1,6 +1,6 @@
 """Run a recipe: measure, check, write the evidence, and say PASS or FAIL.
 
-:func:`run_recipe` resolves the recipe and profile, calls its runner (:mod:`.runners`), evaluates
+:func:`run_recipe` resolves the recipe and profile, calls its runner (:mod:`.catalog`), evaluates
 the recipe's checks on the measured metrics and writes, under ``out/<recipe>/<profile>`` (with a
 ``-corrupt`` suffix for the deliberately wrong run):
 
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab._paths import check_output_dir, confined
+from contrastlab.recipes.catalog import all_runners
 from contrastlab.recipes.checks import CheckResult, evaluate_checks
-from contrastlab.recipes.runners import RUNNERS, Outcome, RunContext, import_all
+from contrastlab.recipes.runners import Outcome, RunContext
 from contrastlab.recipes.spec import Recipe, load_recipe
 
 __all__ = ["RecipeResult", "run_recipe"]
@@ -130,7 +131,7 @@ def run_recipe(
     check_positive_int("workers", workers)
     if not isinstance(corrupt, bool):
         raise ValueError(f"corrupt must be True or False; got {corrupt!r}")
-    import_all()
+    runner = all_runners()[recipe.runner]
     check_output_dir(out, "out")
     # confined under out (the name is checked by load_recipe; this holds for any Recipe)
     out_dir = confined(out, recipe.name, profile + ("-corrupt" if corrupt else ""))
@@ -139,7 +140,7 @@ def run_recipe(
     out_dir.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    outcome = RUNNERS[recipe.runner](used, RunContext(out_dir, corrupt, workers, say))
+    outcome = runner(used, RunContext(out_dir, corrupt, workers, say))
     seconds = time.perf_counter() - t0
     checks = evaluate_checks(recipe.checks_for(profile), outcome.metrics)
     result = RecipeResult(recipe, profile, corrupt, checks, outcome, seconds, out_dir, used)

@@ -1,5 +1,10 @@
 """The registry of recipe runners and what they share.
 
+The runner modules (:mod:`.awasthi`, :mod:`.bao`, :mod:`.jiang`, :mod:`.lemma1`,
+:mod:`.lower_bounds`, :mod:`.nc_optimal`) register themselves here with
+:func:`register_runner`; this module imports none of them. :mod:`.catalog` imports them all
+and hands out the full registry.
+
 A runner is a function ``runner(params, ctx) -> Outcome``: it measures a claim (solving the
 theory engine's programs, or training through the experiment engine) and returns the metrics the
 recipe's checks read, tidy tables and figures. It never decides PASS or FAIL itself: that is the
@@ -20,7 +25,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["RUNNERS", "Outcome", "RunContext", "register_runner", "sweep_records"]
+__all__ = ["RUNNERS", "Outcome", "RunContext", "Runner", "register_runner", "sweep_records"]
 
 
 @dataclass
@@ -97,8 +102,3 @@ def sweep_records(
     ids = set(run_sweep(cfg, out_dir, workers=ctx.workers, progress=False, log=ctx.log))
     return [r for r in load_records(out_dir, with_details=True)
             if r["status"] == "done" and r["run_id"] in ids]
-
-
-def import_all() -> None:
-    """Import the modules that register the runners."""
-    from contrastlab.recipes import awasthi, bao, jiang, theorems  # noqa: F401

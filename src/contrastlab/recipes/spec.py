@@ -106,9 +106,9 @@ def load_recipe(name: str | Path) -> Recipe:
 
     Raises ValueError (one line, naming the field) for an unknown name or a malformed file.
     """
-    from contrastlab.recipes.runners import RUNNERS, import_all
+    from contrastlab.recipes.catalog import all_runners
 
-    import_all()
+    runners = all_runners()
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
         files = _files()
@@ -134,8 +134,8 @@ def load_recipe(name: str | Path) -> Recipe:
     if not _NAME.fullmatch(data["name"].strip()):
         raise ValueError(f"{where}: name must match [a-z0-9][a-z0-9-]* (it names the output "
                          f"directory); got {data['name']!r}")
-    if data["runner"] not in RUNNERS:
-        raise ValueError(f"{where}: runner must be one of {', '.join(map(repr, RUNNERS))}; got "
+    if data["runner"] not in runners:
+        raise ValueError(f"{where}: runner must be one of {', '.join(map(repr, runners))}; got "
                          f"{data['runner']!r}")
     profiles = data.get("profiles")
     if not isinstance(profiles, Mapping) or set(profiles) != set(PROFILES):

@@ -1,5 +1,6 @@
-"""Figures of the theorem recipes (:mod:`contrastlab.recipes.theorems`): pure functions from tidy
-rows or arrays to matplotlib Figures (Agg backend), in the style of
+"""Figures of the theorem recipes (:mod:`contrastlab.recipes.lemma1`,
+:mod:`~contrastlab.recipes.lower_bounds`, :mod:`~contrastlab.recipes.nc_optimal`): pure functions
+from tidy rows or arrays to matplotlib Figures (Agg backend), in the style of
 :mod:`contrastlab.report.figures` (Okabe-Ito colours, units or "dimensionless" on the axes)."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from contrastlab.report.figures import _colour, _num
+from contrastlab.report.figures import colour
+from contrastlab.report.grouping import finite
 
 __all__ = ["embedding_panels", "harris_gaps", "labelled_heatmaps", "metric_strips",
            "metric_vs_budget"]
@@ -41,11 +43,11 @@ def metric_strips(rows: Sequence[Mapping[str, Any]],
     rng = np.random.default_rng(0)
     for ax, (metric, ylabel, threshold) in zip(axes, panels, strict=True):
         for i, g in enumerate(groups):
-            vals = [_num(r.get(metric)) for r in rows if str(r.get(group)) == g]
+            vals = [finite(r.get(metric)) for r in rows if str(r.get(group)) == g]
             ys = np.array([max(v, _FLOOR) for v in vals if v is not None])
             if ys.size:
                 xs = i + rng.uniform(-0.18, 0.18, ys.size)
-                ax.plot(xs, ys, "o", ms=4, alpha=0.8, color=_colour(i))
+                ax.plot(xs, ys, "o", ms=4, alpha=0.8, color=colour(i))
         if threshold is not None:
             ax.axhline(threshold, color="#D55E00", ls="--", lw=1.2,
                        label=f"threshold {threshold:g}")
@@ -71,10 +73,10 @@ def metric_vs_budget(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[s
     ax = fig.subplots()
     srt = sorted(rows, key=lambda r: float(r[x]))
     for i, (metric, label) in enumerate(panels):
-        pts = [(float(r[x]), _num(r.get(metric))) for r in srt]
+        pts = [(float(r[x]), finite(r.get(metric))) for r in srt]
         xs = [a for a, v in pts if v is not None]
         ys = [max(v, _FLOOR) for _, v in pts if v is not None]
-        ax.plot(xs, ys, marker="o", color=_colour(i), label=label)
+        ax.plot(xs, ys, marker="o", color=colour(i), label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -103,7 +105,7 @@ def embedding_panels(panels: Sequence[tuple[str, Any, Any]]) -> Figure:
         ax.plot(np.cos(theta), np.sin(theta), color="0.75", lw=1)
         for c in np.unique(yy):
             pts = zz[yy == c]
-            ax.scatter(pts[:, 0], pts[:, 1], s=30, alpha=0.6, color=_colour(int(c)),
+            ax.scatter(pts[:, 0], pts[:, 1], s=30, alpha=0.6, color=colour(int(c)),
                        label=f"class {int(c)} ({len(pts)} samples)")
         ax.set_aspect("equal")
         ax.set_xlim(-1.25, 1.25)
@@ -130,12 +132,12 @@ def harris_gaps(rows: Sequence[Mapping[str, Any]], nc_rows: Sequence[Mapping[str
         for i, rep in enumerate(_groups(sub, "representation")):
             by_b: dict[float, list[float]] = {}
             for r in sub:
-                v = _num(r.get("gap_mean"))
+                v = finite(r.get("gap_mean"))
                 if str(r.get("representation")) == rep and v is not None:
                     by_b.setdefault(float(r["beta"]), []).append(v)
             bs = sorted(by_b)
             ax.plot(bs, [float(np.mean(by_b[b])) for b in bs], marker="o", ms=3,
-                    color=_colour(i), label=rep)
+                    color=colour(i), label=rep)
         nc = sorted((r for r in nc_rows if r.get("family") == fam), key=lambda r: r["beta"])
         if nc:
             ax.plot([0.0] + [float(r["beta"]) for r in nc], [0.0] + [float(r["gap"]) for r in nc],

@@ -34,6 +34,7 @@ from contrastlab.report.grouping import (
     K_KEY,
     SEED_KEYS,
     Group,
+    finite,
     group_records,
     mean_interval,
     series_keys,
@@ -43,11 +44,13 @@ from contrastlab.report.grouping import (
 __all__ = [
     "ACCURACY_PANELS",
     "OKABE_ITO",
+    "colour",
     "contrastive_loss_vs_k",
     "cosine_heatmaps",
     "downstream_vs_k",
     "epoch_metrics",
     "figures_from_store",
+    "log2_k_axis",
     "num_classes_of",
     "open_store",
     "save",
@@ -65,22 +68,17 @@ _MARKERS = ("o", "s", "^", "D", "v", "P")
 _K_CMAP_TOP = 0.85  # viridis cut below its pale yellow end, which vanishes on white
 
 
-def _colour(i: int) -> str:
+def colour(i: int) -> str:
+    """The ``i``-th colour of the Okabe-Ito palette (cycling)."""
     return OKABE_ITO[i % len(OKABE_ITO)]
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
 
 
 def _k_tick(value: float, _pos: Any = None) -> str:
     return str(round(value)) if value >= 1 and float(value).is_integer() else f"{value:g}"
 
 
-def _log2_k_axis(ax: Any) -> None:
+def log2_k_axis(ax: Any) -> None:
+    """The number of negatives k on the x axis of ``ax``: log2 scale, integer ticks, label."""
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(_k_tick))
     ax.set_xlabel("number of negatives k (log2 scale)")
@@ -122,7 +120,7 @@ def _k_series(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None
 def _values_by_k(group: Group, metric: str) -> dict[int, list[float]]:
     out: dict[int, list[float]] = {}
     for r in group.records:
-        k, v = _int_k(r.get(K_KEY)), _num(r.get(metric))
+        k, v = _int_k(r.get(K_KEY)), finite(r.get(metric))
         if k is not None and v is not None:
             out.setdefault(k, []).append(v)
     return out
@@ -152,14 +150,14 @@ def _downstream_temperatures(rows: Sequence[Mapping[str, Any]]) -> set[float]:
 
     out = set()
     for r in rows:
-        t = _num(r.get("loss.temperature"))
+        t = finite(r.get("loss.temperature"))
         out.add(downstream_temperature(str(r.get("loss.score") or "infonce"),
                                        1.0 if t is None else t))
     return out
 
 
 def _group_style(i: int) -> dict[str, Any]:
-    return {"color": _colour(i), "ls": _LINESTYLES[(i // len(OKABE_ITO)) % len(_LINESTYLES)]}
+    return {"color": colour(i), "ls": _LINESTYLES[(i // len(OKABE_ITO)) % len(_LINESTYLES)]}
 
 
 def _check_rows(name: str, rows: Any) -> list[Mapping[str, Any]]:
@@ -196,7 +194,7 @@ def downstream_vs_k(
     rows = _check_rows("rows", rows)
     groups, _ = _k_series(rows, keys)
     accs = [accuracy] + [m for m in extra_accuracies if m != accuracy and any(
-        _num(r.get(m)) is not None for g in groups for r in g.records)]
+        finite(r.get(m)) is not None for g in groups for r in g.records)]
     n = len(accs) + 1
     fig, axes = panel_figure(n, 3.6, 3.9, 2.6)
     acc_axes, ax_loss = axes[:-1], axes[-1]
@@ -228,14 +226,14 @@ def downstream_vs_k(
     if bounds:
         for key, style in (("bao_upper", "-."), ("bao_lower", ":")):
             pts = sorted((int(b["K"]), v) for b in bounds
-                         if (v := _num(b.get(key))) is not None and _num(b.get("K")))
+                         if (v := finite(b.get(key))) is not None and finite(b.get("K")))
             if pts:
                 ax_loss.plot([p[0] for p in pts], [p[1] for p in pts], color="#555555",
                              ls=style, label=f"{key} at measured contrastive loss")
     ax_loss.set_title(f"downstream loss [{loss}]", fontsize=9)
     ax_loss.set_ylabel(f"downstream loss [{loss}] (nats)")
     for ax in axes:
-        _log2_k_axis(ax)
+        log2_k_axis(ax)
         ax.grid(alpha=0.3)
     _legend_outside(fig)
     fig.suptitle(f"Downstream performance vs k ({_BAND}; accuracies clipped to [0, 1])",
@@ -259,8 +257,8 @@ def _etf_loss_for(row: Mapping[str, Any], num_classes: int, k: int) -> float | N
         negatives = "other-class" if name in ("scl", "hscl") else "marginal"
     else:  # the in-batch losses have no fixed k
         return None
-    beta = _num(row.get("loss.beta")) or 0.0
-    temperature = _num(row.get("loss.temperature")) or 1.0
+    beta = finite(row.get("loss.beta")) or 0.0
+    temperature = finite(row.get("loss.temperature")) or 1.0
     try:
         return etf_loss(num_classes, k, loss=loss, temperature=temperature,
                         negatives=negatives, beta=beta if negatives == "marginal" else 0.0)
@@ -298,7 +296,7 @@ def contrastive_loss_vs_k(
         if pts2:
             ax.plot([p[0] for p in pts2], [p[1] for p in pts2], ls="--", marker="x",
                     color=style["color"], label=f"{g.label}: ETF closed form (C={c})")
-    _log2_k_axis(ax)
+    log2_k_axis(ax)
     ax.set_ylabel(f"contrastive loss [{metric}] (nats)")
     ax.grid(alpha=0.3)
     _legend_outside(fig)
@@ -444,7 +442,7 @@ def spectra(curves: Mapping[str, Any] | Sequence[tuple[str, Any]], floor: float 
             continue
         ratio = np.log10(np.maximum(s / s[:, :1], floor))
         x = np.arange(1, s.shape[1] + 1)
-        style = dict((styles or {}).get(str(label)) or {"color": _colour(i), "marker": "o"})
+        style = dict((styles or {}).get(str(label)) or {"color": colour(i), "marker": "o"})
         ax.plot(x, ratio.mean(axis=0), label=str(label), **style)
         if ratio.shape[0] > 1 and len(items) <= 4:  # more bands than that hide the lines
             ax.fill_between(x, ratio.min(axis=0), ratio.max(axis=0), color=style.get("color"),
@@ -479,7 +477,7 @@ def _mean_history(hists: Sequence[Sequence[Mapping[str, Any]]], metric: str
     by_epoch: dict[int, list[float]] = {}
     for hist in hists:
         for e in hist:
-            ep, v = _int_k(e.get("epoch")), _num(e.get(metric))
+            ep, v = _int_k(e.get("epoch")), finite(e.get(metric))
             if ep is not None and v is not None:
                 by_epoch.setdefault(ep, []).append(v)
     return [(ep, float(np.mean(vs))) for ep, vs in sorted(by_epoch.items())]
@@ -507,7 +505,7 @@ def epoch_metrics(
             hists = [hist] if not hist or isinstance(hist[0], Mapping) else list(hist)
             pts = _mean_history(hists, m)
             if pts:
-                style = dict((styles or {}).get(str(label)) or {"color": _colour(i)})
+                style = dict((styles or {}).get(str(label)) or {"color": colour(i)})
                 style.setdefault("marker", ".")
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], label=str(label), **style)
         if num_classes is not None and num_classes >= 2 and m in _ETF_REFERENCE:
@@ -529,7 +527,7 @@ def study_violations(rows: Sequence[Mapping[str, Any]], metric: str
     """(prior, k_from, k_to) where ``metric`` increases between consecutive k of a prior."""
     by_prior: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
-        v = _num(r.get(metric))
+        v = finite(r.get(metric))
         if v is not None:
             by_prior.setdefault(str(r.get("prior")), []).append((int(r["k"]), v))
     out = []
@@ -555,13 +553,13 @@ def study_losses_vs_k(rows: Sequence[Mapping[str, Any]],
     for ax, m in zip(axes, metrics, strict=True):
         series: dict[str, dict[int, float]] = {}
         for r in rows:
-            v = _num(r.get(m))
+            v = finite(r.get(m))
             if v is not None and isinstance(r.get("k"), int):
                 series.setdefault(str(r.get("prior")), {})[int(r["k"])] = v
         for i, p in enumerate(priors):
             pts = sorted(series.get(p, {}).items())
             if pts:
-                ax.plot([a for a, _ in pts], [b for _, b in pts], marker="o", color=_colour(i),
+                ax.plot([a for a, _ in pts], [b for _, b in pts], marker="o", color=colour(i),
                         label=f"prior: {p}")
         if violations is None:
             viol = study_violations(rows, m)
@@ -575,7 +573,7 @@ def study_losses_vs_k(rows: Sequence[Mapping[str, Any]],
                         label="monotonicity violation" if j == 0 else None)
                 ax.scatter([k1], [s[k1]], s=160, facecolors="none", edgecolors="#D55E00",
                            linewidths=2)
-        _log2_k_axis(ax)
+        log2_k_axis(ax)
         ax.set_ylabel(f"{m} at the optimum (nats)")
         ax.set_title(f"{m}: {len(viol)} violation(s)")
         ax.grid(alpha=0.3)
@@ -667,7 +665,7 @@ def _measured_bounds(records: Sequence[Mapping[str, Any]], c: int | None,
         return None
     by_k: dict[int, list[float]] = {}
     for r in records:
-        v = _num(r.get("heldout_loss"))
+        v = finite(r.get("heldout_loss"))
         if isinstance(r.get("loss.k"), int) and v is not None:
             by_k.setdefault(int(r["loss.k"]), []).append(v)
     if not by_k:
@@ -726,10 +724,10 @@ def figures_from_store(out_dir: str | Path) -> dict[str, Figure]:
         return figs
     keys = swept_keys(records)
     c = num_classes_of(records, list(reports.values()))
-    if any(_num(r.get("mc_acc")) is not None for r in records):
+    if any(finite(r.get("mc_acc")) is not None for r in records):
         figs["downstream_vs_k"] = downstream_vs_k(
             records, num_classes=c, bounds=_measured_bounds(records, c, keys), keys=keys)
-    if any(_num(r.get("heldout_loss")) is not None for r in records):
+    if any(finite(r.get("heldout_loss")) is not None for r in records):
         figs["contrastive_loss_vs_k"] = contrastive_loss_vs_k(records, num_classes=c, keys=keys)
     # one group per setting (every swept key but the seeds); rows by the others, columns by k
     run_keys = series_keys(keys, exclude=())

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from contrastlab.report.figures import _colour, _log2_k_axis, _num
+from contrastlab.report.figures import colour, log2_k_axis
+from contrastlab.report.grouping import finite
 
 __all__ = ["bounds_curves", "gap_inside_bounds", "metric_vs_k", "nc_vs_dc_grid"]
 
@@ -36,7 +37,7 @@ def metric_vs_k(
                     continue
                 by_k: dict[int, list[float]] = {}
                 for r in rows:
-                    v = _num(r.get(col))
+                    v = finite(r.get(col))
                     if str(r.get(group)) == g and v is not None and isinstance(r.get("k"), int):
                         by_k.setdefault(int(r["k"]), []).append(v)
                 if not by_k:
@@ -45,11 +46,11 @@ def metric_vs_k(
                 vals = [np.asarray(by_k[k]) for k in ks]
                 mean = np.array([v.mean() for v in vals])
                 ax.plot(ks, mean, ls=style, marker="o" if not suffix else "x", ms=3,
-                        color=_colour(i), label=f"{group}={g}{suffix}")
+                        color=colour(i), label=f"{group}={g}{suffix}")
                 if not suffix and any(len(v) > 1 for v in vals):
                     ax.fill_between(ks, [v.min() for v in vals], [v.max() for v in vals],
-                                    color=_colour(i), alpha=0.2, linewidth=0)
-        _log2_k_axis(ax)
+                                    color=colour(i), alpha=0.2, linewidth=0)
+        log2_k_axis(ax)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -74,11 +75,11 @@ def bounds_curves(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
         sub = sorted((r for r in rows if int(r["C"]) == c), key=lambda r: int(r["K"]))
         for i, (key, label, style) in enumerate(series):
             ks = [int(r["K"]) for r in sub]
-            vals = [_num(r.get(key)) for r in sub]
+            vals = [finite(r.get(key)) for r in sub]
             ys = [v if v is not None and v > 0 else np.nan for v in vals]
             if any(np.isfinite(ys)):
-                ax.plot(ks, ys, ls=style, color=_colour(i), label=label)
-        _log2_k_axis(ax)
+                ax.plot(ks, ys, ls=style, color=colour(i), label=label)
+        log2_k_axis(ax)
         ax.set_yscale("log")
         ax.set_ylabel("bound on R_mu-supv (nats, log scale)")
         ax.set_title(f"C = {c}: bounds at the idealized R*_cont(K)")
@@ -110,7 +111,7 @@ def gap_inside_bounds(rows: Sequence[Mapping[str, Any]], title: str = "") -> Fig
         if out.any():
             ax.scatter(ks[out], gap[out], s=150, facecolors="none", edgecolors="#D55E00",
                        linewidths=2, label="outside the bounds")
-        _log2_k_axis(ax)
+        log2_k_axis(ax)
         ax.set_ylabel("surrogate gap (nats)")
         ax.set_title(d)
         ax.grid(alpha=0.3)
@@ -132,12 +133,12 @@ def nc_vs_dc_grid(rows: Sequence[Mapping[str, Any]], metric: str, ylabel: str,
         for i, n in enumerate(norms):
             by_b: dict[float, list[float]] = {}
             for r in rows:
-                v = _num(r.get(metric))
+                v = finite(r.get(metric))
                 if str(r["loss"]) == loss and str(r["normalize"]) == n and v is not None:
                     by_b.setdefault(float(r["beta"]), []).append(v)
             if by_b:
                 bs = sorted(by_b)
-                ax.plot(bs, [float(np.mean(by_b[b])) for b in bs], marker="o", color=_colour(i),
+                ax.plot(bs, [float(np.mean(by_b[b])) for b in bs], marker="o", color=colour(i),
                         label=f"normalize={n}")
         if log:
             ax.set_yscale("log")

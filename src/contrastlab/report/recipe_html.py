@@ -1,7 +1,8 @@
 """The self-contained HTML page of a recipe run (:func:`contrastlab.recipes.run_recipe`): the
 claim and its source, the verdict, every check with its observed value, the notes, the figures
 (embedded PNG), the metrics, the tables, the parameters, the software versions and the wall time.
-Same style and image-load check as :func:`contrastlab.report.html.write_report`."""
+Same style and image-load check as :func:`contrastlab.report.html.write_report`
+(:mod:`contrastlab.report.style`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contrastlab.report.html import _CSS, _JS, _cell, _e, _png_base64, software_versions
+from contrastlab.report.style import (
+    CSS,
+    IMAGE_CHECK_JS,
+    cell,
+    escape,
+    figure_html,
+    versions_table,
+)
 
 __all__ = ["write_recipe_report"]
 
@@ -25,65 +33,61 @@ td.left, th.left { text-align: left; }
 def write_recipe_report(result: Any, path: str | Path) -> Path:
     """Write the page of ``result`` (a :class:`contrastlab.recipes.RecipeResult`) to ``path``."""
     r = result.recipe
-    tag = f" (deliberately corrupted: {_e(r.corruption)})" if result.corrupt else ""
+    tag = f" (deliberately corrupted: {escape(r.corruption)})" if result.corrupt else ""
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>contrastlab recipe {_e(r.name)}: {result.verdict}</title>",
-        f"<style>{_CSS}{_EXTRA_CSS}</style></head><body>",
-        f"<h1>{_e(r.name)}: {_e(r.title)}</h1>",
+        f"<title>contrastlab recipe {escape(r.name)}: {result.verdict}</title>",
+        f"<style>{CSS}{_EXTRA_CSS}</style></head><body>",
+        f"<h1>{escape(r.name)}: {escape(r.title)}</h1>",
         f"<p class='verdict {result.verdict}'>{result.verdict}</p>",
-        f"<p>Profile <b>{_e(result.profile)}</b>{tag}; generated "
-        f"{_e(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}; wall time "
+        f"<p>Profile <b>{escape(result.profile)}</b>{tag}; generated "
+        f"{escape(time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))}; wall time "
         f"{result.seconds:.1f} s.</p>",
-        f"<h2>Claim</h2><p>{_e(r.claim)}</p><p><i>Source:</i> {_e(r.source)}</p>",
+        f"<h2>Claim</h2><p>{escape(r.claim)}</p><p><i>Source:</i> {escape(r.source)}</p>",
     ]
     if r.notes:
-        parts.append(f"<p><i>About this recipe:</i> {_e(r.notes)}</p>")
+        parts.append(f"<p><i>About this recipe:</i> {escape(r.notes)}</p>")
     parts.append("<h2>Checks</h2><table class='checks'><tr><th class='left'>check</th>"
                  "<th class='left'>kind</th><th class='left'>condition</th><th>observed</th>"
                  "<th>result</th>"
                  "<th class='left'>why this threshold</th></tr>")
     for c in result.checks:
         cls = "ok" if c.passed else "bad"
-        parts.append(f"<tr><td class='left'>{_e(c.check.name)}</td><td class='left'>"
-                     f"{_e(c.check.kind)}</td><td class='left'><code>{_e(c.check.text())}</code>"
-                     f"</td><td>{_e(_cell(c.observed))}</td>"
+        parts.append(f"<tr><td class='left'>{escape(c.check.name)}</td><td class='left'>"
+                     f"{escape(c.check.kind)}</td><td class='left'>"
+                     f"<code>{escape(c.check.text())}</code>"
+                     f"</td><td>{escape(cell(c.observed))}</td>"
                      f"<td class='{cls}'>{'ok' if c.passed else 'FAIL'}</td>"
-                     f"<td class='left'>{_e(c.check.why)}</td></tr>")
+                     f"<td class='left'>{escape(c.check.why)}</td></tr>")
     parts.append("</table>")
     if result.outcome.notes:
         parts.append("<h2>Observations (reported, not checked)</h2><ul>")
-        parts += [f"<li>{_e(n)}</li>" for n in result.outcome.notes]
+        parts += [f"<li>{escape(n)}</li>" for n in result.outcome.notes]
         parts.append("</ul>")
     parts.append("<h2>Figures</h2>")
-    for name, fig in result.outcome.figures.items():
-        parts.append(f"<h3>{_e(name)}</h3><img alt='{_e(name)}' "
-                     f"src='data:image/png;base64,{_png_base64(fig)}'>")
+    parts += [figure_html(name, fig) for name, fig in result.outcome.figures.items()]
     if not result.outcome.figures:
         parts.append("<p>No figures: nothing was measured.</p>")
     parts.append("<h2>Metrics</h2><table class='metrics'>")
-    parts += [f"<tr><th class='left'>{_e(k)}</th><td>{_e(_cell(v))}</td></tr>"
+    parts += [f"<tr><th class='left'>{escape(k)}</th><td>{escape(cell(v))}</td></tr>"
               for k, v in result.outcome.metrics.items()]
     parts.append("</table>")
     for tname, rows in result.outcome.tables.items():
         if not rows:
             continue
         cols = list(dict.fromkeys(c for row in rows for c in row))
-        parts.append(f"<details><summary>table <code>{_e(tname)}</code> ({len(rows)} rows)"
-                     "</summary><table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in cols)
+        parts.append(f"<details><summary>table <code>{escape(tname)}</code> ({len(rows)} rows)"
+                     "</summary><table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in cols)
                      + "</tr>")
         for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{_e(_cell(row.get(c)))}</td>" for c in cols)
+            parts.append("<tr>" + "".join(f"<td>{escape(cell(row.get(c)))}</td>" for c in cols)
                          + "</tr>")
         parts.append("</table></details>")
     parts.append("<h2>Parameters</h2><pre>"
-                 + _e(json.dumps(result.params, indent=1, sort_keys=True, default=str))
+                 + escape(json.dumps(result.params, indent=1, sort_keys=True, default=str))
                  + "</pre>")
-    parts.append("<h2>Software</h2><table class='versions'>")
-    parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
-              for k, v in software_versions().items()]
-    parts.append("</table>")
-    parts.append(f"<script>{_JS}</script></body></html>")
+    parts += versions_table()
+    parts.append(f"<script>{IMAGE_CHECK_JS}</script></body></html>")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(parts), encoding="utf-8")
