@@ -584,26 +584,35 @@ def coverage_estimate(
     errs = np.zeros(ns.shape, dtype=np.float64)
     used: set[str] = set()
     for idx, v in np.ndenumerate(ns):
-        nv = int(v)
-        m = method
-        conv: float | None = None
-        if m == "auto":
-            if p.uniform:
-                m = "exact"
-            else:
-                conv = _coverage_convolution(p.rho, nv, _CONVOLUTION_BUDGET)
-                m = "monte-carlo" if conv is None else "convolution"
-        if m == "exact":
-            values[idx] = (
-                _coverage_uniform_exact(p.C, nv) if p.uniform else _coverage_prior_exact(p.rho, nv)
-            )
-        elif m == "convolution":
-            conv = _coverage_convolution(p.rho, nv) if conv is None else conv
-            values[idx] = 0.0 if conv is None else conv  # never None without a budget
-        else:
-            values[idx], errs[idx] = _coverage_monte_carlo(p.rho, nv, num_samples, rng)
+        values[idx], errs[idx], m = _coverage_one(p, int(v), method, num_samples, rng)
         used.add(m)
     return CoverageEstimate(_finish(values, scalar), _finish(errs, scalar), "+".join(sorted(used)))
+
+
+def _coverage_one(
+    p: _Prior, nv: int, method: str, num_samples: int, rng: np.random.Generator
+) -> tuple[float, float, str]:
+    """(value, Monte Carlo stderr or 0, method used) of ``upsilon_nv``.
+
+    ``"auto"`` resolves to ``"exact"`` (uniform prior) or to a budgeted ``"convolution"``,
+    abandoned for ``"monte-carlo"`` (:func:`coverage_estimate`).
+    """
+    m = method
+    conv: float | None = None
+    if m == "auto":
+        if p.uniform:
+            m = "exact"
+        else:
+            conv = _coverage_convolution(p.rho, nv, _CONVOLUTION_BUDGET)
+            m = "monte-carlo" if conv is None else "convolution"
+    if m == "exact":
+        value = _coverage_uniform_exact(p.C, nv) if p.uniform else _coverage_prior_exact(p.rho, nv)
+        return value, 0.0, m
+    if m == "convolution":
+        conv = _coverage_convolution(p.rho, nv) if conv is None else conv
+        return (0.0 if conv is None else conv), 0.0, m  # never None without a budget
+    est, err = _coverage_monte_carlo(p.rho, nv, num_samples, rng)
+    return est, err, m
 
 
 def coverage_probability(

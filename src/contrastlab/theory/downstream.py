@@ -91,7 +91,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.linalg as sla
@@ -410,6 +410,29 @@ def _sphere_descent(
     return Z, it, float(np.linalg.norm(r))
 
 
+class _NewtonSystem(NamedTuple):
+    """One :class:`_HingeIPM` Newton system: residuals, barrier weights, factored reduced matrix."""
+
+    rd_z: Array
+    rd_xi: Array
+    rp_a: Array
+    rp_b: Array
+    rp_c: Array
+    wa: Array
+    wb: Array
+    wc: Array
+    h: Array
+    Bm: Array
+    chol: Any
+    lu: Any
+
+
+def _max_step(v: Array, dv: Array, mask: Array | None = None) -> float:
+    """Largest a with v + a * dv >= 0 where ``mask`` (inf if no component decreases)."""
+    neg = dv < 0 if mask is None else (dv < 0) & mask
+    return float(np.min(-v[neg] / dv[neg])) if neg.any() else math.inf
+
+
 class _HingeIPM:
     """Primal-dual interior point (Mehrotra predictor-corrector) for the hinge relaxation.
 
@@ -466,9 +489,9 @@ class _HingeIPM:
             float((sa * lam)[self.off].sum()) + float((sb * sig)[self.P].sum()) + float(u @ nu)
         ) / self.m
 
-    def step(self) -> bool:
-        """One predictor-corrector step; False if it could not be computed."""
-        X, C, r, P, off, XX = self.X, self.C, self.r, self.P, self.off, self.XX
+    def _newton_system(self) -> _NewtonSystem:
+        """Residuals and barrier weights at the current point, with the reduced system factored."""
+        P, off = self.P, self.off
         Z, xi, sa, lam, sb, sig, u, nu = (
             self.Z, self.xi, self.sa, self.lam, self.sb, self.sig, self.u, self.nu
         )
@@ -477,13 +500,20 @@ class _HingeIPM:
         rp_a = np.where(off, 1.0 - self.scores(Z) - xi[:, None] + sa, 0.0)
         rp_b = np.where(P, sb - xi, 0.0)
         rp_c = (Z * Z).sum(axis=1) - 1.0 + u
-        mu = self._mu(sa, lam, sb, sig, u, nu)
         wa = np.where(off, lam / sa, 0.0)
         wb = np.where(P, sig / sb, 0.0)
         wc = nu / u
         Wr = wa.sum(axis=1)
         h = np.where(P, Wr + wb, 1.0)
         Bm = np.diag(Wr) - wa.T  # coupling of z_a and xi_y: Bm[a, y] x_y
+        chol, lu = self._factor_reduced(wa, wc, Wr, h, Bm)
+        return _NewtonSystem(rd_z, rd_xi, rp_a, rp_b, rp_c, wa, wb, wc, h, Bm, chol, lu)
+
+    def _factor_reduced(
+        self, wa: Array, wc: Array, Wr: Array, h: Array, Bm: Array
+    ) -> tuple[Any, Any]:
+        """(Cholesky, None) of the Newton system reduced to Z, or (None, LU) if not positive."""
+        C, r, XX, Z, nu = self.C, self.r, self.XX, self.Z, self.nu
         diag_idx = np.arange(C)
         H = -(wa[:, :, None] * XX[:, None, :] + wa.T[:, :, None] * XX[None, :, :])
         H -= ((Bm[:, None, :] * (Bm / h)[None, :, :]).reshape(C * C, C) @ XX).reshape(C, C, r * r)
@@ -494,57 +524,68 @@ class _HingeIPM:
         )
         Hm = H4.transpose(0, 2, 1, 3).reshape(C * r, C * r)
         try:
-            chol = sla.cho_factor(Hm, check_finite=False)
-            lu = None
+            return sla.cho_factor(Hm, check_finite=False), None
         except np.linalg.LinAlgError:
-            lu = sla.lu_factor(Hm, check_finite=False)
+            return None, sla.lu_factor(Hm, check_finite=False)
 
-        def direction(rc_a: Array, rc_b: Array, rc_c: Array) -> tuple[Array, ...]:
-            ca = np.where(off, wa * rp_a - rc_a / sa, 0.0)
-            cb = np.where(P, wb * rp_b - rc_b / sb, 0.0)
-            cc = wc * rp_c - rc_c / u
-            rhs_z = -rd_z + self.grad_of(ca) - 2.0 * cc[:, None] * Z
-            rhs_xi = np.where(P, -rd_xi + ca.sum(axis=1) + cb, 0.0)
-            rhs = (rhs_z - (Bm * (rhs_xi / h)) @ X).ravel()
-            if lu is None:
-                dz = sla.cho_solve(chol, rhs, check_finite=False)
-            else:
-                dz = sla.lu_solve(lu, rhs, check_finite=False)
-            dZ = np.asarray(dz).reshape(C, r)
-            dxi = np.where(P, (rhs_xi - (Bm * (dZ @ X.T)).sum(axis=0)) / h, 0.0)
-            dsa = np.where(off, -rp_a + self.scores(dZ) + dxi[:, None], 0.0)
-            dsb = np.where(P, -rp_b + dxi, 0.0)
-            du = -rp_c - 2.0 * (Z * dZ).sum(axis=1)
-            dlam = np.where(off, (-rc_a - lam * dsa) / sa, 0.0)
-            dsig = np.where(P, (-rc_b - sig * dsb) / sb, 0.0)
-            dnu = (-rc_c - nu * du) / u
-            return dZ, dxi, dsa, dsb, du, dlam, dsig, dnu
+    def _direction(
+        self, ns: _NewtonSystem, rc_a: Array, rc_b: Array, rc_c: Array
+    ) -> tuple[Array, ...]:
+        """Newton direction (dZ, dxi, dsa, dsb, du, dlam, dsig, dnu) for complementarity rc."""
+        X, C, r, P, off, Z = self.X, self.C, self.r, self.P, self.off, self.Z
+        sa, lam, sb, sig, u, nu = self.sa, self.lam, self.sb, self.sig, self.u, self.nu
+        ca = np.where(off, ns.wa * ns.rp_a - rc_a / sa, 0.0)
+        cb = np.where(P, ns.wb * ns.rp_b - rc_b / sb, 0.0)
+        cc = ns.wc * ns.rp_c - rc_c / u
+        rhs_z = -ns.rd_z + self.grad_of(ca) - 2.0 * cc[:, None] * Z
+        rhs_xi = np.where(P, -ns.rd_xi + ca.sum(axis=1) + cb, 0.0)
+        rhs = (rhs_z - (ns.Bm * (rhs_xi / ns.h)) @ X).ravel()
+        if ns.lu is None:
+            dz = sla.cho_solve(ns.chol, rhs, check_finite=False)
+        else:
+            dz = sla.lu_solve(ns.lu, rhs, check_finite=False)
+        dZ = np.asarray(dz).reshape(C, r)
+        dxi = np.where(P, (rhs_xi - (ns.Bm * (dZ @ X.T)).sum(axis=0)) / ns.h, 0.0)
+        dsa = np.where(off, -ns.rp_a + self.scores(dZ) + dxi[:, None], 0.0)
+        dsb = np.where(P, -ns.rp_b + dxi, 0.0)
+        du = -ns.rp_c - 2.0 * (Z * dZ).sum(axis=1)
+        dlam = np.where(off, (-rc_a - lam * dsa) / sa, 0.0)
+        dsig = np.where(P, (-rc_b - sig * dsb) / sb, 0.0)
+        dnu = (-rc_c - nu * du) / u
+        return dZ, dxi, dsa, dsb, du, dlam, dsig, dnu
 
-        def max_step(v: Array, dv: Array, mask: Array | None = None) -> float:
-            neg = dv < 0 if mask is None else (dv < 0) & mask
-            return float(np.min(-v[neg] / dv[neg])) if neg.any() else math.inf
+    def _step_length(self, d: tuple[Array, ...]) -> float:
+        """Largest step along ``d`` keeping every slack and multiplier nonnegative."""
+        _, _, dsa, dsb, du, dlam, dsig, dnu = d
+        off, P = self.off, self.P
+        return min(
+            _max_step(self.sa, dsa, off), _max_step(self.sb, dsb, P), _max_step(self.u, du),
+            _max_step(self.lam, dlam, off), _max_step(self.sig, dsig, P), _max_step(self.nu, dnu),
+        )
 
-        def step_length(d: tuple[Array, ...]) -> float:
-            _, _, dsa, dsb, du, dlam, dsig, dnu = d
-            return min(
-                max_step(sa, dsa, off), max_step(sb, dsb, P), max_step(u, du),
-                max_step(lam, dlam, off), max_step(sig, dsig, P), max_step(nu, dnu),
-            )
-
-        _, _, dsa, dsb, du, dlam, dsig, dnu = aff = direction(sa * lam, sb * sig, u * nu)
-        a = min(1.0, step_length(aff))
+    def step(self) -> bool:
+        """One predictor-corrector step; False if it could not be computed."""
+        off, P = self.off, self.P
+        Z, xi, sa, lam, sb, sig, u, nu = (
+            self.Z, self.xi, self.sa, self.lam, self.sb, self.sig, self.u, self.nu
+        )
+        ns = self._newton_system()
+        mu = self._mu(sa, lam, sb, sig, u, nu)
+        _, _, dsa, dsb, du, dlam, dsig, dnu = aff = self._direction(ns, sa * lam, sb * sig, u * nu)
+        a = min(1.0, self._step_length(aff))
         mu_aff = self._mu(
             sa + a * dsa, lam + a * dlam, sb + a * dsb, sig + a * dsig, u + a * du, nu + a * dnu
         )
         target = (mu_aff / mu) ** 3 * mu
-        d = direction(
+        d = self._direction(
+            ns,
             sa * lam + dsa * dlam - target,
             sb * sig + dsb * dsig - target,
             u * nu + du * dnu - target,
         )
         if not all(bool(np.isfinite(x).all()) for x in d):
             return False
-        a = min(1.0, 0.99 * step_length(d))
+        a = min(1.0, 0.99 * self._step_length(d))
         dZ, dxi, dsa, dsb, du, dlam, dsig, dnu = d
         self.Z = Z + a * dZ
         self.xi = xi + a * dxi
@@ -615,6 +656,102 @@ def _sphere_local(
     return best, total, rg
 
 
+@dataclass
+class _Relaxed:
+    """The solved relaxation ||w_c|| <= 1 in span coordinates (stage of :func:`supervised_loss`)."""
+
+    Z: Array
+    G: Array
+    gap: float
+    converged: bool
+    iterations: int
+    grad_norm: float
+    relaxed: float
+
+
+def _span_coordinates(V: torch.Tensor) -> tuple[Array, Array, int, Array, Array]:
+    """(singular values, Qt, rank r, U, X): U (d, r) an orthonormal basis of span(V) and X = V U.
+
+    The rows of Qt[:r] span span(V) and those of Qt[r:] its complement.
+    """
+    c, d = V.shape
+    Vn = V.detach().to(device="cpu", dtype=torch.float64).numpy()
+    _, svals, Qt = np.linalg.svd(Vn, full_matrices=True)
+    smax = float(svals[0]) if svals.size else 0.0
+    r = int((svals > max(c, d) * np.finfo(np.float64).eps * smax).sum()) if smax > 0 else 0
+    U = Qt[:r].T  # (d, r)
+    X = Vn @ U  # (C, r) coordinates of the class vectors
+    return svals, Qt, r, U, X
+
+
+def _solve_relaxed(
+    obj: _Objective, svals: Array, loss: str, t: float, tol: float, max_iter: int
+) -> _Relaxed:
+    """Solve the relaxation to a certified gap: FISTA (smooth losses) or the IPM (hinge)."""
+    X, rho = obj.X, obj.rho
+    c, r = X.shape
+    # Lipschitz guess for the first step: ||X||_2^2 * 2 / tau (backtracking corrects it)
+    scale = float(svals[0] ** 2) if svals.size else 1.0
+    Z = np.zeros((c, r))
+    iterations = 0
+    if loss != "hinge" and r > 0:
+        tau = 1.0 if loss == "logistic" else t
+        L0 = max(scale / tau, 1e-12)
+        Z, _, G, _, _, its, gap = _fista(obj.value_grad, Z, L0, tol, max_iter)
+        iterations += its
+        converged = gap <= tol
+    elif r == 0:  # V = 0: every score is 0, any W is optimal
+        gap, converged, G = 0.0, True, np.zeros((c, 0))
+    else:
+        Z, _, gap, lam, its = _hinge_ipm(X, rho, tol, min(max_iter, 500))
+        iterations += its
+        converged = gap <= tol
+        gap = max(gap, 0.0)
+        G = -(np.diag(lam.sum(axis=1)) - lam).T @ X  # gradient of the Lagrangian at lambda
+    grad_norm = float(np.linalg.norm(Z - _project_balls(Z - G)))
+    relaxed = obj.exact_value(Z)
+    return _Relaxed(Z, G, gap, converged, iterations, grad_norm, relaxed)
+
+
+def _unit_norm_weights(
+    obj: _Objective,
+    rel: _Relaxed,
+    Qt: Array,
+    U: Array,
+    constraint: str,
+    tol: float,
+    max_iter: int,
+) -> tuple[Array, float, bool, float, bool, int]:
+    """(W, value, tight, grad_norm, converged, iterations) from the relaxed optimum.
+
+    Short rows are lifted orthogonally to span(V) when d > r; otherwise a local sphere solve
+    tries to attain the relaxed value (module docstring).
+    """
+    Z, relaxed, gap = rel.Z, rel.relaxed, rel.gap
+    grad_norm, converged, iterations = rel.grad_norm, rel.converged, rel.iterations
+    r, d = U.shape[1], U.shape[0]
+    norms_z = np.linalg.norm(Z, axis=1)
+    W = Z @ U.T
+    value = relaxed
+    tight = bool(np.all(np.abs(norms_z - 1.0) <= _TIGHT_ATOL))
+    if not tight and r < d:
+        # lift the short rows along a direction orthogonal to span(V): scores are unchanged
+        W = W + np.sqrt(np.clip(1.0 - norms_z**2, 0.0, None))[:, None] * Qt[r][None, :]
+        tight = True
+    elif not tight:
+        target = relaxed + max(10.0 * tol, gap)
+        Zs, its, rg = _sphere_local(obj, Z, rel.G, tol, max_iter, target)
+        iterations += its
+        sphere_value = obj.exact_value(Zs)
+        if sphere_value <= target:
+            tight = True
+            W, value = Zs @ U.T, sphere_value
+        elif constraint == "sphere":
+            W, value, grad_norm = Zs @ U.T, sphere_value, rg
+            converged = converged and rg <= tol
+    return W, value, tight, grad_norm, converged, iterations
+
+
 def supervised_loss(
     V: torch.Tensor,
     prior: Any = None,
@@ -649,7 +786,7 @@ def supervised_loss(
             solve).
     """
     V = _check_V(V)
-    c, d = V.shape
+    c = V.shape[0]
     rho_t = _prior(prior, c)
     check_choice("loss", loss, LOSSES)
     t = check_positive("temperature", temperature)
@@ -657,56 +794,12 @@ def supervised_loss(
     max_iter = check_positive_int("max_iter", max_iter)
     tol = check_positive("tol", tol)
 
-    Vn = V.detach().to(device="cpu", dtype=torch.float64).numpy()
-    rho = rho_t.numpy()
-    # orthonormal basis of span(V) (rows of Qt[:r]) and of its complement (rows of Qt[r:])
-    _, svals, Qt = np.linalg.svd(Vn, full_matrices=True)
-    smax = float(svals[0]) if svals.size else 0.0
-    r = int((svals > max(c, d) * np.finfo(np.float64).eps * smax).sum()) if smax > 0 else 0
-    U = Qt[:r].T  # (d, r)
-    X = Vn @ U  # (C, r) coordinates of the class vectors
-    obj = _Objective(X, rho, loss, t)
-
-    # Lipschitz guess for the first step: ||X||_2^2 * 2 / tau (backtracking corrects it)
-    scale = float(svals[0] ** 2) if svals.size else 1.0
-    Z = np.zeros((c, r))
-    iterations = 0
-    if loss != "hinge" and r > 0:
-        tau = 1.0 if loss == "logistic" else t
-        L0 = max(scale / tau, 1e-12)
-        Z, _, G, _, _, its, gap = _fista(obj.value_grad, Z, L0, tol, max_iter)
-        iterations += its
-        converged = gap <= tol
-    elif r == 0:  # V = 0: every score is 0, any W is optimal
-        gap, converged, G = 0.0, True, np.zeros((c, 0))
-    else:
-        Z, _, gap, lam, its = _hinge_ipm(X, rho, tol, min(max_iter, 500))
-        iterations += its
-        converged = gap <= tol
-        gap = max(gap, 0.0)
-        G = -(np.diag(lam.sum(axis=1)) - lam).T @ X  # gradient of the Lagrangian at lambda
-    grad_norm = float(np.linalg.norm(Z - _project_balls(Z - G)))
-    relaxed = obj.exact_value(Z)
-
-    norms_z = np.linalg.norm(Z, axis=1)
-    W = Z @ U.T
-    value = relaxed
-    tight = bool(np.all(np.abs(norms_z - 1.0) <= _TIGHT_ATOL))
-    if not tight and r < d:
-        # lift the short rows along a direction orthogonal to span(V): scores are unchanged
-        W = W + np.sqrt(np.clip(1.0 - norms_z**2, 0.0, None))[:, None] * Qt[r][None, :]
-        tight = True
-    elif not tight:
-        target = relaxed + max(10.0 * tol, gap)
-        Zs, its, rg = _sphere_local(obj, Z, G, tol, max_iter, target)
-        iterations += its
-        sphere_value = obj.exact_value(Zs)
-        if sphere_value <= target:
-            tight = True
-            W, value = Zs @ U.T, sphere_value
-        elif constraint == "sphere":
-            W, value, grad_norm = Zs @ U.T, sphere_value, rg
-            converged = converged and rg <= tol
+    svals, Qt, _, U, X = _span_coordinates(V)
+    obj = _Objective(X, rho_t.numpy(), loss, t)
+    rel = _solve_relaxed(obj, svals, loss, t, tol, max_iter)
+    W, value, tight, grad_norm, converged, iterations = _unit_norm_weights(
+        obj, rel, Qt, U, constraint, tol, max_iter
+    )
 
     W_t = torch.from_numpy(np.ascontiguousarray(W))
     # the reported value is re-evaluated with the loss family itself
@@ -720,8 +813,8 @@ def supervised_loss(
         iterations=iterations,
         converged=bool(converged),
         grad_norm=grad_norm,
-        gap=float(gap),
-        relaxed_value=float(relaxed),
+        gap=float(rel.gap),
+        relaxed_value=float(rel.relaxed),
     )
 
 

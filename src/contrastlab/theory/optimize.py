@@ -17,6 +17,7 @@ distance of the class-mean cosines to the ETF value -1/(C-1).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from contrastlab._validation import check_choice, check_positive_int
 from contrastlab.data.latent import check_prior
 from contrastlab.theory.etf import etf_cosine
-from contrastlab.theory.population import population_loss
+from contrastlab.theory.population import population_loss, sample_level_loss
 
 CONSTRAINTS = ("sphere", "ball")
 
@@ -100,6 +101,138 @@ def _resolve_prior(prior: torch.Tensor | None, num_classes: int | None) -> torch
     return rho
 
 
+def _lbfgs_minimize(
+    params: list[torch.Tensor],
+    objective_fn: Callable[[], torch.Tensor],
+    max_iter: int,
+    tol: float,
+) -> int:
+    """Strong-Wolfe L-BFGS on ``params`` minimizing ``objective_fn``; returns the iterations."""
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-16,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        value = objective_fn()
+        value.backward()
+        return value
+
+    opt.step(closure)
+    return int(opt.state[opt._params[0]].get("n_iter", 0))
+
+
+def _population_start(
+    start: int,
+    init: torch.Tensor | None,
+    c: int,
+    d: int,
+    g: torch.Generator,
+    constraint: str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The free parameters (U, r) of one start: ``init`` first if given, else seeded normals."""
+    if start == 0 and init is not None:
+        if init.shape != (c, d):
+            raise ValueError(f"init must have shape ({c}, {d}); got {tuple(init.shape)}")
+        u0 = init.detach().to(torch.float64).clone()
+    else:
+        u0 = torch.randn(c, d, generator=g, dtype=torch.float64)
+    u = u0.requires_grad_(True)
+    r = (
+        torch.full((c,), 2.0, dtype=torch.float64, requires_grad=True)
+        if constraint == "ball"
+        else None
+    )
+    return u, r
+
+
+def _population_restarts(
+    rho: torch.Tensor,
+    objective: dict[str, Any],
+    d: int,
+    constraint: str,
+    restarts: int,
+    seed: int,
+    max_iter: int,
+    tol: float,
+    init: torch.Tensor | None,
+) -> tuple[tuple[float, torch.Tensor, torch.Tensor | None, int], list[float]]:
+    """L-BFGS from every start; the best (loss, U, r, iterations) and every start's loss."""
+    c = rho.numel()
+    g = torch.Generator().manual_seed(seed)
+    best: tuple[float, torch.Tensor, torch.Tensor | None, int] | None = None
+    restart_losses: list[float] = []
+    for start in range(restarts):
+        u, r = _population_start(start, init, c, d, g, constraint)
+        params = [u] if r is None else [u, r]
+
+        def objective_fn(u: torch.Tensor = u, r: torch.Tensor | None = r) -> torch.Tensor:
+            return population_loss(_vectors(u, r), rho, **objective)
+
+        iters = _lbfgs_minimize(params, objective_fn, max_iter, tol)
+        with torch.no_grad():
+            value = float(population_loss(_vectors(u, r), rho, **objective))
+        restart_losses.append(value)
+        if best is None or value < best[0]:
+            best = (value, u.detach().clone(), None if r is None else r.detach().clone(), iters)
+    assert best is not None
+    return best, restart_losses
+
+
+def _population_result(
+    best: tuple[float, torch.Tensor, torch.Tensor | None, int],
+    restart_losses: list[float],
+    rho: torch.Tensor,
+    objective: dict[str, Any],
+    d: int,
+    constraint: str,
+    restarts: int,
+    seed: int,
+    tol: float,
+) -> PopulationOptimum:
+    """Assemble the :class:`PopulationOptimum` (geometry and diagnostics) of the best start."""
+    c = rho.numel()
+    value, u_best, r_best, iters = best
+    v = _vectors(u_best, r_best).detach().requires_grad_(True)
+    population_loss(v, rho, **objective).backward()
+    assert v.grad is not None
+    grad_norm = _riemannian_grad_norm(v.detach(), v.grad, constraint)
+    v = v.detach()
+    gram = v @ v.T
+    norms = v.norm(dim=1)
+    cosines = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-300)
+    off = ~torch.eye(c, dtype=torch.bool)
+    return PopulationOptimum(
+        V=v,
+        loss=value,
+        prior=rho,
+        k=objective["k"],
+        config={
+            **{kk: vv for kk, vv in objective.items() if kk != "k"},
+            "num_classes": c,
+            "dim": d,
+            "constraint": constraint,
+            "restarts": restarts,
+            "seed": seed,
+        },
+        gram=gram,
+        cosines=cosines,
+        norms=norms,
+        etf_cosine_error=float((cosines[off] - etf_cosine(c)).abs().max()),
+        zero_sum=float(v.sum(0).norm()),
+        grad_norm=grad_norm,
+        iterations=iters,
+        converged=bool(grad_norm <= max(1e3 * tol, 1e-7)),
+        restart_losses=restart_losses,
+    )
+
+
 def optimize_population(
     prior: torch.Tensor | None = None,
     k: int = 1,
@@ -149,86 +282,16 @@ def optimize_population(
         "beta": beta,
     }
     population_loss(torch.eye(c, d, dtype=torch.float64) + 0.1, rho, **objective)  # validate
-    g = torch.Generator().manual_seed(seed)
-    best: tuple[float, torch.Tensor, torch.Tensor | None, int] | None = None
-    restart_losses: list[float] = []
-    for start in range(restarts):
-        if start == 0 and init is not None:
-            if init.shape != (c, d):
-                raise ValueError(f"init must have shape ({c}, {d}); got {tuple(init.shape)}")
-            u0 = init.detach().to(torch.float64).clone()
-        else:
-            u0 = torch.randn(c, d, generator=g, dtype=torch.float64)
-        u = u0.requires_grad_(True)
-        r = (
-            torch.full((c,), 2.0, dtype=torch.float64, requires_grad=True)
-            if constraint == "ball"
-            else None
-        )
-        params = [u] if r is None else [u, r]
-        opt = torch.optim.LBFGS(
-            params,
-            lr=1.0,
-            max_iter=max_iter,
-            tolerance_grad=tol,
-            tolerance_change=1e-16,
-            history_size=50,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure(
-            u: torch.Tensor = u, r: torch.Tensor | None = r, opt: torch.optim.LBFGS = opt
-        ) -> torch.Tensor:
-            opt.zero_grad()
-            value = population_loss(_vectors(u, r), rho, **objective)
-            value.backward()
-            return value
-
-        opt.step(closure)
-        iters = int(opt.state[opt._params[0]].get("n_iter", 0))
-        with torch.no_grad():
-            value = float(population_loss(_vectors(u, r), rho, **objective))
-        restart_losses.append(value)
-        if best is None or value < best[0]:
-            best = (value, u.detach().clone(), None if r is None else r.detach().clone(), iters)
-    assert best is not None
-    value, u_best, r_best, iters = best
-    v = _vectors(u_best, r_best).detach().requires_grad_(True)
-    population_loss(v, rho, **objective).backward()
-    assert v.grad is not None
-    grad_norm = _riemannian_grad_norm(v.detach(), v.grad, constraint)
-    v = v.detach()
-    gram = v @ v.T
-    norms = v.norm(dim=1)
-    cosines = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-300)
-    off = ~torch.eye(c, dtype=torch.bool)
-    result = PopulationOptimum(
-        V=v,
-        loss=value,
-        prior=rho,
-        k=k,
-        config={
-            **{kk: vv for kk, vv in objective.items() if kk != "k"},
-            "num_classes": c,
-            "dim": d,
-            "constraint": constraint,
-            "restarts": restarts,
-            "seed": seed,
-        },
-        gram=gram,
-        cosines=cosines,
-        norms=norms,
-        etf_cosine_error=float((cosines[off] - etf_cosine(c)).abs().max()),
-        zero_sum=float(v.sum(0).norm()),
-        grad_norm=grad_norm,
-        iterations=iters,
-        converged=bool(grad_norm <= max(1e3 * tol, 1e-7)),
-        restart_losses=restart_losses,
+    best, restart_losses = _population_restarts(
+        rho, objective, d, constraint, restarts, seed, max_iter, tol, init
+    )
+    result = _population_result(
+        best, restart_losses, rho, objective, d, constraint, restarts, seed, tol
     )
     if with_downstream:
         from contrastlab.theory.downstream import downstream_report
 
-        report = downstream_report(v, rho, loss=loss, temperature=temperature)
+        report = downstream_report(result.V, rho, loss=loss, temperature=temperature)
         result.downstream = {key: val for key, val in report.items() if key != "cosine"}
     return result
 
@@ -275,8 +338,6 @@ def optimize_per_sample(
     every sample of a class sits at the same point (``within_class_spread`` -> 0), the class
     means being the class-level optimum (an ETF for balanced classes).
     """
-    from contrastlab.theory.population import sample_level_loss
-
     rho = _resolve_prior(prior, num_classes)
     c = rho.numel()
     n = check_positive_int("n_per_class", n_per_class)
@@ -290,34 +351,47 @@ def optimize_per_sample(
         "negatives": negatives,
         "beta": beta,
     }
+    best, losses = _per_sample_restarts(labels, objective, d, restarts, seed, max_iter, tol)
+    return _per_sample_result(best, losses, labels, objective, c)
+
+
+def _per_sample_restarts(
+    labels: torch.Tensor,
+    objective: dict[str, Any],
+    d: int,
+    restarts: int,
+    seed: int,
+    max_iter: int,
+    tol: float,
+) -> tuple[tuple[float, torch.Tensor], list[float]]:
+    """L-BFGS from every seeded start; the best (loss, U) and every start's loss."""
     g = torch.Generator().manual_seed(seed)
     best: tuple[float, torch.Tensor] | None = None
     losses: list[float] = []
     for _ in range(check_positive_int("restarts", restarts)):
-        u = torch.randn(c * n, d, generator=g, dtype=torch.float64).requires_grad_(True)
-        opt = torch.optim.LBFGS(
-            [u],
-            lr=1.0,
-            max_iter=max_iter,
-            tolerance_grad=tol,
-            tolerance_change=1e-16,
-            history_size=50,
-            line_search_fn="strong_wolfe",
-        )
+        u = torch.randn(labels.numel(), d, generator=g, dtype=torch.float64).requires_grad_(True)
 
-        def closure(u: torch.Tensor = u, opt: torch.optim.LBFGS = opt) -> torch.Tensor:
-            opt.zero_grad()
-            value = sample_level_loss(_vectors(u, None), labels, **objective)
-            value.backward()
-            return value
+        def objective_fn(u: torch.Tensor = u) -> torch.Tensor:
+            return sample_level_loss(_vectors(u, None), labels, **objective)
 
-        opt.step(closure)
+        _lbfgs_minimize([u], objective_fn, max_iter, tol)
         with torch.no_grad():
             value = float(sample_level_loss(_vectors(u, None), labels, **objective))
         losses.append(value)
         if best is None or value < best[0]:
             best = (value, u.detach().clone())
     assert best is not None
+    return best, losses
+
+
+def _per_sample_result(
+    best: tuple[float, torch.Tensor],
+    losses: list[float],
+    labels: torch.Tensor,
+    objective: dict[str, Any],
+    c: int,
+) -> PerSampleOptimum:
+    """Assemble the :class:`PerSampleOptimum` (class means, spread, diagnostics)."""
     z = _vectors(best[1], None).detach().requires_grad_(True)
     sample_level_loss(z, labels, **objective).backward()
     assert z.grad is not None

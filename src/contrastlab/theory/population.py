@@ -87,6 +87,15 @@ def _expected_hinge(h: torch.Tensor, log_q: torch.Tensor, k: int) -> torch.Tenso
     return (p_max * torch.clamp(1.0 + hs, min=0.0)).sum(dim=1)
 
 
+def _check_objective(k: int, loss: str, temperature: float, negatives: str) -> float:
+    """Check k, the loss, the temperature and the negative law; the temperature as a float."""
+    check_positive_int("k", k)
+    check_choice("loss", loss, LOSSES)
+    t = check_positive("temperature", temperature)
+    check_choice("negatives", negatives, NEGATIVE_LAWS)
+    return t
+
+
 def population_loss(
     V: torch.Tensor,
     prior: torch.Tensor | None = None,
@@ -120,10 +129,7 @@ def population_loss(
         raise ValueError(f"V must hold at least 2 class vectors; got shape {tuple(V.shape)}")
     rho = check_prior(torch.full((c,), 1.0 / c) if prior is None else prior, c)
     rho = rho.to(device=V.device, dtype=torch.float64)
-    check_positive_int("k", k)
-    check_choice("loss", loss, LOSSES)
-    t = check_positive("temperature", temperature)
-    check_choice("negatives", negatives, NEGATIVE_LAWS)
+    t = _check_objective(k, loss, temperature, negatives)
     if negatives == "other-class" and bool((rho >= 1.0 - 1e-15).any()):
         raise ValueError("prior: other-class negatives need at least two classes of positive mass")
     V64 = V.to(torch.float64)
@@ -172,10 +178,7 @@ def sample_level_loss(
         raise ValueError("labels must be 0..C-1 with every class present")
     rho = check_prior(torch.full((classes,), 1.0 / classes) if prior is None else prior, classes)
     rho = rho.to(device=Z.device, dtype=torch.float64)
-    check_positive_int("k", k)
-    check_choice("loss", loss, LOSSES)
-    t = check_positive("temperature", temperature)
-    check_choice("negatives", negatives, NEGATIVE_LAWS)
+    t = _check_objective(k, loss, temperature, negatives)
     beta = check_nonnegative("beta", beta)
     z = Z.to(torch.float64)
     counts = torch.bincount(y, minlength=classes).to(torch.float64)

@@ -185,6 +185,75 @@ def _downstream(res: PopulationOptimum) -> dict[str, float]:
     return out
 
 
+def _solve_path(
+    rho: torch.Tensor, ks: Sequence[int], restarts: int, seed: int, objective: dict[str, Any]
+) -> list[PopulationOptimum]:
+    """The optimum at every k in ``ks`` (ascending), each warm-started from the previous one."""
+    sols: list[PopulationOptimum] = []
+    for i, k in enumerate(ks):
+        inits = [sols[-1].V] if sols else []
+        sols.append(_solve(rho, k, restarts, seed + i, inits, **objective))
+    return sols
+
+
+def _recheck_violations(
+    name: str,
+    rho: torch.Tensor,
+    ks: Sequence[int],
+    sols: list[PopulationOptimum],
+    recheck_restarts: int,
+    tol: float,
+    seed: int,
+    objective: dict[str, Any],
+) -> tuple[list[Violation], int]:
+    """(confirmed violations, number of rechecks) along one prior's path of optima.
+
+    An apparent violation is re-solved with more restarts and warm starts from the neighbours;
+    a better optimum replaces the entry of ``sols`` in place.
+    """
+    violations: list[Violation] = []
+    rechecked = 0
+    for metric in DOWNSTREAM_KEYS:
+        for i in range(len(ks) - 1):
+            a, b = _downstream(sols[i]).get(metric), _downstream(sols[i + 1]).get(metric)
+            if a is None or b is None or b <= a + tol:
+                continue
+            rechecked += 1
+            for j in (i, i + 1):
+                neigh = [s.V for s in sols[max(0, j - 1) : j + 2]]
+                again = _solve(rho, ks[j], recheck_restarts, seed + 104729 + j, neigh, **objective)
+                if again.loss < sols[j].loss - 1e-12:
+                    sols[j] = again
+            a, b = _downstream(sols[i])[metric], _downstream(sols[i + 1])[metric]
+            if b > a + tol:
+                violations.append(Violation(name, metric, ks[i], ks[i + 1], a, b))
+    return violations, rechecked
+
+
+def _study_rows(
+    name: str, ks: Sequence[int], sols: list[PopulationOptimum]
+) -> list[dict[str, Any]]:
+    """One row per (prior ``name``, k): the optimum's losses and the optimizer's diagnostics."""
+    rows: list[dict[str, Any]] = []
+    for k, res in zip(ks, sols, strict=True):
+        rows.append(
+            {
+                "prior": name,
+                "k": k,
+                "contrastive_loss": res.loss,
+                **_downstream(res),
+                "mean_classifier_accuracy": float(
+                    res.downstream.get("mean_classifier_accuracy", math.nan)
+                ),
+                "etf_cosine_error": res.etf_cosine_error,
+                "min_norm": float(res.norms.min()),
+                "grad_norm": res.grad_norm,
+                "converged": res.converged,
+            }
+        )
+    return rows
+
+
 def monotonicity_study(
     num_classes: int = 5,
     priors: dict[str, torch.Tensor] | None = None,
@@ -224,43 +293,13 @@ def monotonicity_study(
     rechecked = 0
     for name, prior in priors.items():
         rho = check_prior(prior, num_classes)
-        sols: list[PopulationOptimum] = []
-        for i, k in enumerate(ks):
-            inits = [sols[-1].V] if sols else []
-            sols.append(_solve(rho, k, restarts, seed + i, inits, **objective))
-        # re-solve apparent violations with more restarts and warm starts from the neighbours
-        for metric in DOWNSTREAM_KEYS:
-            for i in range(len(ks) - 1):
-                a, b = _downstream(sols[i]).get(metric), _downstream(sols[i + 1]).get(metric)
-                if a is None or b is None or b <= a + tol:
-                    continue
-                rechecked += 1
-                for j in (i, i + 1):
-                    neigh = [s.V for s in sols[max(0, j - 1) : j + 2]]
-                    again = _solve(
-                        rho, ks[j], recheck_restarts, seed + 104729 + j, neigh, **objective
-                    )
-                    if again.loss < sols[j].loss - 1e-12:
-                        sols[j] = again
-                a, b = _downstream(sols[i])[metric], _downstream(sols[i + 1])[metric]
-                if b > a + tol:
-                    violations.append(Violation(name, metric, ks[i], ks[i + 1], a, b))
-        for k, res in zip(ks, sols, strict=True):
-            rows.append(
-                {
-                    "prior": name,
-                    "k": k,
-                    "contrastive_loss": res.loss,
-                    **_downstream(res),
-                    "mean_classifier_accuracy": float(
-                        res.downstream.get("mean_classifier_accuracy", math.nan)
-                    ),
-                    "etf_cosine_error": res.etf_cosine_error,
-                    "min_norm": float(res.norms.min()),
-                    "grad_norm": res.grad_norm,
-                    "converged": res.converged,
-                }
-            )
+        sols = _solve_path(rho, ks, restarts, seed, objective)
+        found, n_rechecked = _recheck_violations(
+            name, rho, ks, sols, recheck_restarts, tol, seed, objective
+        )
+        violations.extend(found)
+        rechecked += n_rechecked
+        rows.extend(_study_rows(name, ks, sols))
     return StudyResult(
         rows,
         violations,
