@@ -78,6 +78,7 @@ use t = 0.5 for both. ``logistic`` L_sup ignores t (it is InfoNCE at t = 1).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -449,6 +450,104 @@ class _Preconditioner:
         return ((self.evecs * inv) @ self.evecs.T).to(self.dtype)
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a * b).sum(dtype=_F64))
+
+
+class _Penalized:
+    """The objective of :func:`_fit_logreg`: mean CE of ``obj`` + wd/2 ||W||^2 (the bias is not
+    penalized), with the initial inverse Hessian H0 of :class:`_Preconditioner` at ``wd`` and
+    the scale-free convergence measure."""
+
+    def __init__(self, obj: _Softmax, wd: float, pre: _Preconditioner) -> None:
+        self.obj, self.wd, self.pre = obj, wd, pre
+        self.cd = obj.c * obj.d
+        self.M = pre.matrix(wd)
+
+    def fg(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(value, gradient) at ``theta``."""
+        value, g = self.obj.value_grad(theta)
+        W = theta[: self.cd]
+        value += 0.5 * self.wd * float((W * W).sum(dtype=_F64))
+        g[: self.cd] += self.wd * W
+        return value, g
+
+    def h0(self, q: torch.Tensor) -> torch.Tensor:
+        """H0 q: (kappa Sigma_2 + wd I)^{-1} on each row of the weight part, 1/kappa on the
+        bias."""
+        cd, obj = self.cd, self.obj
+        r = torch.empty_like(q)
+        r[:cd] = (q[:cd].view(obj.c, obj.d) @ self.M).view(-1)
+        if obj.bias:
+            r[cd:] = q[cd:] / self.pre.kappa
+        return r
+
+    def gmax(self, g: torch.Tensor) -> float:
+        """max |dF/dW| / sqrt(E||h||^2), and max |dF/db| with a bias: the larger."""
+        top = float(g[: self.cd].abs().max()) / self.pre.rms
+        return max(top, float(g[self.cd :].abs().max())) if self.obj.bias else top
+
+
+_Pairs = list[tuple[torch.Tensor, torch.Tensor, float]]  # L-BFGS (s, y, 1 / s^T y), oldest first
+
+
+def _lbfgs_direction(
+    prob: _Penalized, g: torch.Tensor, pairs: _Pairs, gamma: float
+) -> tuple[torch.Tensor, float]:
+    """The two-loop recursion: (direction -H g, g^T direction). When that is not a descent
+    direction, ``pairs`` is cleared and the preconditioned gradient -H0 g is used instead."""
+    q = g.clone()
+    alphas: list[float] = []
+    for s_k, y_k, rho in reversed(pairs):
+        a = rho * _dot(s_k, q)
+        q -= a * y_k
+        alphas.append(a)
+    r = gamma * prob.h0(q)
+    for (s_k, y_k, rho), a in zip(pairs, reversed(alphas), strict=True):
+        r += (a - rho * _dot(y_k, r)) * s_k
+    direction = -r
+    gtd = _dot(g, direction)
+    if not gtd < 0.0:  # safeguard: restart from the preconditioned gradient
+        pairs.clear()
+        direction = -prob.h0(g)
+        gtd = _dot(g, direction)
+    return direction, gtd
+
+
+def _armijo(
+    prob: _Penalized, theta: torch.Tensor, f: float, direction: torch.Tensor, gtd: float
+) -> tuple[torch.Tensor, float, torch.Tensor] | None:
+    """Backtracking from step 1 to the Armijo condition: (the accepted point, its value, its
+    gradient), or None when the step falls below 1e-12 (no decrease possible: rounding)."""
+    step = 1.0
+    while True:
+        trial = theta + step * direction
+        f_new, g_new = prob.fg(trial)
+        if f_new <= f + 1e-4 * step * gtd:
+            return trial, f_new, g_new
+        if step < 1e-12:
+            return None
+        # minimizer of the quadratic through f, gtd and f_new, kept in [0.1, 0.5] step
+        denom = 2.0 * (f_new - f - gtd * step)
+        t_q = -gtd * step * step / denom if denom > 0 else 0.5 * step
+        step = min(max(t_q, 0.1 * step), 0.5 * step)
+
+
+def _push_pair(
+    prob: _Penalized, pairs: _Pairs, s_vec: torch.Tensor, y_vec: torch.Tensor, gamma: float,
+    history: int,
+) -> float:
+    """Append the curvature pair (s, y) when s^T y is safely positive (dropping the oldest
+    beyond ``history``) and return the new scaling gamma = s^T y / y^T H0 y (else the old)."""
+    sy = _dot(s_vec, y_vec)
+    if sy > 1e-12 * max(_dot(s_vec, s_vec), 1e-300):
+        pairs.append((s_vec, y_vec, 1.0 / sy))
+        if len(pairs) > history:
+            pairs.pop(0)
+        gamma = sy / _dot(y_vec, prob.h0(y_vec))
+    return gamma
+
+
 def _fit_logreg(
     obj: _Softmax,
     wd: float,
@@ -462,80 +561,130 @@ def _fit_logreg(
     Armijo backtracking; the objective is strictly convex for wd > 0, so every accepted step has
     s^T y > 0) on mean CE + wd/2 ||W||^2, until max |gradient| <= tol.
 
+    Each iteration: the direction (:func:`_lbfgs_direction`), the line search
+    (:func:`_armijo`; the fit stops when it finds no decrease), the curvature pair
+    (:func:`_push_pair`); the fit also stops after 5 steps in a row whose decrease is at the
+    rounding level of the dtype.
+
     Returns (theta, iterations, the scale-free gradient measure of :func:`linear_probe`).
     """
-    cd = obj.c * obj.d
-    M = pre.matrix(wd)
-
-    def fg(theta: torch.Tensor) -> tuple[float, torch.Tensor]:
-        value, g = obj.value_grad(theta)
-        W = theta[:cd]
-        value += 0.5 * wd * float((W * W).sum(dtype=_F64))
-        g[:cd] += wd * W
-        return value, g
-
-    def h0(q: torch.Tensor) -> torch.Tensor:
-        r = torch.empty_like(q)
-        r[:cd] = (q[:cd].view(obj.c, obj.d) @ M).view(-1)
-        if obj.bias:
-            r[cd:] = q[cd:] / pre.kappa
-        return r
-
-    def dot(a: torch.Tensor, b: torch.Tensor) -> float:
-        return float((a * b).sum(dtype=_F64))
-
+    prob = _Penalized(obj, wd, pre)
     theta = theta0.clone()
-    f, g = fg(theta)
-    pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    f, g = prob.fg(theta)
+    pairs: _Pairs = []
     gamma = 1.0
     it = 0
     stalled = 0  # consecutive steps whose decrease is at the rounding level of the dtype
     eps = torch.finfo(theta.dtype).eps
-    def gmax(g: torch.Tensor) -> float:  # the scale-free convergence measure
-        top = float(g[:cd].abs().max()) / pre.rms
-        return max(top, float(g[cd:].abs().max())) if obj.bias else top
-
-    while gmax(g) > tol and it < max_iter:
+    while prob.gmax(g) > tol and it < max_iter:
         it += 1
-        q = g.clone()
-        alphas: list[float] = []
-        for s_k, y_k, rho in reversed(pairs):
-            a = rho * dot(s_k, q)
-            q -= a * y_k
-            alphas.append(a)
-        r = gamma * h0(q)
-        for (s_k, y_k, rho), a in zip(pairs, reversed(alphas), strict=True):
-            r += (a - rho * dot(y_k, r)) * s_k
-        direction = -r
-        gtd = dot(g, direction)
-        if not gtd < 0.0:  # safeguard: restart from the preconditioned gradient
-            pairs.clear()
-            direction = -h0(g)
-            gtd = dot(g, direction)
-        step = 1.0
-        while True:
-            trial = theta + step * direction
-            f_new, g_new = fg(trial)
-            if f_new <= f + 1e-4 * step * gtd:
-                break
-            if step < 1e-12:
-                return theta, it, gmax(g)  # no decrease possible (rounding)
-            # minimizer of the quadratic through f, gtd and f_new, kept in [0.1, 0.5] step
-            denom = 2.0 * (f_new - f - gtd * step)
-            t_q = -gtd * step * step / denom if denom > 0 else 0.5 * step
-            step = min(max(t_q, 0.1 * step), 0.5 * step)
-        s_vec, y_vec = trial - theta, g_new - g
-        sy = dot(s_vec, y_vec)
-        if sy > 1e-12 * max(dot(s_vec, s_vec), 1e-300):
-            pairs.append((s_vec, y_vec, 1.0 / sy))
-            if len(pairs) > history:
-                pairs.pop(0)
-            gamma = sy / dot(y_vec, h0(y_vec))
+        direction, gtd = _lbfgs_direction(prob, g, pairs, gamma)
+        accepted = _armijo(prob, theta, f, direction, gtd)
+        if accepted is None:
+            return theta, it, prob.gmax(g)  # no decrease possible (rounding)
+        trial, f_new, g_new = accepted
+        gamma = _push_pair(prob, pairs, trial - theta, g_new - g, gamma, history)
         stalled = stalled + 1 if f - f_new <= 4.0 * eps * max(1.0, abs(f)) else 0
         theta, f, g = trial, f_new, g_new
         if stalled >= 5:  # the tolerance is below what this dtype can resolve
             break
-    return theta, it, gmax(g)
+    return theta, it, prob.gmax(g)
+
+
+def _check_probe_options(
+    bias: Any, max_iter: Any, tol: Any, patience: Any, select: Any, dtype: Any
+) -> tuple[int, float, int, torch.dtype]:
+    """The option checks of :func:`linear_probe`: (max_iter, tol, patience, dtype)."""
+    if not isinstance(bias, bool):
+        raise ValueError(f"bias must be True or False; got {bias!r}")
+    max_iter = check_positive_int("max_iter", max_iter)
+    tol = check_positive("tol", tol)
+    patience = check_positive_int("patience", patience)
+    check_choice("select", select, PROBE_SELECTION)
+    return max_iter, tol, patience, _check_dtype(dtype)
+
+
+_Fit = Callable[[_Softmax, float, torch.Tensor], tuple[torch.Tensor, int, float]]
+
+
+@dataclass
+class _Walk:
+    """The outcome of the weight-decay walk of :func:`linear_probe`: the lambda and warm start
+    selected by the rule, those of the other rule, and the per-lambda validation rows."""
+
+    wd: float
+    theta: torch.Tensor
+    other_wd: float
+    other_theta: torch.Tensor
+    validation: list[dict[str, float]]
+
+
+def _validation_split(
+    Xtr: torch.Tensor, ytr: torch.Tensor, c: int, bias: bool, val_fraction: Any, seed: int
+) -> tuple[_Softmax, _Softmax]:
+    """The fit and validation objectives of the stratified split of the training set."""
+    frac = check_unit_interval("val_fraction", val_fraction)
+    if frac == 0.0:
+        raise ValueError("val_fraction must lie in (0, 1) to choose the weight decay")
+    kept, held = stratified_split(ytr, frac, seed)
+    if held.numel() == 0:
+        raise ValueError(
+            "val_fraction: the validation split is empty (too few samples per class); "
+            "pass weight_decay= instead"
+        )
+    part = _Softmax(Xtr[kept].contiguous(), ytr[kept], c, bias)
+    val = _Softmax(Xtr[held].contiguous(), ytr[held], c, bias)
+    return part, val
+
+
+def _walk_weight_decays(
+    fit: _Fit, part: _Softmax, val: _Softmax, grid: list[float], scale: float,
+    theta: torch.Tensor, patience: int, select: str,
+) -> _Walk:
+    """Fit ``part`` at lambda = w * ``scale`` for w in ``grid`` (decreasing), warm started,
+    scoring each fit on ``val``, until ``patience`` lambdas in a row improve neither the best
+    validation accuracy nor the best validation cross-entropy (:func:`linear_probe`)."""
+    validation: list[dict[str, float]] = []
+    best: tuple[float, float] | None = None
+    best_theta, wd = theta, grid[0] * scale
+    other: tuple[float, float] | None = None  # the same walk under the other rule
+    other_theta, other_wd = theta, wd
+    stale, top_acc, low_ce = 0, -math.inf, math.inf
+    for rel in grid:
+        lam = rel * scale
+        theta, its, _ = fit(part, lam, theta)
+        acc, ce = _cross_entropy_accuracy(val.logits(theta), val.y)
+        validation.append(
+            {"relative_weight_decay": rel, "weight_decay": lam, "val_accuracy": acc,
+             "val_cross_entropy": ce, "iterations": float(its)}
+        )
+        key = (acc, -ce) if select == "accuracy" else (-ce, acc)
+        if best is None or key > best:
+            best, best_theta, wd = key, theta, lam
+        key_other = (-ce, acc) if select == "accuracy" else (acc, -ce)
+        if other is None or key_other > other:
+            other, other_theta, other_wd = key_other, theta, lam
+        stale = 0 if (acc > top_acc or ce < low_ce) else stale + 1
+        top_acc, low_ce = max(top_acc, acc), min(low_ce, ce)
+        if stale >= patience:
+            break
+    return _Walk(wd, best_theta, other_wd, other_theta, validation)
+
+
+def _other_selection(
+    fit: _Fit, full: _Softmax, test: _Softmax, walk: _Walk, wd: float, acc: float, ce: float,
+    select: str,
+) -> dict[str, Any]:
+    """The probe of the other selection rule on the same walk, refit on the whole training
+    set (unless it chose the same lambda) and scored on the test set."""
+    rule = "cross_entropy" if select == "accuracy" else "accuracy"
+    if walk.other_wd == wd:
+        o_acc, o_ce = acc, ce
+    else:
+        o_theta, _, _ = fit(full, walk.other_wd, walk.other_theta)
+        o_acc, o_ce = _cross_entropy_accuracy(test.logits(o_theta), test.y)
+    return {"select": rule, "weight_decay": walk.other_wd, "accuracy": o_acc,
+            "cross_entropy": o_ce}
 
 
 @serial_when_small
@@ -557,6 +706,10 @@ def linear_probe(
     dtype: torch.dtype = torch.float64,
 ) -> LinearProbeResult:
     """Multinomial logistic-regression probe fit by full-batch L-BFGS (module docstring).
+
+    In phases: the checks; the setup of the objectives; the choice of lambda
+    (:func:`_validation_split`, :func:`_walk_weight_decays`) unless ``weight_decay`` is given;
+    the refit on the whole training set and the report (:func:`_probe_result`).
 
     Args:
         H_train, y_train, H_test, y_test: embeddings (N, d) / (M, d) and integer labels.
@@ -581,82 +734,49 @@ def linear_probe(
             floor (5 steps in a row without a resolvable decrease) with ``converged`` False.
     """
     Htr, ytr, Hte, yte, c = _check_split(H_train, y_train, H_test, y_test, num_classes)
-    if not isinstance(bias, bool):
-        raise ValueError(f"bias must be True or False; got {bias!r}")
-    max_iter = check_positive_int("max_iter", max_iter)
-    tol = check_positive("tol", tol)
-    patience = check_positive_int("patience", patience)
-    check_choice("select", select, PROBE_SELECTION)
-    dt = _check_dtype(dtype)
+    max_iter, tol, patience, dt = _check_probe_options(bias, max_iter, tol, patience, select,
+                                                       dtype)
     Xtr = Htr.detach().to(dt).contiguous()
     Xte = Hte.detach().to(dt)
     full = _Softmax(Xtr, ytr, c, bias)
     pre = _Preconditioner(Xtr, c, bias)
     theta = torch.zeros(full.size(), dtype=dt, device=Xtr.device)
-    validation: list[dict[str, float]] = []
+    fit: _Fit = functools.partial(_fit_logreg, max_iter=max_iter, tol=tol, pre=pre)
+    walk: _Walk | None = None
     if weight_decay is not None:
         wd = check_nonnegative("weight_decay", weight_decay)
     else:
         grid = _check_grid(weight_decays)
-        frac = check_unit_interval("val_fraction", val_fraction)
-        if frac == 0.0:
-            raise ValueError("val_fraction must lie in (0, 1) to choose the weight decay")
-        kept, held = stratified_split(ytr, frac, seed)
-        if held.numel() == 0:
-            raise ValueError(
-                "val_fraction: the validation split is empty (too few samples per class); "
-                "pass weight_decay= instead"
-            )
-        part = _Softmax(Xtr[kept].contiguous(), ytr[kept], c, bias)
-        val = _Softmax(Xtr[held].contiguous(), ytr[held], c, bias)
-        best: tuple[float, float] | None = None
-        best_theta, wd = theta, grid[0] * pre.scale
-        other: tuple[float, float] | None = None  # the same walk under the other rule
-        other_theta, other_wd = theta, wd
-        stale, top_acc, low_ce = 0, -math.inf, math.inf
-        for rel in grid:
-            lam = rel * pre.scale
-            theta, its, _ = _fit_logreg(part, lam, theta, max_iter, tol, pre)
-            acc, ce = _cross_entropy_accuracy(val.logits(theta), val.y)
-            validation.append(
-                {"relative_weight_decay": rel, "weight_decay": lam, "val_accuracy": acc,
-                 "val_cross_entropy": ce, "iterations": float(its)}
-            )
-            key = (acc, -ce) if select == "accuracy" else (-ce, acc)
-            if best is None or key > best:
-                best, best_theta, wd = key, theta, lam
-            key_other = (-ce, acc) if select == "accuracy" else (acc, -ce)
-            if other is None or key_other > other:
-                other, other_theta, other_wd = key_other, theta, lam
-            stale = 0 if (acc > top_acc or ce < low_ce) else stale + 1
-            top_acc, low_ce = max(top_acc, acc), min(low_ce, ce)
-            if stale >= patience:
-                break
-        theta = best_theta
-    theta, its, gmax = _fit_logreg(full, wd, theta, max_iter, tol, pre)
+        part, val = _validation_split(Xtr, ytr, c, bias, val_fraction, seed)
+        walk = _walk_weight_decays(fit, part, val, grid, pre.scale, theta, patience, select)
+        wd, theta = walk.wd, walk.theta
     test = _Softmax(Xte.contiguous(), yte, c, bias)
-    acc, ce = _cross_entropy_accuracy(test.logits(theta), yte)
+    return _probe_result(fit, full, test, theta, wd, walk, select, tol)
+
+
+def _probe_result(
+    fit: _Fit, full: _Softmax, test: _Softmax, theta: torch.Tensor, wd: float,
+    walk: _Walk | None, select: str, tol: float,
+) -> LinearProbeResult:
+    """The last phase of :func:`linear_probe`: the refit on the whole training set at ``wd``
+    from ``theta``, its test and training scores, the other rule's probe (after a walk) and
+    the :class:`LinearProbeResult`."""
+    theta, its, gmax = fit(full, wd, theta)
+    acc, ce = _cross_entropy_accuracy(test.logits(theta), test.y)
     other_selection: dict[str, Any] | None = None
-    if weight_decay is None:
-        rule = "cross_entropy" if select == "accuracy" else "accuracy"
-        if other_wd == wd:
-            o_acc, o_ce = acc, ce
-        else:
-            o_theta, _, _ = _fit_logreg(full, other_wd, other_theta, max_iter, tol, pre)
-            o_acc, o_ce = _cross_entropy_accuracy(test.logits(o_theta), yte)
-        other_selection = {"select": rule, "weight_decay": other_wd, "accuracy": o_acc,
-                           "cross_entropy": o_ce}
-    tr_acc, tr_ce = _cross_entropy_accuracy(full.logits(theta), ytr)
+    if walk is not None:
+        other_selection = _other_selection(fit, full, test, walk, wd, acc, ce, select)
+    tr_acc, tr_ce = _cross_entropy_accuracy(full.logits(theta), full.y)
     W, b = full.split(theta)
     return LinearProbeResult(
-        bias=bias,
+        bias=full.bias,
         weight_decay=wd,
-        selected_by="fixed" if weight_decay is not None else select,
+        selected_by="fixed" if walk is None else select,
         accuracy=acc,
         cross_entropy=ce,
         train_accuracy=tr_acc,
         train_cross_entropy=tr_ce,
-        validation=validation,
+        validation=[] if walk is None else walk.validation,
         other_selection=other_selection,
         iterations=its,
         converged=gmax <= tol,
@@ -1010,6 +1130,94 @@ class DownstreamReport:
         return text
 
 
+def _check_report_options(
+    mean_classifiers: Sequence[str], probes: Sequence[str], temperature: float,
+    mean_temperature: float | None, lsup_temperature: float | None, lsup: bool,
+    lsup_loss: str, knn: bool, knn_k: int, knn_temperature: float,
+    weight_decays: Sequence[float], probe_select: str,
+) -> tuple[float, float]:
+    """The option checks of :func:`downstream_report`: (mean temperature, L_sup temperature)."""
+    if isinstance(mean_classifiers, str) or isinstance(probes, str):
+        raise ValueError("mean_classifiers and probes must be sequences of names, not a string")
+    for name in mean_classifiers:
+        check_choice("mean_classifiers", name, MEAN_CLASSIFIERS)
+    for name in probes:
+        check_choice("probes", name, PROBES)
+    t = check_positive("temperature", temperature)
+    t_mean = t if mean_temperature is None else check_positive("mean_temperature",
+                                                               mean_temperature)
+    t_lsup = t if lsup_temperature is None else check_positive("lsup_temperature",
+                                                               lsup_temperature)
+    if lsup:
+        check_choice("lsup_loss", lsup_loss, LSUP_LOSSES)
+    if knn:
+        check_positive_int("knn_k", knn_k)
+        check_positive("knn_temperature", knn_temperature)
+    _check_grid(weight_decays)
+    check_choice("probe_select", probe_select, PROBE_SELECTION)
+    return t_mean, t_lsup
+
+
+def _report_means(
+    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+    mean_classifiers: Sequence[str], t_mean: float, seconds: dict[str, float],
+) -> dict[str, MeanClassifierResult]:
+    """The mean classifiers of :func:`downstream_report`, timed together in ``seconds``."""
+    t0 = time.perf_counter()
+    means = {
+        name: _mean_classifier(*split, *MEAN_CLASSIFIERS[name], t_mean)
+        for name in mean_classifiers
+    }
+    seconds["mean_classifier"] = time.perf_counter() - t0
+    return means
+
+
+def _report_probes(
+    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+    probes: Sequence[str], options: dict[str, Any], seconds: dict[str, float],
+    notes: list[str],
+) -> dict[str, LinearProbeResult]:
+    """The linear probes of :func:`downstream_report` (``options``: keyword arguments of
+    :func:`linear_probe`), each timed in ``seconds``; a note for each one not converged."""
+    probe_results: dict[str, LinearProbeResult] = {}
+    for name in probes:
+        t0 = time.perf_counter()
+        probe_results[name] = linear_probe(*split, bias=name == "bias", **options)
+        seconds[f"probe_{name}"] = time.perf_counter() - t0
+        if not probe_results[name].converged:
+            notes.append(f"linear probe [{name}] did not reach its gradient tolerance")
+    return probe_results
+
+
+def _report_lsup(
+    Htr: torch.Tensor, ytr: torch.Tensor, c: int, loss: str, t_lsup: float,
+    seconds: dict[str, float], notes: list[str],
+) -> LsupResult:
+    """L_sup of :func:`downstream_report` on the training set, timed in ``seconds``; a note
+    when the ball relaxation is not tight."""
+    t0 = time.perf_counter()
+    ls = _lsup(Htr.detach().to(_F64).contiguous(), ytr, c, loss, t_lsup, 1e-6, 3000)
+    seconds["lsup"] = time.perf_counter() - t0
+    if not ls.tight:
+        notes.append("L_sup: the ball relaxation is not tight; value is a local optimum on "
+                     "the spheres, relaxed_value a lower bound")
+    return ls
+
+
+def _report_knn(
+    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], knn_k: int,
+    knn_temperature: float, seconds: dict[str, float], notes: list[str],
+) -> KNNResult:
+    """The kNN classifier of :func:`downstream_report`, timed in ``seconds``; a note when k
+    exceeds the training-set size."""
+    t0 = time.perf_counter()
+    kn = _knn(*split, int(knn_k), float(knn_temperature), None)
+    seconds["knn"] = time.perf_counter() - t0
+    if kn.k < knn_k:
+        notes.append(f"kNN: k reduced from {knn_k} to the training-set size {kn.k}")
+    return kn
+
+
 @serial_when_small
 def downstream_report(
     H_train: torch.Tensor,
@@ -1036,6 +1244,10 @@ def downstream_report(
 ) -> DownstreamReport:
     """Mean classifiers, linear probes, L_sup (on the training set) and kNN in one report.
 
+    In phases: every check first (:func:`_check_report_options`), then the measures in that
+    order, each timed (:func:`_report_means`, :func:`_report_probes`, :func:`_report_lsup`,
+    :func:`_report_knn`), then the report.
+
     Args:
         H_train, y_train, H_test, y_test: embeddings and integer labels; every class must occur
             in the training set.
@@ -1053,59 +1265,20 @@ def downstream_report(
             (``lsup_temperature`` None: ``temperature``).
         knn, knn_k, knn_temperature: see :func:`knn_classifier`.
     """
-    Htr, ytr, Hte, yte, c = _check_split(H_train, y_train, H_test, y_test, num_classes)
-    if isinstance(mean_classifiers, str) or isinstance(probes, str):
-        raise ValueError("mean_classifiers and probes must be sequences of names, not a string")
-    for name in mean_classifiers:
-        check_choice("mean_classifiers", name, MEAN_CLASSIFIERS)
-    for name in probes:
-        check_choice("probes", name, PROBES)
-    t = check_positive("temperature", temperature)
-    t_mean = t if mean_temperature is None else check_positive("mean_temperature",
-                                                               mean_temperature)
-    t_lsup = t if lsup_temperature is None else check_positive("lsup_temperature",
-                                                               lsup_temperature)
-    if lsup:
-        check_choice("lsup_loss", lsup_loss, LSUP_LOSSES)
-    if knn:
-        check_positive_int("knn_k", knn_k)
-        check_positive("knn_temperature", knn_temperature)
-    _check_grid(weight_decays)
-    check_choice("probe_select", probe_select, PROBE_SELECTION)
+    split = _check_split(H_train, y_train, H_test, y_test, num_classes)
+    Htr, ytr, Hte, _, c = split
+    t_mean, t_lsup = _check_report_options(
+        mean_classifiers, probes, temperature, mean_temperature, lsup_temperature, lsup,
+        lsup_loss, knn, knn_k, knn_temperature, weight_decays, probe_select,
+    )
     seconds: dict[str, float] = {}
     notes: list[str] = []
-
-    t0 = time.perf_counter()
-    means = {
-        name: _mean_classifier(Htr, ytr, Hte, yte, c, *MEAN_CLASSIFIERS[name], t_mean)
-        for name in mean_classifiers
-    }
-    seconds["mean_classifier"] = time.perf_counter() - t0
-    probe_results: dict[str, LinearProbeResult] = {}
-    for name in probes:
-        t0 = time.perf_counter()
-        probe_results[name] = linear_probe(
-            Htr, ytr, Hte, yte, c, bias=name == "bias", weight_decays=weight_decays,
-            val_fraction=val_fraction, seed=seed, dtype=probe_dtype, select=probe_select,
-        )
-        seconds[f"probe_{name}"] = time.perf_counter() - t0
-        if not probe_results[name].converged:
-            notes.append(f"linear probe [{name}] did not reach its gradient tolerance")
-    ls: LsupResult | None = None
-    if lsup:
-        t0 = time.perf_counter()
-        ls = _lsup(Htr.detach().to(_F64).contiguous(), ytr, c, lsup_loss, t_lsup, 1e-6, 3000)
-        seconds["lsup"] = time.perf_counter() - t0
-        if not ls.tight:
-            notes.append("L_sup: the ball relaxation is not tight; value is a local optimum on "
-                         "the spheres, relaxed_value a lower bound")
-    kn: KNNResult | None = None
-    if knn:
-        t0 = time.perf_counter()
-        kn = _knn(Htr, ytr, Hte, yte, c, int(knn_k), float(knn_temperature), None)
-        seconds["knn"] = time.perf_counter() - t0
-        if kn.k < knn_k:
-            notes.append(f"kNN: k reduced from {knn_k} to the training-set size {kn.k}")
+    means = _report_means(split, mean_classifiers, t_mean, seconds)
+    probe_options = {"weight_decays": weight_decays, "val_fraction": val_fraction, "seed": seed,
+                     "dtype": probe_dtype, "select": probe_select}
+    probe_results = _report_probes(split, probes, probe_options, seconds, notes)
+    ls = _report_lsup(Htr, ytr, c, lsup_loss, t_lsup, seconds, notes) if lsup else None
+    kn = _report_knn(split, knn_k, knn_temperature, seconds, notes) if knn else None
     return DownstreamReport(
         num_classes=c,
         n_train=int(Htr.shape[0]),
@@ -1184,18 +1357,8 @@ def _class_labels(num_classes: int | None, n_train: int, labels: dict[str, np.nd
                        "increasing order (pass --num-classes to use them as they are)")
 
 
-def geometry_command_output(path: str, as_json: bool, num_classes: int | None = None) -> str:
-    """The printed output of ``contrastlab geometry EMBEDDINGS.npz``: both reports.
-
-    The ``.npz`` holds ``H_train`` (N, d) and ``y_train`` (N,) and optionally ``H_test`` and
-    ``y_test`` (both or neither). C is ``num_classes`` (labels in 0..C-1) or the number of
-    distinct labels (:func:`_class_labels`). Without a test split, 20% of each class of the
-    training set is held out as the test set (:func:`stratified_split`, seed 0), and the output
-    says so. The geometry report is computed on all of ``H_train`` with the with-bias linear
-    probe as the classifier of NC3/NC4; the downstream report on the split. Returns a readable
-    text table, or JSON (``as_json``) with keys ``input``, ``geometry``, ``downstream`` and
-    ``notes``.
-    """
+def _open_npz(path: str) -> Any:
+    """The open ``.npz`` archive at ``path``; one clear error for anything else."""
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"path: {path} is a directory; an .npz file is expected")
@@ -1210,7 +1373,13 @@ def geometry_command_output(path: str, as_json: bool, num_classes: int | None = 
         raise ValueError(f"path: {path} is a single .npy array, not an .npz archive; save one "
                          "with np.savez(path, H_train=..., y_train=...[, H_test=..., "
                          "y_test=...])")
-    notes: list[str] = []
+    return data
+
+
+def _read_npz(data: Any, path: str
+              ) -> tuple[torch.Tensor, dict[str, np.ndarray], torch.Tensor | None]:
+    """(H_train, the raw label arrays by key, H_test or None) of the archive, then closed."""
+    H_test: torch.Tensor | None = None
     with data:
         H_all = _embeddings_from_numpy(_load_array(data, "H_train", path), "H_train")
         ys = {"y_train": _load_array(data, "y_train", path)}
@@ -1220,6 +1389,12 @@ def geometry_command_output(path: str, as_json: bool, num_classes: int | None = 
         if has_h:
             H_test = _embeddings_from_numpy(_load_array(data, "H_test", path), "H_test")
             ys["y_test"] = _load_array(data, "y_test", path)
+    return H_all, ys, H_test
+
+
+def _npz_classes(H_all: torch.Tensor, ys: dict[str, np.ndarray], num_classes: int | None,
+                 notes: list[str]) -> tuple[int, dict[str, np.ndarray]]:
+    """The label checks and (C, labels in 0..C-1) of :func:`_class_labels`, its note added."""
     for key, arr in ys.items():
         _labels_from_numpy(arr, key)  # the type and shape checks
     if H_all.shape[0] != ys["y_train"].shape[0]:
@@ -1229,24 +1404,53 @@ def geometry_command_output(path: str, as_json: bool, num_classes: int | None = 
     num_classes, ys, note = _class_labels(num_classes, int(H_all.shape[0]), ys)
     if note:
         notes.append(note)
-    y_all = _labels_from_numpy(ys["y_train"], "y_train")
-    if has_h:
-        y_test = _labels_from_numpy(ys["y_test"], "y_test")
-        H_train, y_train = H_all, y_all
-    else:
-        y_all = check_labels("y_train", y_all, H_all.shape[0])
-        kept, held = stratified_split(y_all, 0.2, seed=0)
-        if held.numel() == 0:
-            raise ValueError(
-                "path: no test split in the file and too few samples per class to hold out "
-                "20%; add H_test and y_test"
-            )
-        H_train, y_train = H_all[kept], y_all[kept]
-        H_test, y_test = H_all[held], y_all[held]
-        notes.append(
-            f"no test split in the file: held out 20% of each class of the training set "
-            f"(stratified, seed 0) as the test set ({held.numel()} of {y_all.shape[0]})"
+    return num_classes, ys
+
+
+def _hold_out_test(H_all: torch.Tensor, y_all: torch.Tensor, notes: list[str]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(checked y_all, H_train, y_train, H_test, y_test): 20% of each class held out as the
+    test set (stratified, seed 0), with a note."""
+    y_all = check_labels("y_train", y_all, H_all.shape[0])
+    kept, held = stratified_split(y_all, 0.2, seed=0)
+    if held.numel() == 0:
+        raise ValueError(
+            "path: no test split in the file and too few samples per class to hold out "
+            "20%; add H_test and y_test"
         )
+    notes.append(
+        f"no test split in the file: held out 20% of each class of the training set "
+        f"(stratified, seed 0) as the test set ({held.numel()} of {y_all.shape[0]})"
+    )
+    return y_all, H_all[kept], y_all[kept], H_all[held], y_all[held]
+
+
+def geometry_command_output(path: str, as_json: bool, num_classes: int | None = None) -> str:
+    """The printed output of ``contrastlab geometry EMBEDDINGS.npz``: both reports.
+
+    The ``.npz`` holds ``H_train`` (N, d) and ``y_train`` (N,) and optionally ``H_test`` and
+    ``y_test`` (both or neither). C is ``num_classes`` (labels in 0..C-1) or the number of
+    distinct labels (:func:`_class_labels`). Without a test split, 20% of each class of the
+    training set is held out as the test set (:func:`stratified_split`, seed 0), and the output
+    says so. The geometry report is computed on all of ``H_train`` with the with-bias linear
+    probe as the classifier of NC3/NC4; the downstream report on the split. Returns a readable
+    text table, or JSON (``as_json``) with keys ``input``, ``geometry``, ``downstream`` and
+    ``notes``.
+
+    In phases: reading (:func:`_open_npz`, :func:`_read_npz`), the labels
+    (:func:`_npz_classes`), the split (:func:`_hold_out_test` without a test split), both
+    reports, the output (:func:`_geometry_output`).
+    """
+    data = _open_npz(path)
+    notes: list[str] = []
+    H_all, ys, H_file_test = _read_npz(data, path)
+    num_classes, ys = _npz_classes(H_all, ys, num_classes, notes)
+    y_all = _labels_from_numpy(ys["y_train"], "y_train")
+    if H_file_test is not None:
+        y_test = _labels_from_numpy(ys["y_test"], "y_test")
+        H_train, y_train, H_test = H_all, y_all, H_file_test
+    else:
+        y_all, H_train, y_train, H_test, y_test = _hold_out_test(H_all, y_all, notes)
     down = downstream_report(H_train, y_train, H_test, y_test, num_classes)
     probe = down.linear_probe.get("bias") or down.linear_probe.get("bias-free")
     classifier = None if probe is None else (probe.weight, probe.bias_vector)
@@ -1258,15 +1462,21 @@ def geometry_command_output(path: str, as_json: bool, num_classes: int | None = 
         "n_test": int(H_test.shape[0]),
         "dim": int(H_all.shape[1]),
         "num_classes": num_classes,
-        "test_split": "file" if has_h else "held-out 20% (stratified, seed 0)",
+        "test_split": "file" if H_file_test is not None else "held-out 20% (stratified, seed 0)",
     }
+    return _geometry_output(info, geo, down, notes, as_json)
+
+
+def _geometry_output(info: dict[str, Any], geo: GeometryReport, down: DownstreamReport,
+                     notes: list[str], as_json: bool) -> str:
+    """The text (or JSON) of :func:`geometry_command_output`."""
     if as_json:
         return json.dumps(
             {"input": info, "geometry": geo.to_dict(), "downstream": down.to_dict(),
              "notes": notes},
             indent=2,
         )
-    head = (f"{path}: {info['n_train']} train / {info['n_test']} test embeddings, "
-            f"d={info['dim']}, C={num_classes}")
+    head = (f"{info['path']}: {info['n_train']} train / {info['n_test']} test embeddings, "
+            f"d={info['dim']}, C={info['num_classes']}")
     parts = [head, *(f"note: {n}" for n in notes), "", geo.to_text(), "", down.to_text()]
     return "\n".join(parts)

@@ -81,7 +81,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import torch
 
@@ -602,29 +602,30 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
-def geometry_from_stats(
-    stats: GeometryStats,
-    classifier: Any = None,
-    rank_tol: float = 1e-6,
-    collapse_threshold: float = 1e-5,
-) -> GeometryReport:
-    """Every measure of the module docstring from finalized moments (NC4 left None).
+class _Angles(NamedTuple):
+    """The NC2 and cosine measures of :func:`geometry_from_stats` (phase 2)."""
 
-    Args:
-        stats: from :meth:`GeometryAccumulator.finalize`.
-        classifier: None, a (C, d) weight tensor W, or (W, b): gives NC3.
-        rank_tol: relative eigenvalue threshold of the numerical rank, in [0, 1).
-        collapse_threshold: fraction of the total variance below which a direction counts as
-            collapsed, in [0, 1).
-    """
-    if not isinstance(stats, GeometryStats):
-        raise ValueError(f"stats must be a GeometryStats; got {type(stats).__name__}")
-    rank_tol = check_unit_interval("rank_tol", rank_tol)
-    collapse_threshold = check_unit_interval("collapse_threshold", collapse_threshold)
-    c, d, n_total = stats.num_classes, stats.dim, stats.num_samples
-    notes: list[str] = []
-    M = stats.class_means
-    Mc = M - stats.global_mean
+    nc2_equinorm: float
+    nc2_equiangularity: float
+    nc2_max_angle: float
+    cos_u: torch.Tensor  # cosines of the uncentered class means
+    cos_c: torch.Tensor  # cosines of the centred class means
+    dev_u: torch.Tensor  # |cos + 1/(C-1)| off the diagonal, uncentered
+
+
+class _Spectra(NamedTuple):
+    """The spectra of :func:`geometry_from_stats` (phase 3)."""
+
+    evals: torch.Tensor  # covariance eigenvalues, decreasing, clamped at 0
+    cm_spec: torch.Tensor  # class-mean spectrum, padded with zeros to d
+    raw: torch.Tensor  # singular values of the uncentered N x d embedding matrix
+    dims_99: int
+    collapsed: int
+
+
+def _nc1(stats: GeometryStats, Mc: torch.Tensor) -> float:
+    """NC1 = tr(Sigma_W Sigma_B^+) / C from the centred class means ``Mc`` (phase 1); raises
+    when all class means coincide."""
     _, s, Vh = torch.linalg.svd(Mc, full_matrices=False)
     if float(s[0]) == 0.0:
         raise ValueError(
@@ -634,8 +635,13 @@ def geometry_from_stats(
     keep = s * s > _PINV_RTOL * float(s[0]) ** 2
     V = Vh[keep]
     proj = ((V @ stats.sigma_w) * V).sum(dim=1)  # v_k^T Sigma_W v_k
-    nc1 = max(float((proj / (s[keep] ** 2)).sum()), 0.0)
+    return max(float((proj / (s[keep] ** 2)).sum()), 0.0)
 
+
+def _angles(stats: GeometryStats, Mc: torch.Tensor, notes: list[str]) -> _Angles:
+    """NC2 (equinorm, equiangularity, max-angle) of the centred class means ``Mc`` and the
+    cosines of both the class means and ``Mc`` (phase 2); a note when a class mean is zero."""
+    M, c = stats.class_means, stats.num_classes
     norms_c = Mc.norm(dim=1)
     nc2_equinorm = _std(norms_c) / float(norms_c.mean())
     off = ~torch.eye(c, dtype=torch.bool, device=M.device)
@@ -648,7 +654,13 @@ def geometry_from_stats(
     if zero_c or zero_u:
         notes.append("a class mean (or centred class mean) is zero: its cosines are set to 0")
     dev_u = (cos_u[off] + shift).abs()
+    return _Angles(nc2_equinorm, nc2_equiangularity, nc2_max_angle, cos_u, cos_c, dev_u)
 
+
+def _spectra(stats: GeometryStats, collapse_threshold: float) -> _Spectra:
+    """The class-mean and covariance spectra, the singular values of the embedding matrix and
+    the dimensional-collapse counts (phase 3)."""
+    M, c, d, n_total = stats.class_means, stats.num_classes, stats.dim, stats.num_samples
     Mbar = M - M.mean(dim=0)
     _, s_bar, _ = torch.linalg.svd(Mbar, full_matrices=False)
     cm_spec = torch.zeros(d, dtype=_F64, device=M.device)
@@ -663,47 +675,97 @@ def geometry_from_stats(
     cum = torch.cumsum(frac, dim=0)
     dims_99 = min(int((cum < 0.99 - 1e-12).sum()) + 1, d)
     collapsed = int((frac < collapse_threshold).sum())
+    return _Spectra(evals, cm_spec, raw, dims_99, collapsed)
 
-    nc3: float | None = None
-    if classifier is not None:
-        W, _ = _check_classifier(classifier, c, d)
-        W64 = W.detach().to(device=M.device, dtype=_F64)
-        diff = W64 / torch.linalg.matrix_norm(W64) - Mc / torch.linalg.matrix_norm(Mc)
-        nc3 = float(torch.linalg.matrix_norm(diff))
 
+def _nc3(classifier: Any, stats: GeometryStats, Mc: torch.Tensor) -> float:
+    """NC3: || W / ||W||_F - Mc / ||Mc||_F ||_F for the classifier's weight W (phase 4)."""
+    W, _ = _check_classifier(classifier, stats.num_classes, stats.dim)
+    W64 = W.detach().to(device=Mc.device, dtype=_F64)
+    diff = W64 / torch.linalg.matrix_norm(W64) - Mc / torch.linalg.matrix_norm(Mc)
+    return float(torch.linalg.matrix_norm(diff))
+
+
+def geometry_from_stats(
+    stats: GeometryStats,
+    classifier: Any = None,
+    rank_tol: float = 1e-6,
+    collapse_threshold: float = 1e-5,
+) -> GeometryReport:
+    """Every measure of the module docstring from finalized moments (NC4 left None).
+
+    In phases: the argument checks; NC1 (:func:`_nc1`); NC2 and the cosines
+    (:func:`_angles`); the spectra (:func:`_spectra`); NC3 with a classifier (:func:`_nc3`);
+    the report (:func:`_assemble_geometry`, which computes the remaining scalar measures).
+
+    Args:
+        stats: from :meth:`GeometryAccumulator.finalize`.
+        classifier: None, a (C, d) weight tensor W, or (W, b): gives NC3.
+        rank_tol: relative eigenvalue threshold of the numerical rank, in [0, 1).
+        collapse_threshold: fraction of the total variance below which a direction counts as
+            collapsed, in [0, 1).
+    """
+    if not isinstance(stats, GeometryStats):
+        raise ValueError(f"stats must be a GeometryStats; got {type(stats).__name__}")
+    rank_tol = check_unit_interval("rank_tol", rank_tol)
+    collapse_threshold = check_unit_interval("collapse_threshold", collapse_threshold)
+    notes: list[str] = []
+    Mc = stats.class_means - stats.global_mean
+    nc1 = _nc1(stats, Mc)
+    angles = _angles(stats, Mc, notes)
+    spectra = _spectra(stats, collapse_threshold)
+    nc3 = None if classifier is None else _nc3(classifier, stats, Mc)
+    return _assemble_geometry(stats, nc1, angles, spectra, nc3, rank_tol, collapse_threshold,
+                              notes)
+
+
+def _assemble_geometry(
+    stats: GeometryStats,
+    nc1: float,
+    angles: _Angles,
+    spectra: _Spectra,
+    nc3: float | None,
+    rank_tol: float,
+    collapse_threshold: float,
+    notes: list[str],
+) -> GeometryReport:
+    """The :class:`GeometryReport` of :func:`geometry_from_stats` (last phase): the measures of
+    the earlier phases plus the traces, the uncentered-mean measures, the ETF distances, the
+    effective ranks, the numerical rank and RankMe."""
+    M, evals = stats.class_means, spectra.evals
     return GeometryReport(
-        num_samples=n_total,
-        num_classes=c,
-        dim=d,
+        num_samples=stats.num_samples,
+        num_classes=stats.num_classes,
+        dim=stats.dim,
         class_counts=[int(v) for v in stats.counts.tolist()],
         nc1=nc1,
         trace_within=float(torch.trace(stats.sigma_w).clamp(min=0.0)),
         trace_between=float(torch.trace(stats.sigma_b)),
-        nc2_equinorm=nc2_equinorm,
-        nc2_equiangularity=nc2_equiangularity,
-        nc2_max_angle=nc2_max_angle,
+        nc2_equinorm=angles.nc2_equinorm,
+        nc2_equiangularity=angles.nc2_equiangularity,
+        nc2_max_angle=angles.nc2_max_angle,
         unit_norm_error=float((M.norm(dim=1) - 1.0).abs().mean()),
         zero_sum_norm=float(M.mean(dim=0).norm()),
-        equiangularity_mean=float(dev_u.mean()),
-        equiangularity_max=float(dev_u.max()),
+        equiangularity_mean=float(angles.dev_u.mean()),
+        equiangularity_max=float(angles.dev_u.max()),
         within_class_rms=float(stats.within_sq_dist.sqrt().mean()),
         etf_distance=etf_distance(M, center=True),
         etf_distance_uncentered=etf_distance(M, center=False),
         nc3=nc3,
         nc4=None,
-        cosine=cos_u.cpu().tolist(),
-        cosine_centered=cos_c.cpu().tolist(),
+        cosine=angles.cos_u.cpu().tolist(),
+        cosine_centered=angles.cos_c.cpu().tolist(),
         covariance_spectrum=evals.cpu().tolist(),
-        class_mean_spectrum=cm_spec.cpu().tolist(),
+        class_mean_spectrum=spectra.cm_spec.cpu().tolist(),
         effective_rank=effective_rank(evals),
-        class_mean_effective_rank=effective_rank(cm_spec),
+        class_mean_effective_rank=effective_rank(spectra.cm_spec),
         numerical_rank=int((evals > rank_tol * float(evals[0])).sum()),
         rank_tol=rank_tol,
-        rankme=rankme(raw),
+        rankme=rankme(spectra.raw),
         collapse_threshold=collapse_threshold,
-        collapsed_dims=collapsed,
-        dimensionally_collapsed=collapsed > 0,
-        dims_99=dims_99,
+        collapsed_dims=spectra.collapsed,
+        dimensionally_collapsed=spectra.collapsed > 0,
+        dims_99=spectra.dims_99,
         notes=notes,
         stats=stats,
     )
