@@ -124,13 +124,13 @@ def _module_hucl(z: torch.Tensor, labels: torch.Tensor, k: int, exact: bool, bet
 
 def _cases() -> list[tuple[str, Any, dict[str, torch.Tensor], tuple[str, ...], Any,
                            dict[str, Any], Any]]:
-    import contrastlab.distributed as Dm
+    import contrastlab.losses.gathered as Gm
     from contrastlab import losses as L
 
     gb = _global_batch()
     two = {"z1": gb["z1"], "z2": gb["z2"]}
     cases: list[Any] = [
-        ("info_nce", Dm.info_nce, two, ("z1", "z2"), L.info_nce, {"temperature": 0.5}, None),
+        ("info_nce", Gm.info_nce, two, ("z1", "z2"), L.info_nce, {"temperature": 0.5}, None),
         ("info_nce_gather_flag", _info_nce_with_gather_flag, two, ("z1", "z2"), L.info_nce,
          {"temperature": 0.5}, None),
         # the library's own ``gather=True`` flag
@@ -157,24 +157,24 @@ def _cases() -> list[tuple[str, Any, dict[str, torch.Tensor], tuple[str, ...], A
         ("flag_scl_exact", functools.partial(L.scl, gather=True),
          {"z": gb["z1"], "labels": gb["labels"]}, ("z", "labels"), L.scl,
          {"k": 3, "exact": True}, None),
-        ("info_nce_tiled", Dm.info_nce, two, ("z1", "z2"), L.info_nce,
+        ("info_nce_tiled", Gm.info_nce, two, ("z1", "z2"), L.info_nce,
          {"temperature": 0.5, "tiled": True}, None),
-        ("supcon_labels", Dm.supcon, {**two, "labels": gb["labels"]}, ("z1", "z2", "labels"),
+        ("supcon_labels", Gm.supcon, {**two, "labels": gb["labels"]}, ("z1", "z2", "labels"),
          L.supcon, {"temperature": 0.2}, None),
-        ("supcon_none", Dm.supcon, two, ("z1", "z2"), L.supcon, {"temperature": 0.2}, None),
-        ("debiased_beta0", Dm.debiased_hard, two, ("z1", "z2"), L.debiased_hard,
+        ("supcon_none", Gm.supcon, two, ("z1", "z2"), L.supcon, {"temperature": 0.2}, None),
+        ("debiased_beta0", Gm.debiased_hard, two, ("z1", "z2"), L.debiased_hard,
          {"tau_plus": 0.1, "beta": 0.0}, None),
-        ("debiased_beta1", Dm.debiased_hard, two, ("z1", "z2"), L.debiased_hard,
+        ("debiased_beta1", Gm.debiased_hard, two, ("z1", "z2"), L.debiased_hard,
          {"tau_plus": 0.1, "beta": 1.0}, None),
-        ("nce_shared_pool", Dm.nce_loss,
+        ("nce_shared_pool", Gm.nce_loss,
          {"anchor": gb["z1"], "positive": gb["z2"], "negatives": gb["pool"]},
          ("anchor", "positive"), L.nce_loss, {"temperature": 0.5, "normalize": "sphere"}, None),
-        ("nce_per_anchor", Dm.nce_loss,
+        ("nce_per_anchor", Gm.nce_loss,
          {"anchor": gb["z1"], "positive": gb["z2"], "negatives": gb["neg"]},
          ("anchor", "positive", "negatives"), L.nce_loss,
          {"temperature": 0.5, "normalize": "sphere"}, None),
         # an indexed pool: the index is gathered with the anchors, the pool replicated
-        ("nce_indexed_pool", Dm.nce_loss,
+        ("nce_indexed_pool", Gm.nce_loss,
          {"anchor": gb["z1"], "positive": gb["z2"], "negatives": gb["pool"],
           "negative_index": gb["idx"]},
          ("anchor", "positive", "negative_index"), L.nce_loss,
@@ -187,7 +187,7 @@ def _cases() -> list[tuple[str, Any, dict[str, torch.Tensor], tuple[str, ...], A
     ]
     single = {"z": gb["z1"], "labels": gb["labels"]}
     for name in ("scl", "hscl", "ucl", "hucl"):
-        wrapped, ref = getattr(Dm, name), getattr(L, name)
+        wrapped, ref = getattr(Gm, name), getattr(L, name)
         beta = {"beta": 1.0} if name.startswith("h") else {}
         cases.append((f"{name}_exact", wrapped, single, ("z", "labels"), ref,
                       {"k": 3, "exact": True, **beta}, None))
@@ -240,6 +240,7 @@ def _worker(rank: int, port: int, queue: Any) -> None:
         torch.set_num_threads(1)
         dist.init_process_group("gloo", rank=rank, world_size=WORLD)
         import contrastlab.distributed as Dm
+        import contrastlab.losses.gathered as Gm
         from contrastlab import losses as L
 
         out["rank_and_world"] = Dm.rank_and_world()
@@ -258,7 +259,7 @@ def _worker(rank: int, port: int, queue: Any) -> None:
         ref_lin.load_state_dict(lin.state_dict())
         L.info_nce(ref_lin(gb["z1"]), ref_lin(gb["z2"]), temperature=0.5).backward()
         lo, hi = rank * B_LOCAL, (rank + 1) * B_LOCAL
-        Dm.info_nce(lin(gb["z1"][lo:hi]), lin(gb["z2"][lo:hi]), temperature=0.5,
+        Gm.info_nce(lin(gb["z1"][lo:hi]), lin(gb["z2"][lo:hi]), temperature=0.5,
                     gather=True).backward()
         errs = []
         for p, q in zip(lin.parameters(), ref_lin.parameters(), strict=True):
@@ -271,16 +272,16 @@ def _worker(rank: int, port: int, queue: Any) -> None:
         # an uneven final batch: a clear one-line error on every rank
         n = 4 if rank == 0 else 3
         zz = torch.randn(n, D)
-        out["uneven"] = _expect_error(lambda: Dm.info_nce(zz, zz + 1, gather=True))
+        out["uneven"] = _expect_error(lambda: Gm.info_nce(zz, zz + 1, gather=True))
         out["uneven_raw"] = _expect_error(lambda: Dm.all_gather_with_grad(zz))
         # sampled negatives: a generator is required, and must agree across ranks
         z, y = gb["z1"][lo:hi], gb["labels"][lo:hi]
-        out["no_generator"] = _expect_error(lambda: Dm.ucl(z, y, k=3, gather=True))
+        out["no_generator"] = _expect_error(lambda: Gm.ucl(z, y, k=3, gather=True))
         g_bad = torch.Generator().manual_seed(rank)
         out["bad_generator"] = _expect_error(
-            lambda: Dm.ucl(z, y, k=3, generator=g_bad, gather=True))
+            lambda: Gm.ucl(z, y, k=3, generator=g_bad, gather=True))
         # without gather the wrapper is the plain loss on the local slice
-        out["no_gather"] = abs(float(Dm.info_nce(gb["z1"][lo:hi], gb["z2"][lo:hi]))
+        out["no_gather"] = abs(float(Gm.info_nce(gb["z1"][lo:hi], gb["z2"][lo:hi]))
                                - float(L.info_nce(gb["z1"][lo:hi], gb["z2"][lo:hi])))
         dist.barrier()
         dist.destroy_process_group()
@@ -361,13 +362,14 @@ def test_sampled_losses_need_the_same_generator(results: dict[int, dict[str, Any
 
 def test_single_process_is_a_no_op() -> None:
     import contrastlab.distributed as Dm
+    import contrastlab.losses.gathered as Gm
     from contrastlab import losses as L
 
     assert Dm.rank_and_world() == (0, 1)
     gb = _global_batch()
     x = gb["z1"].clone().requires_grad_(True)
     assert Dm.all_gather_with_grad(x) is x
-    a = Dm.info_nce(gb["z1"], gb["z2"], gather=True)
+    a = Gm.info_nce(gb["z1"], gb["z2"], gather=True)
     assert float(a) == float(L.info_nce(gb["z1"], gb["z2"]))
     with pytest.raises(ValueError, match="batch_args"):
         Dm.gathered(L.info_nce, {"z1": "feature"})

@@ -39,11 +39,12 @@ Uneven batches: the slices must have the same size on every rank (``all_gather``
 sizes); the sizes are gathered first and an uneven final batch raises a one-line ``ValueError``
 naming them (use ``drop_last=True``).
 
-Usage::
+Usage (this module holds the gathering utilities and imports no loss; the library's losses take
+``gather=True`` themselves, and :mod:`contrastlab.losses.gathered` has them as wrapped functions)::
 
-    from contrastlab import distributed as D
-    loss = D.info_nce(z1_local, z2_local, temperature=0.5, gather=True)
-    loss = D.scl(z_local, y_local, k=64, generator=g_same_seed_on_every_rank, gather=True)
+    from contrastlab import distributed as D, losses as L
+    loss = L.info_nce(z1_local, z2_local, temperature=0.5, gather=True)
+    loss = L.scl(z_local, y_local, k=64, generator=g_same_seed_on_every_rank, gather=True)
     my_loss = D.gathered(my_loss, {"z": "features", "y": "labels"})   # any loss function
 
 When ``torch.distributed`` is not initialized (or W = 1) ``gather=True`` is a no-op.
@@ -60,8 +61,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from contrastlab import losses as _losses
-
 __all__ = [
     "BATCH_ARGS",
     "GATHER_KINDS",
@@ -69,19 +68,11 @@ __all__ = [
     "all_gather_with_grad",
     "call_gathered",
     "check_even_sizes",
-    "debiased_hard",
     "gathered",
-    "hscl",
-    "hucl",
-    "info_nce",
     "init_from_env",
-    "nce_loss",
     "rank_and_world",
     "same_generator_state",
     "samples_negatives",
-    "scl",
-    "supcon",
-    "ucl",
 ]
 
 GATHER_KINDS = ("features", "labels", "per-anchor")
@@ -346,12 +337,3 @@ on every rank, e.g. a memory bank); to use a pool sharded over the ranks instead
 first with :func:`all_gather_with_grad`. A (B, k) ``negative_index`` into an (M, d) pool is
 gathered with the anchors (no gradient, rank order), the pool replicated: the global row b keeps
 its own negatives ``pool[index[b]]``."""
-
-info_nce = gathered(_losses.info_nce, BATCH_ARGS["info_nce"])
-supcon = gathered(_losses.supcon, BATCH_ARGS["supcon"])
-debiased_hard = gathered(_losses.debiased_hard, BATCH_ARGS["debiased_hard"])
-nce_loss = gathered(_losses.nce_loss, BATCH_ARGS["nce_loss"])
-scl = gathered(_losses.scl, BATCH_ARGS["scl"], samples=samples_negatives)
-hscl = gathered(_losses.hscl, BATCH_ARGS["hscl"], samples=samples_negatives)
-ucl = gathered(_losses.ucl, BATCH_ARGS["ucl"], samples=samples_negatives)
-hucl = gathered(_losses.hucl, BATCH_ARGS["hucl"], samples=samples_negatives)
