@@ -195,13 +195,13 @@ def test_bfloat16_input(method) -> None:
     idx = _index(70, 24, 90, 63)
     out = TI.tiled_nce_indexed(a, p, pool, idx, "infonce", 0.1, "sphere", block_rows=32,
                                method=method)
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == torch.float32  # computed in float32, a float32 loss
     grads = _grads(out, a, p, pool)
     assert all(g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all() for g in grads)
-    # the same bfloat16 values in float64: only the rounding of the output differs
+    # the same bfloat16 values in float64: only float32 rounding differs
     xs = [x.detach().to(F64).requires_grad_(True) for x in (a, p, pool)]
     ref = _dense(*xs, idx, "infonce", 0.1, "sphere")
-    assert abs(out.item() - ref.item()) <= 1e-2 * abs(ref.item())
+    assert abs(out.item() - ref.item()) <= 1e-5 * abs(ref.item())
     for g, gr in zip(grads, _grads(ref, *xs), strict=True):
         assert _rel(g, gr) < 2e-2
 

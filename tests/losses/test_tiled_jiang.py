@@ -282,14 +282,14 @@ def test_bfloat16_input() -> None:
     zb, y = _rows((70, 16), 40, torch.bfloat16), _labels(70, 5, 41)
     for exact in ("mean", True):
         out = L.hscl(zb, y, 1.0, 8, 0.2, exact=exact, tiled=True)
-        assert out.dtype == torch.bfloat16
+        assert out.dtype == torch.float32  # computed in float32, a float32 loss
         (g,) = torch.autograd.grad(out, zb)
         assert g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all()
-        # the same bfloat16 values in float64: only the float32 compute and the rounding differ
+        # the same bfloat16 values in float64: only the float32 compute differs
         x = zb.detach().to(F64).requires_grad_(True)
         ref = L.hscl(x, y, 1.0, 8, 0.2, exact=exact, tiled=False)
         (gr,) = torch.autograd.grad(ref, x)
-        assert abs(out.item() - ref.item()) <= 1e-2 * abs(ref.item())
+        assert abs(out.item() - ref.item()) <= 1e-5 * abs(ref.item())
         assert _rel(g, gr) < 2e-2
 
 

@@ -3,6 +3,12 @@
 k (the number of negatives), the negative sampler, the hardness beta and the feature
 normalization are explicit arguments everywhere; none is tied to the batch size.
 
+Every loss function and module rejects NaN / inf embeddings with a one-line ``ValueError`` naming
+the tensor (``check_finite=True``, one ``isfinite(x).all()`` per input; False skips it), and
+computes float16 / bfloat16 inputs (or inputs under autocast) in float32, returning a float32
+loss on the dense and the tiled paths alike. ``generator`` arguments must be a
+``torch.Generator`` or None.
+
 Loss family on score vectors v_i = f^T (f+ - f_i^-)  (SPEC A2)
     score_loss(v, loss, temperature)    logistic | infonce | infonce-mean | hinge
     LOSS_PROPERTIES, check_loss_properties

@@ -35,6 +35,7 @@ from contrastlab._validation import check_nonnegative, check_positive, check_uni
 from contrastlab.losses._common import (
     check_two_views,
     debiased_anchor_loss,
+    loss_inputs,
     reduce,
     view_positive_index,
 )
@@ -42,6 +43,7 @@ from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_debiased_hard, use_tiled
 
 
+@loss_inputs("z1", "z2")
 def debiased_hard(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -53,6 +55,7 @@ def debiased_hard(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Chuang et al. debiased (beta = 0) / Robinson et al. hard-negative (beta > 0) loss.
 
@@ -66,6 +69,11 @@ def debiased_hard(
         tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_debiased_hard` (no
             2B x 2B matrix; differentiable once); False: the dense path below; None (default):
             tiled when 2B >= ``TILED_MIN_ROWS``.
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+
+    float16 / bfloat16 inputs are computed in float32 and the loss is float32 (autocast is off
+    inside), on both paths.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
@@ -74,13 +82,15 @@ def debiased_hard(
         from contrastlab.distributed import BATCH_ARGS, call_gathered
 
         return call_gathered(debiased_hard, BATCH_ARGS["debiased_hard"], z1, z2, temperature,
-                             tau_plus, beta, normalize, reduction, tiled, group=group)
+                             tau_plus, beta, normalize, reduction, tiled, group=group,
+                             check_finite=False)
     t = check_positive("temperature", temperature)
     tau = check_unit_interval("tau_plus", tau_plus)
     beta = check_nonnegative("beta", beta)
     b = check_two_views(z1, z2, min_batch=2)
     if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
-        return tiled_debiased_hard(z1, z2, t, tau, beta, normalize, reduction)
+        return tiled_debiased_hard(z1, z2, t, tau, beta, normalize, reduction,
+                                   check_finite=False)
     z = _normalize(torch.cat([z1, z2], dim=0), normalize)
     logits = (z @ z.T) / t
     n2 = 2 * b

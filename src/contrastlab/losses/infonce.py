@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab._validation import check_positive
-from contrastlab.losses._common import check_two_views, reduce, view_positive_index
+from contrastlab.losses._common import check_two_views, loss_inputs, reduce, view_positive_index
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_info_nce, use_tiled
 
@@ -33,6 +33,7 @@ def view_logits(
     return logits.masked_fill(eye, float("-inf"))
 
 
+@loss_inputs("z1", "z2")
 def info_nce(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -42,6 +43,7 @@ def info_nce(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """SimCLR NT-Xent over 2B views, 2B - 2 negatives per anchor, averaged over the 2B anchors.
 
@@ -53,6 +55,11 @@ def info_nce(
         tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_info_nce` (no 2B x 2B
             matrix; differentiable once); False: the dense path below; None (default): tiled when
             2B >= ``TILED_MIN_ROWS``.
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+
+    float16 / bfloat16 inputs are computed in float32 and the loss is float32 (autocast is off
+    inside), on both paths.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
@@ -61,11 +68,11 @@ def info_nce(
         from contrastlab.distributed import BATCH_ARGS, call_gathered
 
         return call_gathered(info_nce, BATCH_ARGS["info_nce"], z1, z2, temperature, normalize,
-                             reduction, tiled, group=group)
+                             reduction, tiled, group=group, check_finite=False)
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
     if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
-        return tiled_info_nce(z1, z2, temperature, normalize, reduction)
+        return tiled_info_nce(z1, z2, temperature, normalize, reduction, check_finite=False)
     logits = view_logits(z1, z2, temperature, normalize)
     pos = view_positive_index(b, logits.device)
     per_anchor = F.cross_entropy(logits, pos, reduction="none")  # fused log-softmax + pick

@@ -1,5 +1,8 @@
 """Thin ``nn.Module`` wrappers over the pure loss functions (arguments are checked at
-construction, so a bad configuration fails before the first batch)."""
+construction, so a bad configuration fails before the first batch).
+
+Every module takes ``check_finite`` (default True), passed to its loss: NaN / inf embeddings
+raise a one-line ``ValueError`` naming the tensor; False skips the check."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from contrastlab._validation import (
     check_positive_int,
     check_unit_interval,
 )
-from contrastlab.losses._common import REDUCTIONS
+from contrastlab.losses._common import REDUCTIONS, check_generator
 from contrastlab.losses.debiased import debiased_hard
 from contrastlab.losses.family import LOSSES
 from contrastlab.losses.infonce import info_nce
@@ -34,18 +37,26 @@ def _check_gather(gather: bool) -> bool:
     return gather
 
 
+def _check_flag(check_finite: bool) -> bool:
+    if not isinstance(check_finite, bool):
+        raise ValueError(f"check_finite must be True or False; got {check_finite!r}")
+    return check_finite
+
+
 class InfoNCELoss(nn.Module):
     """Module form of :func:`contrastlab.losses.info_nce` (SimCLR NT-Xent)."""
 
     def __init__(self, temperature: float = 0.5, normalize: str = "sphere",
-                 gather: bool = False) -> None:
+                 gather: bool = False, check_finite: bool = True) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.gather = _check_gather(gather)
+        self.check_finite = _check_flag(check_finite)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return info_nce(z1, z2, self.temperature, self.normalize, gather=self.gather)
+        return info_nce(z1, z2, self.temperature, self.normalize, gather=self.gather,
+                        check_finite=self.check_finite)
 
 
 class SupConLoss(nn.Module):
@@ -57,18 +68,20 @@ class SupConLoss(nn.Module):
         normalize: str = "sphere",
         base_temperature: float | None = None,
         gather: bool = False,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.base_temperature = base_temperature
         self.gather = _check_gather(gather)
+        self.check_finite = _check_flag(check_finite)
 
     def forward(
         self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         return supcon(z1, z2, labels, self.temperature, self.normalize, self.base_temperature,
-                      gather=self.gather)
+                      gather=self.gather, check_finite=self.check_finite)
 
 
 class DebiasedHardLoss(nn.Module):
@@ -81,8 +94,10 @@ class DebiasedHardLoss(nn.Module):
         beta: float = 1.0,
         normalize: str = "sphere",
         gather: bool = False,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
+        self.check_finite = _check_flag(check_finite)
         self.temperature = check_positive("temperature", temperature)
         self.tau_plus = check_unit_interval("tau_plus", tau_plus)
         self.beta = check_nonnegative("beta", beta)
@@ -91,7 +106,7 @@ class DebiasedHardLoss(nn.Module):
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return debiased_hard(z1, z2, self.temperature, self.tau_plus, self.beta, self.normalize,
-                             gather=self.gather)
+                             gather=self.gather, check_finite=self.check_finite)
 
 
 class NCELoss(nn.Module):
@@ -104,8 +119,10 @@ class NCELoss(nn.Module):
         normalize: str = "none",
         reduction: str = "mean",
         gather: bool = False,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
+        self.check_finite = _check_flag(check_finite)
         self.loss = check_choice("loss", loss, LOSSES)
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
@@ -124,6 +141,7 @@ class NCELoss(nn.Module):
         return nce_loss(
             anchor, positive, negatives, self.loss, self.temperature, self.normalize,
             self.reduction, gather=self.gather, negative_index=negative_index,
+            check_finite=self.check_finite,
         )
 
 
@@ -147,9 +165,11 @@ class HardContrastiveLoss(nn.Module):
         negatives_reduction: str = "mean",
         tiled: bool | None = None,
         gather: bool = False,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.gather = _check_gather(gather)
+        self.check_finite = _check_flag(check_finite)
         self.negatives = check_choice("negatives", negatives, ("other-class", "marginal"))
         self.beta = check_nonnegative("beta", beta)
         self.k = check_positive_int("k", k)
@@ -167,21 +187,24 @@ class HardContrastiveLoss(nn.Module):
         labels: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        check_generator(generator)
+        cf = self.check_finite
         if self.gather:  # through the named loss, which knows its distributed batch arguments
             from contrastlab.losses.scl import hscl, hucl, scl, ucl
 
             opts = (self.k, self.temperature, self.normalize, self.exact,
                     self.negatives_reduction, "mean", generator)
+            tl = self.tiled
             if self.negatives == "other-class":
                 if self.beta == 0:
-                    return scl(z, labels, *opts, tiled=self.tiled, gather=True)
-                return hscl(z, labels, self.beta, *opts, tiled=self.tiled, gather=True)
+                    return scl(z, labels, *opts, tiled=tl, gather=True, check_finite=cf)
+                return hscl(z, labels, self.beta, *opts, tiled=tl, gather=True, check_finite=cf)
             if self.beta == 0:
-                return ucl(z, labels, *opts, tiled=self.tiled, gather=True)
-            return hucl(z, labels, self.beta, *opts, tiled=self.tiled, gather=True)
+                return ucl(z, labels, *opts, tiled=tl, gather=True, check_finite=cf)
+            return hucl(z, labels, self.beta, *opts, tiled=tl, gather=True, check_finite=cf)
         return hard_contrastive(
             z, labels, self.negatives, self.beta, self.k, self.temperature, self.normalize,
-            self.exact, self.negatives_reduction, "mean", generator, self.tiled,
+            self.exact, self.negatives_reduction, "mean", generator, self.tiled, check_finite=cf,
         )
 
 

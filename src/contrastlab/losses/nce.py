@@ -19,13 +19,14 @@ from typing import Any
 import torch
 
 from contrastlab._validation import check_choice, check_positive, check_tensor
-from contrastlab.losses._common import check_anchor_positive, reduce
+from contrastlab.losses._common import check_anchor_positive, loss_inputs, reduce
 from contrastlab.losses.family import LOSSES, score_loss
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.tiled import TILED_MIN_PAIRS, TILED_NCE_LOSSES, tiled_nce_loss, use_tiled
 from contrastlab.losses.tiled_indexed import check_negative_index, tiled_nce_indexed
 
 
+@loss_inputs("anchor", "positive", "negatives")
 def nce_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
@@ -38,6 +39,7 @@ def nce_loss(
     gather: bool = False,
     group: Any = None,
     negative_index: torch.Tensor | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """NCE loss with an explicit number k of negatives.
 
@@ -69,6 +71,11 @@ def nce_loss(
             gathers ``negatives[negative_index]`` densely.
         negative_index: None, or a (B, k) integer tensor of rows of the (M, d) pool
             ``negatives``, in [0, M), k >= 1.
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+
+    float16 / bfloat16 inputs are computed in float32 and the loss is float32 (autocast is off
+    inside), on every path.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`. ``negative_index`` is
@@ -80,7 +87,7 @@ def nce_loss(
 
         return call_gathered(nce_loss, BATCH_ARGS["nce_loss"], anchor, positive, negatives, loss,
                              temperature, normalize, reduction, tiled, group=group,
-                             negative_index=negative_index)
+                             negative_index=negative_index, check_finite=False)
     check_choice("loss", loss, LOSSES)
     check_positive("temperature", temperature)
     check_anchor_positive(anchor, positive)
@@ -104,7 +111,8 @@ def nce_loss(
             f"{TILED_NCE_LOSSES}; got negatives of shape {tuple(negatives.shape)}, loss {loss!r}"
         )
     if tileable and use_tiled(tiled, b * negatives.shape[0], TILED_MIN_PAIRS):
-        return tiled_nce_loss(anchor, positive, negatives, loss, temperature, normalize, reduction)
+        return tiled_nce_loss(anchor, positive, negatives, loss, temperature, normalize, reduction,
+                              check_finite=False)
     return _dense(anchor, positive, negatives, loss, temperature, normalize, reduction)
 
 
@@ -134,7 +142,7 @@ def _indexed_pool(
         )
     if tileable and use_tiled(tiled, b * idx.shape[1], TILED_MIN_PAIRS):
         return tiled_nce_indexed(anchor, positive, pool, idx, loss, temperature, normalize,
-                                 reduction)
+                                 reduction, check_finite=False)
     return _dense(anchor, positive, pool[idx], loss, temperature, normalize, reduction)
 
 

@@ -43,6 +43,7 @@ from contrastlab._validation import (
     check_positive_int,
     check_tensor,
 )
+from contrastlab.losses._common import check_generator
 
 SAMPLERS = ("uniform", "other-class", "tilted", "tilted-other-class")
 
@@ -121,8 +122,19 @@ def sample_from_log_probs(
     m < k allowed candidates (probability > 0) is a ValueError, unless ``fill=True``: then that
     row gets all m of its candidates (in random order) followed by k - m i.i.d. draws from its law,
     so it has m distinct indices rather than k.
+
+    ``generator``: a ``torch.Generator`` or None (anything else: ``ValueError``). A law with NaN
+    or +inf log-probabilities (e.g. from non-finite scores) is a one-line ``ValueError``, not
+    torch's "invalid multinomial distribution".
     """
+    check_generator(generator)
     check_positive_int("k", k)
+    bad = torch.isnan(log_probs) | (log_probs == float("inf"))
+    if bool(bad.any()):
+        raise ValueError(
+            f"log_probs contains NaN or +inf values ({int(bad.sum())} of {log_probs.numel()} "
+            "entries; e.g. from non-finite scores): not a probability law"
+        )
     probs = log_probs.exp()
     gen_device = generator.device if generator is not None else probs.device
     if replace:
@@ -192,6 +204,7 @@ def sample_uniform(
     self_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """k indices per anchor, uniform over the pool (the marginal law), optionally not self."""
+    check_generator(generator)
     check_positive_int("num_anchors", num_anchors)
     check_positive_int("pool_size", pool_size)
     check_positive_int("k", k)
@@ -212,6 +225,7 @@ def sample_other_class(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """k indices per anchor, uniform over the pool members of another class (supervised)."""
+    check_generator(generator)
     check_labels("anchor_labels", anchor_labels, len(anchor_labels))
     check_labels("pool_labels", pool_labels, len(pool_labels))
     mask = candidate_mask(anchor_labels, pool_labels, "other-class")
@@ -228,6 +242,7 @@ def sample_tilted(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """k indices per anchor with probability ∝ exp(beta * scores_ij) on the allowed candidates."""
+    check_generator(generator)
     return sample_from_log_probs(tilted_log_probs(scores, beta, mask), k, replace, generator)
 
 
@@ -295,6 +310,7 @@ class NegativeSampler:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Draw (B, k) indices into the pool."""
+        check_generator(generator)
         return sample_from_log_probs(
             self.log_probs(scores, anchor_labels, pool_labels), k, self.replace, generator
         )

@@ -61,7 +61,7 @@ from contrastlab._validation import (
     check_positive_int,
     check_tensor,
 )
-from contrastlab.losses._common import reduce
+from contrastlab.losses._common import check_generator, loss_inputs, reduce
 from contrastlab.losses.expectation import expected_log1p_sum_grouped
 from contrastlab.losses.normalize import normalize as _normalize
 from contrastlab.losses.samplers import candidate_mask, sample_from_log_probs, tilted_log_probs
@@ -92,6 +92,7 @@ def pair_losses(
     ``mean`` (plug-in: g replaced by its expectation). Used by :func:`hard_contrastive` (the
     batch is the pool) and by the training engine (a pool of the training set).
     """
+    check_generator(generator)
     log_k = math.log(k) if negatives_reduction == "mean" else 0.0
     if mode == "sampled":
         if idx is None:
@@ -151,6 +152,7 @@ def check_tiled(tiled: bool | None, mode: str) -> bool | None:
     return tiled
 
 
+@loss_inputs("z")
 def hard_contrastive(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -164,6 +166,7 @@ def hard_contrastive(
     reduction: str = "mean",
     generator: torch.Generator | None = None,
     tiled: bool | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """The common engine of :func:`scl`, :func:`hscl`, :func:`ucl` and :func:`hucl`.
 
@@ -187,7 +190,13 @@ def hard_contrastive(
             tensor; differentiable once); False: the dense path; None (default): tiled when
             B >= ``TILED_MIN_ROWS``. The sampled form is always dense (``tiled=True`` with
             ``exact=False`` raises ``ValueError``).
+        check_finite: reject NaN / inf in ``z`` with a one-line ``ValueError`` naming it
+            (default; one ``isfinite(z).all()``), before any sampling; False skips the check.
+
+    float16 / bfloat16 features are computed in float32 and the loss is float32 (autocast is
+    off inside), on the dense and the tiled paths.
     """
+    check_generator(generator)
     b, labels, beta, t, mode = check_hard_contrastive_args(
         z, labels, negatives, beta, k, temperature, exact, negatives_reduction
     )
@@ -197,7 +206,8 @@ def hard_contrastive(
         from contrastlab.losses import tiled_jiang  # here: tiled_jiang imports this module
 
         return tiled_jiang.tiled_hard_contrastive(
-            z, labels, negatives, beta, k, t, normalize, exact, negatives_reduction, reduction
+            z, labels, negatives, beta, k, t, normalize, exact, negatives_reduction, reduction,
+            check_finite=False,
         )
 
     zn = _normalize(z, normalize)
@@ -211,6 +221,7 @@ def hard_contrastive(
     return reduce(per_pair, reduction)
 
 
+@loss_inputs("z")
 def scl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -224,6 +235,7 @@ def scl(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Supervised contrastive loss SCL (Jiang et al. 2023): k negatives uniform over the other
     classes of the batch. Conventions and arguments: see :func:`hard_contrastive`.
@@ -231,18 +243,20 @@ def scl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
+    check_generator(generator)
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(scl, BATCH_ARGS["scl"], z, labels, k, temperature, normalize, exact,
                              negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives)
+                             samples=samples_negatives, check_finite=False)
     return hard_contrastive(
         z, labels, "other-class", 0.0, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled,
+        negatives_reduction, reduction, generator, tiled, check_finite=False,
     )
 
 
+@loss_inputs("z")
 def hscl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -257,6 +271,7 @@ def hscl(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Hard supervised contrastive loss HSCL (Jiang et al. 2023): k negatives from the other
     classes with probability ∝ exp(beta z_i^T z_j). beta = 0 is SCL. HSCL >= SCL for every
@@ -265,18 +280,20 @@ def hscl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
+    check_generator(generator)
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(hscl, BATCH_ARGS["hscl"], z, labels, beta, k, temperature, normalize,
                              exact, negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives)
+                             samples=samples_negatives, check_finite=False)
     return hard_contrastive(
         z, labels, "other-class", beta, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled,
+        negatives_reduction, reduction, generator, tiled, check_finite=False,
     )
 
 
+@loss_inputs("z")
 def ucl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -290,6 +307,7 @@ def ucl(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Unsupervised contrastive loss UCL (Jiang et al. 2023): k negatives uniform over the whole
     batch (the marginal; the anchor's own class, and the anchor itself, can be drawn:
@@ -299,18 +317,20 @@ def ucl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
+    check_generator(generator)
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(ucl, BATCH_ARGS["ucl"], z, labels, k, temperature, normalize, exact,
                              negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives)
+                             samples=samples_negatives, check_finite=False)
     return hard_contrastive(
         z, labels, "marginal", 0.0, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled,
+        negatives_reduction, reduction, generator, tiled, check_finite=False,
     )
 
 
+@loss_inputs("z")
 def hucl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -325,6 +345,7 @@ def hucl(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Hard unsupervised contrastive loss HUCL (Jiang et al. 2023): k negatives from the whole
     batch with probability ∝ exp(beta z_i^T z_j). beta = 0 is UCL; HUCL >= UCL (Harris
@@ -333,13 +354,14 @@ def hucl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
+    check_generator(generator)
     if gather or group is not None:
         from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
 
         return call_gathered(hucl, BATCH_ARGS["hucl"], z, labels, beta, k, temperature, normalize,
                              exact, negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives)
+                             samples=samples_negatives, check_finite=False)
     return hard_contrastive(
         z, labels, "marginal", beta, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled,
+        negatives_reduction, reduction, generator, tiled, check_finite=False,
     )

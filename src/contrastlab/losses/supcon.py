@@ -19,11 +19,12 @@ from typing import Any
 import torch
 
 from contrastlab._validation import check_labels, check_positive
-from contrastlab.losses._common import check_two_views, reduce
+from contrastlab.losses._common import check_two_views, loss_inputs, reduce
 from contrastlab.losses.infonce import view_logits
 from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_supcon, use_tiled
 
 
+@loss_inputs("z1", "z2")
 def supcon(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -35,6 +36,7 @@ def supcon(
     tiled: bool | None = None,
     gather: bool = False,
     group: Any = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """SupCon L_out over two views.
 
@@ -50,6 +52,11 @@ def supcon(
         tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_supcon` (no 2B x 2B
             matrix or mask; differentiable once); False: the dense path below; None (default):
             tiled when 2B >= ``TILED_MIN_ROWS``.
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+
+    float16 / bfloat16 inputs are computed in float32 and the loss is float32 (autocast is off
+    inside), on both paths.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
@@ -58,12 +65,14 @@ def supcon(
         from contrastlab.distributed import BATCH_ARGS, call_gathered
 
         return call_gathered(supcon, BATCH_ARGS["supcon"], z1, z2, labels, temperature, normalize,
-                             base_temperature, reduction, tiled, group=group)
+                             base_temperature, reduction, tiled, group=group,
+                             check_finite=False)
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
     if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
         return tiled_supcon(
-            z1, z2, labels, temperature, normalize, base_temperature, reduction
+            z1, z2, labels, temperature, normalize, base_temperature, reduction,
+            check_finite=False,
         )
     if labels is None:
         lab = torch.arange(b, device=z1.device)

@@ -39,8 +39,21 @@ the same float32 accuracy (the rounding of S itself dominates: relative error ~ 
 base). It cut the element-wise share of the kernel by about 3x (measured with
 benchmarks/bench_kernel.py; see benchmarks/RESULTS.md).
 
-Memory: O(N d + block_rows N). Inputs in float32 or bfloat16 are computed in float32 (float32
-accumulation), float64 in float64. The functions are differentiable once (no double backward).
+Memory: O(N d + block_rows N). Inputs in float32, bfloat16 or float16 are computed in float32
+(float32 accumulation) and give a float32 loss, as the dense paths (:func:`loss_inputs
+<contrastlab.losses._common.loss_inputs>`: autocast is off inside); float64 in float64. The
+functions are differentiable once (no double backward).
+
+**Precision.** The N^2 work is float32; what is O(N) is float64: the row log-sum-exps are
+accumulated, merged and stored in float64, the positive logits (and SupCon's class sums) are
+float64 dot products, and the heads run in float64. The scales a multiply logit *differences*
+(``a (S2 - max)``, exact near the maximum), never the logits themselves, and the backward forms
+each weight as ``2^(a (s2 - h) - r)`` from the saved float64 log-sum-exp split into a float32
+part h that the dominant logits cancel exactly and a small remainder r
+(:func:`_split_weights`). A single float32 shift of the logits' magnitude (|a S2| ~ 10^7 for
+unnormalized norm-100 features, t = 0.05, beta = 30) would be rounded to 0.5-1 in the exponent:
+a 2^(+-0.5) error in every weight. With these, the float32 kernels are as accurate as the
+dense float32 paths against a float64 reference (tests/losses/test_tiled_precision.py).
 
 Conventions are those of the exact functions (:func:`contrastlab.losses.info_nce` etc.; see
 their docstrings for the papers and equations) and the results agree with them to float
@@ -58,7 +71,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -76,6 +89,7 @@ from contrastlab.losses._common import (
     check_anchor_positive,
     check_two_views,
     debiased_anchor_loss,
+    loss_inputs,
 )
 from contrastlab.losses.normalize import NORMALIZATIONS
 
@@ -189,14 +203,13 @@ def _block_exp(
     invs: list[torch.Tensor] = []
     for idx, a in enumerate(plan.scales):
         e = bufs[1 + idx][:b]
-        if a == 1.0:
-            torch.sub(s, m, out=e)
-        else:
-            torch.mul(s, a, out=e).sub_(m * a)
+        torch.sub(s, m, out=e)  # a (S2 - m): the scale on the differences, exact near the max
+        if a != 1.0:
+            e.mul_(a)
         e.exp2_()
         total = e.sum(dim=1)
         probs.append(e)
-        lses.append((torch.log2(total) + a * m.squeeze(1)) * LN2)
+        lses.append((torch.log2(total.double()) + a * m.squeeze(1).double()) * LN2)
         invs.append(torch.where(total > 0, 1.0 / total, torch.zeros_like(total)))
     return probs, torch.stack(lses), torch.stack(invs)
 
@@ -242,7 +255,7 @@ def _fused(
     bufs = _buffers(plan, rows, cols, q)
     dq = torch.zeros_like(q) if plan.need_dq or (k is None and plan.need_dk) else None
     dk = (dq if k is None else torch.zeros_like(kk)) if plan.need_dk else None
-    per_row = q.new_empty(rows)
+    per_row = q.new_empty(rows, dtype=torch.float64)
     dside = torch.zeros_like(side)
     for r0 in range(0, rows, plan.block_rows):
         r1 = min(rows, r0 + plan.block_rows)
@@ -250,7 +263,7 @@ def _fused(
         loss, g_lse, g_side = plan.head(lse, side[:, r0:r1])
         per_row[r0:r1] = loss
         dside[:, r0:r1] = g_side * plan.weight
-        coef = g_lse * plan.weight * lse.new_tensor(plan.scales).unsqueeze(1) * inv
+        coef = (g_lse * plan.weight * lse.new_tensor(plan.scales).unsqueeze(1)).to(q.dtype) * inv
         _add_block_grad(plan, probs, coef, q[r0:r1], kk, None if dq is None else dq[r0:r1], dk)
     if k is None:
         return per_row, dq, None, dside
@@ -262,7 +275,7 @@ def _row_lse(plan: _Plan, q: torch.Tensor, k: torch.Tensor | None) -> torch.Tens
     kk = q if k is None else k
     rows, cols = q.shape[0], kk.shape[0]
     bufs = _buffers(plan, rows, cols, q)
-    out = q.new_empty(len(plan.scales), rows)
+    out = q.new_empty(len(plan.scales), rows, dtype=torch.float64)
     for r0 in range(0, rows, plan.block_rows):
         r1 = min(rows, r0 + plan.block_rows)
         _, lse, _ = _block_exp(plan, q[r0:r1], kk, r0, bufs)
@@ -279,6 +292,7 @@ def _lse_backward(
     bufs = _buffers(plan, rows, cols, q)
     dq = torch.zeros_like(q) if plan.need_dq or (k is None and plan.need_dk) else None
     dk = (dq if k is None else torch.zeros_like(kk)) if plan.need_dk else None
+    g_lse = g_lse.to(q.dtype)
     scales = g_lse.new_tensor(plan.scales).unsqueeze(1)
     for r0 in range(0, rows, plan.block_rows):
         r1 = min(rows, r0 + plan.block_rows)
@@ -303,17 +317,17 @@ def _strip(buf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 
 def _mask_strip(plan: _Plan, s: torch.Tensor, b0: int, n: int) -> None:
-    """Set the masked pairs of strip rows b0.. (columns b0..n-1) to -inf. The masks are
-    symmetric (i <-> i, i <-> i + B), so each masked pair is hit once in its upper strip."""
+    """Set the masked entries of strip rows b0.. (columns b0..n-1) to -inf: each row's own
+    masked columns that lie in the strip. The masks are symmetric (i <-> i, i <-> i + B, the
+    class blocks), so a masked pair left of a strip is masked in the strip of its column."""
     bs = s.shape[0]
-    local = torch.arange(bs, device=s.device)
     if plan.mask_shift is not None:
-        other = (local + b0 + plan.mask_shift) % n - b0
-        keep = other >= 0
-        if bool(keep.any()):
-            s[local[keep], other[keep]] = float("-inf")
+        # row i's column (i + shift) % n: strip entries (r, r + shift), or (r, r + shift - n)
+        # after the wrap (the columns before b0 are not in the strip): two diagonals
+        s.diagonal(plan.mask_shift).fill_(float("-inf"))
+        s.diagonal(plan.mask_shift - n).fill_(float("-inf"))
     if plan.mask_self:
-        s[local, local] = float("-inf")
+        s.diagonal().fill_(float("-inf"))
     if plan.segments is not None:
         b1 = b0 + bs
         for c0, c1 in plan.segments:
@@ -323,145 +337,261 @@ def _mask_strip(plan: _Plan, s: torch.Tensor, b0: int, n: int) -> None:
             s[max(c0, b0) - b0 : min(c1, b1) - b0, max(c0, b0) - b0 : c1 - b0] = float("-inf")
 
 
+def _strip_logits(
+    plan: _Plan, z: torch.Tensor, b0: int, b1: int, buf: torch.Tensor
+) -> torch.Tensor:
+    """The masked base-2 logits S2 = Z_b Z^T log2(e) / t of strip rows b0..b1 (columns b0..N).
+
+    Its diagonal block (columns b0..b1) is **not** symmetric in float32 (the scale rides on the
+    strip's rows, so s2_ij and s2_ji round differently): the forward and the backward read it
+    by rows only (the row sums of L(i) from row i, and the backward's column weights of that
+    block as the transpose of its row weights), so that L(j) and the weights of j see the same
+    float32 logits; a 1-ulp mismatch would be a 2^(+-0.5) error at logits of magnitude 10^6."""
+    n = z.shape[0]
+    s = _scaled_mm(z[b0:b1], z[b0:].T, plan.inv_t * LOG2E, _strip(buf, b1 - b0, n - b0))
+    _mask_strip(plan, s, b0, n)
+    return s
+
+
 def _sym_lse(plan: _Plan, z: torch.Tensor) -> torch.Tensor:
-    """Row log-sum-exps (A, N) of a self-similarity matrix from its upper strips only: strip b
-    (rows b0..b1, columns b0..N) gives the row sums of its rows and, by symmetry, the column
-    sums of rows b1..N. Half the products of a full pass.
+    """Base-2 row log-sum-exps L2_a(i) = log2 sum_j 2^(a s2_ij) (A, N), **in float64**, of a
+    self-similarity matrix from its upper strips only: strip b (rows b0..b1, columns b0..N)
+    gives the row sums of its rows and, by symmetry, the column sums of rows b1..N. Half the
+    products of a full pass.
 
     Per strip, in base 2 (S2 = S log2 e; ``exp2`` is ~4x faster than ``exp`` on CPU): one row
-    max m, E = 2^(a S2 - a m), the row sums of E, and the column sums as one matrix-vector
+    max m, E = 2^(a (S2 - m)), the row sums of E, and the column sums as one matrix-vector
     product, sum_i 2^(a s2_ij - G) = sum_i E_ij 2^(a m_i - G) with G = max_i a m_i. A column
     whose sum falls below 1e-20 (its terms could have underflowed) and a strip with a fully
     masked row are redone with per-column maxima.
+
+    Precision (what the backward, :func:`_sym_lse_backward`, needs: its weights
+    2^(a s2_ij - L2_i) must cancel exactly against the logits): the scale a multiplies the
+    **differences** S2 - m, which are exact near the maximum, never a S2 itself (whose rounding
+    is a |S2| ulps: at beta = 30 the two log-sum-exps of the debiased loss would each carry 31
+    times the logits' rounding, and their difference too); the O(N) bookkeeping is float64
+    (a m exact, each partial sum's log2 in float64, the factors 2^(a m_i - G) in float64, the
+    merges a float64 ``logaddexp2``). So L2 carries the float32 sums' relative error and the
+    logits' own rounding, not that of a float32 number of the logits' magnitude (an ulp of
+    10^6 is 0.06: a 4 % error in every weight).
     """
     n = z.shape[0]
     br = min(plan.block_rows, n)
     buf_s = z.new_empty(br * n)
     buf_e = z.new_empty(br * n)
-    out = z.new_full((len(plan.scales), n), float("-inf"))  # base 2 until the end
+    out = torch.full((len(plan.scales), n), float("-inf"), dtype=torch.float64, device=z.device)
     for b0 in range(0, n, br):
         b1 = min(n, b0 + br)
         bs, w = b1 - b0, n - b0
-        s = _scaled_mm(z[b0:b1], z[b0:].T, plan.inv_t * LOG2E, _strip(buf_s, bs, w))
-        _mask_strip(plan, s, b0, n)
+        s = _strip_logits(plan, z, b0, b1, buf_s)
         m1 = s.amax(dim=1, keepdim=True)
         masked_row = bool((m1 == float("-inf")).any())
         for ai, a in enumerate(plan.scales):
             e = _strip(buf_e, bs, w)
             col: torch.Tensor | None
-            if masked_row:
-                sa = s if a == 1.0 else s * a
-                row, col = _strip_lse2_exact(sa, bs, e)
+            if masked_row:  # (rare: tiny batches) per-row and per-column maxima
+                row = _lse2_exact(s, a, 1)
+                col = _lse2_exact(s[:, bs:], a, 0) if w > bs else None
             else:
-                ma = m1 if a == 1.0 else m1 * a
-                if a == 1.0:
-                    torch.sub(s, ma, out=e)
-                else:
-                    torch.mul(s, a, out=e).sub_(ma)
+                torch.sub(s, m1, out=e)
+                if a != 1.0:
+                    e.mul_(a)
                 e.exp2_()
-                row = torch.log2(e.sum(dim=1)).add_(ma.squeeze(1))
+                ma = m1.squeeze(1).double() * a
+                row = torch.log2(e.sum(dim=1).double()).add_(ma)
                 col = None
                 if w > bs:
                     g = ma.max()
-                    colsum = torch.mv(e[:, bs:].T, torch.exp2(ma.squeeze(1) - g))
-                    col = torch.log2(colsum).add_(g)
+                    colsum = torch.mv(e[:, bs:].T, torch.exp2(ma - g).to(e.dtype))
+                    col = torch.log2(colsum.double()).add_(g)
                     low = colsum < 1e-20
                     if bool(low.any()):
-                        right = s[:, bs:][:, low] * a
-                        mc = right.amax(dim=0, keepdim=True)
-                        mc.masked_fill_(mc == float("-inf"), 0.0)  # a fully masked column
-                        col[low] = torch.log2(torch.exp2(right - mc).sum(dim=0)) + mc.squeeze(0)
+                        col[low] = _lse2_exact(s[:, bs:][:, low], a, 0)
             torch.logaddexp2(out[ai, b0:b1], row, out=out[ai, b0:b1])
             if col is not None:
                 torch.logaddexp2(out[ai, b1:], col, out=out[ai, b1:])
-    return out.mul_(LN2)
+    return out
 
 
-def _strip_lse2_exact(
-    sa: torch.Tensor, bs: int, e: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Base-2 row and right-column log-sum-exps of a strip with per-row / per-column maxima
-    (fully masked pieces give -inf)."""
-    m = sa.amax(dim=1, keepdim=True)
+def _lse2_exact(x: torch.Tensor, a: float, dim: int) -> torch.Tensor:
+    """log2 sum 2^(a x) along ``dim`` (float64), with the maxima taken per slice (a fully
+    masked slice gives -inf); the scale on the differences, as in :func:`_sym_lse`."""
+    m = x.amax(dim=dim, keepdim=True)
     m.masked_fill_(m == float("-inf"), 0.0)
-    row = torch.sub(sa, m, out=e).exp2_().sum(dim=1).log2_().add_(m.squeeze(1))
-    if sa.shape[1] <= bs:
-        return row, None
-    right = sa[:, bs:]
-    mc = right.amax(dim=0, keepdim=True)
-    mc.masked_fill_(mc == float("-inf"), 0.0)
-    col = torch.sub(right, mc, out=e[:, bs:]).exp2_().sum(dim=0).log2_().add_(mc.squeeze(0))
-    return row, col
+    sums = torch.sub(x, m).mul_(a).exp2_().sum(dim=dim)
+    return torch.log2(sums.double()).add_(m.squeeze(dim).double() * a)
+
+
+#: The backward folds a row's whole exponent shift into one float32 number (one subtraction per
+#: weight instead of two) when every shift and every possible logit a |S2| is below this: its
+#: rounding then costs at most 2^-20 in the exponent (7e-7 relative), as the rest of float32.
+#: Above (t = 0.05 on the sphere, beta > 0, unnormalized features) the shift is split.
+FOLD_MAX_EXPONENT = 16.0
+
+
+class _Weights(NamedTuple):
+    """How the backward forms the weights of one scale a, W_ij = c_i 2^(a s2_ij - L2_i), up to
+    the strip-wide factor 2^k (:func:`_split_weights`): ``2^(a (s2_ij - h_i) - r_i)``, or
+    ``2^(a s2_ij - shift_i)`` when ``h`` is None; times ``sign`` (the coefficient folded into
+    r or shift), or times ``coef_i`` when ``sign == 0``."""
+
+    h: torch.Tensor | None  # (N,) L2 / a in the compute dtype (0 for an empty row); None: one shift
+    neg_r: torch.Tensor  # (N,) -r, or -shift (h None); -inf: weight 0
+    sign: float  # +1 or -1 (the sign of every c, folded), or 0 (the weights times coef)
+    coef: torch.Tensor  # (N,) c in the compute dtype (used when sign == 0)
+
+
+def _split_weights(
+    lse2: torch.Tensor, coef: torch.Tensor, a: float, dtype: torch.dtype, fold: bool, k: int,
+    logit_bound: float,
+) -> _Weights:
+    """The exponent of one scale's weights c_i 2^(a s2_ij - L2_i) / 2^k (2^k: a power of two
+    that the backward's products multiply back, exactly), split in two: ``h`` (in units of S2),
+    the row's log-sum-exp over a, which the dominant logits cancel exactly (s2 - h is exact near
+    the maximum), and a small remainder r (float64, then rounded) that carries the sub-ulp part
+    of L2 and, with ``fold`` and one sign, log2|c_i| - k. Folding everything into one float32
+    shift (``L2 - log2 c``, as an earlier version did) rounds it to an ulp of the logits'
+    magnitude: at |a S2| ~ 10^6-10^7 a 2^(+-0.5) error in every weight of a row, the cause of the
+    94 % gradient error of ``tiled_debiased_hard`` at beta = 30, t = 0.05, norm-100 features.
+    Where that rounding is harmless (every shift and ``logit_bound`` >= max |a S2| below
+    :data:`FOLD_MAX_EXPONENT`) the shift is one number (``h`` None): one pass less per weight.
+
+    ``fold=False`` (two scales whose gradients cancel: the debiased loss with beta > 0, where
+    d/dS = c_{1+beta} softmax((1 + beta) S) + c_beta softmax(beta S) and c_beta ~ -beta / (1 +
+    beta) c_{1+beta}): the coefficients multiply weights that are exactly 1 on a saturated row,
+    as on the dense path, instead of entering an exponent (a rounding of log2|c| there would be
+    amplified (1 + 2 beta) times by the cancellation); there k = 0."""
+    finite = torch.isfinite(lse2)
+    if not fold:
+        sign = 0.0
+    elif bool((coef >= 0).all()):
+        sign = 1.0
+    elif bool((coef <= 0).all()):
+        sign = -1.0
+    else:
+        sign = 0.0
+    inf = torch.full_like(lse2, float("inf"))
+    shift = lse2 + k
+    if sign != 0.0:
+        shift = torch.where(coef != 0, shift - torch.log2(coef.abs()), inf)
+    shift = torch.where(finite, shift, inf)  # an empty row: weight 0
+    live = torch.isfinite(shift)
+    top = float(shift[live].abs().max()) if bool(live.any()) else 0.0
+    if sign != 0.0 and max(top, logit_bound) < FOLD_MAX_EXPONENT:
+        return _Weights(None, (-shift).to(dtype), sign, coef.to(dtype))
+    h = torch.where(finite, lse2 / a, torch.zeros_like(lse2)).to(dtype)
+    neg_r = (a * h.double() - shift).to(dtype)
+    return _Weights(h, neg_r, sign, coef.to(dtype))
 
 
 def _sym_lse_backward(
-    plan: _Plan, z: torch.Tensor, lse: torch.Tensor, g_lse: torch.Tensor
+    plan: _Plan, z: torch.Tensor, lse2: torch.Tensor, g_lse: torch.Tensor
 ) -> torch.Tensor:
     """dz for sum_{a,i} g_lse[a, i] L_a(i): dZ = (W + W^T) Z / t with W = sum_a c_a softmax(a S),
     formed strip by strip: M = W_strip + (W^T)_strip, dZ_b += M Z_strip, dZ_right += M^T Z_b.
     One gradient product per similarity instead of two. Exponentials in base 2 (see
-    :func:`_sym_lse`)."""
+    :func:`_sym_lse`; ``lse2`` is its float64 base-2 output); each weight is
+    ``2^(a (s2 - h) - r)`` (:func:`_split_weights`), three passes over the strip. The columns of
+    W^T are formed right of the strip's diagonal block only; on that block (W^T)_strip is the
+    transpose of its rows of W, from the same float32 logits as the forward (see
+    :func:`_strip_logits`), and costs one transposed add instead of four passes."""
     n = z.shape[0]
     br = min(plan.block_rows, n)
-    coef = g_lse * g_lse.new_tensor(plan.scales).unsqueeze(1)
+    coef = g_lse.double() * g_lse.new_tensor(plan.scales, dtype=torch.float64).unsqueeze(1)
     # scales without a gradient (e.g. a detached log-sum-exp computed alongside) are skipped
     active = [ai for ai in range(len(plan.scales)) if bool((coef[ai] != 0).any())]
     dz = torch.zeros_like(z)
     if not active:
         return dz
-    # a positive coefficient is folded into the exponent: c 2^(x - L) = 2^(x - (L - log2 c))
-    positive = bool((coef[active] > 0).all())
-    shift = (lse - torch.log(coef) if positive else lse) * LOG2E
-    scaled = any(plan.scales[ai] != 1.0 for ai in active)
+    fold = len(active) == 1
+    k = 0
+    if fold:  # the weights scaled by 2^-k ~ 1 / max|c|: small shifts
+        big = float(coef[active[0]].abs().max())
+        k = round(math.log2(big)) if 0.0 < big < float("inf") else 0
+    # |a s2| <= a max ||z||^2 log2(e) / t (Cauchy-Schwarz)
+    bound = float(torch.linalg.vector_norm(z, dim=1).max()) ** 2 * plan.inv_t * LOG2E
+    specs = {
+        ai: _split_weights(
+            lse2[ai], coef[ai], plan.scales[ai], z.dtype, fold, k, plan.scales[ai] * bound
+        )
+        for ai in active
+    }
+    # M accumulates ref * W / 2^k; the products' alpha puts the sign and 2^k back
+    ref = specs[active[0]].sign or 1.0
+    alpha = plan.inv_t * ref * 2.0**k
     buf_s = z.new_empty(br * n)
     buf_m = z.new_empty(br * n)
     buf_e = z.new_empty(br * n)
-    buf_a = z.new_empty(br * n) if scaled else None
     for b0 in range(0, n, br):
         b1 = min(n, b0 + br)
         bs, w = b1 - b0, n - b0
-        s = _scaled_mm(z[b0:b1], z[b0:].T, plan.inv_t * LOG2E, _strip(buf_s, bs, w))
-        _mask_strip(plan, s, b0, n)
+        s = _strip_logits(plan, z, b0, b1, buf_s)
         m = _strip(buf_m, bs, w)
-        e = _strip(buf_e, bs, w)
         for rank, ai in enumerate(active):
             a = plan.scales[ai]
-            sa = s if buf_a is None or a == 1.0 else torch.mul(s, a, out=_strip(buf_a, bs, w))
-            target = m if rank == 0 else e
-            # rows of W: c_i 2^(a s2_ij - L2_i)
-            torch.sub(sa, shift[ai, b0:b1].unsqueeze(1), out=target).exp2_()
-            if not positive:
-                target.mul_(coef[ai, b0:b1].unsqueeze(1))
+            sp = specs[ai]
+            rel = sp.sign * ref  # +-1 relative to M's sign; 0: mixed signs (coef applied)
+            target = m if rank == 0 else _strip(buf_e, bs, w)
+            # rows of W: c_i 2^(a (s2_ij - h_i) - r_i)
+            _weights_(s, sp.h, sp.neg_r, b0, b1, a, 1, target)
+            if rel == 0.0:
+                target.mul_(sp.coef[b0:b1].unsqueeze(1) * ref)
             if rank > 0:
-                m.add_(target)
-            # columns of W^T: c_j 2^(a s2_ij - L2_j)
-            torch.sub(sa, shift[ai, b0:].unsqueeze(0), out=e).exp2_()
-            if positive:
-                m.add_(e)
+                m.add_(target, alpha=rel or 1.0)
+            if w == bs:
+                continue
+            # columns of W^T right of the diagonal block: c_j 2^(a (s2_ij - h_j) - r_j)
+            e = _weights_(s[:, bs:], sp.h, sp.neg_r, b1, n, a, 0, _strip(buf_e, bs, w - bs))
+            if rel == 0.0:
+                m[:, bs:].addcmul_(e, sp.coef[b1:].unsqueeze(0), value=ref)
             else:
-                m.addcmul_(e, coef[ai, b0:].unsqueeze(0))
-        dz[b0:b1].addmm_(m, z[b0:], alpha=plan.inv_t)
+                m[:, bs:].add_(e, alpha=rel)
+        diag = m[:, :bs]
+        diag.add_(diag.T.clone())  # the diagonal block's W^T: its rows of W, transposed
+        dz[b0:b1].addmm_(m, z[b0:], alpha=alpha)
         if w > bs:
-            dz[b1:].addmm_(m[:, bs:].T, z[b0:b1], alpha=plan.inv_t)
+            dz[b1:].addmm_(m[:, bs:].T, z[b0:b1], alpha=alpha)
     return dz
 
 
+def _weights_(
+    s: torch.Tensor,
+    h: torch.Tensor | None,
+    neg_r: torch.Tensor,
+    i0: int,
+    i1: int,
+    a: float,
+    dim: int,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """out = 2^(a (s - h) - r) (or 2^(a s - shift), h None) with the per-row (dim 1) or
+    per-column (dim 0) h and r of rows i0..i1 (:class:`_Weights`)."""
+    r = neg_r[i0:i1].unsqueeze(dim)
+    if h is None:
+        if a == 1.0:
+            return torch.add(s, r, out=out).exp2_()
+        return torch.add(r, s, alpha=a, out=out).exp2_()
+    torch.sub(s, h[i0:i1].unsqueeze(dim), out=out)
+    return torch.add(r, out, alpha=a, out=out).exp2_()
+
+
 class _SymLSE(torch.autograd.Function):
-    """Masked row log-sum-exps (A, N) of the self-similarity z z^T / t, from the upper strips;
-    the backward recomputes the strips and forms (W + W^T) strip by strip."""
+    """Masked row log-sum-exps (A, N) of the self-similarity z z^T / t, from the upper strips,
+    returned in float64 (natural log; the heads work in float64); the backward recomputes the
+    strips and forms (W + W^T) strip by strip from the float64 base-2 log-sum-exps."""
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, plan: _Plan) -> torch.Tensor:
-        lse = _sym_lse(plan, z.detach())
+        lse2 = _sym_lse(plan, z.detach())
         ctx.plan = plan
-        ctx.save_for_backward(z, lse)
-        return lse
+        ctx.save_for_backward(z, lse2)
+        return lse2 * LN2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_lse: torch.Tensor) -> tuple[torch.Tensor, None]:
-        z, lse = ctx.saved_tensors
-        return _sym_lse_backward(ctx.plan, z, lse, g_lse.contiguous()), None
+        z, lse2 = ctx.saved_tensors
+        return _sym_lse_backward(ctx.plan, z, lse2, g_lse.contiguous()), None
 
 
 class _FusedLoss(torch.autograd.Function):
@@ -577,6 +707,12 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _loss_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of a loss of ``x``: float64 for float64 inputs, float32 otherwise (bfloat16 /
+    float16 inputs are computed in float32 and so is their loss, as on the dense paths)."""
+    return _compute_dtype(x)
+
+
 def _run(
     q: torch.Tensor,
     k: torch.Tensor | None,
@@ -592,7 +728,10 @@ def _run(
     block_rows: int | None,
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    """factor * reduce_i head_i(...) over the rows of q."""
+    """factor * reduce_i head_i(...) over the rows of q. The engines return float64 row
+    log-sum-exps, so the heads (and ``side``, float64 for the in-batch losses) work in float64:
+    O(N), and the differences they take (e.g. L_{1+beta} - L_beta, L - s_pos) do not lose the
+    float32 rounding of the logits' magnitude. The result is cast to ``out_dtype``."""
     rows = q.shape[0]
     cols = rows if k is None else k.shape[0]
     br = (
@@ -656,8 +795,9 @@ def _stacked_views(z1: torch.Tensor, z2: torch.Tensor, normalize: str) -> torch.
 
 
 def _view_positive_logits(z: torch.Tensor, b: int, t: float) -> torch.Tensor:
-    """s_{i, i+-B} / t for the 2B stacked rows (the same value for both views of a sample)."""
-    s = (z[:b] * z[b:]).sum(dim=1) / t
+    """s_{i, i+-B} / t for the 2B stacked rows (the same value for both views of a sample), in
+    float64 (O(N d); the head subtracts it from the float64 log-sum-exps, see :func:`_run`)."""
+    s = torch.linalg.vecdot(z[:b].double(), z[b:].double(), dim=1) / t
     return torch.cat([s, s])
 
 
@@ -708,6 +848,7 @@ def _rows_normalized(z: torch.Tensor, kind: str) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+@loss_inputs("z1", "z2")
 def tiled_info_nce(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -715,10 +856,17 @@ def tiled_info_nce(
     normalize: str = "sphere",
     reduction: str = "mean",
     block_rows: int | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """SimCLR NT-Xent (Chen et al. 2020, eq. (1)), tiled; equal to
     :func:`contrastlab.losses.info_nce` (2B anchors, 2B - 2 negatives **summed**, the positive
     in the denominator, the anchor never its own negative; mean over the 2B anchors).
+
+    Computed as ``softplus(L_neg(i) - s_pos(i))`` with L_neg the log-sum-exp over the 2B - 2
+    negatives (the anchor and its positive masked in each block): the same value as
+    ``log sum_{j != i} exp(s_ij) - s_pos``, but when the positive dominates its row the gradient
+    ``sigmoid(L_neg - s_pos) (softmax_neg - 1_pos)`` is formed small, not as the difference of
+    two O(1) terms (``softmax_pos - 1``) accumulated separately into dz.
 
     Args:
         z1, z2: (B, d) the two views.
@@ -726,28 +874,43 @@ def tiled_info_nce(
         normalize: ``sphere`` (SimCLR), ``ball`` or ``none``.
         reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector, rows of z1 first).
         block_rows: rows per block (default :func:`default_block_rows`).
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
     """
     t = check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
     check_choice("reduction", reduction, REDUCTIONS)
     z = _stacked_views(z1, z2, normalize)
-    s_pos = _view_positive_logits(z, b, t)
+    return _view_nt_xent(z, b, t, reduction, 1.0, block_rows, _loss_dtype(z1))
+
+
+def _view_nt_xent(
+    z: torch.Tensor,
+    b: int,
+    t: float,
+    reduction: str,
+    factor: float,
+    block_rows: int | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """NT-Xent of the 2B stacked rows as ``softplus(L_neg - s_pos)`` (:func:`tiled_info_nce`)."""
     return _run(
         z,
         None,
-        s_pos.unsqueeze(0),
+        _view_positive_logits(z, b, t).unsqueeze(0),
         t=t,
         scales=(1.0,),
         mask_self=True,
-        mask_shift=None,
-        head=_head_lse_minus_side,
+        mask_shift=b,
+        head=_head_logaddexp(0.0),
         reduction=reduction,
-        factor=1.0,
+        factor=factor,
         block_rows=block_rows,
-        out_dtype=z1.dtype,
+        out_dtype=out_dtype,
     )
 
 
+@loss_inputs("z1", "z2")
 def tiled_supcon(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -757,6 +920,7 @@ def tiled_supcon(
     base_temperature: float | None = None,
     reduction: str = "mean",
     block_rows: int | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """SupCon L_out (Khosla et al. 2020, eq. (2)), tiled; equal to
     :func:`contrastlab.losses.supcon` (the anchor is not its own positive; all other rows are in
@@ -765,7 +929,8 @@ def tiled_supcon(
     The positive term ``(1/|P(i)|) sum_{p in P(i)} s_ip`` is ``z_i^T (C_{y_i} - z_i) / (t |P(i)|)``
     with C_c the sum of the rows of class c: O(N d), no N x N label mask.
 
-    Args: as :func:`contrastlab.losses.supcon`, plus ``block_rows``.
+    Args: as :func:`contrastlab.losses.supcon` (``check_finite`` included), plus
+    ``block_rows``.
     """
     t = check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
@@ -774,17 +939,18 @@ def tiled_supcon(
     if base_temperature is not None:
         factor = t / check_positive("base_temperature", base_temperature)
     z = _stacked_views(z1, z2, normalize)
-    if labels is None:
-        side = _view_positive_logits(z, b, t)
-    else:
-        lab = check_labels("labels", labels, b).to(z.device)
-        _, inv = torch.unique(lab, return_inverse=True)
-        inv2 = torch.cat([inv, inv])
-        n_cls = int(inv.max()) + 1
-        class_sum = z.new_zeros(n_cls, z.shape[1]).index_add(0, inv2, z)
-        count = torch.bincount(inv2, minlength=n_cls).to(z.dtype)
-        pos_dot = (z * class_sum[inv2]).sum(dim=1) - (z * z).sum(dim=1)
-        side = pos_dot / ((count[inv2] - 1.0) * t)
+    if labels is None:  # each sample its own class: NT-Xent, in its stable form
+        return _view_nt_xent(z, b, t, reduction, factor, block_rows, _loss_dtype(z1))
+    lab = check_labels("labels", labels, b).to(z.device)
+    _, inv = torch.unique(lab, return_inverse=True)
+    inv2 = torch.cat([inv, inv])
+    n_cls = int(inv.max()) + 1
+    z64 = z.double()  # O(N d) in float64: the difference below cancels
+    class_sum = z64.new_zeros(n_cls, z.shape[1]).index_add(0, inv2, z64)
+    count = torch.bincount(inv2, minlength=n_cls).to(torch.float64)
+    to_class = (z64 @ class_sum.T).gather(1, inv2.unsqueeze(1)).squeeze(1)  # z_i^T C_{y_i}
+    pos_dot = to_class - torch.linalg.vecdot(z64, z64)
+    side = pos_dot / ((count[inv2] - 1.0) * t)
     return _run(
         z,
         None,
@@ -797,10 +963,11 @@ def tiled_supcon(
         reduction=reduction,
         factor=factor,
         block_rows=block_rows,
-        out_dtype=z1.dtype,
+        out_dtype=_loss_dtype(z1),
     )
 
 
+@loss_inputs("z1", "z2")
 def tiled_debiased_hard(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -810,6 +977,7 @@ def tiled_debiased_hard(
     normalize: str = "sphere",
     reduction: str = "mean",
     block_rows: int | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Chuang et al. 2020 eq. (7) (beta = 0) / Robinson et al. 2021 eq. (5) (beta > 0), tiled;
     equal to :func:`contrastlab.losses.debiased_hard` (N = 2B - 2 negatives: the anchor and its
@@ -819,7 +987,8 @@ def tiled_debiased_hard(
     ``L_{1+beta} = log sum_j exp((1 + beta) s_j / t)`` and ``L_beta = log sum_j exp(beta s_j / t)``
     over the negatives, and ``log reweight = log N + L_{1+beta} - L_beta``.
 
-    Args: as :func:`contrastlab.losses.debiased_hard`, plus ``block_rows``.
+    Args: as :func:`contrastlab.losses.debiased_hard` (``check_finite`` included), plus
+    ``block_rows``.
     """
     t = check_positive("temperature", temperature)
     tau = check_unit_interval("tau_plus", tau_plus)
@@ -842,7 +1011,7 @@ def tiled_debiased_hard(
         reduction=reduction,
         factor=1.0,
         block_rows=block_rows,
-        out_dtype=z1.dtype,
+        out_dtype=_loss_dtype(z1),
     )
 
 
@@ -915,6 +1084,7 @@ class _OneBlockNCE(torch.autograd.Function):
 TILED_NCE_LOSSES = ("logistic", "infonce", "infonce-mean")
 
 
+@loss_inputs("anchor", "positive", "negatives")
 def tiled_nce_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
@@ -924,6 +1094,7 @@ def tiled_nce_loss(
     normalize: str = "none",
     reduction: str = "mean",
     block_rows: int | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Explicit-k NCE (Arora et al. 2019 eq. (2); Awasthi et al. 2022 eq. (1)) with a pool of k
     negatives **shared** by all B anchors, tiled over anchor blocks; equal to
@@ -940,6 +1111,8 @@ def tiled_nce_loss(
         negatives: (k, d), shared by every anchor.
         loss, temperature, normalize, reduction: as :func:`contrastlab.losses.nce_loss`.
         block_rows: anchors per block (default :func:`default_block_rows`).
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
     """
     check_choice("loss", loss, TILED_NCE_LOSSES)
     temperature = check_positive("temperature", temperature)
@@ -961,7 +1134,7 @@ def tiled_nce_loss(
         out = _OneBlockNCE.apply(
             anchor.to(dt), positive.to(dt), negatives.to(dt), 1.0 / t, shift, floor, weight
         )
-        return out.to(anchor.dtype)
+        return out.to(_loss_dtype(anchor))
     a = _rows_normalized(anchor.to(dt), normalize)
     p = _rows_normalized(positive.to(dt), normalize)
     n = _rows_normalized(negatives.to(dt), normalize)
@@ -978,5 +1151,5 @@ def tiled_nce_loss(
         reduction=reduction,
         factor=1.0,
         block_rows=block_rows,
-        out_dtype=anchor.dtype,
+        out_dtype=_loss_dtype(anchor),
     )

@@ -51,9 +51,10 @@ Gradient formation: with ``reduction`` ``mean`` / ``sum`` each block's loss is f
 scores are formed, so the forward forms the gradients (``dA``, ``dP``, ``dside``) block by block
 and the backward only scales them (as ``_fused`` in :mod:`contrastlab.losses.tiled`). With
 ``reduction="none"`` the forward stores the B row log-sum-exps and the backward recomputes each
-block's scores. Float32 and bfloat16 inputs are computed in float32, float64 in float64; the
-output has the anchor's dtype. Stable at any temperature and norm (log-sum-exp with the row
-maximum; the weights are ``exp(s - L) <= 1``). Differentiable once (no double backward).
+block's scores. Float32, bfloat16 and float16 inputs are computed in float32 and give a float32
+loss (as the dense path), float64 in float64. Stable at any temperature and norm (log-sum-exp
+with the row maximum; the weights are ``exp(s - L) <= 1``). Differentiable once (no double
+backward).
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ from contrastlab._validation import (
     check_tensor,
 )
 from contrastlab.losses import tiled as _tiled
-from contrastlab.losses._common import REDUCTIONS, check_anchor_positive
+from contrastlab.losses._common import REDUCTIONS, check_anchor_positive, loss_inputs
 from contrastlab.losses.tiled import (
     TILED_NCE_LOSSES,
     Head,
     _autograd_head,
     _compute_dtype,
+    _loss_dtype,
     _rows_normalized,
 )
 
@@ -339,6 +341,7 @@ class _IndexedLSE(torch.autograd.Function):
         return da, dpool, None, None
 
 
+@loss_inputs("anchor", "positive", "pool")
 def tiled_nce_indexed(
     anchor: torch.Tensor,
     positive: torch.Tensor,
@@ -350,6 +353,7 @@ def tiled_nce_indexed(
     reduction: str = "mean",
     block_rows: int | None = None,
     method: str = "auto",
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Explicit-k NCE (Arora et al. 2019 eq. (2); Awasthi et al. 2022 eq. (1)) with anchor b's
     k negatives ``pool[index[b]]``, tiled over anchor blocks; equal (value and gradients w.r.t.
@@ -373,6 +377,8 @@ def tiled_nce_indexed(
         reduction: ``mean`` | ``sum`` | ``none`` over the B anchors.
         block_rows: anchors per block (default :func:`indexed_block_shape`).
         method: ``auto`` (cost model :func:`choose_method`), ``bank`` or ``gather``.
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
     """
     check_choice("loss", loss, TILED_NCE_LOSSES)
     temperature = check_positive("temperature", temperature)
@@ -414,6 +420,6 @@ def tiled_nce_indexed(
     )
     if reduction == "none":
         lse = _IndexedLSE.apply(a, n, idx, plan)
-        return _autograd_head(head, lse, side).to(anchor.dtype)
+        return _autograd_head(head, lse, side).to(_loss_dtype(anchor))
     total: torch.Tensor = _IndexedFusedLoss.apply(a, n, side, idx, plan)
-    return total.to(anchor.dtype)
+    return total.to(_loss_dtype(anchor))

@@ -64,8 +64,8 @@ O(B^2 + R Q). By default a block holds about :data:`LOSS_BLOCK_PAIRS` pairs. Wit
 the blocks run once. (Measured at B = 1024, d = 32, 10 classes, k = 16, float64: peak memory
 growth ~280 MB against ~1.1-1.5 GB for the dense path, and a comparable time.)
 
-Inputs in float32 or bfloat16 are computed in float32, float64 in float64; the result has the
-input dtype. The plug-in kernel is differentiable once (no double backward); use
+Inputs in float32, bfloat16 or float16 are computed in float32 and give a float32 loss (as the
+dense path), float64 in float64. The plug-in kernel is differentiable once (no double backward); use
 ``tiled=False`` for more.
 """
 
@@ -82,10 +82,15 @@ from torch.utils.checkpoint import checkpoint
 
 from contrastlab._validation import check_choice, check_positive_int
 from contrastlab.losses import tiled as _tiled
-from contrastlab.losses._common import REDUCTIONS
+from contrastlab.losses._common import REDUCTIONS, loss_inputs
 from contrastlab.losses.samplers import tilted_log_probs
 from contrastlab.losses.scl import check_hard_contrastive_args, pair_losses
-from contrastlab.losses.tiled import _compute_dtype, _rows_normalized, default_block_rows
+from contrastlab.losses.tiled import (
+    _compute_dtype,
+    _loss_dtype,
+    _rows_normalized,
+    default_block_rows,
+)
 
 __all__ = ["tiled_hard_contrastive"]
 
@@ -462,7 +467,7 @@ def _plug_in_symmetric(
     if a != 1.0:
         # the hardness weights are detached: d L1 / d S_ij = softmax(a S)_ij, not a times it
         l1 = l1.detach() + (l1 - l1.detach()) / a
-    log_g = l1 - l0 + log_k
+    log_g = (l1 - l0 + log_k).to(zs.dtype)  # the heads of the pairs in the compute dtype
     first = torch.cumsum(cls.pos_count, 0) - cls.pos_count  # row i's first pair, row-major
     out: torch.Tensor = _PositivePairs.apply(
         zs, log_g, first[perm], _PairPlan(t, reduction, num_pairs, block_rows, segs)
@@ -502,6 +507,7 @@ def _no_negative_error(row: int) -> ValueError:
     )
 
 
+@loss_inputs("z")
 def tiled_hard_contrastive(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -514,6 +520,7 @@ def tiled_hard_contrastive(
     negatives_reduction: str = "mean",
     reduction: str = "mean",
     block_rows: int | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """SCL / HSCL / UCL / HUCL (Jiang et al. 2023, Sec. 2) in their exact forms, tiled over
     blocks of anchors; equal to :func:`contrastlab.losses.hard_contrastive` with the same
@@ -525,6 +532,8 @@ def tiled_hard_contrastive(
         exact: ``"mean"`` (the plug-in) or ``True`` / ``"loss"`` (the exact expected loss by
             quadrature). The sampled form (``False``) has no tiled kernel.
         block_rows: anchors per block (default :func:`contrastlab.losses.default_block_rows`).
+        check_finite: reject NaN / inf in ``z`` with a one-line ``ValueError`` (default; one
+            ``isfinite(z).all()``); False skips the check.
     """
     b, labels, beta, t, mode = check_hard_contrastive_args(
         z, labels, negatives, beta, k, temperature, exact, negatives_reduction
@@ -567,7 +576,7 @@ def tiled_hard_contrastive(
         else:
             plan = _PlugInPlan(t, beta, other_class, log_k, br, reduction, num_pairs, need_grad)
             out = _PlugInLoss.apply(zn, labels, plan)
-        return out.to(z.dtype)
+        return out.to(_loss_dtype(z))
     summed = reduction != "none"
     parts = []
     for r0 in range(0, b, br):
@@ -588,8 +597,8 @@ def tiled_hard_contrastive(
         else:
             parts.append(block(zn))
     if not summed:
-        return torch.cat(parts).to(z.dtype)
+        return torch.cat(parts).to(_loss_dtype(z))
     total = torch.stack(parts).sum()
     if reduction == "mean":
         total = total / num_pairs
-    return total.to(z.dtype)
+    return total.to(_loss_dtype(z))
