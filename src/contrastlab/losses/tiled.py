@@ -703,14 +703,14 @@ def _head_debiased(t: float, tau: float, log_n: float) -> Head:
 # --------------------------------------------------------------------------------------------
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _loss_dtype(x: torch.Tensor) -> torch.dtype:
+def loss_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype of a loss of ``x``: float64 for float64 inputs, float32 otherwise (bfloat16 /
     float16 inputs are computed in float32 and so is their loss, as on the dense paths)."""
-    return _compute_dtype(x)
+    return compute_dtype(x)
 
 
 def _run(
@@ -758,7 +758,7 @@ def _run(
     else:
         total, _ = _FusedLoss.apply(q, k, side, plan)
         return total.to(out_dtype)
-    per_row = _autograd_head(head, lse, side) * factor
+    per_row = autograd_head(head, lse, side) * factor
     if reduction == "mean":
         return per_row.mean().to(out_dtype)
     if reduction == "sum":
@@ -766,7 +766,7 @@ def _run(
     return per_row.to(out_dtype)
 
 
-def _autograd_head(
+def autograd_head(
     head: Head,
     lse: torch.Tensor,
     side: torch.Tensor,
@@ -790,8 +790,8 @@ class _Head(torch.autograd.Function):
 
 
 def _stacked_views(z1: torch.Tensor, z2: torch.Tensor, normalize: str) -> torch.Tensor:
-    dt = _compute_dtype(z1)
-    return _rows_normalized(torch.cat([z1, z2], dim=0).to(dt), normalize)
+    dt = compute_dtype(z1)
+    return rows_normalized(torch.cat([z1, z2], dim=0).to(dt), normalize)
 
 
 def _view_positive_logits(z: torch.Tensor, b: int, t: float) -> torch.Tensor:
@@ -835,7 +835,7 @@ def _normalize_rows_backward(
     return g.addcmul_(zn, proj, value=-1.0).div_(denom)
 
 
-def _rows_normalized(z: torch.Tensor, kind: str) -> torch.Tensor:
+def rows_normalized(z: torch.Tensor, kind: str) -> torch.Tensor:
     """:func:`contrastlab.losses.normalize` of the rows of a (n, d) tensor, fused."""
     check_choice("normalize", kind, NORMALIZATIONS)
     if kind == "none":
@@ -881,7 +881,7 @@ def tiled_info_nce(
     b = check_two_views(z1, z2, min_batch=1)
     check_choice("reduction", reduction, REDUCTIONS)
     z = _stacked_views(z1, z2, normalize)
-    return _view_nt_xent(z, b, t, reduction, 1.0, block_rows, _loss_dtype(z1))
+    return _view_nt_xent(z, b, t, reduction, 1.0, block_rows, loss_dtype(z1))
 
 
 def _view_nt_xent(
@@ -940,7 +940,7 @@ def tiled_supcon(
         factor = t / check_positive("base_temperature", base_temperature)
     z = _stacked_views(z1, z2, normalize)
     if labels is None:  # each sample its own class: NT-Xent, in its stable form
-        return _view_nt_xent(z, b, t, reduction, factor, block_rows, _loss_dtype(z1))
+        return _view_nt_xent(z, b, t, reduction, factor, block_rows, loss_dtype(z1))
     lab = check_labels("labels", labels, b).to(z.device)
     _, inv = torch.unique(lab, return_inverse=True)
     inv2 = torch.cat([inv, inv])
@@ -963,7 +963,7 @@ def tiled_supcon(
         reduction=reduction,
         factor=factor,
         block_rows=block_rows,
-        out_dtype=_loss_dtype(z1),
+        out_dtype=loss_dtype(z1),
     )
 
 
@@ -1011,7 +1011,7 @@ def tiled_debiased_hard(
         reduction=reduction,
         factor=1.0,
         block_rows=block_rows,
-        out_dtype=_loss_dtype(z1),
+        out_dtype=loss_dtype(z1),
     )
 
 
@@ -1123,7 +1123,7 @@ def tiled_nce_loss(
         raise ValueError(
             f"negatives must have feature dimension d = {anchor.shape[1]}; got {negatives.shape[1]}"
         )
-    dt = _compute_dtype(anchor)
+    dt = compute_dtype(anchor)
     t = 1.0 if loss == "logistic" else temperature
     shift = math.log(negatives.shape[0]) if loss == "infonce-mean" else 0.0
     b, k = anchor.shape[0], negatives.shape[0]
@@ -1134,10 +1134,10 @@ def tiled_nce_loss(
         out = _OneBlockNCE.apply(
             anchor.to(dt), positive.to(dt), negatives.to(dt), 1.0 / t, shift, floor, weight
         )
-        return out.to(_loss_dtype(anchor))
-    a = _rows_normalized(anchor.to(dt), normalize)
-    p = _rows_normalized(positive.to(dt), normalize)
-    n = _rows_normalized(negatives.to(dt), normalize)
+        return out.to(loss_dtype(anchor))
+    a = rows_normalized(anchor.to(dt), normalize)
+    p = rows_normalized(positive.to(dt), normalize)
+    n = rows_normalized(negatives.to(dt), normalize)
     s_pos = (a * p).sum(dim=1) / t
     return _run(
         a,
@@ -1151,5 +1151,5 @@ def tiled_nce_loss(
         reduction=reduction,
         factor=1.0,
         block_rows=block_rows,
-        out_dtype=_loss_dtype(anchor),
+        out_dtype=loss_dtype(anchor),
     )

@@ -76,10 +76,10 @@ from contrastlab.losses._common import REDUCTIONS, check_anchor_positive, loss_i
 from contrastlab.losses.tiled import (
     TILED_NCE_LOSSES,
     Head,
-    _autograd_head,
-    _compute_dtype,
-    _loss_dtype,
-    _rows_normalized,
+    autograd_head,
+    compute_dtype,
+    loss_dtype,
+    rows_normalized,
 )
 
 #: How a block's scores are formed: by the cost model, one GEMM against the whole pool, or a
@@ -400,10 +400,10 @@ def tiled_nce_indexed(
     chosen = choose_method(k, m, d) if method == "auto" else method
     br, chunk = indexed_block_shape(rows, k, m, d, chosen, block_rows)
 
-    dt = _compute_dtype(anchor)
-    a = _rows_normalized(anchor.to(dt), normalize)
-    p = _rows_normalized(positive.to(dt), normalize)
-    n = _rows_normalized(pool.to(dt), normalize)
+    dt = compute_dtype(anchor)
+    a = rows_normalized(anchor.to(dt), normalize)
+    p = rows_normalized(positive.to(dt), normalize)
+    n = rows_normalized(pool.to(dt), normalize)
     t = 1.0 if loss == "logistic" else temperature
     side = ((a * p).sum(dim=1) / t).unsqueeze(0)
     head = _tiled._head_logaddexp(math.log(k) if loss == "infonce-mean" else 0.0)
@@ -420,6 +420,6 @@ def tiled_nce_indexed(
     )
     if reduction == "none":
         lse = _IndexedLSE.apply(a, n, idx, plan)
-        return _autograd_head(head, lse, side).to(_loss_dtype(anchor))
+        return autograd_head(head, lse, side).to(loss_dtype(anchor))
     total: torch.Tensor = _IndexedFusedLoss.apply(a, n, side, idx, plan)
-    return total.to(_loss_dtype(anchor))
+    return total.to(loss_dtype(anchor))

@@ -86,10 +86,10 @@ from contrastlab.losses._common import REDUCTIONS, loss_inputs
 from contrastlab.losses.samplers import tilted_log_probs
 from contrastlab.losses.scl import check_hard_contrastive_args, pair_losses
 from contrastlab.losses.tiled import (
-    _compute_dtype,
-    _loss_dtype,
-    _rows_normalized,
+    compute_dtype,
     default_block_rows,
+    loss_dtype,
+    rows_normalized,
 )
 
 __all__ = ["tiled_hard_contrastive"]
@@ -544,8 +544,8 @@ def tiled_hard_contrastive(
             "'mean'); got exact=False (sampled)"
         )
     check_choice("reduction", reduction, REDUCTIONS)
-    dt = _compute_dtype(z)
-    zn = _rows_normalized(z.to(dt), normalize)
+    dt = compute_dtype(z)
+    zn = rows_normalized(z.to(dt), normalize)
     if block_rows is not None:
         check_positive_int("block_rows", block_rows)
     other_class = negatives == "other-class"
@@ -576,7 +576,7 @@ def tiled_hard_contrastive(
         else:
             plan = _PlugInPlan(t, beta, other_class, log_k, br, reduction, num_pairs, need_grad)
             out = _PlugInLoss.apply(zn, labels, plan)
-        return out.to(_loss_dtype(z))
+        return out.to(loss_dtype(z))
     summed = reduction != "none"
     parts = []
     for r0 in range(0, b, br):
@@ -597,8 +597,8 @@ def tiled_hard_contrastive(
         else:
             parts.append(block(zn))
     if not summed:
-        return torch.cat(parts).to(_loss_dtype(z))
+        return torch.cat(parts).to(loss_dtype(z))
     total = torch.stack(parts).sum()
     if reduction == "mean":
         total = total / num_pairs
-    return total.to(_loss_dtype(z))
+    return total.to(loss_dtype(z))

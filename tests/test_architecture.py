@@ -1,0 +1,197 @@
+"""The architecture rules of contrastlab, checked on the source with ``ast`` (issue 15).
+
+1. No import cycle between the package's modules (imports inside functions count).
+2. No import of a private name (``_x``) from another module.
+3. Dependencies point one way, down the layers of :data:`RANK`: the shared helpers, then
+   ``distributed`` (gathering only), the library (``losses``, ``theory``, ``data``), what builds on
+   it (models, geometry, evaluation), the trainer, ``experiments``, ``report``/``recipes`` and the
+   command line; no module imports one of a higher layer.
+4. No function longer than 80 lines.
+
+The renovation of issue 15 is under way: what is still violated is listed below, exactly. A new
+violation fails the test, and so does a listed one that is gone (remove it from the list: the
+lists only shrink), so the rules hold from now on for everything not listed.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "contrastlab"
+PACKAGE = "contrastlab"
+#: the layer of each top-level module or subpackage (lower numbers lower); unlisted: 3
+RANK = {
+    "_validation": 0, "_yaml": 0, "_paths": 0, "_tables": 0,
+    "distributed": 1,
+    "losses": 2, "theory": 2, "data": 2,
+    "models": 3, "geometry": 3, "evaluation": 3, "convergence": 3, "checkpoint": 3,
+    "training": 4, "train": 4,
+    "experiments": 5,
+    "report": 6, "recipes": 6, "demo": 6,
+    "cli": 7, "__main__": 8, "": 8,
+}
+MAX_LINES = 80
+
+# ---- what the renovation has not reached yet (each list only shrinks) ----------------------
+def _set(*modules: str) -> frozenset[str]:
+    return frozenset(modules)
+
+
+def _short(module: str) -> str:
+    return module.removeprefix(PACKAGE + ".")
+
+
+KNOWN_CYCLES: set[frozenset[str]] = {
+    _set('losses.scl', 'losses.tiled_jiang'),
+}
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+KNOWN_LONG: set[str] = {
+    'losses.nce.nce_loss',
+    'losses.tiled_indexed.tiled_nce_indexed',
+    'losses.tiled_jiang.tiled_hard_contrastive',
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+def _resolve(module: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_pkg else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def _imports(mods: dict[str, Path]) -> dict[str, set[tuple[str, str | None]]]:
+    """module -> {(imported module, imported name or None)} for every contrastlab import."""
+    out: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == PACKAGE:
+                        out[name].add((a.name, None))
+            elif isinstance(node, ast.ImportFrom):
+                target = _resolve(name, is_pkg, node)
+                if target.split(".")[0] != PACKAGE:
+                    continue
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    if sub in mods:  # `from contrastlab.x import module`
+                        out[name].add((sub, None))
+                    else:
+                        out[name].add((target, a.name))
+    return out
+
+
+def _edges(mods: dict[str, Path]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for src, targets in _imports(mods).items():
+        for target, _ in targets:
+            # importing a.b.c runs a and a.b too; an edge to the deepest existing module
+            while target not in mods and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in mods and target != src and not src.startswith(target + "."):
+                graph[src].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: set[frozenset[str]] = set()
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.add(frozenset(comp))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _rank(module: str) -> int:
+    parts = module.split(".")
+    return RANK.get(parts[1] if len(parts) > 1 else "", 3)
+
+
+def test_no_import_cycles() -> None:
+    found = {frozenset(_short(m) for m in c) for c in _cycles(_edges(_modules()))}
+    assert found - KNOWN_CYCLES == set(), f"new import cycles: {found - KNOWN_CYCLES}"
+    assert KNOWN_CYCLES - found == set(), f"fixed (remove): {KNOWN_CYCLES - found}"
+
+
+def test_no_private_names_imported_across_modules() -> None:
+    mods = _modules()
+    found = {(_short(src), _short(f"{target}.{name}"))
+             for src, targets in _imports(mods).items()
+             for target, name in targets
+             if name is not None and name.startswith("_") and not name.startswith("__")
+             and target != src}
+    assert found - KNOWN_PRIVATE == set(), f"new private imports: {sorted(found - KNOWN_PRIVATE)}"
+    assert KNOWN_PRIVATE - found == set(), f"fixed (remove): {sorted(KNOWN_PRIVATE - found)}"
+
+
+def test_dependencies_point_one_way() -> None:
+    graph = _edges(_modules())
+    found = {(_short(src), _short(dst)) for src, dsts in graph.items() for dst in dsts
+             if _rank(dst) > _rank(src)}
+    assert found - KNOWN_UPWARD == set(), f"new upward imports: {sorted(found - KNOWN_UPWARD)}"
+    assert KNOWN_UPWARD - found == set(), f"fixed (remove): {sorted(KNOWN_UPWARD - found)}"
+
+
+def test_no_function_over_80_lines() -> None:
+    found = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                if node.end_lineno - node.lineno + 1 > MAX_LINES:
+                    found.add(_short(f"{name}.{node.name}"))
+    assert found - KNOWN_LONG == set(), f"new, over {MAX_LINES} lines: {found - KNOWN_LONG}"
+    assert KNOWN_LONG - found == set(), f"fixed (remove): {sorted(KNOWN_LONG - found)}"
+
+
+def test_the_checker_sees_a_cycle() -> None:
+    # the checker itself can fail: a two-module cycle and a private import are found
+    graph = {"a": {"b"}, "b": {"a"}, "c": {"a"}}
+    assert _cycles(graph) == {frozenset({"a", "b"})}
