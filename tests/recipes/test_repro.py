@@ -53,6 +53,9 @@ BORDERLINE = {
     "bao-text": {"accuracy-improves"},
     # one SCL run at beta = 0 ends with its held-out loss still falling by 1.2 % (tol 1 %)
     "jiang-nc-vs-dc": {"converged"},
+    # k = 1, seed 2: the held-out loss falls by 1.09 % over the last 20 % of epochs (0.21289 ->
+    # 0.21057; tol 1 %); the same values at 3700a38 and now, converged in an earlier CI run
+    "awasthi-k-sweep": {"converged"},
 }
 
 
