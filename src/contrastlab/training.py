@@ -9,6 +9,7 @@ calls it (``contrastlab.train.loop.build_model``, ``contrastlab.train.step.contr
 
 from __future__ import annotations
 
+from contrastlab.losses.pool import pool_hard_contrastive, pool_nce
 from contrastlab.train.build import (
     TrainData,
     as_train_data,
@@ -19,7 +20,7 @@ from contrastlab.train.build import (
 )
 from contrastlab.train.loop import CHECKPOINT_NAME, TrainResult, run_threads, train
 from contrastlab.train.metrics import GEOMETRY_METRICS, embed, evaluate, heldout_loss
-from contrastlab.train.pool import contrastive_loss, pool_hard_contrastive, pool_nce
+from contrastlab.train.step import contrastive_loss
 
 __all__ = [
     "CHECKPOINT_NAME",

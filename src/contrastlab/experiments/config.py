@@ -9,10 +9,6 @@ because tests import it from here.
 from __future__ import annotations
 
 from contrastlab.train.config import (
-    EXPLICIT_K_LOSSES,
-    IN_BATCH_LOSSES,
-    JIANG_LOSSES,
-    LOSS_NAMES,
     ConfigError,
     DataConfig,
     EvalConfig,
@@ -35,10 +31,6 @@ from contrastlab.train.config import (
 )
 
 __all__ = [
-    "EXPLICIT_K_LOSSES",
-    "IN_BATCH_LOSSES",
-    "JIANG_LOSSES",
-    "LOSS_NAMES",
     "ConfigError",
     "DataConfig",
     "EvalConfig",

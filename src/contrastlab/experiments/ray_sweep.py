@@ -61,6 +61,7 @@ from contrastlab.experiments.runner import (
     prepare_run,
 )
 from contrastlab.experiments.store import ResultStore
+from contrastlab.losses.registry import LossSpec, register_loss, registered_at_run_time
 
 __all__ = ["DEFAULT_RETRIES", "check_ray_options", "init_local_ray", "run_sweep_ray"]
 
@@ -173,17 +174,20 @@ def _require_ray() -> None:
                           "pip install 'contrastlab[ray]'")
 
 
-def _train_on_worker(record: dict[str, Any], rdir: str,
-                     driver_node: str | None) -> RunOutcome:
+def _train_on_worker(record: dict[str, Any], rdir: str, driver_node: str | None,
+                     losses: tuple[LossSpec, ...] = ()) -> RunOutcome:
     """The Ray task: train one run in this worker and return its outcome (module docstring).
 
     Args:
         record: the run's resolved config (``run_config_dict``).
         rdir: the run's directory on the driver's file system (absolute).
         driver_node: the driver's Ray node id (None: unknown, e.g. a Ray client driver).
+        losses: the losses the driver registered at run time (registered here too).
     """
     import ray
 
+    for spec in losses:
+        register_loss(spec, replace=True)
     from contrastlab.checkpoint import remove as remove_checkpoints
 
     cfg = prepare_run(record)
@@ -350,7 +354,7 @@ class _Driver:
             return
         rdir = run_dir(self.out_dir, rid).resolve()
         ref = self.task.options(name=f"{_TASK_NAME}-{rid}").remote(
-            run_config_dict(p), str(rdir), self.driver_node)
+            run_config_dict(p), str(rdir), self.driver_node, registered_at_run_time())
         self.pending[ref] = (rid, p, attempt)
 
     def _collect(self, ref: Any) -> None:

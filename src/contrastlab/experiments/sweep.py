@@ -38,6 +38,7 @@ from contrastlab._validation import check_choice, check_positive_int
 from contrastlab.experiments.config import ExperimentConfig, run_config_dict
 from contrastlab.experiments.plan import SweepLog, SweepPlan, plan_sweep, register_plan
 from contrastlab.experiments.runner import execute_run
+from contrastlab.losses.registry import LossSpec, register_loss, registered_at_run_time
 
 # plan_sweep: re-exported from its owner, contrastlab.experiments.plan
 __all__ = ["EXECUTORS", "plan_sweep", "run_sweep"]
@@ -45,9 +46,10 @@ __all__ = ["EXECUTORS", "plan_sweep", "run_sweep"]
 EXECUTORS = ("local", "ray")
 
 
-def _init_worker(parent_pid: int) -> None:
+def _init_worker(parent_pid: int, losses: tuple[LossSpec, ...] = ()) -> None:
     """Pool initializer: one torch thread outside runs (each run sets its own, ``train.threads``),
-    and die with the sweep process (Linux)."""
+    die with the sweep process (Linux), and register the losses the sweep process registered at
+    run time (:func:`contrastlab.losses.registry.registered_at_run_time`)."""
     try:
         import ctypes
         import signal
@@ -62,6 +64,8 @@ def _init_worker(parent_pid: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    for spec in losses:
+        register_loss(spec, replace=True)
 
 
 def _log_default(message: str) -> None:
@@ -132,7 +136,7 @@ def _run_local(plan: SweepPlan, out_dir: str | Path, workers: int, progress: boo
     parent = os.getpid()
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(parent,)) as pool:
+                             initargs=(parent, registered_at_run_time())) as pool:
         futures = {
             pool.submit(execute_run, run_config_dict(p), str(out_dir), False, parent): (rid, p)
             for rid, p in todo

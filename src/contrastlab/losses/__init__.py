@@ -36,6 +36,14 @@ Jiang et al. 2023 family (single view, anchor among its positives, mean over k n
     hucl(z, labels, beta, k, ..., exact)  marginal, tilted
     exact=False: sampled; True/"loss": exact expected loss; "mean": plug-in negative term
 
+Losses over a negative pool (k negatives per anchor drawn from P encoded candidates; the
+trainer's explicit-k losses)
+    pool_hard_contrastive(anchors, positives, anchor_labels, pool, pool_labels, negatives, beta, k)
+    pool_nce(anchors, positives, anchor_labels, pool, pool_labels, sampler, beta, k, score)
+
+The loss registry (what the trainer and the run config know of each loss; extensible)
+    LossSpec, register_loss, get_loss, loss_names     (contrastlab.losses.registry)
+
 Feature normalization (SPEC A4)
     normalize(z, kind)                  sphere | ball | none
 
@@ -73,7 +81,10 @@ from contrastlab.losses.modules import (
 )
 from contrastlab.losses.nce import nce_loss
 from contrastlab.losses.normalize import NORMALIZATIONS, normalize
+from contrastlab.losses.pool import pool_hard_contrastive, pool_nce
+from contrastlab.losses.registry import LossSpec, get_loss, loss_names, register_loss
 from contrastlab.losses.samplers import (
+    SAMPLER_LAWS,
     SAMPLERS,
     NegativeSampler,
     candidate_mask,
@@ -105,6 +116,7 @@ __all__ = [
     "LOSS_PROPERTIES",
     "NORMALIZATIONS",
     "SAMPLERS",
+    "SAMPLER_LAWS",
     "TILED_MIN_PAIRS",
     "TILED_MIN_ROWS",
     "DebiasedHardLoss",
@@ -113,6 +125,7 @@ __all__ = [
     "HardContrastiveLoss",
     "InfoNCELoss",
     "LossProperties",
+    "LossSpec",
     "NCELoss",
     "NegativeSampler",
     "SCLLoss",
@@ -127,13 +140,18 @@ __all__ = [
     "expected_log1p_sum",
     "expected_log1p_sum_grouped",
     "gather_negatives",
+    "get_loss",
     "hard_contrastive",
     "hscl",
     "hucl",
     "info_nce",
+    "loss_names",
     "nce_loss",
     "normalize",
     "pair_losses",
+    "pool_hard_contrastive",
+    "pool_nce",
+    "register_loss",
     "sample_from_log_probs",
     "sample_other_class",
     "sample_tilted",

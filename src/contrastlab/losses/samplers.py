@@ -46,6 +46,34 @@ from contrastlab._validation import (
 from contrastlab.losses._common import check_generator
 
 SAMPLERS = ("uniform", "other-class", "tilted", "tilted-other-class")
+#: the one table of the negative laws: sampler kind -> (its support, whether exp(beta s) tilts
+#: it). The population losses and the Jiang et al. losses name a law by its support
+#: (``negatives="marginal"`` or ``"other-class"``) and beta; the samplers and the run config by
+#: its kind. Each name below is that law's one name in the other vocabulary.
+SAMPLER_LAWS: dict[str, tuple[str, bool]] = {
+    "uniform": ("marginal", False),
+    "tilted": ("marginal", True),
+    "other-class": ("other-class", False),
+    "tilted-other-class": ("other-class", True),
+}
+
+
+def sampler_support(kind: str) -> str:
+    """The support of sampler ``kind``: ``marginal`` (every candidate; unsupervised) or
+    ``other-class`` (the candidates of the other classes; supervised)."""
+    return SAMPLER_LAWS[check_choice("sampler", kind, SAMPLERS)][0]
+
+
+def sampler_tilted(kind: str) -> bool:
+    """Whether sampler ``kind`` tilts its support by exp(beta s) (beta applies)."""
+    return SAMPLER_LAWS[check_choice("sampler", kind, SAMPLERS)][1]
+
+
+def sampler_kind(negatives: str, tilted: bool = True) -> str:
+    """The sampler kind of the law on support ``negatives`` (``marginal`` | ``other-class``),
+    tilted or not (the inverse of :func:`sampler_support` and :func:`sampler_tilted`)."""
+    check_choice("negatives", negatives, ("marginal", "other-class"))
+    return next(k for k, law in SAMPLER_LAWS.items() if law == (negatives, bool(tilted)))
 
 
 def candidate_mask(
@@ -284,7 +312,7 @@ class NegativeSampler:
         """The (B, N) log-probabilities of the law given anchor-candidate similarities."""
         check_tensor("scores", scores, ndim=2, shape_hint="(B, N)")
         b, n = scores.shape
-        supervised = self.kind in ("other-class", "tilted-other-class")
+        support = sampler_support(self.kind)
         self_index = torch.arange(b, device=scores.device) if self.exclude_self else None
         if self.exclude_self and n < b:
             raise ValueError(
@@ -293,12 +321,12 @@ class NegativeSampler:
         mask = candidate_mask(
             anchor_labels,
             pool_labels,
-            "other-class" if supervised else "marginal",
+            support,
             num_anchors=b,
             pool_size=n,
             self_index=self_index,
         ).to(scores.device)
-        beta = self.beta if self.kind.startswith("tilted") else 0.0
+        beta = self.beta if sampler_tilted(self.kind) else 0.0
         return tilted_log_probs(scores, beta, mask)
 
     def __call__(

@@ -5,21 +5,20 @@ losses, data, models, geometry, evaluation, checkpoint, convergence):
 
 - :mod:`~contrastlab.train.config`: the run configuration (pydantic models, YAML loading,
   ``--set`` overrides, resolution, sweep expansion and the run id);
-- :mod:`~contrastlab.train.pool`: the loss of one step on encoded views: the explicit-k losses
-  over a negative pool (:func:`pool_hard_contrastive`, :func:`pool_nce`) and the dispatch of the
-  configured loss (:func:`contrastive_loss`);
 - :mod:`~contrastlab.train.build`: the parts a run is built from: its data
   (:func:`load_data`, :class:`TrainData`), encoder (:func:`build_model`), optimizer and
   learning-rate schedule (:func:`lr_factor`);
-- :mod:`~contrastlab.train.step`: one training step: its inputs (views and pool) and its loss,
-  single-process or data parallel;
+- :mod:`~contrastlab.train.step`: one training step: its inputs (views and pool) and its loss
+  (:func:`contrastive_loss`: the configured loss's registry spec,
+  :mod:`contrastlab.losses.registry`; the trainer holds no loss math), single-process or data
+  parallel;
 - :mod:`~contrastlab.train.metrics`: evaluation on held-out embeddings (:func:`evaluate`,
   :func:`heldout_loss`, :func:`embed`);
 - :mod:`~contrastlab.train.loop`: the loop (:func:`train`, :class:`TrainResult`): seeded,
   checkpointed after every epoch, resumable, data parallel under ``torchrun``.
 
-The names below are loaded on first use, so that importing the configuration
-(:mod:`contrastlab.train.config`) does not import torch.
+The names below are loaded on first use, so that importing one module of the package does not
+import the others.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     )
     from contrastlab.train.loop import CHECKPOINT_NAME, TrainResult, run_threads, train
     from contrastlab.train.metrics import GEOMETRY_METRICS, embed, evaluate, heldout_loss
-    from contrastlab.train.pool import contrastive_loss, pool_hard_contrastive, pool_nce
+    from contrastlab.train.step import contrastive_loss
 
 #: public name -> the module of this package that owns it
 _OWNERS = {
@@ -66,9 +65,7 @@ _OWNERS = {
     "embed": "metrics",
     "evaluate": "metrics",
     "heldout_loss": "metrics",
-    "contrastive_loss": "pool",
-    "pool_hard_contrastive": "pool",
-    "pool_nce": "pool",
+    "contrastive_loss": "step",
 }
 
 __all__ = [
@@ -87,8 +84,6 @@ __all__ = [
     "load_data",
     "lr_factor",
     "parse_config",
-    "pool_hard_contrastive",
-    "pool_nce",
     "run_id",
     "run_threads",
     "shuffled_labels",

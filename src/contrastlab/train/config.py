@@ -65,12 +65,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from contrastlab._yaml import YamlError, load_yaml_file, load_yaml_text
+from contrastlab.losses.family import LOSSES as NCE_SCORES
+from contrastlab.losses.normalize import NORMALIZATIONS
+from contrastlab.losses.registry import LossSpec, get_loss, loss_names
+from contrastlab.losses.samplers import SAMPLERS
+from contrastlab.losses.scl import EXACT_MODES, NEGATIVE_REDUCTIONS
 
 __all__ = [
-    "EXPLICIT_K_LOSSES",
-    "IN_BATCH_LOSSES",
-    "JIANG_LOSSES",
-    "LOSS_NAMES",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
@@ -91,23 +92,11 @@ __all__ = [
     "step_memory_bytes",
 ]
 
-LOSS_NAMES = ("infonce", "supcon", "debiased-hard", "nce", "scl", "hscl", "ucl", "hucl")
-IN_BATCH_LOSSES = ("infonce", "supcon", "debiased-hard")
-JIANG_LOSSES = ("scl", "hscl", "ucl", "hucl")
-EXPLICIT_K_LOSSES = ("nce", *JIANG_LOSSES)
-SAMPLER_NAMES = ("uniform", "other-class", "tilted", "tilted-other-class")
-# the law each Jiang et al. loss draws its negatives from (NegativeSampler kinds)
-IMPLIED_SAMPLER = {
-    "scl": "other-class",
-    "hscl": "tilted-other-class",
-    "ucl": "uniform",
-    "hucl": "tilted",
-}
-DEFAULT_TEMPERATURE = {"infonce": 0.5, "debiased-hard": 0.5, "supcon": 0.1}
-NCE_SCORES = ("logistic", "infonce", "infonce-mean", "hinge")
-EXACT_MODES = (False, True, "loss", "mean")
-NEGATIVE_REDUCTIONS = ("mean", "sum")
-NORMALIZATIONS = ("sphere", "ball", "none")
+#: the ``loss`` vocabularies are the loss library's (one owner each): the names are those of the
+#: loss registry (:func:`contrastlab.losses.registry.loss_names`, extensible), the samplers
+#: :data:`~contrastlab.losses.samplers.SAMPLERS`, the scores
+#: :data:`~contrastlab.losses.family.LOSSES`, the exact modes and reductions of
+#: :mod:`contrastlab.losses.scl`, the normalizations of :mod:`contrastlab.losses.normalize`
 PAIR_MODES = ("latent", "augment")
 HEADS = ("none", "linear", "mlp")
 OPTIMIZERS = ("adam", "sgd")
@@ -232,7 +221,7 @@ class LossConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _choice(v, LOSS_NAMES)
+        return _choice(v, loss_names())
 
     _ints = field_validator("k", "pool_size")(classmethod(lambda cls, v: _positive_int(v)))
     _nonneg = field_validator("beta")(classmethod(lambda cls, v: _finite(v, 0.0)))
@@ -253,7 +242,7 @@ class LossConfig(_Section):
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, v: str | None) -> str | None:
-        return None if v is None else _choice(v, SAMPLER_NAMES)
+        return None if v is None else _choice(v, SAMPLERS)
 
     @field_validator("exact", mode="before")
     @classmethod
@@ -566,7 +555,7 @@ def step_memory_bytes(cfg: ExperimentConfig) -> int:
     b2 = 2 * cfg.train.batch_size
     d = cfg.model.head_dim or cfg.model.out_dim
     loss = cfg.loss
-    if loss.name in EXPLICIT_K_LOSSES:
+    if get_loss(loss.name).explicit_k:
         pool = loss.pool_size or 0
         per = 48 if loss.exact is not False else 24
         return b2 * pool * per + (b2 + pool) * d * 12
@@ -585,54 +574,51 @@ def _check_memory(cfg: ExperimentConfig) -> None:
             f"({cfg.train.max_memory_gb:g}); lower them or raise train.max_memory_gb")
 
 
+def _resolve_k(loss: LossConfig, batch_size: int) -> dict[str, Any]:
+    """k, the pool size and the draw law of an explicit-k loss (see the module docstring)."""
+    if loss.k is None:
+        raise ConfigError(f"loss.k is required for {loss.name!r} (the number of negatives per "
+                          "anchor, independent of the batch size); e.g. loss.k=64")
+    pool = loss.pool_size if loss.pool_size is not None else max(loss.k, batch_size)
+    # the exact forms make no draw: their expectation is over k i.i.d. draws
+    replacement = loss.replacement or loss.exact is not False
+    if not replacement and pool < loss.k:
+        raise ConfigError(
+            f"loss.pool_size must be >= loss.k ({loss.k}) when loss.replacement is false "
+            f"(k distinct negatives per anchor); got {pool}; set loss.pool_size >= "
+            f"{loss.k}, leave it unset (max(k, train.batch_size)) or set "
+            "loss.replacement=true")
+    return {"pool_size": pool, "replacement": replacement}
+
+
+def _resolve_sampler(spec: LossSpec, loss: LossConfig) -> str | None:
+    if spec.sampler is not None and loss.sampler not in (None, spec.sampler):
+        raise ConfigError(f"loss.sampler must be {spec.sampler!r} for {spec.name!r} (its "
+                          f"negative law); got {loss.sampler!r}; use loss.name=nce for other "
+                          "samplers")
+    return spec.law(loss.sampler)  # None for an in-batch loss (its negatives are the views)
+
+
 def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
-    name = loss.name
-    upd: dict[str, Any] = {}
-    if name in EXPLICIT_K_LOSSES:
-        if loss.k is None:
-            raise ConfigError(f"loss.k is required for {name!r} (the number of negatives per "
-                              "anchor, independent of the batch size); e.g. loss.k=64")
-        pool = loss.pool_size if loss.pool_size is not None else max(loss.k, batch_size)
-        upd["pool_size"] = pool
-        # the exact forms make no draw: their expectation is over k i.i.d. draws
-        upd["replacement"] = loss.replacement or loss.exact is not False
-        if not upd["replacement"] and pool < loss.k:
-            raise ConfigError(
-                f"loss.pool_size must be >= loss.k ({loss.k}) when loss.replacement is false "
-                f"(k distinct negatives per anchor); got {pool}; set loss.pool_size >= "
-                f"{loss.k}, leave it unset (max(k, train.batch_size)) or set "
-                "loss.replacement=true")
-    else:
-        upd["k"] = None
-        upd["pool_size"] = None
-        upd["replacement"] = False
-    # the sampler
-    if name in JIANG_LOSSES:
-        implied = IMPLIED_SAMPLER[name]
-        if loss.sampler is not None and loss.sampler != implied:
-            raise ConfigError(f"loss.sampler must be {implied!r} for {name!r} (its negative law); "
-                              f"got {loss.sampler!r}; use loss.name=nce for other samplers")
-        upd["sampler"] = implied
-    elif name == "nce":
-        upd["sampler"] = loss.sampler or "uniform"
-    else:
-        upd["sampler"] = None
-    sampler = upd["sampler"]
-    # beta
-    tilted = name in ("hscl", "hucl", "debiased-hard") or (
-        name == "nce" and sampler is not None and sampler.startswith("tilted")
-    )
-    upd["beta"] = (1.0 if loss.beta is None else loss.beta) if tilted else 0.0
-    upd["tau_plus"] = (0.1 if loss.tau_plus is None else loss.tau_plus) if (
-        name == "debiased-hard") else None
+    """Fill the loss's defaults and set the fields it does not read to their neutral values
+    (all from its registry spec, :mod:`contrastlab.losses.registry`)."""
+    spec = get_loss(loss.name)
+    upd: dict[str, Any] = (_resolve_k(loss, batch_size) if spec.explicit_k
+                           else {"k": None, "pool_size": None, "replacement": False})
+    upd["sampler"] = _resolve_sampler(spec, loss)
+    tilted = spec.tilted(upd["sampler"])
+    upd["beta"] = (spec.default("beta") if loss.beta is None else loss.beta) if tilted else 0.0
+    upd["tau_plus"] = ((spec.default("tau_plus") if loss.tau_plus is None else loss.tau_plus)
+                       if spec.takes("tau_plus") else None)
     upd["temperature"] = (loss.temperature if loss.temperature is not None
-                          else DEFAULT_TEMPERATURE.get(name, 1.0))
-    if name not in JIANG_LOSSES:
-        if loss.exact is not False:
-            raise ConfigError(f"loss.exact applies to scl, hscl, ucl and hucl only; got "
-                              f"{loss.exact!r} for {name!r}")
+                          else spec.default("temperature"))
+    if not spec.takes("exact") and loss.exact is not False:
+        takes = [n for n in loss_names() if get_loss(n).takes("exact")]
+        raise ConfigError(f"loss.exact applies to {', '.join(takes)} only; got {loss.exact!r} "
+                          f"for {loss.name!r}")
+    if not spec.takes("negatives_reduction"):
         upd["negatives_reduction"] = "mean"
-    if name != "nce":
+    if not spec.takes("score"):
         upd["score"] = "infonce"
     return loss.model_copy(update=upd)
 

@@ -12,8 +12,13 @@ One step (``B = train.batch_size``, ``P = loss.pool_size``, default ``max(k, B)`
    in ``augment`` mode every pool member is one augmented view (:func:`step_inputs`);
 3. **one** forward pass of ``[x1; x2; pool]`` (so k = 4096 with B = 256 encodes 512 + 4096 rows,
    not B x k), sharded across the ranks in data-parallel runs, and the loss
-   (:func:`contrastlab.train.pool.contrastive_loss`) with a check of the embeddings
-   (:func:`step_loss`).
+   (:func:`contrastive_loss`: the configured loss's registry spec called on the views and pool,
+   :mod:`contrastlab.losses.registry`) with a check of the embeddings (:func:`step_loss`).
+
+Which losses take a pool, and whether its negatives are drawn from the other classes, is the
+spec's to say (:attr:`~contrastlab.losses.registry.LossSpec.explicit_k`,
+:meth:`~contrastlab.losses.registry.LossSpec.supervised`): the trainer holds no loss math and
+no per-name dispatch.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from contrastlab.train.config import EXPLICIT_K_LOSSES, ExperimentConfig, LossConfig
-from contrastlab.train.pool import contrastive_loss
+from contrastlab.losses.registry import get_loss
+from contrastlab.train.config import ExperimentConfig, LossConfig
 
-__all__ = ["all_ranks_ok", "step_inputs", "step_loss"]
+__all__ = ["all_ranks_ok", "contrastive_loss", "step_inputs", "step_loss"]
 
 
 def _views(data_x: torch.Tensor, data_y: torch.Tensor, idx: torch.Tensor, mode: str,
@@ -35,11 +40,6 @@ def _views(data_x: torch.Tensor, data_y: torch.Tensor, idx: torch.Tensor, mode: 
 
     x1, x2 = make_views(data_x, data_y, idx, mode, generator, augment=augment)
     return torch.as_tensor(x1, dtype=torch.float32), torch.as_tensor(x2, dtype=torch.float32)
-
-
-def _supervised_negatives(loss: LossConfig) -> bool:
-    return loss.name in ("scl", "hscl") or (
-        loss.name == "nce" and loss.sampler in ("other-class", "tilted-other-class"))
 
 
 def _pool(y: torch.Tensor, size: int, generator: torch.Generator, anchor_labels: torch.Tensor,
@@ -71,13 +71,36 @@ def step_inputs(
     x1, x2 = _views(x, y, idx, cfg.data.pairs, generator, augment)
     parts = [x1, x2]
     pool_labels = pidx = None
-    if cfg.loss.name in EXPLICIT_K_LOSSES:
+    spec = get_loss(cfg.loss.name)
+    if spec.explicit_k:
         assert cfg.loss.pool_size is not None
-        pidx = _pool(y, cfg.loss.pool_size, generator, y[idx], _supervised_negatives(cfg.loss),
+        pidx = _pool(y, cfg.loss.pool_size, generator, y[idx], spec.supervised(cfg.loss.sampler),
                      cfg.loss.replacement)
         parts.append(_augment_pool(x[pidx], augment, generator))
         pool_labels = y[pidx]
     return torch.cat(parts), y[idx], pool_labels, pidx
+
+
+def contrastive_loss(
+    loss: LossConfig,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    labels: torch.Tensor,
+    pool: torch.Tensor | None = None,
+    pool_labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    stats: dict[str, float] | None = None,
+    pool_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The configured loss on one step's encoded views (and pool, for an explicit-k loss).
+
+    ``loss`` must be resolved (:func:`contrastlab.train.config.parse_config`); the features are
+    already normalized by the encoder. ``stats``, if given, receives ``distinct_negatives``
+    (2B - 2 for an in-batch loss); ``pool_ids``: the data-set index of every pool member, for
+    that count (:meth:`contrastlab.losses.registry.LossSpec.__call__`).
+    """
+    return get_loss(loss.name)(z1, z2, labels, loss.model_dump(), pool, pool_labels,
+                               generator=generator, stats=stats, pool_ids=pool_ids)
 
 
 def all_ranks_ok(ok: bool, world: int) -> bool:

@@ -1,5 +1,5 @@
-"""The loss of one step on encoded views: the explicit-k losses over a negative pool and the
-dispatch of the configured loss (:func:`contrastive_loss`).
+"""The explicit-k losses over a negative pool: k negatives per anchor drawn from P candidates
+encoded once per step (the trainer's explicit-k losses, :mod:`contrastlab.losses.registry`).
 
 Pool convention (:func:`pool_hard_contrastive`, :func:`pool_nce`). Each of the 2B views is an
 anchor whose positive is its other view (both directions, as SimCLR). For anchor a with positive
@@ -31,8 +31,10 @@ the configured sampler from the same pool and applies the score loss ``loss.scor
 ``v_r = S_ap - S_{a j_r}``. The in-batch losses (``infonce``, ``supcon``, ``debiased-hard``) use
 the two views only (their k is 2B - 2) and no pool.
 
-The pool losses are pure functions of the features; they belong with the loss library
-(:mod:`contrastlab.losses`) and will move there.
+The laws are named as everywhere in the library: :func:`pool_hard_contrastive` by their support
+(``negatives``) and beta, as :func:`contrastlab.losses.hard_contrastive` and the population losses;
+:func:`pool_nce` by the sampler kind; :data:`contrastlab.losses.samplers.SAMPLER_LAWS` is the one
+table between the two.
 """
 
 from __future__ import annotations
@@ -40,25 +42,27 @@ from __future__ import annotations
 import torch
 
 from contrastlab._validation import check_choice, check_nonnegative, check_positive_int
-from contrastlab.losses import (
+from contrastlab.losses.family import score_loss
+from contrastlab.losses.samplers import (
     NegativeSampler,
-    debiased_hard,
     distinct_counts,
     expected_distinct_counts,
-    info_nce,
-    pair_losses,
     sample_from_log_probs,
-    score_loss,
-    supcon,
+    sampler_kind,
+    sampler_support,
 )
-from contrastlab.train.config import EXPLICIT_K_LOSSES, LossConfig
+from contrastlab.losses.scl import pair_losses
 
-__all__ = ["contrastive_loss", "pool_hard_contrastive", "pool_nce"]
+__all__ = ["pool_hard_contrastive", "pool_nce"]
 
 
-def _pool_scores(
-    anchors: torch.Tensor, pool: torch.Tensor, positives: torch.Tensor, temperature: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _pool_law(
+    anchors: torch.Tensor, positives: torch.Tensor, anchor_labels: torch.Tensor | None,
+    pool: torch.Tensor, pool_labels: torch.Tensor | None, law: NegativeSampler,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(S, s_pos, log q): the raw inner products (R, P) of the anchors with the pool (the
+    hardness weights use them: beta's scale), the positives' (R,), and the (R, P) law of the
+    negatives (detached, float64; the labels are read by the other-class laws only)."""
     if anchors.ndim != 2 or pool.ndim != 2 or positives.shape != anchors.shape:
         raise ValueError(
             f"anchors and positives must be (R, d) and pool (P, d); got {tuple(anchors.shape)}, "
@@ -67,9 +71,19 @@ def _pool_scores(
     if pool.shape[1] != anchors.shape[1]:
         raise ValueError(f"pool must have feature dimension {anchors.shape[1]}; got "
                          f"{pool.shape[1]}")
-    S = anchors @ pool.T  # raw inner products: the hardness weights use them (beta's scale)
-    s_pos = (anchors * positives).sum(dim=1) / temperature
-    return S, s_pos
+    S = anchors @ pool.T
+    s_pos = (anchors * positives).sum(dim=1)
+    supervised = sampler_support(law.kind) == "other-class"
+    log_q = law.log_probs(S, anchor_labels if supervised else None,
+                          pool_labels if supervised else None)
+    return S, s_pos, log_q
+
+
+def _reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    if reduction == "mean":
+        return per_row.mean()
+    return per_row.sum() if reduction == "sum" else per_row
 
 
 def pool_hard_contrastive(
@@ -119,18 +133,10 @@ def pool_hard_contrastive(
     if not t > 0:
         raise ValueError(f"temperature must be > 0; got {temperature!r}")
     check_choice("negatives_reduction", negatives_reduction, ("mean", "sum"))
-    check_choice("reduction", reduction, ("mean", "sum", "none"))
     mode = ("loss" if exact else "sampled") if isinstance(exact, bool) else check_choice(
         "exact", exact, ("loss", "mean"))
-    S, s_pos = _pool_scores(anchors, pool, positives, t)
-    kind = "marginal" if negatives == "marginal" else "other-class"
-    sampler = NegativeSampler(
-        kind=("tilted" if kind == "marginal" else "tilted-other-class"), beta=beta
-    )
-    labels_needed = kind == "other-class"
-    log_q = sampler.log_probs(
-        S, anchor_labels if labels_needed else None, pool_labels if labels_needed else None
-    )  # (R, P), detached, float64
+    law = NegativeSampler(kind=sampler_kind(negatives), beta=beta)
+    S, s_pos, log_q = _pool_law(anchors, positives, anchor_labels, pool, pool_labels, law)
     owner = torch.arange(S.shape[0], device=S.device)  # one law per row
     idx = None
     if mode == "sampled":
@@ -139,11 +145,9 @@ def pool_hard_contrastive(
         counts = (distinct_counts(idx, pool_ids) if idx is not None
                   else expected_distinct_counts(log_q, k, pool_ids))
         stats["distinct_negatives"] = float(counts.double().mean())
-    per_pair = pair_losses(S / t, log_q, owner, s_pos, k, mode, negatives_reduction, generator,
-                           idx=idx)
-    if reduction == "mean":
-        return per_pair.mean()
-    return per_pair.sum() if reduction == "sum" else per_pair
+    per_pair = pair_losses(S / t, log_q, owner, s_pos / t, k, mode, negatives_reduction,
+                           generator, idx=idx)
+    return _reduce(per_pair, reduction)
 
 
 def pool_nce(
@@ -170,65 +174,9 @@ def pool_nce(
     ``pool_ids`` as in :func:`pool_hard_contrastive`."""
     k = check_positive_int("k", k)
     check_nonnegative("beta", beta)
-    S, _ = _pool_scores(anchors, pool, positives, 1.0)
-    s_pos = (anchors * positives).sum(dim=1)
     law = NegativeSampler(kind=sampler, beta=beta, replace=replace)
-    supervised = sampler in ("other-class", "tilted-other-class")
-    log_q = law.log_probs(S, anchor_labels if supervised else None,
-                          pool_labels if supervised else None)
+    S, s_pos, log_q = _pool_law(anchors, positives, anchor_labels, pool, pool_labels, law)
     idx = sample_from_log_probs(log_q, k, replace, generator, fill=True)
     if stats is not None:
         stats["distinct_negatives"] = float(distinct_counts(idx, pool_ids).double().mean())
-    per_anchor = score_loss(s_pos[:, None] - S.gather(1, idx), score, temperature)
-    if reduction == "mean":
-        return per_anchor.mean()
-    return per_anchor.sum() if reduction == "sum" else per_anchor
-
-
-def contrastive_loss(
-    loss: LossConfig,
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    labels: torch.Tensor,
-    pool: torch.Tensor | None = None,
-    pool_labels: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    stats: dict[str, float] | None = None,
-    pool_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The configured loss on one step's encoded views (and pool, for the explicit-k losses).
-
-    ``loss`` must be resolved (:func:`contrastlab.train.config.parse_config`); the features
-    are already normalized by the encoder, so the library losses get ``normalize="none"``. The
-    explicit-k losses draw with or without replacement as ``loss.replacement`` says. ``stats``:
-    if given, receives ``distinct_negatives`` (see :func:`pool_hard_contrastive`; 2B - 2 for the
-    in-batch losses); ``pool_ids``: the data-set index of every pool member, for that count.
-    """
-    name = loss.name
-    t = float(loss.temperature if loss.temperature is not None else 1.0)
-    if stats is not None and name not in EXPLICIT_K_LOSSES:
-        stats["distinct_negatives"] = float(2 * z1.shape[0] - 2)
-    if name == "infonce":
-        return info_nce(z1, z2, temperature=t, normalize="none")
-    if name == "supcon":
-        return supcon(z1, z2, labels=labels, temperature=t, normalize="none")
-    if name == "debiased-hard":
-        return debiased_hard(z1, z2, temperature=t, tau_plus=float(loss.tau_plus or 0.0),
-                             beta=float(loss.beta or 0.0), normalize="none")
-    if pool is None or loss.k is None:
-        raise ValueError(f"loss {name!r} needs a negative pool and loss.k")
-    anchors = torch.cat([z1, z2])
-    positives = torch.cat([z2, z1])
-    anchor_labels = torch.cat([labels, labels])
-    if name == "nce":
-        return pool_nce(anchors, positives, anchor_labels, pool, pool_labels,
-                        sampler=loss.sampler or "uniform", beta=float(loss.beta or 0.0),
-                        k=loss.k, score=loss.score, temperature=t, generator=generator,
-                        replace=loss.replacement, stats=stats, pool_ids=pool_ids)
-    return pool_hard_contrastive(
-        anchors, positives, anchor_labels, pool, pool_labels,
-        negatives="other-class" if name in ("scl", "hscl") else "marginal",
-        beta=float(loss.beta or 0.0), k=loss.k, temperature=t, exact=loss.exact,
-        negatives_reduction=loss.negatives_reduction, generator=generator,
-        replace=loss.replacement, stats=stats, pool_ids=pool_ids,
-    )
+    return _reduce(score_loss(s_pos[:, None] - S.gather(1, idx), score, temperature), reduction)
