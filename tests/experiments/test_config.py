@@ -7,13 +7,15 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from contrastlab.experiments import cli_run, cli_sweep
-from contrastlab.experiments.config import (
+from contrastlab.train.config import (
     ConfigError,
     apply_overrides,
     expand_sweep,
     load_config,
+    parse_config,
     parse_override,
     run_id,
 )
@@ -210,3 +212,16 @@ def test_cli_refuses_a_pool_smaller_than_k_with_exit_code_2(tmp_path: Path) -> N
         "Error: loss.pool_size must be >= loss.k (64) when loss.replacement is false"), res.output
     assert "loss.replacement=true" in lines[0]
     assert not out.exists()  # refused before any work
+
+
+def test_a_config_is_resolved_once_and_frozen() -> None:
+    cfg = parse_config({"loss": {"name": "hucl", "k": 8}, "train": {"batch_size": 16}})
+    assert parse_config(cfg) is cfg  # passed down as is, not resolved again
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.loss.k = 4  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.seed = 3  # type: ignore[misc]
+    changed = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"beta": None})})
+    again = parse_config(changed)  # a copy is resolved again: beta gets its default back
+    assert again is not changed and again.loss.beta == 1.0 and parse_config(again) is again
+    assert run_id(again) == run_id(cfg)

@@ -146,8 +146,10 @@ def _finite(value: Any, lower: float, strict: bool = False) -> Any:
 
 
 class _Section(BaseModel):
-    # strict: no coercion, so `loss.k: true` or `train.epochs: "10"` are errors, not 1 and 10
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+    # strict: no coercion, so `loss.k: true` or `train.epochs: "10"` are errors, not 1 and 10;
+    # frozen: a config is parsed and resolved once (:func:`parse_config`) and passed down as is
+    # (``cfg.loss.k = 8`` raises; derive a new one with ``model_copy(update=...)`` and resolve it)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, frozen=True)
 
 
 class DataConfig(_Section):
@@ -377,8 +379,21 @@ class ExperimentConfig(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     # the mapping this config was parsed from, before resolution (sweep points start from it)
     _raw: dict[str, Any] | None = PrivateAttr(default=None)
+    # id() of the object when parse_config resolved it: a resolved config is passed down as is
+    # (a copy, e.g. by model_copy, has another id and is resolved again)
+    _resolved_id: int | None = PrivateAttr(default=None)
 
     _seed = field_validator("seed")(classmethod(lambda cls, v: _positive_int(v, 0)))
+
+    def __copy__(self) -> ExperimentConfig:  # model_copy: a copy is not the resolved object
+        out = super().__copy__()
+        out._resolved_id = None
+        return out
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> ExperimentConfig:
+        out = super().__deepcopy__(memo)
+        out._resolved_id = None
+        return out
 
     @field_validator("sweep")
     @classmethod
@@ -636,12 +651,15 @@ def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def parse_config(raw: Mapping[str, Any] | ExperimentConfig, where: str = "") -> ExperimentConfig:
-    """Validate and resolve a config given as a mapping (or re-resolve an ExperimentConfig).
+    """Validate and resolve a config given as a mapping, once: an ExperimentConfig that this
+    function returned is returned as is (configs are frozen), any other one is resolved again.
 
     Raises :class:`ConfigError` with one line naming the field path; ``where`` is appended to
     the message (e.g. the sweep point).
     """
     keep_raw = None
+    if isinstance(raw, ExperimentConfig) and raw._resolved_id == id(raw):
+        return raw  # parsed and resolved once; frozen since
     if isinstance(raw, ExperimentConfig):
         # re-resolve what it holds (resolution is idempotent); keep the mapping it came from
         keep_raw = copy.deepcopy(raw._raw) if raw._raw is not None else None
@@ -655,6 +673,7 @@ def parse_config(raw: Mapping[str, Any] | ExperimentConfig, where: str = "") -> 
     try:
         resolved = _resolve(cfg)
         resolved._raw = keep_raw if keep_raw is not None else copy.deepcopy(dict(raw))
+        resolved._resolved_id = id(resolved)
         return resolved
     except ConfigError as exc:
         raise ConfigError(f"{exc}{where}") from None
