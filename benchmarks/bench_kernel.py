@@ -68,8 +68,8 @@ import torch.nn.functional as F
 import contrastlab.losses as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contrastlab.losses import tiled as tiled_module
-from contrastlab.losses import tiled_jiang as jiang_module
+from contrastlab.losses.kernels import engine as tiled_module
+from contrastlab.losses.kernels import jiang as jiang_module
 from peers import plain_hscl_mean, plain_nce_indexed, plain_ntxent, published_hard
 
 TEMPERATURE = 0.1

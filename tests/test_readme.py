@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import torch
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -25,3 +27,21 @@ def test_python_blocks_run() -> None:
     assert abs(float(theory["T"].population_loss(theory["V"], None, k=4096))
                - theory["T"].etf_loss(10, 4096)) < 1e-9
     assert theory["opt"].converged
+
+
+def test_the_registry_example_registers_a_loss_that_trains() -> None:
+    from contrastlab.losses.registry import get_loss, unregister_loss
+    from contrastlab.train.config import parse_config
+    from contrastlab.train.step import contrastive_loss
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    block = next(b for b in blocks if "register_loss(" in b)
+    try:
+        exec(compile(block, "README registry", "exec"), {})
+        assert get_loss("align-uniform").family == "in-batch"
+        cfg = parse_config({"loss": {"name": "align-uniform"}, "train": {"batch_size": 8}})
+        z = torch.nn.functional.normalize(torch.randn(16, 4, dtype=torch.float64), dim=1)
+        value = contrastive_loss(cfg.loss, z[:8], z[8:], torch.zeros(8, dtype=torch.int64))
+        assert bool(torch.isfinite(value)) and cfg.loss.temperature == 2.0
+    finally:
+        unregister_loss("align-uniform")

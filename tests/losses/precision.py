@@ -40,9 +40,10 @@ from dataclasses import dataclass
 import torch
 
 import contrastlab.losses as L
-from contrastlab.losses import tiled as T
-from contrastlab.losses import tiled_jiang as TJ
-from contrastlab.losses.tiled_indexed import tiled_nce_indexed
+from contrastlab.losses import kernels as T
+from contrastlab.losses.kernels import engine as E
+from contrastlab.losses.kernels import jiang as TJ
+from contrastlab.losses.kernels.indexed import tiled_nce_indexed
 
 F64 = torch.float64
 D = 16
@@ -109,7 +110,7 @@ def _in_batch(name: str, c: Case) -> tuple[Fn, tuple[torch.Tensor, ...]]:
 
     if name.endswith("/rows"):
         def rows_fn(x1: torch.Tensor, x2: torch.Tensor, tiled: bool) -> torch.Tensor:
-            with _method(T, "SELF_SIMILARITY_METHOD", "rows"):
+            with _method(E, "SELF_SIMILARITY_METHOD", "rows"):
                 return fn(x1, x2, tiled)
 
         return rows_fn, (z1, z2)

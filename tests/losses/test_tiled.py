@@ -1,4 +1,4 @@
-"""The tiled kernels (contrastlab.losses.tiled) against the brute-force references and the exact
+"""The tiled kernels (contrastlab.losses.kernels) against the brute-force references and the exact
 dense losses: values and gradients in float64 and float32, bfloat16 input, the default dispatch,
 and a memory regression test (peak RSS of N = 16384 rows, d = 128, in a subprocess)."""
 
@@ -12,8 +12,9 @@ import torch
 import contrastlab.losses as L
 from contrastlab.losses import debiased as debiased_module
 from contrastlab.losses import infonce as infonce_module
+from contrastlab.losses import kernels as T
 from contrastlab.losses import nce as nce_module
-from contrastlab.losses import tiled as T
+from contrastlab.losses.kernels import engine as E
 
 from . import references as R
 from .helpers import labels as _labels
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(params=["symmetric", "rows"])
 def method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both tilings of the self-similarity losses."""
-    monkeypatch.setattr(T, "SELF_SIMILARITY_METHOD", request.param)
+    monkeypatch.setattr(E, "SELF_SIMILARITY_METHOD", request.param)
     return str(request.param)
 
 

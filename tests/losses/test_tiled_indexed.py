@@ -1,4 +1,4 @@
-"""The indexed-pool NCE kernel (contrastlab.losses.tiled_indexed) against the dense gather
+"""The indexed-pool NCE kernel (contrastlab.losses.kernels.indexed) against the dense gather
 ``nce_loss(anchor, positive, pool[index])``: values and gradients (anchor, positive and pool) in
 float64 and float32 for both ways of forming the scores, every loss / normalization /
 reduction, edge shapes, repeated indices, column chunks, bfloat16 input, gradcheck, the default
@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import contrastlab.losses as L
+from contrastlab.losses import kernels as T
 from contrastlab.losses import nce as nce_module
-from contrastlab.losses import tiled as T
-from contrastlab.losses import tiled_indexed as TI
+from contrastlab.losses.kernels import engine as E
+from contrastlab.losses.kernels import indexed as TI
 
 from . import references as R
 from .helpers import rows as _rows
@@ -123,7 +124,7 @@ def test_repeated_indices_count_as_repeated_negatives(method) -> None:
 def test_column_chunks_and_small_blocks(method, monkeypatch: pytest.MonkeyPatch) -> None:
     # a tiny BLOCK_ELEMENTS: one anchor per block and, for the gather method, negatives in
     # chunks of BLOCK_ELEMENTS // d = 3 (k = 10: chunks 3, 3, 3, 1)
-    monkeypatch.setattr(T, "BLOCK_ELEMENTS", 12)
+    monkeypatch.setattr(E, "BLOCK_ELEMENTS", 12)
     br, chunk = TI.indexed_block_shape(9, 10, 7, 4, method)
     assert br == 1 and chunk == (3 if method == "gather" else 10)
     a, p, pool = _rows((9, 4), 30), _rows((9, 4), 31), _rows((7, 4), 32)
@@ -365,7 +366,7 @@ def test_bad_input_one_line_errors(call, name: str, allowed: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 _MEMORY_SCRIPT = """
-from contrastlab.losses.tiled_indexed import tiled_nce_indexed
+from contrastlab.losses.kernels.indexed import tiled_nce_indexed
 
 method, b = sys.argv[1], int(sys.argv[2])
 k, m, d = 4096, 65536, 128

@@ -1,4 +1,4 @@
-"""The tiled kernels of SCL / HSCL / UCL / HUCL (contrastlab.losses.tiled_jiang) against the dense
+"""The tiled kernels of SCL / HSCL / UCL / HUCL (contrastlab.losses.kernels.jiang) against the dense
 code (``tiled=False``): values and gradients of both exact forms (``exact="mean"``, the plug-in,
 and ``exact=True``/``"loss"``, the quadrature) over beta, the negatives' and the pairs'
 reductions, the normalizations and temperatures, block sizes, small batches and their errors,
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import contrastlab.losses as L
-from contrastlab.losses import tiled_jiang as TJ
+from contrastlab.losses.kernels import jiang as TJ
 
 from .helpers import labels as _labels
 from .helpers import rows as _rows
@@ -53,7 +53,7 @@ def _grad(out: torch.Tensor, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(params=["symmetric", "rows"])
 def plug_in_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both tilings of exact="mean": symmetric strips (default) and row blocks."""
-    from contrastlab.losses import tiled_jiang
+    from contrastlab.losses.kernels import jiang as tiled_jiang
 
     monkeypatch.setattr(tiled_jiang, "PLUG_IN_METHOD", request.param)
     return str(request.param)
@@ -324,7 +324,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(int(args[0].shape[0]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(TJ, "tiled_hard_contrastive", spy)
+    monkeypatch.setattr(scl_module, "tiled_hard_contrastive", spy)  # what scl dispatches to
     return calls
 
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import contrastlab.losses as L
-from contrastlab.losses import tiled as T
-from contrastlab.losses.tiled_indexed import tiled_nce_indexed
+from contrastlab.losses.kernels import engine as E
+from contrastlab.losses.kernels.indexed import tiled_nce_indexed
 
 from . import precision as P
 
@@ -85,18 +85,18 @@ def test_folded_and_split_weights_agree(monkeypatch: pytest.MonkeyPatch, t: floa
     # the backward folds each row's exponent shift into one float32 number where that is
     # harmless (|shift|, |a S2| < FOLD_MAX_EXPONENT) and splits it otherwise: the same gradient
     z1, z2 = (torch.randn(300, 16, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
-    split = T._split_weights
+    split = E._split_weights
     folded: list[bool] = []
 
-    def spy(*args: object) -> T._Weights:
+    def spy(*args: object) -> E._Weights:
         out = split(*args)  # type: ignore[arg-type]
         folded.append(out.h is None)
         return out
 
-    monkeypatch.setattr(T, "_split_weights", spy)
+    monkeypatch.setattr(E, "_split_weights", spy)
     grads = []
-    for limit in (T.FOLD_MAX_EXPONENT, 0.0):
-        monkeypatch.setattr(T, "FOLD_MAX_EXPONENT", limit)
+    for limit in (E.FOLD_MAX_EXPONENT, 0.0):
+        monkeypatch.setattr(E, "FOLD_MAX_EXPONENT", limit)
         x1, x2 = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
         out = L.supcon(x1, x2, torch.arange(300) % 7, t, tiled=True)
         grads.append(torch.cat(torch.autograd.grad(out, (x1, x2))))

@@ -68,6 +68,17 @@ from contrastlab.losses.family import (
     score_loss,
 )
 from contrastlab.losses.infonce import info_nce
+from contrastlab.losses.kernels import (
+    TILED_MIN_PAIRS,
+    TILED_MIN_ROWS,
+    default_block_rows,
+    tiled_debiased_hard,
+    tiled_info_nce,
+    tiled_nce_loss,
+    tiled_supcon,
+)
+from contrastlab.losses.kernels.indexed import tiled_nce_indexed
+from contrastlab.losses.kernels.jiang import tiled_hard_contrastive
 from contrastlab.losses.modules import (
     DebiasedHardLoss,
     HardContrastiveLoss,
@@ -99,17 +110,6 @@ from contrastlab.losses.samplers import (
 )
 from contrastlab.losses.scl import hard_contrastive, hscl, hucl, pair_losses, scl, ucl
 from contrastlab.losses.supcon import supcon
-from contrastlab.losses.tiled import (
-    TILED_MIN_PAIRS,
-    TILED_MIN_ROWS,
-    default_block_rows,
-    tiled_debiased_hard,
-    tiled_info_nce,
-    tiled_nce_loss,
-    tiled_supcon,
-)
-from contrastlab.losses.tiled_indexed import tiled_nce_indexed
-from contrastlab.losses.tiled_jiang import tiled_hard_contrastive
 
 __all__ = [
     "LOSSES",

@@ -39,8 +39,8 @@ from contrastlab.losses._common import (
     reduce,
     view_positive_index,
 )
+from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_debiased_hard, use_tiled
 from contrastlab.losses.normalize import normalize as _normalize
-from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_debiased_hard, use_tiled
 
 
 @loss_inputs("z1", "z2")

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from contrastlab._validation import check_positive
 from contrastlab.losses._common import check_two_views, loss_inputs, reduce, view_positive_index
+from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_info_nce, use_tiled
 from contrastlab.losses.normalize import normalize as _normalize
-from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_info_nce, use_tiled
 
 
 def view_logits(

@@ -19,15 +19,11 @@ from contrastlab._validation import (
 from contrastlab.losses._common import REDUCTIONS, check_generator
 from contrastlab.losses.debiased import debiased_hard
 from contrastlab.losses.family import LOSSES
+from contrastlab.losses.hard_pairs import EXACT_MODES, NEGATIVE_REDUCTIONS, check_tiled
 from contrastlab.losses.infonce import info_nce
 from contrastlab.losses.nce import nce_loss
 from contrastlab.losses.normalize import NORMALIZATIONS
-from contrastlab.losses.scl import (
-    EXACT_MODES,
-    NEGATIVE_REDUCTIONS,
-    check_tiled,
-    hard_contrastive,
-)
+from contrastlab.losses.scl import hard_contrastive
 from contrastlab.losses.supcon import supcon
 
 

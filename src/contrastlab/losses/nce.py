@@ -21,9 +21,9 @@ import torch
 from contrastlab._validation import check_choice, check_positive, check_tensor
 from contrastlab.losses._common import check_anchor_positive, loss_inputs, reduce
 from contrastlab.losses.family import LOSSES, score_loss
+from contrastlab.losses.kernels import TILED_MIN_PAIRS, TILED_NCE_LOSSES, tiled_nce_loss, use_tiled
+from contrastlab.losses.kernels.indexed import check_negative_index, tiled_nce_indexed
 from contrastlab.losses.normalize import normalize as _normalize
-from contrastlab.losses.tiled import TILED_MIN_PAIRS, TILED_NCE_LOSSES, tiled_nce_loss, use_tiled
-from contrastlab.losses.tiled_indexed import check_negative_index, tiled_nce_indexed
 
 
 @loss_inputs("anchor", "positive", "negatives")

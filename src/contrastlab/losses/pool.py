@@ -43,6 +43,7 @@ import torch
 
 from contrastlab._validation import check_choice, check_nonnegative, check_positive_int
 from contrastlab.losses.family import score_loss
+from contrastlab.losses.hard_pairs import pair_losses
 from contrastlab.losses.samplers import (
     NegativeSampler,
     distinct_counts,
@@ -51,7 +52,6 @@ from contrastlab.losses.samplers import (
     sampler_kind,
     sampler_support,
 )
-from contrastlab.losses.scl import pair_losses
 
 __all__ = ["pool_hard_contrastive", "pool_nce"]
 

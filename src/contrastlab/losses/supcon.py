@@ -21,7 +21,7 @@ import torch
 from contrastlab._validation import check_labels, check_positive
 from contrastlab.losses._common import check_two_views, loss_inputs, reduce
 from contrastlab.losses.infonce import view_logits
-from contrastlab.losses.tiled import TILED_MIN_ROWS, tiled_supcon, use_tiled
+from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_supcon, use_tiled
 
 
 @loss_inputs("z1", "z2")

@@ -126,7 +126,7 @@ def exact_pair_losses(z: torch.Tensor, labels: torch.Tensor, negatives: str, bet
     y_p = y_i, p = i included) over k i.i.d. negatives from :func:`hard_log_law` (the
     one-dimensional integral of :mod:`contrastlab.losses.expectation`: error ~1e-14 relative).
     For beta >= 0 it equals ``hscl``/``hucl(..., exact=True, reduction="none")``."""
-    from contrastlab.losses.scl import pair_losses
+    from contrastlab.losses.hard_pairs import pair_losses
 
     z = z.to(torch.float64)
     log_q = hard_log_law(z, labels, negatives, beta)
@@ -140,7 +140,7 @@ def sampled_pair_losses(z: torch.Tensor, labels: torch.Tensor, negatives: str, b
                         reduction: str = "sum") -> torch.Tensor:
     """One Monte-Carlo draw of the losses of :func:`exact_pair_losses` (k negatives drawn per
     pair from the same law)."""
-    from contrastlab.losses.scl import pair_losses
+    from contrastlab.losses.hard_pairs import pair_losses
 
     z = z.to(torch.float64)
     log_q = hard_log_law(z, labels, negatives, beta)

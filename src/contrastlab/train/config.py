@@ -66,10 +66,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from contrastlab._yaml import YamlError, load_yaml_file, load_yaml_text
 from contrastlab.losses.family import LOSSES as NCE_SCORES
+from contrastlab.losses.hard_pairs import EXACT_MODES, NEGATIVE_REDUCTIONS
 from contrastlab.losses.normalize import NORMALIZATIONS
 from contrastlab.losses.registry import LossSpec, get_loss, loss_names
 from contrastlab.losses.samplers import SAMPLERS
-from contrastlab.losses.scl import EXACT_MODES, NEGATIVE_REDUCTIONS
 
 __all__ = [
     "ConfigError",

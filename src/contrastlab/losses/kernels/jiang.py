@@ -13,7 +13,7 @@ The losses are those of :mod:`contrastlab.losses.scl` (Jiang, Nguyen, Aeron & Is
 and they agree with the dense code (``tiled=False``) to float tolerance, gradients included.
 
 ``exact="mean"`` (the plug-in), ``PLUG_IN_METHOD = "symmetric"`` (default): L1 and L0 below come
-from the symmetric-strip engine of :mod:`contrastlab.losses.tiled` on the rows sorted by class
+from the symmetric-strip engine of :mod:`~.engine` on the rows sorted by class
 (each similarity computed once, for both log-sum-exps; the other-class mask is a few rectangles
 per strip; one gradient product per similarity, L0 skipped in the backward since the hardness
 law is detached, and d L1 / d S is the softmax itself, not (1 + beta t) times it), and the
@@ -81,16 +81,18 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from contrastlab._validation import check_choice, check_positive_int
-from contrastlab.losses import tiled as _tiled
 from contrastlab.losses._common import REDUCTIONS, loss_inputs
-from contrastlab.losses.samplers import tilted_log_probs
-from contrastlab.losses.scl import check_hard_contrastive_args, pair_losses
-from contrastlab.losses.tiled import (
+from contrastlab.losses.hard_pairs import check_hard_contrastive_args, pair_losses
+from contrastlab.losses.kernels.engine import (
+    BlockPlan,
+    SymLSE,
     compute_dtype,
     default_block_rows,
+    head_lse_minus_side,
     loss_dtype,
     rows_normalized,
 )
+from contrastlab.losses.samplers import tilted_log_probs
 
 __all__ = ["tiled_hard_contrastive"]
 
@@ -102,7 +104,7 @@ LOSS_BLOCK_PAIRS = 8192
 LOSS_MIN_BLOCK_ROWS = 16
 
 #: How ``exact="mean"`` is tiled: ``"symmetric"`` (the strip engine of
-#: :mod:`contrastlab.losses.tiled`, each similarity computed once, then the positive pairs class
+#: :mod:`~.engine`, each similarity computed once, then the positive pairs class
 #: by class) or ``"rows"`` (row blocks with the gradient formed in the forward pass).
 PLUG_IN_METHOD = "symmetric"
 _SOFTPLUS_THRESHOLD = 20.0  # F.softplus(u) = u for u > 20 (its default threshold)
@@ -429,7 +431,7 @@ def _plug_in_symmetric(
     num_pairs: int,
     block_rows: int,
 ) -> torch.Tensor:
-    """exact="mean" from the symmetric-strip engine of :mod:`contrastlab.losses.tiled`, on the
+    """exact="mean" from the symmetric-strip engine of :mod:`~.engine`, on the
     rows sorted by class (so the other-class mask is a few rectangles per strip, and the
     positive pairs are contiguous blocks): L1 = log sum_{N_i} exp((beta + 1/t) gram) (with its
     gradient, one gradient product per similarity) and L0 = log sum_{N_i} exp(beta gram) (from
@@ -441,14 +443,14 @@ def _plug_in_symmetric(
     ends = torch.cumsum(torch.unique_consecutive(cls.row_start[perm], return_counts=True)[1], 0)
     segs = tuple(zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True))
 
-    def plan(*scales: float) -> _tiled._Plan:
-        return _tiled._Plan(
+    def plan(*scales: float) -> BlockPlan:
+        return BlockPlan(
             inv_t=1.0 / t,
             scales=scales,
             mask_self=False,
             mask_shift=None,
             block_rows=block_rows,
-            head=_tiled._head_lse_minus_side,
+            head=head_lse_minus_side,
             weight=1.0,
             need_dq=True,
             need_dk=True,
@@ -460,10 +462,10 @@ def _plug_in_symmetric(
     # skips it)
     a = 1.0 + beta * t
     if beta > 0.0:
-        both = _tiled._SymLSE.apply(zs, plan(a, beta * t))
+        both = SymLSE.apply(zs, plan(a, beta * t))
         l1, l0 = both[0], both[1].detach()
     else:
-        l1, l0 = _tiled._SymLSE.apply(zs, plan(a))[0], cls.log_n0[perm]
+        l1, l0 = SymLSE.apply(zs, plan(a))[0], cls.log_n0[perm]
     if a != 1.0:
         # the hardness weights are detached: d L1 / d S_ij = softmax(a S)_ij, not a times it
         l1 = l1.detach() + (l1 - l1.detach()) / a

@@ -21,7 +21,7 @@ into a dense b x M buffer, then ``dA_b = W_dense P / t`` and ``dP += W_dense^T A
 GEMMs). Cost ~ 3 b M d multiply-adds (GEMM speed), independent of k.
 
 ``"gather"``: ``P[index_b]`` as a (b, k, d) block (in column chunks when one row alone would
-exceed :data:`~contrastlab.losses.tiled.BLOCK_ELEMENTS`), scores by a batched matrix-vector
+exceed :data:`~contrastlab.losses.kernels.engine.BLOCK_ELEMENTS`), scores by a batched matrix-vector
 product. Backward: ``dA_b`` by bmm with the gathered block, ``dP`` by ``index_add_`` of the
 (b, k, d) outer products ``W_bj A_b`` (into the same buffer). Cost ~ 3 b k d element operations,
 but gathers, batched matrix-vector products and ``index_add_`` are memory bound: about 20 times
@@ -49,7 +49,7 @@ copy of its B k entries).
 
 Gradient formation: with ``reduction`` ``mean`` / ``sum`` each block's loss is final once its
 scores are formed, so the forward forms the gradients (``dA``, ``dP``, ``dside``) block by block
-and the backward only scales them (as ``_fused`` in :mod:`contrastlab.losses.tiled`). With
+and the backward only scales them (as ``_fused`` in :mod:`contrastlab.losses.kernels.engine`). With
 ``reduction="none"`` the forward stores the B row log-sum-exps and the backward recomputes each
 block's scores. Float32, bfloat16 and float16 inputs are computed in float32 and give a float32
 loss (as the dense path), float64 in float64. Stable at any temperature and norm (log-sum-exp
@@ -71,13 +71,14 @@ from contrastlab._validation import (
     check_positive_int,
     check_tensor,
 )
-from contrastlab.losses import tiled as _tiled
 from contrastlab.losses._common import REDUCTIONS, check_anchor_positive, loss_inputs
-from contrastlab.losses.tiled import (
+from contrastlab.losses.kernels import engine  # BLOCK_ELEMENTS read at call time
+from contrastlab.losses.kernels.engine import (
     TILED_NCE_LOSSES,
     Head,
     autograd_head,
     compute_dtype,
+    head_logaddexp,
     loss_dtype,
     rows_normalized,
 )
@@ -119,7 +120,7 @@ def choose_method(k: int, m: int, d: int = 128) -> str:
     check_positive_int("k", k)
     check_positive_int("m", m)
     check_positive_int("d", d)
-    if m > _tiled.BLOCK_ELEMENTS or GATHER_COST * k < m:
+    if m > engine.BLOCK_ELEMENTS or GATHER_COST * k < m:
         return "gather"
     return "bank"
 
@@ -133,11 +134,11 @@ def indexed_block_shape(
     check_choice("method", method, ("bank", "gather"))
     per_row = max(m, k) if method == "bank" else k * d
     if block_rows is None:
-        br = min(MAX_BLOCK_ROWS, max(1, _tiled.BLOCK_ELEMENTS // per_row))
+        br = min(MAX_BLOCK_ROWS, max(1, engine.BLOCK_ELEMENTS // per_row))
     else:
         br = check_positive_int("block_rows", block_rows)
     br = min(br, rows)
-    chunk = k if method == "bank" else min(k, max(1, _tiled.BLOCK_ELEMENTS // (br * d)))
+    chunk = k if method == "bank" else min(k, max(1, engine.BLOCK_ELEMENTS // (br * d)))
     return br, chunk
 
 
@@ -406,7 +407,7 @@ def tiled_nce_indexed(
     n = rows_normalized(pool.to(dt), normalize)
     t = 1.0 if loss == "logistic" else temperature
     side = ((a * p).sum(dim=1) / t).unsqueeze(0)
-    head = _tiled._head_logaddexp(math.log(k) if loss == "infonce-mean" else 0.0)
+    head = head_logaddexp(math.log(k) if loss == "infonce-mean" else 0.0)
     grad_on = torch.is_grad_enabled()
     plan = _IndexedPlan(
         inv_t=1.0 / t,

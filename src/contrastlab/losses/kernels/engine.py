@@ -1,4 +1,7 @@
-"""Tiled kernels for the in-batch and shared-pool losses: no N x N (or B x k) tensor in memory.
+"""The tiled kernel engine: block plans, masked row log-sum-exps (full rows and symmetric strips),
+the fused loss blocks, the autograd heads and the dtype / normalization rules shared by every
+tiled loss (:mod:`~contrastlab.losses.kernels.inbatch`, :mod:`~contrastlab.losses.kernels.indexed`,
+:mod:`~contrastlab.losses.kernels.jiang`): no N x N (or B x k) tensor in memory.
 
 The in-batch losses (:func:`info_nce`, :func:`supcon`, :func:`debiased_hard`) and the explicit-k
 loss with a pool of k negatives shared by the anchors of a step (:func:`nce_loss` with (k, d)
@@ -77,19 +80,10 @@ import torch
 
 from contrastlab._validation import (
     check_choice,
-    check_labels,
-    check_nonnegative,
-    check_positive,
     check_positive_int,
-    check_tensor,
-    check_unit_interval,
 )
 from contrastlab.losses._common import (
-    REDUCTIONS,
-    check_anchor_positive,
-    check_two_views,
     debiased_anchor_loss,
-    loss_inputs,
 )
 from contrastlab.losses.normalize import NORMALIZATIONS
 
@@ -145,7 +139,7 @@ def use_tiled(tiled: bool | None, size: int, threshold: int) -> bool:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class BlockPlan:
     """What the kernel computes: which scales a, which columns each row masks, the per-row head."""
 
     inv_t: float
@@ -169,7 +163,7 @@ def _scaled_mm(a: torch.Tensor, b: torch.Tensor, alpha: float, out: torch.Tensor
     return torch.mm(a * alpha, b, out=out)
 
 
-def _mask_columns(plan: _Plan, r0: int, r1: int, n: int, device: torch.device) -> torch.Tensor:
+def _mask_columns(plan: BlockPlan, r0: int, r1: int, n: int, device: torch.device) -> torch.Tensor:
     rows = torch.arange(r0, r1, device=device)
     cols = [rows] if plan.mask_self else []
     if plan.mask_shift is not None:
@@ -178,7 +172,7 @@ def _mask_columns(plan: _Plan, r0: int, r1: int, n: int, device: torch.device) -
 
 
 def _block_exp(
-    plan: _Plan,
+    plan: BlockPlan,
     q_b: torch.Tensor,
     k: torch.Tensor,
     r0: int,
@@ -215,7 +209,7 @@ def _block_exp(
 
 
 def _add_block_grad(
-    plan: _Plan,
+    plan: BlockPlan,
     probs: list[torch.Tensor],
     coef: torch.Tensor,
     q_b: torch.Tensor,
@@ -241,13 +235,13 @@ def _add_block_grad(
         dk.addmm_(w.T, q_b, alpha=plan.inv_t)
 
 
-def _buffers(plan: _Plan, rows: int, cols: int, like: torch.Tensor) -> list[torch.Tensor]:
+def _buffers(plan: BlockPlan, rows: int, cols: int, like: torch.Tensor) -> list[torch.Tensor]:
     b = min(plan.block_rows, rows)
     return [like.new_empty(b, cols) for _ in range(1 + len(plan.scales))]
 
 
 def _fused(
-    plan: _Plan, q: torch.Tensor, k: torch.Tensor | None, side: torch.Tensor
+    plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, side: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """Forward with the gradient formed per block: (per-row loss, dQ, dK, dside)."""
     kk = q if k is None else k
@@ -270,7 +264,7 @@ def _fused(
     return per_row, dq, dk, dside
 
 
-def _row_lse(plan: _Plan, q: torch.Tensor, k: torch.Tensor | None) -> torch.Tensor:
+def _row_lse(plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None) -> torch.Tensor:
     """The (A, rows) log-sum-exps, block by block."""
     kk = q if k is None else k
     rows, cols = q.shape[0], kk.shape[0]
@@ -284,7 +278,7 @@ def _row_lse(plan: _Plan, q: torch.Tensor, k: torch.Tensor | None) -> torch.Tens
 
 
 def _lse_backward(
-    plan: _Plan, q: torch.Tensor, k: torch.Tensor | None, g_lse: torch.Tensor
+    plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, g_lse: torch.Tensor
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of sum_{a,i} g_lse[a, i] * L_a(i) by recomputing the blocks."""
     kk = q if k is None else k
@@ -316,7 +310,7 @@ def _strip(buf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return buf[: rows * cols].view(rows, cols)
 
 
-def _mask_strip(plan: _Plan, s: torch.Tensor, b0: int, n: int) -> None:
+def _mask_strip(plan: BlockPlan, s: torch.Tensor, b0: int, n: int) -> None:
     """Set the masked entries of strip rows b0.. (columns b0..n-1) to -inf: each row's own
     masked columns that lie in the strip. The masks are symmetric (i <-> i, i <-> i + B, the
     class blocks), so a masked pair left of a strip is masked in the strip of its column."""
@@ -338,7 +332,7 @@ def _mask_strip(plan: _Plan, s: torch.Tensor, b0: int, n: int) -> None:
 
 
 def _strip_logits(
-    plan: _Plan, z: torch.Tensor, b0: int, b1: int, buf: torch.Tensor
+    plan: BlockPlan, z: torch.Tensor, b0: int, b1: int, buf: torch.Tensor
 ) -> torch.Tensor:
     """The masked base-2 logits S2 = Z_b Z^T log2(e) / t of strip rows b0..b1 (columns b0..N).
 
@@ -353,7 +347,7 @@ def _strip_logits(
     return s
 
 
-def _sym_lse(plan: _Plan, z: torch.Tensor) -> torch.Tensor:
+def _sym_lse(plan: BlockPlan, z: torch.Tensor) -> torch.Tensor:
     """Base-2 row log-sum-exps L2_a(i) = log2 sum_j 2^(a s2_ij) (A, N), **in float64**, of a
     self-similarity matrix from its upper strips only: strip b (rows b0..b1, columns b0..N)
     gives the row sums of its rows and, by symmetry, the column sums of rows b1..N. Half the
@@ -485,7 +479,7 @@ def _split_weights(
 
 
 def _sym_lse_backward(
-    plan: _Plan, z: torch.Tensor, lse2: torch.Tensor, g_lse: torch.Tensor
+    plan: BlockPlan, z: torch.Tensor, lse2: torch.Tensor, g_lse: torch.Tensor
 ) -> torch.Tensor:
     """dz for sum_{a,i} g_lse[a, i] L_a(i): dZ = (W + W^T) Z / t with W = sum_a c_a softmax(a S),
     formed strip by strip: M = W_strip + (W^T)_strip, dZ_b += M Z_strip, dZ_right += M^T Z_b.
@@ -575,13 +569,13 @@ def _weights_(
     return torch.add(r, out, alpha=a, out=out).exp2_()
 
 
-class _SymLSE(torch.autograd.Function):
+class SymLSE(torch.autograd.Function):
     """Masked row log-sum-exps (A, N) of the self-similarity z z^T / t, from the upper strips,
     returned in float64 (natural log; the heads work in float64); the backward recomputes the
     strips and forms (W + W^T) strip by strip from the float64 base-2 log-sum-exps."""
 
     @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    def forward(ctx: Any, z: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
         lse2 = _sym_lse(plan, z.detach())
         ctx.plan = plan
         ctx.save_for_backward(z, lse2)
@@ -599,7 +593,7 @@ class _FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, q: torch.Tensor, k: torch.Tensor | None, side: torch.Tensor, plan: _Plan
+        ctx: Any, q: torch.Tensor, k: torch.Tensor | None, side: torch.Tensor, plan: BlockPlan
     ) -> tuple[torch.Tensor, torch.Tensor]:
         per_row, dq, dk, dside = _fused(
             plan, q.detach(), None if k is None else k.detach(), side.detach()
@@ -629,7 +623,7 @@ class _RowLSE(torch.autograd.Function):
     """The (A, rows) masked row log-sum-exps; the backward recomputes the blocks."""
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor | None, plan: _Plan) -> torch.Tensor:
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor | None, plan: BlockPlan) -> torch.Tensor:
         ctx.plan = plan
         ctx.self_sim = k is None
         ctx.save_for_backward(q, k)
@@ -650,14 +644,14 @@ class _RowLSE(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 
 
-def _head_lse_minus_side(
+def head_lse_minus_side(
     lse: torch.Tensor, side: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """loss = L(i) - side(i) (InfoNCE: side = s_pos; SupCon: side = mean positive logit)."""
     return lse[0] - side[0], torch.ones_like(lse), -torch.ones_like(side)
 
 
-def _head_logaddexp(
+def head_logaddexp(
     shift: float,
 ) -> Head:
     """loss = log(exp(s_pos) + exp(L - shift)) - s_pos = softplus(L - shift - s_pos), exact at
@@ -684,7 +678,7 @@ def _debiased_rows(
     return debiased_anchor_loss(log_reweight, s_pos, t, tau, log_n)
 
 
-def _head_debiased(t: float, tau: float, log_n: float) -> Head:
+def head_debiased(t: float, tau: float, log_n: float) -> Head:
     def head(
         lse: torch.Tensor, side: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -713,7 +707,7 @@ def loss_dtype(x: torch.Tensor) -> torch.dtype:
     return compute_dtype(x)
 
 
-def _run(
+def run_blocks(
     q: torch.Tensor,
     k: torch.Tensor | None,
     side: torch.Tensor,
@@ -740,7 +734,7 @@ def _run(
         else check_positive_int("block_rows", block_rows)
     )
     grad_on = torch.is_grad_enabled()
-    plan = _Plan(
+    plan = BlockPlan(
         inv_t=1.0 / t,
         scales=scales,
         mask_self=mask_self,
@@ -752,7 +746,7 @@ def _run(
         need_dk=grad_on and (q.requires_grad if k is None else k.requires_grad),
     )
     if k is None and SELF_SIMILARITY_METHOD == "symmetric":
-        lse = _SymLSE.apply(q, plan)
+        lse = SymLSE.apply(q, plan)
     elif reduction == "none":
         lse = _RowLSE.apply(q, k, plan)
     else:
@@ -789,18 +783,6 @@ class _Head(torch.autograd.Function):
         return g_lse * g, g_side * g, None
 
 
-def _stacked_views(z1: torch.Tensor, z2: torch.Tensor, normalize: str) -> torch.Tensor:
-    dt = compute_dtype(z1)
-    return rows_normalized(torch.cat([z1, z2], dim=0).to(dt), normalize)
-
-
-def _view_positive_logits(z: torch.Tensor, b: int, t: float) -> torch.Tensor:
-    """s_{i, i+-B} / t for the 2B stacked rows (the same value for both views of a sample), in
-    float64 (O(N d); the head subtracts it from the float64 log-sum-exps, see :func:`_run`)."""
-    s = torch.linalg.vecdot(z[:b].double(), z[b:].double(), dim=1) / t
-    return torch.cat([s, s])
-
-
 class _RowNormalize(torch.autograd.Function):
     """z / max(||z||, floor) row-wise with a fused backward: g - zn (zn . g), over the norm, for
     the rows beyond the floor, g / floor for the others (floor = 1e-12 on the sphere, 1 for the
@@ -808,7 +790,7 @@ class _RowNormalize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, floor: float) -> torch.Tensor:
-        zn, denom, projected = _normalize_rows(z, floor)
+        zn, denom, projected = normalize_rows(z, floor)
         ctx.save_for_backward(zn, denom, projected)
         return zn
 
@@ -816,20 +798,20 @@ class _RowNormalize(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         zn, denom, projected = ctx.saved_tensors
-        return _normalize_rows_backward(g.clone(), zn, denom, projected), None
+        return normalize_rows_backward(g.clone(), zn, denom, projected), None
 
 
-def _normalize_rows(z: torch.Tensor, floor: float) -> tuple[torch.Tensor, ...]:
+def normalize_rows(z: torch.Tensor, floor: float) -> tuple[torch.Tensor, ...]:
     """(z / max(||z||, floor), the denominators, whether the norm exceeds the floor) per row."""
     norm = torch.linalg.vector_norm(z, dim=1, keepdim=True)
     denom = norm.clamp_min(floor)
     return z / denom, denom, norm > floor
 
 
-def _normalize_rows_backward(
+def normalize_rows_backward(
     g: torch.Tensor, zn: torch.Tensor, denom: torch.Tensor, projected: torch.Tensor
 ) -> torch.Tensor:
-    """The gradient through :func:`_normalize_rows`, in place on g: (g - zn (zn . g)) / norm
+    """The gradient through :func:`normalize_rows`, in place on g: (g - zn (zn . g)) / norm
     on the rows beyond the floor, g / floor on the others."""
     proj = torch.linalg.vecdot(zn, g, dim=1).unsqueeze(1).mul_(projected)
     return g.addcmul_(zn, proj, value=-1.0).div_(denom)
@@ -843,313 +825,5 @@ def rows_normalized(z: torch.Tensor, kind: str) -> torch.Tensor:
     return _RowNormalize.apply(z, 1e-12 if kind == "sphere" else 1.0)
 
 
-# --------------------------------------------------------------------------------------------
-# public losses
-# --------------------------------------------------------------------------------------------
-
-
-@loss_inputs("z1", "z2")
-def tiled_info_nce(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    temperature: float = 0.5,
-    normalize: str = "sphere",
-    reduction: str = "mean",
-    block_rows: int | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """SimCLR NT-Xent (Chen et al. 2020, eq. (1)), tiled; equal to
-    :func:`contrastlab.losses.info_nce` (2B anchors, 2B - 2 negatives **summed**, the positive
-    in the denominator, the anchor never its own negative; mean over the 2B anchors).
-
-    Computed as ``softplus(L_neg(i) - s_pos(i))`` with L_neg the log-sum-exp over the 2B - 2
-    negatives (the anchor and its positive masked in each block): the same value as
-    ``log sum_{j != i} exp(s_ij) - s_pos``, but when the positive dominates its row the gradient
-    ``sigmoid(L_neg - s_pos) (softmax_neg - 1_pos)`` is formed small, not as the difference of
-    two O(1) terms (``softmax_pos - 1``) accumulated separately into dz.
-
-    Args:
-        z1, z2: (B, d) the two views.
-        temperature: t > 0.
-        normalize: ``sphere`` (SimCLR), ``ball`` or ``none``.
-        reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector, rows of z1 first).
-        block_rows: rows per block (default :func:`default_block_rows`).
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
-    """
-    t = check_positive("temperature", temperature)
-    b = check_two_views(z1, z2, min_batch=1)
-    check_choice("reduction", reduction, REDUCTIONS)
-    z = _stacked_views(z1, z2, normalize)
-    return _view_nt_xent(z, b, t, reduction, 1.0, block_rows, loss_dtype(z1))
-
-
-def _view_nt_xent(
-    z: torch.Tensor,
-    b: int,
-    t: float,
-    reduction: str,
-    factor: float,
-    block_rows: int | None,
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
-    """NT-Xent of the 2B stacked rows as ``softplus(L_neg - s_pos)`` (:func:`tiled_info_nce`)."""
-    return _run(
-        z,
-        None,
-        _view_positive_logits(z, b, t).unsqueeze(0),
-        t=t,
-        scales=(1.0,),
-        mask_self=True,
-        mask_shift=b,
-        head=_head_logaddexp(0.0),
-        reduction=reduction,
-        factor=factor,
-        block_rows=block_rows,
-        out_dtype=out_dtype,
-    )
-
-
-@loss_inputs("z1", "z2")
-def tiled_supcon(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    temperature: float = 0.1,
-    normalize: str = "sphere",
-    base_temperature: float | None = None,
-    reduction: str = "mean",
-    block_rows: int | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """SupCon L_out (Khosla et al. 2020, eq. (2)), tiled; equal to
-    :func:`contrastlab.losses.supcon` (the anchor is not its own positive; all other rows are in
-    the denominator; no ``t / base_temperature`` factor unless ``base_temperature`` is given).
-
-    The positive term ``(1/|P(i)|) sum_{p in P(i)} s_ip`` is ``z_i^T (C_{y_i} - z_i) / (t |P(i)|)``
-    with C_c the sum of the rows of class c: O(N d), no N x N label mask.
-
-    Args: as :func:`contrastlab.losses.supcon` (``check_finite`` included), plus
-    ``block_rows``.
-    """
-    t = check_positive("temperature", temperature)
-    b = check_two_views(z1, z2, min_batch=1)
-    check_choice("reduction", reduction, REDUCTIONS)
-    factor = 1.0
-    if base_temperature is not None:
-        factor = t / check_positive("base_temperature", base_temperature)
-    z = _stacked_views(z1, z2, normalize)
-    if labels is None:  # each sample its own class: NT-Xent, in its stable form
-        return _view_nt_xent(z, b, t, reduction, factor, block_rows, loss_dtype(z1))
-    lab = check_labels("labels", labels, b).to(z.device)
-    _, inv = torch.unique(lab, return_inverse=True)
-    inv2 = torch.cat([inv, inv])
-    n_cls = int(inv.max()) + 1
-    z64 = z.double()  # O(N d) in float64: the difference below cancels
-    class_sum = z64.new_zeros(n_cls, z.shape[1]).index_add(0, inv2, z64)
-    count = torch.bincount(inv2, minlength=n_cls).to(torch.float64)
-    to_class = (z64 @ class_sum.T).gather(1, inv2.unsqueeze(1)).squeeze(1)  # z_i^T C_{y_i}
-    pos_dot = to_class - torch.linalg.vecdot(z64, z64)
-    side = pos_dot / ((count[inv2] - 1.0) * t)
-    return _run(
-        z,
-        None,
-        side.unsqueeze(0),
-        t=t,
-        scales=(1.0,),
-        mask_self=True,
-        mask_shift=None,
-        head=_head_lse_minus_side,
-        reduction=reduction,
-        factor=factor,
-        block_rows=block_rows,
-        out_dtype=loss_dtype(z1),
-    )
-
-
-@loss_inputs("z1", "z2")
-def tiled_debiased_hard(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    temperature: float = 0.5,
-    tau_plus: float = 0.1,
-    beta: float = 1.0,
-    normalize: str = "sphere",
-    reduction: str = "mean",
-    block_rows: int | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """Chuang et al. 2020 eq. (7) (beta = 0) / Robinson et al. 2021 eq. (5) (beta > 0), tiled;
-    equal to :func:`contrastlab.losses.debiased_hard` (N = 2B - 2 negatives: the anchor and its
-    positive masked in each block; the published clamp ``Ng >= N exp(-1/t)``).
-
-    The hardness weights never leave log space: per row the kernel takes
-    ``L_{1+beta} = log sum_j exp((1 + beta) s_j / t)`` and ``L_beta = log sum_j exp(beta s_j / t)``
-    over the negatives, and ``log reweight = log N + L_{1+beta} - L_beta``.
-
-    Args: as :func:`contrastlab.losses.debiased_hard` (``check_finite`` included), plus
-    ``block_rows``.
-    """
-    t = check_positive("temperature", temperature)
-    tau = check_unit_interval("tau_plus", tau_plus)
-    beta = check_nonnegative("beta", beta)
-    b = check_two_views(z1, z2, min_batch=2)
-    check_choice("reduction", reduction, REDUCTIONS)
-    z = _stacked_views(z1, z2, normalize)
-    s_pos = _view_positive_logits(z, b, t)
-    log_n = math.log(2 * b - 2)
-    scales = (1.0,) if beta == 0.0 else (1.0 + beta, beta)
-    return _run(
-        z,
-        None,
-        s_pos.unsqueeze(0),
-        t=t,
-        scales=scales,
-        mask_self=True,
-        mask_shift=b,
-        head=_head_debiased(t, tau, log_n),
-        reduction=reduction,
-        factor=1.0,
-        block_rows=block_rows,
-        out_dtype=loss_dtype(z1),
-    )
-
-
-class _OneBlockNCE(torch.autograd.Function):
-    """Shared-pool NCE in one block, the normalization folded in: value and gradients of
-    ``weight * sum_i [log(e^{sp_i} + sum_j e^{s_ij - shift}) - sp_i]`` in about 30 tensor ops.
-
-    For small B k (e.g. B = 256, k <= 256) the products are a few microseconds and the cost is the
-    per-op overhead of a loss built from many small autograd nodes (three normalizations, the
-    positive logit, the block engine); this path forms every gradient in the forward pass and
-    its backward only scales them. ``floor``: None (no normalization), 1e-12 (sphere) or 1 (ball),
-    as :class:`_RowNormalize`.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        anchor: torch.Tensor,
-        positive: torch.Tensor,
-        pool: torch.Tensor,
-        inv_t: float,
-        shift: float,
-        floor: float | None,
-        weight: float,
-    ) -> torch.Tensor:
-        xs = [anchor.detach(), positive.detach(), pool.detach()]
-        scales: list[tuple[torch.Tensor, ...] | None] = []
-        for i, x in enumerate(xs):
-            if floor is None:
-                scales.append(None)
-                continue
-            xs[i], *rest = _normalize_rows(x, floor)
-            scales.append(tuple(rest))
-        a, p, n = xs
-        a2 = a * (inv_t * LOG2E)  # base-2 logits (see the module docstring)
-        s2 = torch.mm(a2, n.T)
-        sp2 = torch.linalg.vecdot(a2, p)
-        m2 = torch.maximum(s2.amax(dim=1) - shift * LOG2E, sp2)
-        e = torch.sub(s2, (m2 + shift * LOG2E).unsqueeze(1)).exp2_()
-        ep = torch.exp2(sp2 - m2)
-        total = e.sum(dim=1).add_(ep)
-        loss = ((torch.log2(total) + m2 - sp2) * LN2).sum() * weight
-        need = ctx.needs_input_grad[:3]
-        grads: list[torch.Tensor | None] = [None, None, None]
-        if any(need):
-            c = weight / total  # d loss / d s_ij = c_i e_ij; d loss / d sp_i = c_i ep_i - weight
-            c_pos = (c * ep - weight).unsqueeze(1)
-            if need[0]:
-                grads[0] = torch.mm(e, n).mul_(c.unsqueeze(1)).addcmul_(p, c_pos).mul_(inv_t)
-            if need[1]:
-                grads[1] = (a * c_pos).mul_(inv_t)
-            if need[2]:
-                grads[2] = torch.mm(e.T, a * c.unsqueeze(1)).mul_(inv_t)
-        for i, sc in enumerate(scales):
-            gi = grads[i]
-            if sc is not None and gi is not None:  # through x / max(||x||, floor)
-                grads[i] = _normalize_rows_backward(gi, xs[i], *sc)
-        ctx.save_for_backward(*grads)
-        return loss
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        grads = list(ctx.saved_tensors)
-        if bool(g != 1.0):
-            grads = [None if x is None else x * g for x in grads]
-        return (*grads, None, None, None, None)
-
-
+#: the score losses of NCE that the tiled kernels compute (shared pool and indexed pool)
 TILED_NCE_LOSSES = ("logistic", "infonce", "infonce-mean")
-
-
-@loss_inputs("anchor", "positive", "negatives")
-def tiled_nce_loss(
-    anchor: torch.Tensor,
-    positive: torch.Tensor,
-    negatives: torch.Tensor,
-    loss: str = "infonce",
-    temperature: float = 1.0,
-    normalize: str = "none",
-    reduction: str = "mean",
-    block_rows: int | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """Explicit-k NCE (Arora et al. 2019 eq. (2); Awasthi et al. 2022 eq. (1)) with a pool of k
-    negatives **shared** by all B anchors, tiled over anchor blocks; equal to
-    :func:`contrastlab.losses.nce_loss` with (k, d) negatives. Never forms the B x k matrix (nor,
-    of course, a B x k x d copy of the pool).
-
-    ``loss``: ``infonce`` (negatives summed), ``infonce-mean`` (averaged: the log-sum-exp shifted
-    by log k) or ``logistic`` (t = 1). The positive is in the denominator; the anchor is not a
-    negative unless the caller puts it in the pool. ``hinge`` is not a log-sum-exp loss and has
-    no tiled form (use :func:`contrastlab.losses.nce_loss`).
-
-    Args:
-        anchor, positive: (B, d).
-        negatives: (k, d), shared by every anchor.
-        loss, temperature, normalize, reduction: as :func:`contrastlab.losses.nce_loss`.
-        block_rows: anchors per block (default :func:`default_block_rows`).
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
-    """
-    check_choice("loss", loss, TILED_NCE_LOSSES)
-    temperature = check_positive("temperature", temperature)
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_anchor_positive(anchor, positive)
-    check_tensor("negatives", negatives, ndim=2, shape_hint="(k, d), shared by the anchors")
-    if negatives.shape[1] != anchor.shape[1]:
-        raise ValueError(
-            f"negatives must have feature dimension d = {anchor.shape[1]}; got {negatives.shape[1]}"
-        )
-    dt = compute_dtype(anchor)
-    t = 1.0 if loss == "logistic" else temperature
-    shift = math.log(negatives.shape[0]) if loss == "infonce-mean" else 0.0
-    b, k = anchor.shape[0], negatives.shape[0]
-    if reduction != "none" and b * k <= ONE_BLOCK_PAIRS and block_rows is None:
-        check_choice("normalize", normalize, NORMALIZATIONS)
-        floor = {"none": None, "sphere": 1e-12, "ball": 1.0}[normalize]
-        weight = 1.0 / b if reduction == "mean" else 1.0
-        out = _OneBlockNCE.apply(
-            anchor.to(dt), positive.to(dt), negatives.to(dt), 1.0 / t, shift, floor, weight
-        )
-        return out.to(loss_dtype(anchor))
-    a = rows_normalized(anchor.to(dt), normalize)
-    p = rows_normalized(positive.to(dt), normalize)
-    n = rows_normalized(negatives.to(dt), normalize)
-    s_pos = (a * p).sum(dim=1) / t
-    return _run(
-        a,
-        n,
-        s_pos.unsqueeze(0),
-        t=t,
-        scales=(1.0,),
-        mask_self=False,
-        mask_shift=None,
-        head=_head_logaddexp(shift),
-        reduction=reduction,
-        factor=1.0,
-        block_rows=block_rows,
-        out_dtype=loss_dtype(anchor),
-    )

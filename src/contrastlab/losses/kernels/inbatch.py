@@ -1,0 +1,364 @@
+"""The tiled in-batch and shared-pool losses: :func:`tiled_info_nce`, :func:`tiled_supcon`,
+:func:`tiled_debiased_hard` (the 2B stacked views, symmetric strips) and :func:`tiled_nce_loss`
+(a (k, d) pool shared by the anchors, full-row blocks), on the engine of
+:mod:`contrastlab.losses.kernels.engine` (its docstring: the method, precision and memory).
+Conventions are those of the dense functions (:func:`contrastlab.losses.info_nce` etc.).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from contrastlab._validation import (
+    check_choice,
+    check_labels,
+    check_nonnegative,
+    check_positive,
+    check_tensor,
+    check_unit_interval,
+)
+from contrastlab.losses._common import (
+    REDUCTIONS,
+    check_anchor_positive,
+    check_two_views,
+    loss_inputs,
+)
+from contrastlab.losses.kernels.engine import (
+    LN2,
+    LOG2E,
+    ONE_BLOCK_PAIRS,
+    TILED_NCE_LOSSES,
+    compute_dtype,
+    head_debiased,
+    head_logaddexp,
+    head_lse_minus_side,
+    loss_dtype,
+    normalize_rows,
+    normalize_rows_backward,
+    rows_normalized,
+    run_blocks,
+)
+from contrastlab.losses.normalize import NORMALIZATIONS
+
+
+def _stacked_views(z1: torch.Tensor, z2: torch.Tensor, normalize: str) -> torch.Tensor:
+    dt = compute_dtype(z1)
+    return rows_normalized(torch.cat([z1, z2], dim=0).to(dt), normalize)
+
+
+def _view_positive_logits(z: torch.Tensor, b: int, t: float) -> torch.Tensor:
+    """s_{i, i+-B} / t for the 2B stacked rows (the same value for both views of a sample), in
+    float64 (O(N d); the head subtracts it from the float64 log-sum-exps, see
+    :func:`~contrastlab.losses.kernels.engine.run_blocks`)."""
+    s = torch.linalg.vecdot(z[:b].double(), z[b:].double(), dim=1) / t
+    return torch.cat([s, s])
+
+
+@loss_inputs("z1", "z2")
+def tiled_info_nce(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.5,
+    normalize: str = "sphere",
+    reduction: str = "mean",
+    block_rows: int | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """SimCLR NT-Xent (Chen et al. 2020, eq. (1)), tiled; equal to
+    :func:`contrastlab.losses.info_nce` (2B anchors, 2B - 2 negatives **summed**, the positive
+    in the denominator, the anchor never its own negative; mean over the 2B anchors).
+
+    Computed as ``softplus(L_neg(i) - s_pos(i))`` with L_neg the log-sum-exp over the 2B - 2
+    negatives (the anchor and its positive masked in each block): the same value as
+    ``log sum_{j != i} exp(s_ij) - s_pos``, but when the positive dominates its row the gradient
+    ``sigmoid(L_neg - s_pos) (softmax_neg - 1_pos)`` is formed small, not as the difference of
+    two O(1) terms (``softmax_pos - 1``) accumulated separately into dz.
+
+    Args:
+        z1, z2: (B, d) the two views.
+        temperature: t > 0.
+        normalize: ``sphere`` (SimCLR), ``ball`` or ``none``.
+        reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector, rows of z1 first).
+        block_rows: rows per block (default :func:`default_block_rows`).
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+    """
+    t = check_positive("temperature", temperature)
+    b = check_two_views(z1, z2, min_batch=1)
+    check_choice("reduction", reduction, REDUCTIONS)
+    z = _stacked_views(z1, z2, normalize)
+    return _view_nt_xent(z, b, t, reduction, 1.0, block_rows, loss_dtype(z1))
+
+
+def _view_nt_xent(
+    z: torch.Tensor,
+    b: int,
+    t: float,
+    reduction: str,
+    factor: float,
+    block_rows: int | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """NT-Xent of the 2B stacked rows as ``softplus(L_neg - s_pos)`` (:func:`tiled_info_nce`)."""
+    return run_blocks(
+        z,
+        None,
+        _view_positive_logits(z, b, t).unsqueeze(0),
+        t=t,
+        scales=(1.0,),
+        mask_self=True,
+        mask_shift=b,
+        head=head_logaddexp(0.0),
+        reduction=reduction,
+        factor=factor,
+        block_rows=block_rows,
+        out_dtype=out_dtype,
+    )
+
+
+@loss_inputs("z1", "z2")
+def tiled_supcon(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    temperature: float = 0.1,
+    normalize: str = "sphere",
+    base_temperature: float | None = None,
+    reduction: str = "mean",
+    block_rows: int | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """SupCon L_out (Khosla et al. 2020, eq. (2)), tiled; equal to
+    :func:`contrastlab.losses.supcon` (the anchor is not its own positive; all other rows are in
+    the denominator; no ``t / base_temperature`` factor unless ``base_temperature`` is given).
+
+    The positive term ``(1/|P(i)|) sum_{p in P(i)} s_ip`` is ``z_i^T (C_{y_i} - z_i) / (t |P(i)|)``
+    with C_c the sum of the rows of class c: O(N d), no N x N label mask.
+
+    Args: as :func:`contrastlab.losses.supcon` (``check_finite`` included), plus
+    ``block_rows``.
+    """
+    t = check_positive("temperature", temperature)
+    b = check_two_views(z1, z2, min_batch=1)
+    check_choice("reduction", reduction, REDUCTIONS)
+    factor = 1.0
+    if base_temperature is not None:
+        factor = t / check_positive("base_temperature", base_temperature)
+    z = _stacked_views(z1, z2, normalize)
+    if labels is None:  # each sample its own class: NT-Xent, in its stable form
+        return _view_nt_xent(z, b, t, reduction, factor, block_rows, loss_dtype(z1))
+    lab = check_labels("labels", labels, b).to(z.device)
+    _, inv = torch.unique(lab, return_inverse=True)
+    inv2 = torch.cat([inv, inv])
+    n_cls = int(inv.max()) + 1
+    z64 = z.double()  # O(N d) in float64: the difference below cancels
+    class_sum = z64.new_zeros(n_cls, z.shape[1]).index_add(0, inv2, z64)
+    count = torch.bincount(inv2, minlength=n_cls).to(torch.float64)
+    to_class = (z64 @ class_sum.T).gather(1, inv2.unsqueeze(1)).squeeze(1)  # z_i^T C_{y_i}
+    pos_dot = to_class - torch.linalg.vecdot(z64, z64)
+    side = pos_dot / ((count[inv2] - 1.0) * t)
+    return run_blocks(
+        z,
+        None,
+        side.unsqueeze(0),
+        t=t,
+        scales=(1.0,),
+        mask_self=True,
+        mask_shift=None,
+        head=head_lse_minus_side,
+        reduction=reduction,
+        factor=factor,
+        block_rows=block_rows,
+        out_dtype=loss_dtype(z1),
+    )
+
+
+@loss_inputs("z1", "z2")
+def tiled_debiased_hard(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.5,
+    tau_plus: float = 0.1,
+    beta: float = 1.0,
+    normalize: str = "sphere",
+    reduction: str = "mean",
+    block_rows: int | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Chuang et al. 2020 eq. (7) (beta = 0) / Robinson et al. 2021 eq. (5) (beta > 0), tiled;
+    equal to :func:`contrastlab.losses.debiased_hard` (N = 2B - 2 negatives: the anchor and its
+    positive masked in each block; the published clamp ``Ng >= N exp(-1/t)``).
+
+    The hardness weights never leave log space: per row the kernel takes
+    ``L_{1+beta} = log sum_j exp((1 + beta) s_j / t)`` and ``L_beta = log sum_j exp(beta s_j / t)``
+    over the negatives, and ``log reweight = log N + L_{1+beta} - L_beta``.
+
+    Args: as :func:`contrastlab.losses.debiased_hard` (``check_finite`` included), plus
+    ``block_rows``.
+    """
+    t = check_positive("temperature", temperature)
+    tau = check_unit_interval("tau_plus", tau_plus)
+    beta = check_nonnegative("beta", beta)
+    b = check_two_views(z1, z2, min_batch=2)
+    check_choice("reduction", reduction, REDUCTIONS)
+    z = _stacked_views(z1, z2, normalize)
+    s_pos = _view_positive_logits(z, b, t)
+    log_n = math.log(2 * b - 2)
+    scales = (1.0,) if beta == 0.0 else (1.0 + beta, beta)
+    return run_blocks(
+        z,
+        None,
+        s_pos.unsqueeze(0),
+        t=t,
+        scales=scales,
+        mask_self=True,
+        mask_shift=b,
+        head=head_debiased(t, tau, log_n),
+        reduction=reduction,
+        factor=1.0,
+        block_rows=block_rows,
+        out_dtype=loss_dtype(z1),
+    )
+
+
+class _OneBlockNCE(torch.autograd.Function):
+    """Shared-pool NCE in one block, the normalization folded in: value and gradients of
+    ``weight * sum_i [log(e^{sp_i} + sum_j e^{s_ij - shift}) - sp_i]`` in about 30 tensor ops.
+
+    For small B k (e.g. B = 256, k <= 256) the products are a few microseconds and the cost is the
+    per-op overhead of a loss built from many small autograd nodes (three normalizations, the
+    positive logit, the block engine); this path forms every gradient in the forward pass and
+    its backward only scales them. ``floor``: None (no normalization), 1e-12 (sphere) or 1 (ball),
+    as :class:`_RowNormalize`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        pool: torch.Tensor,
+        inv_t: float,
+        shift: float,
+        floor: float | None,
+        weight: float,
+    ) -> torch.Tensor:
+        xs = [anchor.detach(), positive.detach(), pool.detach()]
+        scales: list[tuple[torch.Tensor, ...] | None] = []
+        for i, x in enumerate(xs):
+            if floor is None:
+                scales.append(None)
+                continue
+            xs[i], *rest = normalize_rows(x, floor)
+            scales.append(tuple(rest))
+        a, p, n = xs
+        a2 = a * (inv_t * LOG2E)  # base-2 logits (see the module docstring)
+        s2 = torch.mm(a2, n.T)
+        sp2 = torch.linalg.vecdot(a2, p)
+        m2 = torch.maximum(s2.amax(dim=1) - shift * LOG2E, sp2)
+        e = torch.sub(s2, (m2 + shift * LOG2E).unsqueeze(1)).exp2_()
+        ep = torch.exp2(sp2 - m2)
+        total = e.sum(dim=1).add_(ep)
+        loss = ((torch.log2(total) + m2 - sp2) * LN2).sum() * weight
+        need = ctx.needs_input_grad[:3]
+        grads: list[torch.Tensor | None] = [None, None, None]
+        if any(need):
+            c = weight / total  # d loss / d s_ij = c_i e_ij; d loss / d sp_i = c_i ep_i - weight
+            c_pos = (c * ep - weight).unsqueeze(1)
+            if need[0]:
+                grads[0] = torch.mm(e, n).mul_(c.unsqueeze(1)).addcmul_(p, c_pos).mul_(inv_t)
+            if need[1]:
+                grads[1] = (a * c_pos).mul_(inv_t)
+            if need[2]:
+                grads[2] = torch.mm(e.T, a * c.unsqueeze(1)).mul_(inv_t)
+        for i, sc in enumerate(scales):
+            gi = grads[i]
+            if sc is not None and gi is not None:  # through x / max(||x||, floor)
+                grads[i] = normalize_rows_backward(gi, xs[i], *sc)
+        ctx.save_for_backward(*grads)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        grads = list(ctx.saved_tensors)
+        if bool(g != 1.0):
+            grads = [None if x is None else x * g for x in grads]
+        return (*grads, None, None, None, None)
+
+
+
+
+@loss_inputs("anchor", "positive", "negatives")
+def tiled_nce_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    loss: str = "infonce",
+    temperature: float = 1.0,
+    normalize: str = "none",
+    reduction: str = "mean",
+    block_rows: int | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Explicit-k NCE (Arora et al. 2019 eq. (2); Awasthi et al. 2022 eq. (1)) with a pool of k
+    negatives **shared** by all B anchors, tiled over anchor blocks; equal to
+    :func:`contrastlab.losses.nce_loss` with (k, d) negatives. Never forms the B x k matrix (nor,
+    of course, a B x k x d copy of the pool).
+
+    ``loss``: ``infonce`` (negatives summed), ``infonce-mean`` (averaged: the log-sum-exp shifted
+    by log k) or ``logistic`` (t = 1). The positive is in the denominator; the anchor is not a
+    negative unless the caller puts it in the pool. ``hinge`` is not a log-sum-exp loss and has
+    no tiled form (use :func:`contrastlab.losses.nce_loss`).
+
+    Args:
+        anchor, positive: (B, d).
+        negatives: (k, d), shared by every anchor.
+        loss, temperature, normalize, reduction: as :func:`contrastlab.losses.nce_loss`.
+        block_rows: anchors per block (default :func:`default_block_rows`).
+        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
+            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+    """
+    check_choice("loss", loss, TILED_NCE_LOSSES)
+    temperature = check_positive("temperature", temperature)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_anchor_positive(anchor, positive)
+    check_tensor("negatives", negatives, ndim=2, shape_hint="(k, d), shared by the anchors")
+    if negatives.shape[1] != anchor.shape[1]:
+        raise ValueError(
+            f"negatives must have feature dimension d = {anchor.shape[1]}; got {negatives.shape[1]}"
+        )
+    dt = compute_dtype(anchor)
+    t = 1.0 if loss == "logistic" else temperature
+    shift = math.log(negatives.shape[0]) if loss == "infonce-mean" else 0.0
+    b, k = anchor.shape[0], negatives.shape[0]
+    if reduction != "none" and b * k <= ONE_BLOCK_PAIRS and block_rows is None:
+        check_choice("normalize", normalize, NORMALIZATIONS)
+        floor = {"none": None, "sphere": 1e-12, "ball": 1.0}[normalize]
+        weight = 1.0 / b if reduction == "mean" else 1.0
+        out = _OneBlockNCE.apply(
+            anchor.to(dt), positive.to(dt), negatives.to(dt), 1.0 / t, shift, floor, weight
+        )
+        return out.to(loss_dtype(anchor))
+    a = rows_normalized(anchor.to(dt), normalize)
+    p = rows_normalized(positive.to(dt), normalize)
+    n = rows_normalized(negatives.to(dt), normalize)
+    s_pos = (a * p).sum(dim=1) / t
+    return run_blocks(
+        a,
+        n,
+        s_pos.unsqueeze(0),
+        t=t,
+        scales=(1.0,),
+        mask_self=False,
+        mask_shift=None,
+        head=head_logaddexp(shift),
+        reduction=reduction,
+        factor=1.0,
+        block_rows=block_rows,
+        out_dtype=loss_dtype(anchor),
+    )
+
