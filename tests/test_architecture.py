@@ -47,7 +47,6 @@ KNOWN_CYCLES: set[frozenset[str]] = set()
 KNOWN_PRIVATE: set[tuple[str, str]] = set()
 KNOWN_UPWARD: set[tuple[str, str]] = set()
 KNOWN_LONG: set[str] = {
-    'losses.nce.nce_loss',
     'losses.kernels.indexed.tiled_nce_indexed',
     'losses.kernels.jiang.tiled_hard_contrastive',
 }

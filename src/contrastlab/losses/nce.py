@@ -94,6 +94,14 @@ def nce_loss(
     if negative_index is not None:
         return _indexed_pool(anchor, positive, negatives, negative_index, loss, temperature,
                              normalize, reduction, tiled)
+    return _explicit_negatives(anchor, positive, negatives, loss, temperature, normalize,
+                               reduction, tiled)
+
+
+def _explicit_negatives(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+                        loss: str, temperature: float, normalize: str, reduction: str,
+                        tiled: bool | None) -> torch.Tensor:
+    """nce_loss with (B, k, d) or shared (k, d) negatives: the shared-pool kernel, or dense."""
     check_tensor("negatives", negatives, ndim=(2, 3), shape_hint="(B, k, d) or (k, d)")
     b, d = anchor.shape
     if negatives.shape[-1] != d:
