@@ -8,9 +8,7 @@
    command line; no module imports one of a higher layer.
 4. No function longer than 80 lines.
 
-The renovation of issue 15 is under way: what is still violated is listed below, exactly. A new
-violation fails the test, and so does a listed one that is gone (remove it from the list: the
-lists only shrink), so the rules hold from now on for everything not listed.
+Since the renovation of issue 15 every rule holds with no exception: any violation fails.
 """
 
 from __future__ import annotations
@@ -34,22 +32,8 @@ RANK = {
 }
 MAX_LINES = 80
 
-# ---- what the renovation has not reached yet (each list only shrinks) ----------------------
-def _set(*modules: str) -> frozenset[str]:
-    return frozenset(modules)
-
-
 def _short(module: str) -> str:
     return module.removeprefix(PACKAGE + ".")
-
-
-KNOWN_CYCLES: set[frozenset[str]] = set()
-KNOWN_PRIVATE: set[tuple[str, str]] = set()
-KNOWN_UPWARD: set[tuple[str, str]] = set()
-KNOWN_LONG: set[str] = {
-    'losses.kernels.indexed.tiled_nce_indexed',
-    'losses.kernels.jiang.tiled_hard_contrastive',
-}
 
 
 def _module_name(path: Path) -> str:
@@ -180,8 +164,7 @@ def _rank(module: str) -> int:
 
 def test_no_import_cycles() -> None:
     found = {frozenset(_short(m) for m in c) for c in _cycles(_edges(_modules()))}
-    assert found - KNOWN_CYCLES == set(), f"new import cycles: {found - KNOWN_CYCLES}"
-    assert KNOWN_CYCLES - found == set(), f"fixed (remove): {KNOWN_CYCLES - found}"
+    assert found == set(), f"import cycles: {found}"
 
 
 def test_no_private_names_imported_across_modules() -> None:
@@ -192,16 +175,14 @@ def test_no_private_names_imported_across_modules() -> None:
              if name is not None and name.startswith("_") and not name.startswith("__")
              and target != src}
     found |= {(_short(src), _short(attr)) for src, attr in _private_attributes(mods)}
-    assert found - KNOWN_PRIVATE == set(), f"new private imports: {sorted(found - KNOWN_PRIVATE)}"
-    assert KNOWN_PRIVATE - found == set(), f"fixed (remove): {sorted(KNOWN_PRIVATE - found)}"
+    assert found == set(), f"private names of other modules: {sorted(found)}"
 
 
 def test_dependencies_point_one_way() -> None:
     graph = _edges(_modules())
     found = {(_short(src), _short(dst)) for src, dsts in graph.items() for dst in dsts
              if _rank(dst) > _rank(src)}
-    assert found - KNOWN_UPWARD == set(), f"new upward imports: {sorted(found - KNOWN_UPWARD)}"
-    assert KNOWN_UPWARD - found == set(), f"fixed (remove): {sorted(KNOWN_UPWARD - found)}"
+    assert found == set(), f"upward imports: {sorted(found)}"
 
 
 def test_no_function_over_80_lines() -> None:
@@ -212,8 +193,7 @@ def test_no_function_over_80_lines() -> None:
                 assert node.end_lineno is not None
                 if node.end_lineno - node.lineno + 1 > MAX_LINES:
                     found.add(_short(f"{name}.{node.name}"))
-    assert found - KNOWN_LONG == set(), f"new, over {MAX_LINES} lines: {found - KNOWN_LONG}"
-    assert KNOWN_LONG - found == set(), f"fixed (remove): {sorted(KNOWN_LONG - found)}"
+    assert found == set(), f"over {MAX_LINES} lines: {sorted(found)}"
 
 
 def test_the_checker_sees_a_cycle() -> None:

@@ -342,6 +342,23 @@ class _IndexedLSE(torch.autograd.Function):
         return da, dpool, None, None
 
 
+def _drawn_rows(anchor: torch.Tensor, positive: torch.Tensor, pool: torch.Tensor, index: Any,
+                method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked (pool, index) of :func:`tiled_nce_indexed`; with ``method="auto"`` and fewer
+    draws than pool rows, only the rows drawn (normalized once each; the gradient reaches the
+    pool through the row selection, zero on the rows never drawn) and the index into them."""
+    check_anchor_positive(anchor, positive)
+    check_tensor("pool", pool, ndim=2, shape_hint="(M, d), the rows that index points at")
+    rows, d = anchor.shape
+    if pool.shape[1] != d:
+        raise ValueError(f"pool must have feature dimension d = {d}; got {pool.shape[1]}")
+    idx = check_negative_index("index", index, rows, pool.shape[0]).to(pool.device)
+    if method == "auto" and rows * idx.shape[1] < pool.shape[0]:
+        used, inverse = torch.unique(idx, return_inverse=True)
+        return pool[used], inverse.view(rows, idx.shape[1])
+    return pool, idx
+
+
 @loss_inputs("anchor", "positive", "pool")
 def tiled_nce_indexed(
     anchor: torch.Tensor,
@@ -385,19 +402,8 @@ def tiled_nce_indexed(
     temperature = check_positive("temperature", temperature)
     check_choice("reduction", reduction, REDUCTIONS)
     check_choice("method", method, INDEXED_METHODS)
-    check_anchor_positive(anchor, positive)
-    check_tensor("pool", pool, ndim=2, shape_hint="(M, d), the rows that index points at")
-    rows, d = anchor.shape
-    m = pool.shape[0]
-    if pool.shape[1] != d:
-        raise ValueError(f"pool must have feature dimension d = {d}; got {pool.shape[1]}")
-    idx = check_negative_index("index", index, rows, m).to(pool.device)
-    k = idx.shape[1]
-    if method == "auto" and rows * k < m:
-        # fewer draws than pool rows: work on the rows drawn (normalized once each; the gradient
-        # reaches the pool through the row selection, zero on the rows never drawn)
-        used, inverse = torch.unique(idx, return_inverse=True)
-        pool, idx, m = pool[used], inverse.view(rows, k), int(used.numel())
+    pool, idx = _drawn_rows(anchor, positive, pool, index, method)
+    (rows, d), (m, k) = anchor.shape, (pool.shape[0], idx.shape[1])
     chosen = choose_method(k, m, d) if method == "auto" else method
     br, chunk = indexed_block_shape(rows, k, m, d, chosen, block_rows)
 

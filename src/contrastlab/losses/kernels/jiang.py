@@ -565,42 +565,34 @@ def tiled_hard_contrastive(
         out: torch.Tensor
         if PLUG_IN_METHOD == "symmetric":
             out = _plug_in_symmetric(
-                zn,
-                _classes(labels, other_class, zn.dtype),
-                t=t,
-                beta=beta,
-                other_class=other_class,
-                log_k=log_k,
-                reduction=reduction,
-                num_pairs=num_pairs,
+                zn, _classes(labels, other_class, zn.dtype), t=t, beta=beta,
+                other_class=other_class, log_k=log_k, reduction=reduction, num_pairs=num_pairs,
                 block_rows=br,
             )
         else:
             plan = _PlugInPlan(t, beta, other_class, log_k, br, reduction, num_pairs, need_grad)
             out = _PlugInLoss.apply(zn, labels, plan)
         return out.to(loss_dtype(z))
-    summed = reduction != "none"
+    block = functools.partial(_loss_block, labels=labels, other_class=other_class, beta=beta,
+                              k=k, t=t, negatives_reduction=negatives_reduction,
+                              summed=reduction != "none")
+    return _exact_loss(zn, block, br, reduction, num_pairs, need_grad).to(loss_dtype(z))
+
+
+def _exact_loss(zn: torch.Tensor, block: Any, br: int, reduction: str, num_pairs: int,
+                need_grad: bool) -> torch.Tensor:
+    """The exact expected loss by quadrature, one block of ``br`` anchors at a time
+    (``block(zn, r0=, r1=)``, :func:`_loss_block`), each block checkpointed when a gradient is
+    needed (its quadrature grids are recomputed in the backward, never stored)."""
+    b = zn.shape[0]
     parts = []
     for r0 in range(0, b, br):
-        block = functools.partial(
-            _loss_block,
-            labels=labels,
-            r0=r0,
-            r1=min(b, r0 + br),
-            other_class=other_class,
-            beta=beta,
-            k=k,
-            t=t,
-            negatives_reduction=negatives_reduction,
-            summed=summed,
-        )
+        one = functools.partial(block, r0=r0, r1=min(b, r0 + br))
         if need_grad:
-            parts.append(checkpoint(block, zn, use_reentrant=False, preserve_rng_state=False))
+            parts.append(checkpoint(one, zn, use_reentrant=False, preserve_rng_state=False))
         else:
-            parts.append(block(zn))
-    if not summed:
-        return torch.cat(parts).to(loss_dtype(z))
+            parts.append(one(zn))
+    if reduction == "none":
+        return torch.cat(parts)
     total = torch.stack(parts).sum()
-    if reduction == "mean":
-        total = total / num_pairs
-    return total.to(loss_dtype(z))
+    return total / num_pairs if reduction == "mean" else total
