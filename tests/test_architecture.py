@@ -25,12 +25,13 @@ RANK = {
     "distributed": 1,
     "losses": 2, "theory": 2, "data": 2,
     "models": 3, "geometry": 3, "evaluation": 3, "convergence": 3, "checkpoint": 3,
-    "training": 4, "train": 4,
+    "train": 4,
     "experiments": 5,
     "report": 6, "recipes": 6, "demo": 6,
     "cli": 7, "__main__": 8, "": 8,
 }
 MAX_LINES = 80
+
 
 def _short(module: str) -> str:
     return module.removeprefix(PACKAGE + ".")

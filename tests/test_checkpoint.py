@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from contrastlab import checkpoint as C
-from contrastlab.experiments.config import run_config_dict, run_id
 from contrastlab.experiments.runner import _dataset, execute_run, prepare_run, run_dir
 from contrastlab.experiments.store import ResultStore
-from contrastlab.training import train
+from contrastlab.train import train
+from contrastlab.train.config import run_config_dict, run_id
 from tests.experiments.helpers import snapshot
 
 CONFIG: dict[str, Any] = {

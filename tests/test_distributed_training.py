@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import contrastlab.training as T
-from contrastlab.experiments.config import parse_config
+import contrastlab.train as T
+from contrastlab.train.config import parse_config
 
 WORLD = 2
 

@@ -50,8 +50,8 @@ LOSSES: dict[str, dict[str, Any]] = {
 
 
 def _run(loss: dict[str, Any]) -> dict[str, Any]:
-    from contrastlab.experiments.config import parse_config
-    from contrastlab.training import load_data, train
+    from contrastlab.train import load_data, train
+    from contrastlab.train.config import parse_config
 
     cfg = parse_config({**BASE, "loss": loss})
     result = train(cfg, load_data(cfg))

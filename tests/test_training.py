@@ -10,12 +10,20 @@ from typing import Any
 import pytest
 import torch
 
+import contrastlab.train as T
 import contrastlab.train.loop as train_loop
 import contrastlab.train.step as train_step
-import contrastlab.training as T
 from contrastlab.data.registry import load_dataset
-from contrastlab.experiments.config import parse_config, run_id
-from contrastlab.losses import NegativeSampler, hard_contrastive, nce_loss, normalize
+from contrastlab.losses import (
+    NegativeSampler,
+    hard_contrastive,
+    nce_loss,
+    normalize,
+    pool_hard_contrastive,
+    pool_nce,
+)
+from contrastlab.train.build import as_train_data
+from contrastlab.train.config import parse_config, run_id
 from tests.experiments.helpers import strip_seconds
 
 
@@ -123,7 +131,7 @@ def test_pool_loss_matches_the_batch_loss_when_the_pool_is_the_batch(
     for beta in (0.0, 2.0):
         want = hard_contrastive(z, labels, negatives, beta=beta, k=7, temperature=0.5,
                                 normalize="none", exact=exact)
-        got = T.pool_hard_contrastive(z[pos_i], z[pos_p], labels[pos_i], z, labels, negatives,
+        got = pool_hard_contrastive(z[pos_i], z[pos_p], labels[pos_i], z, labels, negatives,
                                       beta=beta, k=7, temperature=0.5, exact=exact)
         torch.testing.assert_close(got, want)
 
@@ -131,10 +139,10 @@ def test_pool_loss_matches_the_batch_loss_when_the_pool_is_the_batch(
 def test_sampled_pool_loss_averages_to_the_exact_loss() -> None:
     z, labels = _pairs(n=10)
     pool, pool_labels = _pairs(n=40, seed=1)
-    exact = T.pool_hard_contrastive(z[:5], z[5:], labels[:5], pool, pool_labels, "marginal",
+    exact = pool_hard_contrastive(z[:5], z[5:], labels[:5], pool, pool_labels, "marginal",
                                     beta=3.0, k=4, exact=True, reduction="none")
     reps = 2000  # every pair 2000 times: 2000 independent draws of its k negatives at once
-    draws = T.pool_hard_contrastive(
+    draws = pool_hard_contrastive(
         z[:5].repeat(reps, 1), z[5:].repeat(reps, 1), labels[:5].repeat(reps), pool,
         pool_labels, "marginal", beta=3.0, k=4, reduction="none",
         generator=torch.Generator().manual_seed(0)).reshape(reps, 5)
@@ -146,7 +154,7 @@ def test_sampled_pool_loss_averages_to_the_exact_loss() -> None:
 def test_pool_nce_matches_nce_loss_on_the_drawn_negatives() -> None:
     z, labels = _pairs(n=8)
     pool, pool_labels = _pairs(n=30, seed=3)
-    got = T.pool_nce(z[:4], z[4:], labels[:4], pool, pool_labels, sampler="uniform", k=6,
+    got = pool_nce(z[:4], z[4:], labels[:4], pool, pool_labels, sampler="uniform", k=6,
                      temperature=0.5, generator=torch.Generator().manual_seed(5))
     scores = z[:4] @ pool.T
     idx = NegativeSampler("uniform")(scores, 6, generator=torch.Generator().manual_seed(5))
@@ -204,7 +212,7 @@ def test_every_loss_trains(data: Any, loss: dict) -> None:
 
 
 def test_shuffled_label_control_scores_near_chance(data: Any) -> None:
-    from contrastlab.experiments.config import run_id
+    from contrastlab.train.config import run_id
 
     base = dict(data={"options": {"classes": 5, "dim": 10, "n_train": 1000, "n_test": 500}},
                 loss={"name": "ucl", "k": 32}, train={"epochs": 4, "batch_size": 100},
@@ -218,11 +226,11 @@ def test_shuffled_label_control_scores_near_chance(data: Any) -> None:
     assert run_id(shuffled_cfg) != run_id(_cfg(**base))
     plain = _cfg(**base)
     assert "shuffle_labels" not in __import__("json").dumps(
-        __import__("contrastlab.experiments.config", fromlist=["_hashed"])._hashed(plain))
+        __import__("contrastlab.train.config", fromlist=["hashed_config"]).hashed_config(plain))
 
 
 def test_shuffled_labels_permutes_only_the_training_labels(data: Any) -> None:
-    d = T._as_data(data)
+    d = as_train_data(data)
     s = T.shuffled_labels(d, 0)
     assert torch.equal(s.y_test, d.y_test) and torch.equal(s.x_train, d.x_train)
     assert torch.equal(torch.bincount(s.y_train), torch.bincount(d.y_train))
@@ -240,7 +248,7 @@ def test_pool_draws_without_replacement_are_distinct(sampler: str) -> None:
     k = 32 if sampler == "other-class" else 64  # k = the allowed candidates
     for replace, want in ((False, k), (True, None)):
         stats: dict[str, float] = {}
-        T.pool_nce(z[:20], z[20:], labels[:20] % 2, pool, pool_labels, sampler=sampler,
+        pool_nce(z[:20], z[20:], labels[:20] % 2, pool, pool_labels, sampler=sampler,
                    beta=2.0, k=k, generator=torch.Generator().manual_seed(0), replace=replace,
                    stats=stats)
         if want is not None:  # the mean of counts <= k equals k: every row has k distinct
@@ -248,7 +256,7 @@ def test_pool_draws_without_replacement_are_distinct(sampler: str) -> None:
         else:  # i.i.d. at k = the candidates: about 63 % distinct
             assert stats["distinct_negatives"] < 0.75 * k
     stats = {}
-    T.pool_hard_contrastive(z[:20], z[20:], labels[:20] % 2, pool, pool_labels,
+    pool_hard_contrastive(z[:20], z[20:], labels[:20] % 2, pool, pool_labels,
                             "other-class" if sampler == "other-class" else "marginal", beta=2.0,
                             k=k, replace=False, stats=stats,
                             generator=torch.Generator().manual_seed(0))
@@ -260,7 +268,7 @@ def test_pool_draws_are_seeded() -> None:
     pool, pool_labels = _pairs(n=30, seed=3)
 
     def loss(seed: int, replace: bool) -> torch.Tensor:
-        return T.pool_hard_contrastive(z[:8], z[8:], labels[:8], pool, pool_labels, "marginal",
+        return pool_hard_contrastive(z[:8], z[8:], labels[:8], pool, pool_labels, "marginal",
                                        beta=1.0, k=20, replace=replace, reduction="none",
                                        generator=torch.Generator().manual_seed(seed))
 

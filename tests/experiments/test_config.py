@@ -173,7 +173,7 @@ def test_demo_config_is_the_k_sweep() -> None:
 def test_replacement_resolution_and_run_ids(tmp_path: Path) -> None:
     import json
 
-    from contrastlab.experiments.config import _hashed
+    from contrastlab.train.config import hashed_config as _hashed
 
     path = _write(tmp_path, BASE)
     cfg = load_config(path)

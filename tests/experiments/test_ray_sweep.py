@@ -29,12 +29,12 @@ from typer.testing import CliRunner
 
 from contrastlab.cli import app
 from contrastlab.experiments import cli_sweep
-from contrastlab.experiments.config import load_config, run_config_dict
 from contrastlab.experiments.plan import plan_sweep, run_dir
 from contrastlab.experiments.ray_sweep import init_local_ray
 from contrastlab.experiments.results import results_table
 from contrastlab.experiments.store import DB_NAME, ResultStore
 from contrastlab.experiments.sweep import run_sweep
+from contrastlab.train.config import load_config, run_config_dict
 from tests.experiments.helpers import snapshot
 
 ray = pytest.importorskip("ray", reason="the ray executor needs Ray: pip install contrastlab[ray]")
@@ -246,7 +246,7 @@ def test_the_task_never_opens_the_database(tmp_path: Path, local_ray: None,
 
 def test_resume_runs_only_what_is_not_done(tmp_path: Path, local_ray: None,
                                            reference: Path) -> None:
-    from contrastlab.training import train
+    from contrastlab.train import train
 
     out = tmp_path / "resume"
     half = copy.deepcopy(CONFIG)
@@ -373,7 +373,7 @@ def test_bad_library_arguments(tmp_path: Path, local_ray: None) -> None:
 
 DRIVER = """
 import sys
-from contrastlab.experiments.config import load_config
+from contrastlab.train.config import load_config
 from contrastlab.experiments.sweep import run_sweep
 run_sweep(load_config(sys.argv[1]), sys.argv[2], executor="ray", log=None)
 """

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from contrastlab.experiments import cli_results, cli_run
-from contrastlab.experiments.config import parse_config
 from contrastlab.experiments.results import export_results, load_records, results_table
 from contrastlab.experiments.sweep import run_sweep
+from contrastlab.train.config import parse_config
 
 CONFIG: dict[str, Any] = {
     "data": {"name": "synthetic", "seed": 0,

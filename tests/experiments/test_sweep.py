@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from contrastlab.experiments.config import load_config
 from contrastlab.experiments.plan import plan_sweep
 from contrastlab.experiments.results import results_table
 from contrastlab.experiments.store import DB_NAME
 from contrastlab.experiments.sweep import run_sweep
+from contrastlab.train.config import load_config
 from tests.experiments.helpers import snapshot
 
 EPOCHS = 5
@@ -36,7 +36,7 @@ CONFIG: dict[str, Any] = {
 
 SCRIPT = """
 import sys
-from contrastlab.experiments.config import load_config
+from contrastlab.train.config import load_config
 from contrastlab.experiments.sweep import run_sweep
 run_sweep(load_config(sys.argv[1]), sys.argv[2], workers=2, log=None)
 """

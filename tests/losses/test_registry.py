@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-import contrastlab.training as T
+import contrastlab.train as T
 from contrastlab.experiments.sweep import run_sweep
 from contrastlab.losses import info_nce, normalize, pool_hard_contrastive
 from contrastlab.losses.registry import (

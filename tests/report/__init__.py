@@ -21,8 +21,8 @@ TINY_SWEEP: dict[str, Any] = {
 
 def tiny_sweep(path: Path) -> Path:
     """Run the 4-run tiny sweep (about 3 s) into ``path``."""
-    from contrastlab.experiments.config import parse_config
     from contrastlab.experiments.sweep import run_sweep
+    from contrastlab.train.config import parse_config
 
     run_sweep(parse_config(TINY_SWEEP), path, workers=1, log=None)
     return path

@@ -2,7 +2,7 @@
 
 Each declares a pydantic model derived from :class:`OptionsModel` (strict types: a boolean is not
 an integer, a string is not a number; unknown names are refused), and parses what it is given
-with :func:`parse_options`. The config (:func:`contrastlab.experiments.config.parse_config`)
+with :func:`parse_options`. The config (:func:`contrastlab.train.config.parse_config`)
 validates ``data.options``, ``model.options`` and ``data.augment`` against the same models, so a
 bad option fails before any work, with one line naming the field path and what is allowed::
 
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["OptionsModel", "format_validation_error", "parse_options"]
+__all__ = ["TYPE_WORDS", "OptionsModel", "format_validation_error", "parse_options"]
 
 M = TypeVar("M", bound="OptionsModel")
 
@@ -31,12 +31,14 @@ class OptionsModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-_TYPE_WORDS = {
+#: pydantic error type -> the words of a one-line message (shared with the run config)
+TYPE_WORDS = {
     "int_type": "an integer",
     "float_type": "a number",
     "bool_type": "true or false",
     "string_type": "a string",
     "list_type": "a list",
+    "none_required": "null",
 }
 _BOUND_WORDS = {
     "greater_than_equal": ">=",
@@ -68,8 +70,8 @@ def format_validation_error(exc: ValidationError, prefix: str, owner: str,
             given, float)
         msg = (f"{path} must be {'an integer' if integer else 'a number'} "
                f"{_BOUND_WORDS[kind]} {bound}; got {given!r}")
-    elif kind in _TYPE_WORDS:
-        msg = f"{path} must be {_TYPE_WORDS[kind]}; got {given!r}"
+    elif kind in TYPE_WORDS:
+        msg = f"{path} must be {TYPE_WORDS[kind]}; got {given!r}"
     elif kind == "value_error":
         text = str(err.get("ctx", {}).get("error", err["msg"]))
         # a model validator's message starts with the field it is about: "prior must ..."

@@ -1,7 +1,7 @@
 """Experiments: configs, runs, sweeps and the results database.
 
-- :mod:`~contrastlab.experiments.config`: pydantic config models, YAML loading, ``--set``
-  overrides, sweep expansion and the run id;
+- the run configuration (pydantic models, YAML loading, ``--set`` overrides, sweep expansion
+  and the run id) is the trainer's: :mod:`contrastlab.train.config`;
 - :mod:`~contrastlab.experiments.files`: atomic writes and the per-run file lock;
 - :mod:`~contrastlab.experiments.plan`: a sweep's plan, shared by its executors (the grid's
   points and run ids, their registration in the database, the runs' directories and the
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from contrastlab.experiments.config import (
+from contrastlab.experiments.store import StoreError
+from contrastlab.train.config import (
     ConfigError,
     ExperimentConfig,
     expand_sweep,
@@ -33,7 +34,6 @@ from contrastlab.experiments.config import (
     parse_config,
     run_id,
 )
-from contrastlab.experiments.store import StoreError
 
 __all__ = [
     "CommandOutput",

@@ -2,7 +2,7 @@
 :mod:`contrastlab.experiments.sweep` and :mod:`contrastlab.experiments.ray_sweep`): what the runs
 are, where they live, which are left, and the sweep's log lines.
 
-- :func:`plan_sweep`: the grid's points (:func:`contrastlab.experiments.config.expand_sweep`)
+- :func:`plan_sweep`: the grid's points (:func:`contrastlab.train.config.expand_sweep`)
   with their run ids;
 - :func:`register_plan`: every point inserted into the results database as ``pending``
   (insert-or-ignore: points already there keep their status) and the :class:`SweepPlan`, with
@@ -32,15 +32,15 @@ from typing import Any
 
 import yaml
 
-from contrastlab.experiments.config import (
+from contrastlab.experiments.files import write_atomic
+from contrastlab.experiments.store import ResultStore
+from contrastlab.train.config import (
     ExperimentConfig,
     expand_sweep,
     parse_config,
     run_config_dict,
     run_id,
 )
-from contrastlab.experiments.files import write_atomic
-from contrastlab.experiments.store import ResultStore
 
 __all__ = [
     "UNFINISHED",

@@ -45,7 +45,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from contrastlab.experiments.config import ExperimentConfig, run_config_dict, run_id
 from contrastlab.experiments.files import file_lock
 from contrastlab.experiments.plan import (
     SweepLog,
@@ -62,6 +61,7 @@ from contrastlab.experiments.runner import (
 )
 from contrastlab.experiments.store import ResultStore
 from contrastlab.losses.registry import LossSpec, register_loss, registered_at_run_time
+from contrastlab.train.config import ExperimentConfig, run_config_dict, run_id
 
 __all__ = ["DEFAULT_RETRIES", "check_ray_options", "init_local_ray", "run_sweep_ray"]
 

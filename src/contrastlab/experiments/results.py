@@ -6,7 +6,7 @@ metrics:
 
 - the last epoch's metrics (``train_loss``, ``heldout_loss``, ``mc_acc``, ``probe_acc``, ``nc1``,
   ``etf_distance``, ``effective_rank``, ``distinct_negatives`` (the distinct negatives an anchor
-  actually got), ...; see :mod:`contrastlab.training`);
+  actually got), ...; see :mod:`contrastlab.train`);
 - overridden / extended by the final reports: ``mc_acc`` / ``mc_ce`` (mean classifier, raw
   features), ``mc_acc_normalized``, ``mc_acc_cosine``, ``probe_acc`` / ``probe_ce`` (bias-free
   probe with the weight decay chosen on a validation split), ``probe_bias_acc``, ``knn_acc``,

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contrastlab.experiments.config import (
+from contrastlab.experiments.files import file_lock
+from contrastlab.experiments.plan import run_dir, write_run_config
+from contrastlab.experiments.store import ResultStore
+from contrastlab.train.config import (
     ConfigError,
     ExperimentConfig,
     parse_config,
     run_config_dict,
     run_id,
 )
-from contrastlab.experiments.files import file_lock
-from contrastlab.experiments.plan import run_dir, write_run_config
-from contrastlab.experiments.store import ResultStore
 
 __all__ = [
     "RunOutcome",
@@ -55,7 +55,7 @@ _DATA_CACHE_SIZE = 2
 
 def _dataset(cfg: ExperimentConfig) -> Any:
     """Load the run's data set, reusing the last ones loaded by this process."""
-    from contrastlab.training import load_data
+    from contrastlab.train import load_data
 
     seed = cfg.seed if cfg.data.seed is None else cfg.data.seed
     key = json.dumps([cfg.data.name, cfg.data.root, seed, cfg.data.options], sort_keys=True,
@@ -133,10 +133,10 @@ def compute_run(
 ) -> RunOutcome:
     """Train one run (resuming from ``checkpoint_dir``) and return its outcome; touches no
     database. ``recorded``: the run's per-epoch metrics in the database, which a checkpoint
-    must agree with (:func:`contrastlab.training.train`). An exception of the training becomes
+    must agree with (:func:`contrastlab.train.train`). An exception of the training becomes
     a ``failed`` outcome with its one-line message (the traceback on stderr when
     ``CONTRASTLAB_DEBUG`` is set); KeyboardInterrupt and other BaseExceptions propagate."""
-    from contrastlab.training import train
+    from contrastlab.train import train
 
     rid = run_id(cfg)
     try:
@@ -236,7 +236,7 @@ def _run_config_distributed(cfg: ExperimentConfig, out_dir: str | Path,
     """``run_config`` under torchrun (``WORLD_SIZE`` > 1): rank 0 does what :func:`execute_run`
     does (lock, database, config.yaml, checkpoints, the outcome); it tells the other ranks
     whether the run is to be trained, and every rank then calls
-    :func:`contrastlab.training.train` (data parallel) with the same checkpoint directory.
+    :func:`contrastlab.train.train` (data parallel) with the same checkpoint directory.
     All ranks return after rank 0 has recorded the outcome."""
     import torch.distributed as dist
 

@@ -2,7 +2,7 @@
 
 :func:`run_sweep`:
 
-1. expands the grid (:func:`contrastlab.experiments.config.expand_sweep`: the cartesian product
+1. expands the grid (:func:`contrastlab.train.config.expand_sweep`: the cartesian product
    of the ``sweep`` lists; every point validated before any work starts);
 2. inserts every point into the results database as ``pending`` (insert-or-ignore on the unique
    run id: points already there keep their status); steps 1 and 2 are
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab._validation import check_choice, check_positive_int
-from contrastlab.experiments.config import ExperimentConfig, run_config_dict
 from contrastlab.experiments.plan import SweepLog, SweepPlan, plan_sweep, register_plan
 from contrastlab.experiments.runner import execute_run
 from contrastlab.losses.registry import LossSpec, register_loss, registered_at_run_time
+from contrastlab.train.config import ExperimentConfig, run_config_dict
 
 # plan_sweep: re-exported from its owner, contrastlab.experiments.plan
 __all__ = ["EXECUTORS", "plan_sweep", "run_sweep"]

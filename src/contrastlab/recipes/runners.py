@@ -95,8 +95,8 @@ def sweep_records(
     if ctx.workers > 1:
         # load the data once here, so that derived files (e.g. sentence embeddings) are cached
         # before the workers start, instead of being computed by every worker at once
-        from contrastlab.experiments.config import parse_config
-        from contrastlab.training import load_data
+        from contrastlab.train import load_data
+        from contrastlab.train.config import parse_config
 
         load_data(parse_config(cfg))
     ids = set(run_sweep(cfg, out_dir, workers=ctx.workers, progress=False, log=ctx.log))

@@ -5,8 +5,8 @@ losses, data, models, geometry, evaluation, checkpoint, convergence):
 
 - :mod:`~contrastlab.train.config`: the run configuration (pydantic models, YAML loading,
   ``--set`` overrides, resolution, sweep expansion and the run id);
-- :mod:`~contrastlab.train.build`: the parts a run is built from: its data
-  (:func:`load_data`, :class:`TrainData`), encoder (:func:`build_model`), optimizer and
+- :mod:`~contrastlab.train.build`: the parts a run is built from: its data (:func:`load_data`, a
+  :class:`contrastlab.data.base.Dataset`), encoder (:func:`build_model`), optimizer and
   learning-rate schedule (:func:`lr_factor`);
 - :mod:`~contrastlab.train.step`: one training step: its inputs (views and pool) and its loss
   (:func:`contrastive_loss`: the configured loss's registry spec,
@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from contrastlab.train.build import (
-        TrainData,
         build_model,
         load_data,
         lr_factor,
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 #: public name -> the module of this package that owns it
 _OWNERS = {
-    "TrainData": "build",
     "build_model": "build",
     "load_data": "build",
     "lr_factor": "build",
@@ -73,7 +71,6 @@ __all__ = [
     "GEOMETRY_METRICS",
     "ConfigError",
     "ExperimentConfig",
-    "TrainData",
     "TrainResult",
     "build_model",
     "contrastive_loss",

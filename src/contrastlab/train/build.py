@@ -1,5 +1,6 @@
 """The parts a run is built from, given its resolved config: the data (:func:`load_data`,
-:class:`TrainData`, the shuffled-label control), the encoder (:func:`build_model`), the
+:func:`as_train_data`: a :class:`~contrastlab.data.base.Dataset`; the shuffled-label
+control), the encoder (:func:`build_model`), the
 optimizer and its learning-rate schedule (:func:`build_optimizer`, :func:`build_scheduler`,
 :func:`lr_factor`).
 
@@ -10,17 +11,17 @@ follows a cosine from ``lr`` to ``min_lr`` (or stays constant), stepped every it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from contrastlab.data.base import Dataset
 from contrastlab.models import Encoder, build_encoder
 from contrastlab.train.config import ExperimentConfig
 
 __all__ = [
-    "TrainData",
     "as_train_data",
     "build_model",
     "build_optimizer",
@@ -29,19 +30,6 @@ __all__ = [
     "lr_factor",
     "shuffled_labels",
 ]
-
-
-@dataclass
-class TrainData:
-    """A data set as the trainer uses it: tensors (float32 inputs, int64 labels) and its shape."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-    kind: str
-    input_shape: tuple[int, ...]
 
 
 def load_data(cfg: ExperimentConfig) -> Any:
@@ -53,24 +41,28 @@ def load_data(cfg: ExperimentConfig) -> Any:
     return load_dataset(cfg.data.name, root=cfg.data.root, seed=seed, **cfg.data.options)
 
 
-def as_train_data(ds: Any) -> TrainData:
-    """A :class:`contrastlab.data.registry.Dataset` (or anything with its fields) as tensors."""
+def as_train_data(ds: Any) -> Dataset:
+    """The data set the trainer works on: a :class:`contrastlab.data.base.Dataset` as is, or
+    anything with its fields (arrays or tensors) converted to one (float32 inputs, int64 labels;
+    its checks apply)."""
+    if isinstance(ds, Dataset):
+        return ds
 
     def t(a: Any, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(a).to(dtype)
 
-    return TrainData(
+    return Dataset(
+        name=str(getattr(ds, "name", "data")),
         x_train=t(ds.x_train, torch.float32),
         y_train=t(ds.y_train, torch.int64),
         x_test=t(ds.x_test, torch.float32),
         y_test=t(ds.y_test, torch.int64),
         num_classes=int(ds.num_classes),
         kind=str(ds.kind),
-        input_shape=tuple(int(s) for s in ds.input_shape),
     )
 
 
-def shuffled_labels(data: TrainData, seed: int) -> TrainData:
+def shuffled_labels(data: Dataset, seed: int) -> Dataset:
     """The shuffled-label control: the training labels permuted by a seeded permutation (class
     frequencies kept), the test labels untouched."""
     g = torch.Generator().manual_seed(int(seed) + 2_147_483_647)

@@ -1,8 +1,7 @@
 """The run configuration: pydantic models loaded from YAML, with dotted ``--set`` overrides.
 
 What the trainer consumes (:func:`contrastlab.train.train`), so it lives with it; the experiments
-layer (runs, sweeps, the results store) builds on it (``contrastlab.experiments.config`` is a
-compatibility alias of this module).
+layer (runs, sweeps, the results store) builds on it.
 
 A config has the sections ``data``, ``model``, ``loss``, ``optim``, ``train``, ``eval``,
 ``output``, a ``seed`` and an optional ``sweep`` grid (dotted keys -> lists of values)::
@@ -65,6 +64,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from contrastlab._yaml import YamlError, load_yaml_file, load_yaml_text
+from contrastlab.data.options import TYPE_WORDS
 from contrastlab.losses.family import LOSSES as NCE_SCORES
 from contrastlab.losses.hard_pairs import EXACT_MODES, NEGATIVE_REDUCTIONS
 from contrastlab.losses.normalize import NORMALIZATIONS
@@ -422,14 +422,6 @@ def _section_fields(loc: Sequence[Any]) -> list[str] | None:
     return list(fields) if fields is not None else None
 
 
-_TYPE_WORDS = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "none_required": "null",
-}
 
 
 def _format_error(exc: ValidationError, where: str = "") -> str:
@@ -455,8 +447,8 @@ def _format_error(exc: ValidationError, where: str = "") -> str:
         msg = f"{path} is required"
     elif kind in ("model_type", "dict_type"):
         msg = f"{path} must be a mapping of fields; got {err.get('input')!r}"
-    elif kind in _TYPE_WORDS:
-        msg = f"{path} must be {_TYPE_WORDS[kind]}; got {err.get('input')!r}"
+    elif kind in TYPE_WORDS:
+        msg = f"{path} must be {TYPE_WORDS[kind]}; got {err.get('input')!r}"
     else:
         msg = f"{path}: {err['msg']}; got {err.get('input')!r}"
     if len(errors) > 1:

@@ -43,10 +43,10 @@ from torch import nn
 
 from contrastlab import checkpoint
 from contrastlab.convergence import convergence
+from contrastlab.data.base import Dataset
 from contrastlab.distributed import init_from_env
 from contrastlab.models import Encoder
 from contrastlab.train.build import (
-    TrainData,
     as_train_data,
     build_model,
     build_optimizer,
@@ -205,7 +205,7 @@ def train(
 class _Prepared:
     """What a run needs before its model exists: the data, the augmenter, the checkpoints."""
 
-    data: TrainData
+    data: Dataset
     augment: Any
     rid: str
     ckpt_dir: Path | None

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from contrastlab.data.base import Dataset
 from contrastlab.models import Encoder
-from contrastlab.train.build import TrainData
 from contrastlab.train.config import ExperimentConfig
 from contrastlab.train.step import step_inputs, step_loss
 
@@ -108,7 +108,7 @@ class _Subsets(NamedTuple):
     te: torch.Tensor
 
 
-def _embed_subsets(cfg: ExperimentConfig, model: Encoder, data: TrainData,
+def _embed_subsets(cfg: ExperimentConfig, model: Encoder, data: Dataset,
                    epoch: int) -> _Subsets:
     e = cfg.eval
     tr = _subset(data.y_train, e.max_train, cfg.seed + 7919, data.num_classes)
@@ -120,7 +120,7 @@ def _embed_subsets(cfg: ExperimentConfig, model: Encoder, data: TrainData,
     return _Subsets(Htr, data.y_train[tr], Hte, data.y_test[te], te)
 
 
-def _epoch_metrics(cfg: ExperimentConfig, model: Encoder, data: TrainData, sub: _Subsets,
+def _epoch_metrics(cfg: ExperimentConfig, model: Encoder, data: Dataset, sub: _Subsets,
                    augment: Any, t_down: float) -> dict[str, Any]:
     """The per-epoch scalars: geometry, mean classifier, linear probe, held-out loss."""
     from contrastlab.evaluation import linear_probe, mean_classifier
@@ -181,7 +181,7 @@ def _final_reports(cfg: ExperimentConfig, sub: _Subsets, num_classes: int,
 def evaluate(
     cfg: ExperimentConfig,
     model: Encoder,
-    data: TrainData,
+    data: Dataset,
     epoch: int,
     augment: Any = None,
     final: bool = False,
