@@ -478,3 +478,31 @@ def test_bad_sampler_output_is_reported() -> None:
 
     with pytest.raises(ValueError, match=r"^samplers\[0\]"):
         LatentClassModel([Wrong()]).sample(4)
+
+
+def test_parse_prior_is_the_one_grammar_of_priors() -> None:
+    from contrastlab.data.latent import (
+        balanced_prior,
+        dirichlet_prior,
+        parse_prior,
+        two_level_prior,
+        zipf_prior,
+    )
+
+    assert torch.equal(parse_prior(None, 4), balanced_prior(4))
+    assert torch.equal(parse_prior("balanced", 4), balanced_prior(4))
+    assert torch.equal(parse_prior("zipf", 5), zipf_prior(5, 1.0))
+    assert torch.equal(parse_prior("zipf:2", 5), zipf_prior(5, 2.0))
+    assert torch.equal(parse_prior("dirichlet:0.5:7", 6), dirichlet_prior(6, 0.5, seed=7))
+    assert torch.equal(parse_prior("dirichlet:0.5", 6), dirichlet_prior(6, 0.5, seed=0))
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(parse_prior("dirichlet", 6, g1), dirichlet_prior(6, 1.0, generator=g2))
+    assert torch.equal(parse_prior("two-level:2:4", 5), two_level_prior(5, 2, 4.0))
+    torch.testing.assert_close(parse_prior("1,1,2", 3),
+                               torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(parse_prior([0.2, 0.8], 2),
+                               torch.tensor([0.2, 0.8], dtype=torch.float64))
+    for bad in ("zipf:-1", "zipf:x", "dirichlet:0", "balanced:2", "two-level:3:2", "1,2", "foo",
+                "1,-1,2"):
+        with pytest.raises(ValueError, match=r"^prior"):
+            parse_prior(bad, 3)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from contrastlab.data.latent import parse_prior, two_level_prior
 from contrastlab.theory.etf import etf_cosine, etf_loss
 from contrastlab.theory.optimize import optimize_per_sample, optimize_population
-from contrastlab.theory.study import monotonicity_study, parse_prior, two_level_prior
+from contrastlab.theory.study import monotonicity_study
 
 
 @pytest.mark.parametrize(("C", "ks"), [(3, [1, 2, 64]), (10, [1, 16, 4096]), (50, [1, 64])])

@@ -17,46 +17,13 @@ from pydantic import Field, model_validator
 from contrastlab.data.base import Dataset, DatasetInfo, derived_generator, no_root, stratified_split
 from contrastlab.data.latent import (
     balanced_prior,
-    check_prior,
-    dirichlet_prior,
     make_generator,
-    zipf_prior,
+    parse_prior,
 )
 from contrastlab.data.options import OptionsModel, parse_options
 from contrastlab.data.synthetic import circle_toy_dataset, gaussian_mixture
 
 __all__ = ["BUILTINS", "CircleOptions", "SyntheticOptions"]
-
-
-def _parse_prior(spec: Any, C: int, generator: torch.Generator) -> torch.Tensor:
-    """A prior from its spec: None / "balanced", "zipf[:s]", "dirichlet[:alpha]", or C numbers.
-
-    This is the grammar of the ``prior`` option (a Dirichlet prior is drawn from the data set's
-    seed). The command line of :mod:`contrastlab.theory` has its own grammar
-    (:func:`contrastlab.theory.study.parse_prior`); both build on :mod:`contrastlab.data.latent`.
-    """
-    allowed = "'balanced', 'zipf', 'zipf:S', 'dirichlet', 'dirichlet:ALPHA' or C probabilities"
-    if spec is None:
-        return balanced_prior(C)
-    if isinstance(spec, str):
-        kind, _, arg = spec.partition(":")
-        kind = kind.strip().lower()
-        try:
-            param = float(arg) if arg.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"prior must be {allowed}; got {spec!r}") from None
-        if kind == "balanced" and not arg:
-            return balanced_prior(C)
-        if kind == "zipf":
-            if not (math.isfinite(param) and param >= 0):
-                raise ValueError(f"prior: the zipf exponent must be a number >= 0; got {spec!r}")
-            return zipf_prior(C, param)
-        if kind == "dirichlet":
-            if not (math.isfinite(param) and param > 0):
-                raise ValueError(f"prior: the dirichlet alpha must be a number > 0; got {spec!r}")
-            return dirichlet_prior(C, param, generator=generator)
-        raise ValueError(f"prior must be {allowed}; got {spec!r}")
-    return check_prior(spec, C, name="prior")
 
 
 class SyntheticOptions(OptionsModel):
@@ -78,7 +45,7 @@ class SyntheticOptions(OptionsModel):
     def _consistent(self) -> SyntheticOptions:
         if self.per_class is not None and self.n_train is not None:
             raise ValueError("per_class: give either per_class or n_train, not both")
-        prior = _parse_prior(self.prior, self.classes, torch.Generator().manual_seed(0))
+        prior = parse_prior(self.prior, self.classes, torch.Generator().manual_seed(0))
         if self.per_class is not None and not torch.allclose(prior, balanced_prior(self.classes)):
             raise ValueError("per_class: only with a balanced prior; use n_train with another "
                              "prior")
@@ -117,7 +84,7 @@ def _load_synthetic(*, root: str | None, seed: int, **options: Any) -> Dataset:
     resolved = o.model_dump()
     resolved["n_train"] = n_train
     gen = make_generator(seed)
-    prior = _parse_prior(prior_spec, C, gen)
+    prior = parse_prior(prior_spec, C, gen)
     layout_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
     try:
         model = gaussian_mixture(

@@ -35,6 +35,7 @@ from contrastlab._validation import as_positive_int, check_choice, check_generat
 
 __all__ = [
     "NEGATIVES",
+    "PRIOR_GRAMMAR",
     "ClassSampler",
     "ContrastiveTuples",
     "LatentClassModel",
@@ -43,6 +44,8 @@ __all__ = [
     "check_prior",
     "dirichlet_prior",
     "make_generator",
+    "parse_prior",
+    "two_level_prior",
     "zipf_prior",
 ]
 
@@ -180,6 +183,83 @@ def dirichlet_prior(
 
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def two_level_prior(C: int, heavy: int, ratio: float) -> torch.Tensor:
+    """``heavy`` classes with ``ratio`` times the mass of each of the others, float64."""
+    C = as_positive_int("C", C)
+    h = as_positive_int("heavy", heavy)
+    if not h < C:
+        raise ValueError(f"heavy must be < the number of classes C = {C}; got {heavy}")
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (
+            math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"ratio must be a finite number > 0; got {ratio!r}")
+    w = torch.ones(C, dtype=torch.float64)
+    w[:h] = float(ratio)
+    return w / w.sum()
+
+
+PRIOR_GRAMMAR = ("'balanced', 'zipf[:S]', 'dirichlet[:ALPHA[:SEED]]', 'two-level:HEAVY:RATIO', "
+                 "C comma-separated weights or a list of C probabilities")
+
+
+def _prior_number(text: str, spec: str, cast: Any = float) -> Any:
+    try:
+        return cast(text)
+    except ValueError:
+        raise ValueError(f"prior must be {PRIOR_GRAMMAR}; got {spec!r}") from None
+
+
+def parse_prior(spec: Any, C: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The class prior named by ``spec``: the one grammar of priors (the data sets' ``prior``
+    option, the theory command line, the recipes' parameters).
+
+    ``None`` or ``"balanced"``; ``"zipf[:S]"`` (S >= 0, default 1; :func:`zipf_prior`);
+    ``"dirichlet[:ALPHA[:SEED]]"`` (ALPHA > 0, default 1; drawn with seed SEED, else from
+    ``generator``, else with seed 0; :func:`dirichlet_prior`); ``"two-level:HEAVY:RATIO"``
+    (:func:`two_level_prior`); ``"w1,...,wC"`` (nonnegative weights, normalized); or a sequence
+    of C probabilities (:func:`check_prior`). Returns a float64 tensor; a one-line
+    ``ValueError`` otherwise.
+    """
+    C = as_positive_int("C", C)
+    if spec is None:
+        return balanced_prior(C)
+    if not isinstance(spec, str):
+        return check_prior(spec, C, name="prior")
+    try:
+        return _parse_prior_text(spec, C, generator)
+    except ValueError as err:  # every message names the option
+        msg = str(err)
+        raise ValueError(msg if msg.startswith("prior") else f"prior {spec!r}: {msg}") from None
+
+
+def _parse_prior_text(spec: str, C: int, generator: torch.Generator | None) -> torch.Tensor:
+    name, _, rest = spec.strip().partition(":")
+    args = rest.split(":") if rest else []
+    name = name.strip().lower()
+    if name == "balanced" and not args:
+        return balanced_prior(C)
+    if name == "zipf" and len(args) <= 1:
+        return zipf_prior(C, _prior_number(args[0], spec) if args else 1.0)
+    if name == "dirichlet" and len(args) <= 2:
+        alpha = _prior_number(args[0], spec) if args else 1.0
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"prior: the dirichlet alpha must be a number > 0; got {spec!r}")
+        if len(args) == 2:
+            return dirichlet_prior(C, alpha, seed=_prior_number(args[1], spec, int))
+        if generator is None:
+            return dirichlet_prior(C, alpha, seed=0)
+        return dirichlet_prior(C, alpha, generator=generator)
+    if name == "two-level" and len(args) == 2:
+        return two_level_prior(C, _prior_number(args[0], spec, int), _prior_number(args[1], spec))
+    if "," not in spec:
+        raise ValueError(f"prior must be {PRIOR_GRAMMAR}; got {spec!r}")
+    w = torch.tensor([_prior_number(x, spec) for x in spec.split(",")], dtype=torch.float64)
+    if w.numel() != C or not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(
+            w.sum()) <= 0:
+        raise ValueError(f"prior must list {C} nonnegative weights with a positive sum; got "
+                         f"{spec!r}")
+    return check_prior(w / w.sum(), C)
 
 
 def _stirlerr(n: torch.Tensor) -> torch.Tensor:

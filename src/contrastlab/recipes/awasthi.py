@@ -124,6 +124,7 @@ def awasthi_unbalanced(params: dict[str, Any], ctx: RunContext) -> Outcome:
     parse_prior`, or ``default``), ``loss``, ``restarts``, ``recheck_restarts``, ``tol``,
     ``seed``. The corruption solves with one L-BFGS iteration and no recheck.
     """
+    from contrastlab.data.latent import parse_prior
     from contrastlab.report.figures import study_losses_vs_k
     from contrastlab.theory import study as st
 
@@ -135,7 +136,7 @@ def awasthi_unbalanced(params: dict[str, Any], ctx: RunContext) -> Outcome:
     if spec == "default":
         priors = st.default_priors(c, int(take(params, "seed", 0, int)))
     elif isinstance(spec, list) and spec and all(isinstance(s, str) for s in spec):
-        priors = {s: st.parse_prior(s, c) for s in spec}
+        priors = {s: parse_prior(s, c) for s in spec}
     else:
         raise ValueError(f"params.priors must be 'default' or a list of prior specs; got {spec!r}")
     tol = float(take(params, "tol", 1e-6, (int, float)))

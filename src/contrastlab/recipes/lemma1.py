@@ -22,7 +22,7 @@ __all__ = ["awasthi_lemma1"]
 @register_runner("awasthi_lemma1")
 def awasthi_lemma1(params: dict[str, Any], ctx: RunContext) -> Outcome:
     """Params: ``problems`` (list of ``{classes, per_class, dim, prior}``; prior a spec of
-    :func:`contrastlab.theory.study.parse_prior`), ``ks``, ``temperature``, ``restarts``,
+    :func:`contrastlab.data.latent.parse_prior`), ``ks``, ``temperature``, ``restarts``,
     ``max_iter``, ``budgets`` (L-BFGS iteration budgets of the convergence figure, run on the
     first problem and k), ``seed``. The corruption stops L-BFGS after one iteration.
 

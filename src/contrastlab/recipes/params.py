@@ -76,7 +76,7 @@ def take(params: Mapping[str, Any], name: str, default: Any, kind: type | tuple[
 
 
 def _prior(spec: Any, c: int) -> tuple[str, torch.Tensor]:
-    from contrastlab.theory.study import parse_prior
+    from contrastlab.data.latent import parse_prior
 
     if not isinstance(spec, str):
         raise ValueError(f"params.problems[].prior must be a prior spec string; got {spec!r}")
@@ -87,7 +87,7 @@ def class_problems(params: Mapping[str, Any], default: list[dict[str, Any]]
                    ) -> list[dict[str, Any]]:
     """The ``problems`` parameter of the free-embedding recipes (``awasthi-lemma1``,
     ``jiang-nc-optimal``): a list of ``{classes, per_class, dim, prior}`` (``dim`` defaults to
-    C - 1, ``prior`` to ``balanced``: a spec of :func:`contrastlab.theory.study.parse_prior`),
+    C - 1, ``prior`` to ``balanced``: a spec of :func:`contrastlab.data.latent.parse_prior`),
     returned as ``{"C", "n", "d", "prior" (the spec), "rho" (the prior's tensor)}``."""
     probs = take(params, "problems", default, list)
     out = []

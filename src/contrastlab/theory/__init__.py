@@ -13,6 +13,7 @@
   coverage, Arora, Nozawa-Sato, Ash, Bao upper and lower), idealized or from a measurement.
 """
 
+from contrastlab.data.latent import parse_prior, two_level_prior  # the one prior grammar
 from contrastlab.theory.bounds import (
     COVERAGE_METHODS,
     BoundsTable,
@@ -56,8 +57,6 @@ from contrastlab.theory.study import (
     Violation,
     default_priors,
     monotonicity_study,
-    parse_prior,
-    two_level_prior,
 )
 
 __all__ = [

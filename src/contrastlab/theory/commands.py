@@ -9,8 +9,9 @@ import json
 from collections.abc import Sequence
 
 from contrastlab._tables import columns_table
+from contrastlab.data.latent import parse_prior
 from contrastlab.theory.optimize import optimize_population
-from contrastlab.theory.study import default_priors, monotonicity_study, parse_prior
+from contrastlab.theory.study import default_priors, monotonicity_study
 
 
 def parse_ks(text: str) -> list[int]:

@@ -31,23 +31,17 @@ from typing import Any
 import torch
 
 from contrastlab._validation import check_positive_int
-from contrastlab.data.latent import check_prior, dirichlet_prior, zipf_prior
+from contrastlab.data.latent import (
+    check_prior,
+    dirichlet_prior,
+    two_level_prior,
+    zipf_prior,
+)
 from contrastlab.theory.downstream import downstream_report, downstream_temperature
 from contrastlab.theory.optimize import PopulationOptimum, optimize_population
 
 DOWNSTREAM_KEYS = ("mean_classifier_loss", "supervised_loss")
 DEFAULT_KS = tuple(2**e for e in range(13))  # 1 .. 4096
-
-
-def two_level_prior(num_classes: int, heavy: int, ratio: float) -> torch.Tensor:
-    """``heavy`` classes with ``ratio`` times the mass of each of the others."""
-    c = check_positive_int("num_classes", num_classes)
-    h = check_positive_int("heavy", heavy)
-    if not h < c:
-        raise ValueError(f"heavy must be < num_classes = {c}; got {heavy}")
-    w = torch.ones(c, dtype=torch.float64)
-    w[:h] = float(ratio)
-    return w / w.sum()
 
 
 def default_priors(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -64,38 +58,6 @@ def default_priors(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
     for i in range(2):
         priors[f"dirichlet(1, seed {seed + i})"] = dirichlet_prior(c, 1.0, seed=seed + i)
     return priors
-
-
-def parse_prior(spec: str, num_classes: int) -> torch.Tensor:
-    """Parse a prior given on the command line.
-
-    ``balanced``, ``zipf:S``, ``dirichlet:ALPHA[:SEED]``, ``two-level:HEAVY:RATIO`` or a
-    comma-separated list of C weights (normalized).
-    """
-    c = num_classes
-    name, _, rest = spec.partition(":")
-    args = [a for a in rest.split(":") if a]
-    try:
-        if name == "balanced":
-            return torch.full((c,), 1.0 / c, dtype=torch.float64)
-        if name == "zipf":
-            return zipf_prior(c, float(args[0]) if args else 1.0)
-        if name == "dirichlet":
-            alpha = float(args[0]) if args else 1.0
-            return dirichlet_prior(c, alpha, seed=int(args[1]) if len(args) > 1 else 0)
-        if name == "two-level":
-            return two_level_prior(c, int(args[0]), float(args[1]))
-        weights = torch.tensor([float(x) for x in spec.split(",")], dtype=torch.float64)
-    except (ValueError, IndexError) as err:
-        raise ValueError(
-            f"prior must be balanced, zipf:S, dirichlet:ALPHA[:SEED], two-level:HEAVY:RATIO or "
-            f"{c} comma-separated weights; got {spec!r} ({err})"
-        ) from None
-    if weights.numel() != c or bool((weights < 0).any()) or float(weights.sum()) <= 0:
-        raise ValueError(
-            f"prior must list {c} nonnegative weights with a positive sum; got {spec!r}"
-        )
-    return check_prior(weights / weights.sum())
 
 
 @dataclass
