@@ -1,12 +1,13 @@
-"""Plain-text tables: the one renderer of the tables the commands print (``contrastlab
-optimum``/``conjecture`` columns, the ``geometry`` measure lists)."""
+"""Tables: the one renderer of the tables the package prints or writes: plain text (the
+``optimum``/``conjecture``/``bounds`` columns, the ``geometry`` measure lists) and Markdown (the
+recipe summaries, the demo report, the study and bounds tables)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["columns_table", "format_cell", "measure_table"]
+__all__ = ["columns_table", "format_cell", "markdown_table", "measure_table", "text_table"]
 
 
 def format_cell(v: Any) -> str:
@@ -18,14 +19,42 @@ def format_cell(v: Any) -> str:
     return str(v)
 
 
+def _widths(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[int]:
+    return [max([len(h), *(len(row[i]) for row in body)]) for i, h in enumerate(header)]
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]], rule: bool = True) -> str:
+    """Right-aligned columns separated by two spaces: the header, a rule of dashes (unless
+    ``rule`` is false), the rows of formatted cells."""
+    widths = _widths(header, body)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+
+    lines = [line(header)] + (["  ".join("-" * w for w in widths)] if rule else [])
+    return "\n".join(lines + [line(row) for row in body])
+
+
 def columns_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
     """Right-aligned columns ``cols`` of the dict rows, a header and a rule."""
-    cells = [[format_cell(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    return text_table(cols, [[format_cell(r.get(c, "")) for c in cols] for r in rows])
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]],
+                   aligned: bool = False) -> str:
+    """A GitHub-flavoured Markdown table of formatted cells: compact (``|---|`` rules), or with
+    ``aligned`` the columns padded and right-aligned (``---:``)."""
+    if not aligned:
+        rows = [header, *body]
+        lines = ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]])
+    widths = _widths(header, body)
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in body)])
 
 
 def measure_table(title: str, rows: list[tuple[str, str]]) -> str:

@@ -28,6 +28,7 @@ from torch import nn
 
 import contrastlab
 import contrastlab.losses as L
+from contrastlab._tables import markdown_table
 from contrastlab.data import gaussian_mixture
 from contrastlab.evaluation import mean_classifier
 from contrastlab.geometry import geometry_report
@@ -173,29 +174,24 @@ def _markdown(p: dict, c: int) -> str:
         "The contrastive loss grows with k although the optimal geometry does not change "
         "(Awasthi et al. 2022). `exact=True` batch losses vs the closed forms of SPEC A7.",
         "",
-        "| k | SCL | closed form | UCL | closed form | HUCL beta=1 |",
-        "|---|---|---|---|---|---|",
+        markdown_table(
+            ("k", "SCL", "closed form", "UCL", "closed form", "HUCL beta=1"),
+            [(str(r["k"]), *(f"{r[col]:.6f}" for col in ("scl", "scl_closed_form", "ucl",
+                                                     "ucl_closed_form", "hucl_beta1")))
+             for r in p["etf_table_C10"]]),
     ]
-    for r in p["etf_table_C10"]:
-        lines.append(
-            f"| {r['k']} | {r['scl']:.6f} | {r['scl_closed_form']:.6f} | {r['ucl']:.6f} | "
-            f"{r['ucl_closed_form']:.6f} | {r['hucl_beta1']:.6f} |"
-        )
     lines += [
         "",
         f"## Training on a {c}-class Gaussian mixture (MLP -> R^{c - 1}, unit ball, Adam)",
         "",
         f"Neural collapse means every error column at 0; the ETF cosine is {etf_cosine(c):.3f}.",
         "",
-        "| loss | k | equiangular err | unit-norm err | zero-sum | within-class RMS | "
-        "mean-clf acc | exact loss |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(
+            ("loss", "k", "equiangular err", "unit-norm err", "zero-sum", "within-class RMS",
+             "mean-clf acc", "exact loss"),
+            [(str(r["name"]), str(r["k"]),
+              *(f"{r[col]:.3f}" for col in ("equiangular_error", "unit_norm_error", "zero_sum_norm",
+                                        "within_class_rms", "mean_classifier_accuracy")),
+              f"{r['heldout_exact_loss']:.4f}") for r in p["training"]]),
     ]
-    for r in p["training"]:
-        lines.append(
-            f"| {r['name']} | {r['k']} | {r['equiangular_error']:.3f} | "
-            f"{r['unit_norm_error']:.3f} | {r['zero_sum_norm']:.3f} | "
-            f"{r['within_class_rms']:.3f} | {r['mean_classifier_accuracy']:.3f} | "
-            f"{r['heldout_exact_loss']:.4f} |"
-        )
     return "\n".join(lines) + "\n"

@@ -326,6 +326,7 @@ BATCH_ARGS: dict[str, dict[str, str]] = {
     "debiased_hard": {"z1": "features", "z2": "features"},
     "nce_loss": {"anchor": "features", "positive": "features", "negatives": "per-anchor",
                  "negative_index": "labels"},
+    "hard_contrastive": {"z": "features", "labels": "labels"},
     "scl": {"z": "features", "labels": "labels"},
     "hscl": {"z": "features", "labels": "labels"},
     "ucl": {"z": "features", "labels": "labels"},

@@ -131,6 +131,24 @@ def hard_contrastive(
     return reduce(per_pair, reduction)
 
 
+def _family(z: torch.Tensor, labels: torch.Tensor, negatives: str, beta: float, k: int,
+            temperature: float, normalize: str, exact: bool | str, negatives_reduction: str,
+            reduction: str, generator: torch.Generator | None, tiled: bool | None, gather: bool,
+            group: Any) -> torch.Tensor:
+    """What :func:`scl`, :func:`hscl`, :func:`ucl` and :func:`hucl` compute: the batch's
+    :func:`hard_contrastive`, or with ``gather`` / ``group`` that of the batch gathered over the
+    processes (:func:`contrastlab.distributed.call_gathered`)."""
+    check_generator(generator)
+    args = (z, labels, negatives, beta, k, temperature, normalize, exact, negatives_reduction,
+            reduction, generator, tiled)
+    if gather or group is not None:
+        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
+
+        return call_gathered(hard_contrastive, BATCH_ARGS["hard_contrastive"], *args,
+                             group=group, samples=samples_negatives, check_finite=False)
+    return hard_contrastive(*args, check_finite=False)
+
+
 @loss_inputs("z")
 def scl(
     z: torch.Tensor,
@@ -153,17 +171,8 @@ def scl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    check_generator(generator)
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
-
-        return call_gathered(scl, BATCH_ARGS["scl"], z, labels, k, temperature, normalize, exact,
-                             negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives, check_finite=False)
-    return hard_contrastive(
-        z, labels, "other-class", 0.0, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled, check_finite=False,
-    )
+    return _family(z, labels, "other-class", 0.0, k, temperature, normalize, exact,
+                   negatives_reduction, reduction, generator, tiled, gather, group)
 
 
 @loss_inputs("z")
@@ -190,17 +199,8 @@ def hscl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    check_generator(generator)
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
-
-        return call_gathered(hscl, BATCH_ARGS["hscl"], z, labels, beta, k, temperature, normalize,
-                             exact, negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives, check_finite=False)
-    return hard_contrastive(
-        z, labels, "other-class", beta, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled, check_finite=False,
-    )
+    return _family(z, labels, "other-class", beta, k, temperature, normalize, exact,
+                   negatives_reduction, reduction, generator, tiled, gather, group)
 
 
 @loss_inputs("z")
@@ -227,17 +227,8 @@ def ucl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    check_generator(generator)
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
-
-        return call_gathered(ucl, BATCH_ARGS["ucl"], z, labels, k, temperature, normalize, exact,
-                             negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives, check_finite=False)
-    return hard_contrastive(
-        z, labels, "marginal", 0.0, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled, check_finite=False,
-    )
+    return _family(z, labels, "marginal", 0.0, k, temperature, normalize, exact,
+                   negatives_reduction, reduction, generator, tiled, gather, group)
 
 
 @loss_inputs("z")
@@ -264,14 +255,5 @@ def hucl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    check_generator(generator)
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
-
-        return call_gathered(hucl, BATCH_ARGS["hucl"], z, labels, beta, k, temperature, normalize,
-                             exact, negatives_reduction, reduction, generator, tiled, group=group,
-                             samples=samples_negatives, check_finite=False)
-    return hard_contrastive(
-        z, labels, "marginal", beta, k, temperature, normalize, exact,
-        negatives_reduction, reduction, generator, tiled, check_finite=False,
-    )
+    return _family(z, labels, "marginal", beta, k, temperature, normalize, exact,
+                   negatives_reduction, reduction, generator, tiled, gather, group)

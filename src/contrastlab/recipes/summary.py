@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from contrastlab._tables import markdown_table
+
 __all__ = ["results_markdown"]
 
 
@@ -36,8 +38,6 @@ def results_markdown(out: str | Path, commit: str | None = None) -> str:
     lines = ["# Recipe results", ""]
     if commit:
         lines += [f"Commit: `{commit}`.", ""]
-    lines += ["| recipe | profile | verdict | failed checks | wall time (s) |",
-              "|---|---|---|---|---|"]
     data = []
     for p in paths:
         try:
@@ -45,18 +45,21 @@ def results_markdown(out: str | Path, commit: str | None = None) -> str:
             data.append((p, d))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{p}: not a readable result.json ({exc})") from None
+
+    def profile(d: dict[str, Any]) -> str:
+        return str(d["profile"]) + (" (corrupted)" if d.get("corrupt") else "")
+
+    lines.append(markdown_table(
+        ("recipe", "profile", "verdict", "failed checks", "wall time (s)"),
+        [(d["recipe"], profile(d), f"**{d['verdict']}**",
+          ", ".join(c["name"] for c in d["checks"] if not c["passed"]) or "-",
+          f"{d['seconds']:.0f}") for _p, d in data]))
     for _p, d in data:
-        prof = d["profile"] + (" (corrupted)" if d.get("corrupt") else "")
-        failed = ", ".join(c["name"] for c in d["checks"] if not c["passed"]) or "-"
-        lines.append(f"| {d['recipe']} | {prof} | **{d['verdict']}** | {failed} | "
-                     f"{d['seconds']:.0f} |")
-    for _p, d in data:
-        prof = d["profile"] + (" (corrupted)" if d.get("corrupt") else "")
-        lines += ["", f"## {d['recipe']} [{prof}]: {d['verdict']}", "", d["claim"].strip(), "",
-                  "| check | kind | condition | observed | result |", "|---|---|---|---|---|"]
-        for c in d["checks"]:
-            lines.append(f"| {c['name']} | {c.get('kind', '-')} | `{c['condition']}` | "
-                         f"{_fmt(c['observed'])} | {'ok' if c['passed'] else 'FAIL'} |")
+        lines += ["", f"## {d['recipe']} [{profile(d)}]: {d['verdict']}", "", d["claim"].strip(),
+                  "", markdown_table(
+                      ("check", "kind", "condition", "observed", "result"),
+                      [(c["name"], c.get("kind", "-"), f"`{c['condition']}`", _fmt(c["observed"]),
+                        "ok" if c["passed"] else "FAIL") for c in d["checks"]])]
         notes = d.get("notes") or []
         if notes:
             lines += [""] + [f"- {n}" for n in notes]

@@ -64,6 +64,7 @@ import torch
 from numpy.typing import NDArray
 from scipy.special import entr
 
+from contrastlab._tables import markdown_table, text_table
 from contrastlab._validation import check_choice, check_positive, check_positive_int
 from contrastlab.data.latent import binomial_pmf, check_prior
 
@@ -941,24 +942,11 @@ class BoundsTable:
 
     def to_markdown(self) -> str:
         """A GitHub-flavoured Markdown table with aligned columns."""
-        header, body = self._cells()
-        widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-        line = "| " + " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)) + " |"
-        rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
-        rows = [
-            "| " + " | ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) + " |"
-            for r in body
-        ]
-        return "\n".join([line, rule, *rows])
+        return markdown_table(*self._cells(), aligned=True)
 
     def to_text(self) -> str:
         """A plain aligned text table (right-aligned columns separated by two spaces)."""
-        header, body = self._cells()
-        widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-        lines = [
-            "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *body]
-        ]
-        return "\n".join(lines)
+        return text_table(*self._cells(), rule=False)
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """The rows with JSON-safe values: non-finite numbers become ``"inf"``/``"nan"``."""

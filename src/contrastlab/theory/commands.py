@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contrastlab._tables import columns_table
 from contrastlab.data.latent import parse_prior
 from contrastlab.theory.optimize import optimize_population
-from contrastlab.theory.study import default_priors, monotonicity_study
+from contrastlab.theory.study import STUDY_COLUMNS, default_priors, monotonicity_study
 
 
 def parse_ks(text: str) -> list[int]:
@@ -139,17 +139,7 @@ def conjecture_output(
             indent=2,
             default=str,
         )
-    cols = [
-        "prior",
-        "k",
-        "contrastive_loss",
-        "mean_classifier_loss",
-        "supervised_loss",
-        "mean_classifier_accuracy",
-        "etf_cosine_error",
-        "converged",
-    ]
-    out = [columns_table(res.rows, cols), ""]
+    out = [columns_table(res.rows, list(STUDY_COLUMNS)), ""]
     out.append(f"apparent violations re-solved: {res.rechecked}; confirmed: {len(viol)}")
     for v in viol:
         out.append(

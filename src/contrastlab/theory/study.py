@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from contrastlab._tables import markdown_table
 from contrastlab._validation import check_positive_int
 from contrastlab.data.latent import (
     check_prior,
@@ -76,6 +77,11 @@ class Violation:
         return self.value_to - self.value_from
 
 
+#: the columns of a study's table (markdown and text)
+STUDY_COLUMNS = ("prior", "k", "contrastive_loss", "mean_classifier_loss", "supervised_loss",
+                 "mean_classifier_accuracy", "etf_cosine_error", "converged")
+
+
 @dataclass
 class StudyResult:
     """Tidy result of :func:`monotonicity_study`: one row per (prior, k)."""
@@ -86,24 +92,9 @@ class StudyResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_markdown(self) -> str:
-        cols = [
-            "prior",
-            "k",
-            "contrastive_loss",
-            "mean_classifier_loss",
-            "supervised_loss",
-            "mean_classifier_accuracy",
-            "etf_cosine_error",
-            "converged",
-        ]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for r in self.rows:
-            cells = []
-            for col in cols:
-                v = r.get(col)
-                cells.append(f"{v:.6g}" if isinstance(v, float) else str(v))
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        body = [[f"{v:.6g}" if isinstance(v, float) else str(v)
+                 for v in (r.get(c) for c in STUDY_COLUMNS)] for r in self.rows]
+        return markdown_table(STUDY_COLUMNS, body)
 
 
 def _solve(
