@@ -352,13 +352,17 @@ class ResultStore:
                 "VALUES (?, ?, ?, ?)", rows)
             return c.total_changes - before
 
+    def _status(self, c: sqlite3.Connection, run_id: str) -> str:
+        """The status of ``run_id`` inside a transaction; StoreError if the run is unknown."""
+        row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"run {run_id} is not in {self.path}")
+        return str(row[0])
+
     def mark_running(self, run_id: str) -> bool:
         """Set ``running`` (attempts + 1) unless the run is ``done``; False if it is done."""
         with self.transaction() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"run {run_id} is not in {self.path}")
-            if row[0] == "done":
+            if self._status(c, run_id) == "done":
                 return False
             c.execute(
                 "UPDATE runs SET status = 'running', started_at = ?, finished_at = NULL, "
@@ -392,10 +396,7 @@ class ResultStore:
         if status not in ("done", "nan", "failed"):
             raise ValueError(f"status must be one of 'done', 'nan', 'failed'; got {status!r}")
         with self.transaction() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"run {run_id} is not in {self.path}")
-            if row[0] == "done":
+            if self._status(c, run_id) == "done":
                 return False
             es = epoch_seconds or {}
             for m in epochs or []:

@@ -57,7 +57,7 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,20 @@ def _choice(value: Any, allowed: Sequence[Any]) -> Any:
     return value
 
 
+def _one_of(field: str, allowed: Sequence[Any] | Callable[[], Sequence[Any]],
+            before: bool = False, optional: bool = False) -> Any:
+    """A pydantic validator of ``field``: one of ``allowed`` (a callable is asked at validation
+    time, e.g. the loss registry's names); ``optional``: None passes; ``before``: checked before
+    pydantic's own type check (so ``exact: 1`` is refused, not read as True)."""
+
+    def check(cls: Any, v: Any) -> Any:
+        if optional and v is None:
+            return None
+        return _choice(v, allowed() if callable(allowed) else allowed)
+
+    return field_validator(field, mode="before" if before else "after")(classmethod(check))
+
+
 def _positive_int(value: Any, minimum: int = 1) -> Any:
     if value is None:
         return None
@@ -177,10 +191,7 @@ class DataConfig(_Section):
 
     _seed = field_validator("seed")(classmethod(lambda cls, v: _positive_int(v, 0)))
 
-    @field_validator("pairs")
-    @classmethod
-    def _pairs(cls, v: str) -> str:
-        return _choice(v, PAIR_MODES)
+    _pairs = _one_of("pairs", PAIR_MODES)
 
 
 class ModelConfig(_Section):
@@ -198,10 +209,7 @@ class ModelConfig(_Section):
         classmethod(lambda cls, v: _positive_int(v))
     )
 
-    @field_validator("head")
-    @classmethod
-    def _head(cls, v: str) -> str:
-        return _choice(v, HEADS)
+    _head = _one_of("head", HEADS)
 
 
 class LossConfig(_Section):
@@ -220,10 +228,7 @@ class LossConfig(_Section):
     negatives_reduction: str = "mean"
     score: str = "infonce"
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _choice(v, loss_names())
+    _name = _one_of("name", loss_names)
 
     _ints = field_validator("k", "pool_size")(classmethod(lambda cls, v: _positive_int(v)))
     _nonneg = field_validator("beta")(classmethod(lambda cls, v: _finite(v, 0.0)))
@@ -236,35 +241,17 @@ class LossConfig(_Section):
             raise ValueError(f"must lie in [0, 1); got {v!r}")
         return v
 
-    @field_validator("normalize")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return _choice(v, NORMALIZATIONS)
+    _norm = _one_of("normalize", NORMALIZATIONS)
 
-    @field_validator("sampler")
-    @classmethod
-    def _sampler(cls, v: str | None) -> str | None:
-        return None if v is None else _choice(v, SAMPLERS)
+    _sampler = _one_of("sampler", SAMPLERS, optional=True)
 
-    @field_validator("exact", mode="before")
-    @classmethod
-    def _exact(cls, v: Any) -> Any:
-        return _choice(v, EXACT_MODES)
+    _exact = _one_of("exact", EXACT_MODES, before=True)
 
-    @field_validator("replacement", mode="before")
-    @classmethod
-    def _replacement(cls, v: Any) -> Any:
-        return _choice(v, (False, True))
+    _replacement = _one_of("replacement", (False, True), before=True)
 
-    @field_validator("negatives_reduction")
-    @classmethod
-    def _red(cls, v: str) -> str:
-        return _choice(v, NEGATIVE_REDUCTIONS)
+    _red = _one_of("negatives_reduction", NEGATIVE_REDUCTIONS)
 
-    @field_validator("score")
-    @classmethod
-    def _score(cls, v: str) -> str:
-        return _choice(v, NCE_SCORES)
+    _score = _one_of("score", NCE_SCORES)
 
 
 class OptimConfig(_Section):
@@ -279,15 +266,9 @@ class OptimConfig(_Section):
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _choice(v, OPTIMIZERS)
+    _name = _one_of("name", OPTIMIZERS)
 
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, v: str) -> str:
-        return _choice(v, SCHEDULES)
+    _schedule = _one_of("schedule", SCHEDULES)
 
     _pos = field_validator("lr")(classmethod(lambda cls, v: _finite(v, 0.0, True)))
     _nonneg = field_validator("weight_decay", "momentum", "warmup_epochs", "min_lr")(
@@ -345,10 +326,7 @@ class EvalConfig(_Section):
     )
     _nonneg = field_validator("probe_weight_decay")(classmethod(lambda cls, v: _finite(v, 0.0)))
 
-    @field_validator("features")
-    @classmethod
-    def _features(cls, v: str) -> str:
-        return _choice(v, FEATURES)
+    _features = _one_of("features", FEATURES)
 
     @field_validator("final_probes")
     @classmethod
