@@ -57,6 +57,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ __all__ = [
 #: :data:`~contrastlab.losses.family.LOSSES`, the exact modes and reductions of
 #: :mod:`contrastlab.losses.scl`, the normalizations of :mod:`contrastlab.losses.normalize`
 PAIR_MODES = ("latent", "augment")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")
 HEADS = ("none", "linear", "mlp")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -281,7 +284,14 @@ class TrainConfig(_Section):
     samples), steps per epoch (default: floor(N / batch_size), at least 1), optional gradient
     clipping, progress bar, CPU determinism, torch threads, checkpoints, and
     ``max_memory_gb`` (default 8): the limit that the loss's estimated working memory per step
-    (:func:`step_memory_bytes`) is checked against before any work (not part of the run id)."""
+    (:func:`step_memory_bytes`) is checked against before any work (not part of the run id).
+
+    ``device``: ``auto`` (resolved when the config is parsed: ``cuda`` when a CUDA device is
+    present, else ``cpu``), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a device this machine lacks
+    is refused before any work. ``precision``: ``fp32``, ``bf16`` (the encoder's forward under
+    autocast in bfloat16) or ``fp16`` (float16 autocast with a gradient scaler); the loss is
+    always computed in float32 on the float32 cast of the embeddings. Both enter the run id
+    (they change the numbers) except at ``cpu`` / ``fp32``, so earlier runs keep their ids."""
 
     epochs: int = 10
     batch_size: int = 256
@@ -292,12 +302,22 @@ class TrainConfig(_Section):
     threads: int | None = None
     checkpoint: bool = True
     max_memory_gb: float = 8.0
+    device: str = "auto"
+    precision: str = "fp32"
 
     _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
         classmethod(lambda cls, v: _positive_int(v))
     )
     _pos = field_validator("grad_clip", "max_memory_gb")(
         classmethod(lambda cls, v: _finite(v, 0.0, True)))
+    _precision = _one_of("precision", PRECISIONS)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError(f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {v!r}")
+        return v
 
 
 class EvalConfig(_Section):
@@ -608,13 +628,32 @@ def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
     return loss.model_copy(update=upd)
 
 
+def _resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` or ``cpu``; a device this machine does not have is a ConfigError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"train.device {device!r} is not available on this machine ({count} "
+                              "CUDA device(s)); use 'cpu' or 'auto'")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device 'mps' is not available on this machine; use 'cpu' or "
+                          "'auto'")
+    return device
+
+
 def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     from contrastlab.data.registry import train_size
 
     options = _check_data(cfg.data)
     _check_model(cfg.model)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
-    out = cfg.model_copy(update={"loss": loss})
+    train = cfg.train.model_copy(update={"device": _resolve_device(cfg.train.device)})
+    out = cfg.model_copy(update={"loss": loss, "train": train})
     _check_sizes(out, train_size(cfg.data.name, options))
     _check_memory(out)
     return out
@@ -733,6 +772,9 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
             node.pop(key, None)
     if d["train"].get("threads") in (None, 1):  # the default, one thread: the ids of earlier runs
         d["train"].pop("threads", None)
+    for key, default in (("device", "cpu"), ("precision", "fp32")):  # added later, likewise
+        if d["train"].get(key) == default:
+            d["train"].pop(key, None)
     return d
 
 

@@ -225,6 +225,7 @@ class _Run:
     g_data: torch.Generator
     g_neg: torch.Generator
     steps: int
+    scaler: torch.amp.GradScaler
     forward: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
     history: list[dict[str, Any]] = field(default_factory=list)
     start: int = 0
@@ -314,14 +315,17 @@ def _prepare(cfg: ExperimentConfig, dataset: Any, checkpoint_dir: str | Path | N
 def _build(cfg: ExperimentConfig, prep: _Prepared, rank: int, world: int) -> _Run:
     """The model (initialized from ``seed``), optimizer, schedule and generators of the run."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, prep.data.input_shape)
+    model = build_model(cfg, prep.data.input_shape).to(cfg.train.device)
     opt = build_optimizer(cfg, model)
     n = prep.data.x_train.shape[0]
     steps = cfg.train.steps_per_epoch or max(1, n // cfg.train.batch_size)
     sched = build_scheduler(cfg, opt, steps)
     g_data = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1)
     g_neg = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 2)
-    return _Run(cfg, prep, rank, world, model, opt, sched, g_data, g_neg, steps)
+    # fp16: the loss scaled against gradient underflow (a no-op scaler otherwise)
+    scaler = torch.amp.GradScaler(torch.device(cfg.train.device).type,
+                                  enabled=cfg.train.precision == "fp16")
+    return _Run(cfg, prep, rank, world, model, opt, sched, g_data, g_neg, steps, scaler)
 
 
 def _resume(run: _Run, recorded: Mapping[int, Mapping[str, Any]] | None) -> None:
@@ -346,6 +350,8 @@ def _resume(run: _Run, recorded: Mapping[int, Mapping[str, Any]] | None) -> None
         torch.set_rng_state(state["rng"])
         run.history = list(state["history"])
         run.start = int(state["epoch"])
+        if "scaler" in state and run.scaler.is_enabled():
+            run.scaler.load_state_dict(state["scaler"])
 
 
 def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
@@ -360,6 +366,7 @@ def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
         "g_neg": run.g_neg.get_state(),
         "rng": torch.get_rng_state(),
         "history": run.history,
+        **({"scaler": run.scaler.state_dict()} if run.scaler.is_enabled() else {}),
     }
 
 
@@ -435,12 +442,21 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any] | None:
 
 
 def _optimize(run: _Run, loss: torch.Tensor) -> None:
-    """Backward, optional gradient clipping, the optimizer step and the schedule's step."""
+    """Backward, optional gradient clipping, the optimizer step and the schedule's step (with
+    ``train.precision: fp16`` through the gradient scaler)."""
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if run.cfg.train.grad_clip is not None:
-        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
-    run.opt.step()
+    if not run.scaler.is_enabled():
+        loss.backward()
+        if run.cfg.train.grad_clip is not None:
+            nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+        run.opt.step()
+    else:  # fp16: scaled backward; clip the unscaled gradients; skip a step with inf / NaN
+        run.scaler.scale(loss).backward()
+        if run.cfg.train.grad_clip is not None:
+            run.scaler.unscale_(run.opt)
+            nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+        run.scaler.step(run.opt)
+        run.scaler.update()
     run.sched.step()
 
 

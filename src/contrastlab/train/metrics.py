@@ -46,11 +46,13 @@ GEOMETRY_METRICS = (
 @torch.no_grad()
 def embed(model: Encoder, x: torch.Tensor, features: str = "output",
           batch_size: int = 1024) -> torch.Tensor:
-    """Embeddings of ``x`` in eval mode, in batches (the model's mode is restored)."""
+    """Embeddings of ``x`` in eval mode, in batches (the model's mode is restored), computed on
+    the model's device and returned on the CPU."""
     was = model.training
     model.eval()
-    try:
-        parts = [model.embed(x[i : i + batch_size], features)
+    device = next(model.parameters()).device
+    try:  # on the model's device, in float32; the embeddings come back to the CPU
+        parts = [model.embed(x[i : i + batch_size].to(device), features).float().cpu()
                  for i in range(0, x.shape[0], batch_size)]
     finally:
         model.train(was)

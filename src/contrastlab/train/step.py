@@ -31,7 +31,7 @@ from torch import nn
 from contrastlab.losses.registry import get_loss
 from contrastlab.train.config import ExperimentConfig, LossConfig
 
-__all__ = ["all_ranks_ok", "contrastive_loss", "step_inputs", "step_loss"]
+__all__ = ["AUTOCAST", "all_ranks_ok", "contrastive_loss", "encode", "step_inputs", "step_loss"]
 
 
 def _views(data_x: torch.Tensor, data_y: torch.Tensor, idx: torch.Tensor, mode: str,
@@ -103,6 +103,28 @@ def contrastive_loss(
                                generator=generator, stats=stats, pool_ids=pool_ids)
 
 
+#: ``train.precision`` -> the autocast dtype of the encoder's forward (None: float32, no autocast)
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def encode(model: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """The encoder's output for ``x`` (moved to the model's device): in float32, or for ``bf16``
+    / ``fp16`` the forward under autocast, its output cast to float32 (the loss is computed in
+    float32 on it)."""
+    device = next(model.parameters()).device
+    x = x.to(device)
+    dtype = AUTOCAST[precision]
+    if dtype is None:
+        return model(x)
+    with torch.autocast(device.type, dtype=dtype):
+        z = model(x)
+    return z.float()
+
+
+def _to(device: torch.device, *tensors: torch.Tensor | None) -> tuple[Any, ...]:
+    return tuple(None if t is None else t.to(device) for t in tensors)
+
+
 def all_ranks_ok(ok: bool, world: int) -> bool:
     """Whether ``ok`` holds on every rank (a MIN all_reduce; ``ok`` itself when world = 1)."""
     if world == 1:
@@ -131,9 +153,10 @@ def step_loss(
     and, after DDP's gradient average, the same gradient."""
     b = labels.shape[0]
     if world == 1:
-        z = model(inputs)
+        z = encode(model, inputs, cfg.train.precision)
         if not bool(torch.isfinite(z).all()):
             raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
+        labels, pool_labels, pool_ids = _to(z.device, labels, pool_labels, pool_ids)
         pool = z[2 * b :] if pool_labels is not None else None
         return contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels,
                                 generator, stats=stats, pool_ids=pool_ids)
@@ -152,9 +175,10 @@ def step_loss(
             local_pool_labels = pool_labels[rank * pl : (rank + 1) * pl]
         else:
             parts.append(inputs[2 * b :])
-    z = model(torch.cat(parts))
+    z = encode(model, torch.cat(parts), cfg.train.precision)
     if not all_ranks_ok(bool(torch.isfinite(z).all()), world):  # every rank stops together
         raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
+    labels, local_pool_labels, pool_ids = _to(z.device, labels, local_pool_labels, pool_ids)
     local_pool = z[2 * bl :] if pool_labels is not None else None
     spec = _STEP_BATCH_ARGS_POOL if shard_pool else _STEP_BATCH_ARGS
     return call_gathered(contrastive_loss, spec, cfg.loss, z[:bl], z[bl : 2 * bl],

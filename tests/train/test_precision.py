@@ -1,0 +1,115 @@
+"""train.device and train.precision (issue 16, item 1): the device is resolved once and checked,
+bf16 / fp16 autocast trains finite and close to float32, resumes exactly (the fp16 scaler in the
+checkpoint), and the run ids of float32 CPU runs do not change. CUDA tests are marked ``cuda``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import contrastlab.train as T
+from contrastlab.data.registry import load_dataset
+from contrastlab.train.config import ConfigError, hashed_config, parse_config, run_id
+from contrastlab.train.step import encode
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def _cfg(**train: Any) -> Any:
+    return parse_config({
+        "seed": 0,
+        "data": {"name": "synthetic", "options": {"classes": 4, "dim": 8, "n_train": 256,
+                                                  "n_test": 128}},
+        "model": {"encoder": "mlp", "out_dim": 4, "options": {"hidden": 32}},
+        "loss": {"name": "hucl", "k": 16, "beta": 1.0},
+        "optim": {"lr": 0.003},
+        "train": {"epochs": 2, "batch_size": 64, "progress": False, "threads": 1, **train},
+        "eval": {"every": 0, "final_lsup": False, "final_knn": False, "final_probes": [],
+                 "geometry": False, "linear_probe": False},
+    })
+
+
+@pytest.fixture(scope="module")
+def data() -> Any:
+    return load_dataset("synthetic", seed=0, classes=4, dim=8, n_train=256, n_test=128)
+
+
+def test_the_device_is_resolved_once_and_checked() -> None:
+    cfg = _cfg()
+    assert cfg.train.device == ("cuda" if HAS_CUDA else "cpu")
+    assert _cfg(device="cpu").train.device == "cpu"
+    for bad, msg in (("gpu", "train.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+                     ("cuda:99", "train.device 'cuda:99' is not available"),
+                     ("fp8", None)):
+        if msg is None:
+            with pytest.raises(ConfigError, match=r"^train\.precision must be one of"):
+                _cfg(precision=bad)
+            continue
+        with pytest.raises(ConfigError, match=msg):
+            _cfg(device=bad)
+    if not HAS_CUDA:
+        with pytest.raises(ConfigError, match=r"train\.device 'cuda' is not available"):
+            _cfg(device="cuda")
+
+
+def test_float32_cpu_runs_keep_their_ids_and_precision_enters_the_id() -> None:
+    plain = _cfg(device="cpu")
+    assert "device" not in hashed_config(plain)["train"]
+    assert "precision" not in hashed_config(plain)["train"]
+    assert run_id(_cfg(device="cpu", precision="fp32")) == run_id(plain)
+    assert run_id(_cfg(device="cpu", precision="bf16")) != run_id(plain)
+    assert hashed_config(_cfg(device="cpu", precision="bf16"))["train"]["precision"] == "bf16"
+
+
+def test_encode_autocasts_the_forward_and_returns_float32() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x = torch.randn(10, 8)
+    want = model(x)
+    assert torch.equal(encode(model, x, "fp32"), want)
+    for precision in ("bf16", "fp16"):
+        z = encode(model, x, precision)
+        assert z.dtype == torch.float32
+        torch.testing.assert_close(z, want, atol=0.05, rtol=0.05)
+        assert not torch.equal(z, want)  # computed in low precision
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_trains_close_to_float32_and_deterministically(
+    data: Any, precision: str
+) -> None:
+    ref = T.train(_cfg(device="cpu"), data)
+    low = T.train(_cfg(device="cpu", precision=precision), data)
+    again = T.train(_cfg(device="cpu", precision=precision), data)
+    assert low.status == "done" and low.epochs == again.epochs
+    for a, b in zip(ref.epochs, low.epochs, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.03 * a["train_loss"]
+        assert a["train_loss"] != b["train_loss"]
+
+
+def test_fp16_resumes_exactly_with_its_gradient_scaler(data: Any, tmp_path: Path) -> None:
+    cfg = _cfg(device="cpu", precision="fp16", epochs=3)
+    full = T.train(cfg, data, checkpoint_dir=tmp_path / "a")
+    part = T.train(cfg, data, checkpoint_dir=tmp_path / "b", stop_after=1)
+    assert part.status == "stopped"
+    from contrastlab.checkpoint import read as read_checkpoint
+
+    state = read_checkpoint(tmp_path / "b" / T.CHECKPOINT_NAME)
+    assert "scaler" in state and state["scaler"]["scale"] > 0
+    resumed = T.train(cfg, data, checkpoint_dir=tmp_path / "b")
+    assert resumed.resumed_from == 1 and resumed.epochs == full.epochs
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_run_matches_the_cpu_run(data: Any, precision: str) -> None:
+    cpu = T.train(_cfg(device="cpu", precision=precision), data)
+    gpu = T.train(_cfg(device="cuda", precision=precision), data)
+    assert gpu.status == "done"
+    assert next(gpu.model.parameters()).device.type == "cuda"
+    for a, b in zip(cpu.epochs, gpu.epochs, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.03 * a["train_loss"]
+    print(f"peak CUDA memory ({precision}): {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
