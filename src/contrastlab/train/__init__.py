@@ -8,6 +8,7 @@ losses, data, models, geometry, evaluation, checkpoint, convergence):
 - :mod:`~contrastlab.train.build`: the parts a run is built from: its data (:func:`load_data`, a
   :class:`contrastlab.data.base.Dataset`), encoder (:func:`build_model`), optimizer and
   learning-rate schedule (:func:`lr_factor`);
+- :mod:`~contrastlab.train.queue`: the queue of negatives (MoCo v2) and its momentum key encoder;
 - :mod:`~contrastlab.train.step`: one training step: its inputs (views and pool) and its loss
   (:func:`contrastive_loss`: the configured loss's registry spec,
   :mod:`contrastlab.losses.registry`; the trainer holds no loss math), single-process or data

@@ -31,6 +31,11 @@ list), validates, and *resolves* the config:
   et al.'s law and the behaviour of earlier versions). Neither excludes the anchor's own sample
   or its positive's from the marginal samplers' pool (the population law draws x- ~ D
   independently of x); the other-class samplers never draw them;
+- ``loss.negatives_from`` (explicit-k losses): ``dataset`` (the pool above, the default),
+  ``queue`` (a FIFO of ``loss.queue_size`` keys of earlier steps, default ``max(k,
+  train.batch_size)``; :mod:`contrastlab.train.queue`; ``model.momentum`` > 0 adds an EMA key
+  encoder) or ``batch`` (the step's 2B views); the source must hold at least k entries without
+  replacement;
 - fields that do not apply to the chosen loss are set to their neutral value (``k``: null for the
   in-batch losses, whose negatives are the 2B - 2 other views; ``beta``: 0 for ``scl``/``ucl``/
   ``infonce``/``supcon`` and ``nce`` with an untilted sampler; ...), so that a grid such as
@@ -100,6 +105,8 @@ __all__ = [
 #: :mod:`contrastlab.losses.scl`, the normalizations of :mod:`contrastlab.losses.normalize`
 PAIR_MODES = ("latent", "augment")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: where an explicit-k loss's negatives come from (``loss.negatives_from``)
+NEGATIVE_SOURCES = ("dataset", "queue", "batch")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")
 HEADS = ("none", "linear", "mlp")
 OPTIMIZERS = ("adam", "sgd")
@@ -207,6 +214,14 @@ class ModelConfig(_Section):
     head_dim: int | None = None
     head_hidden: int | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    momentum: float = 0.0
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum(cls, v: float) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
+            raise ValueError(f"must lie in [0, 1); got {v!r}")
+        return float(v)
 
     _ints = field_validator("out_dim", "head_dim", "head_hidden")(
         classmethod(lambda cls, v: _positive_int(v))
@@ -228,12 +243,16 @@ class LossConfig(_Section):
     exact: bool | str = False
     pool_size: int | None = None
     replacement: bool = False
+    negatives_from: str = "dataset"
+    queue_size: int | None = None
     negatives_reduction: str = "mean"
     score: str = "infonce"
 
     _name = _one_of("name", loss_names)
 
-    _ints = field_validator("k", "pool_size")(classmethod(lambda cls, v: _positive_int(v)))
+    _ints = field_validator("k", "pool_size", "queue_size")(
+        classmethod(lambda cls, v: _positive_int(v)))
+    _source = _one_of("negatives_from", NEGATIVE_SOURCES)
     _nonneg = field_validator("beta")(classmethod(lambda cls, v: _finite(v, 0.0)))
     _pos = field_validator("temperature")(classmethod(lambda cls, v: _finite(v, 0.0, True)))
 
@@ -561,7 +580,7 @@ def step_memory_bytes(cfg: ExperimentConfig) -> int:
     d = cfg.model.head_dim or cfg.model.out_dim
     loss = cfg.loss
     if get_loss(loss.name).explicit_k:
-        pool = loss.pool_size or 0
+        pool = loss.pool_size or loss.queue_size or (b2 if loss.negatives_from == "batch" else 0)
         per = 48 if loss.exact is not False else 24
         return b2 * pool * per + (b2 + pool) * d * 12
     cols = b2 if b2 < 1024 else 256
@@ -584,16 +603,24 @@ def _resolve_k(loss: LossConfig, batch_size: int) -> dict[str, Any]:
     if loss.k is None:
         raise ConfigError(f"loss.k is required for {loss.name!r} (the number of negatives per "
                           "anchor, independent of the batch size); e.g. loss.k=64")
-    pool = loss.pool_size if loss.pool_size is not None else max(loss.k, batch_size)
     # the exact forms make no draw: their expectation is over k i.i.d. draws
     replacement = loss.replacement or loss.exact is not False
-    if not replacement and pool < loss.k:
+    size = {"dataset": loss.pool_size, "queue": loss.queue_size, "batch": 2 * batch_size}
+    default = max(loss.k, batch_size)
+    upd: dict[str, Any] = {
+        "replacement": replacement,
+        "pool_size": (loss.pool_size or default) if loss.negatives_from == "dataset" else None,
+        "queue_size": (loss.queue_size or default) if loss.negatives_from == "queue" else None,
+    }
+    have = size[loss.negatives_from] or default
+    if not replacement and have < loss.k:
+        field = {"dataset": "loss.pool_size", "queue": "loss.queue_size",
+                 "batch": "the 2 x train.batch_size views (loss.negatives_from=batch)"}
         raise ConfigError(
-            f"loss.pool_size must be >= loss.k ({loss.k}) when loss.replacement is false "
-            f"(k distinct negatives per anchor); got {pool}; set loss.pool_size >= "
-            f"{loss.k}, leave it unset (max(k, train.batch_size)) or set "
-            "loss.replacement=true")
-    return {"pool_size": pool, "replacement": replacement}
+            f"{field[loss.negatives_from]} must be >= loss.k ({loss.k}) when loss.replacement "
+            f"is false (k distinct negatives per anchor); got {have}; raise it, lower loss.k "
+            "or set loss.replacement=true")
+    return upd
 
 
 def _resolve_sampler(spec: LossSpec, loss: LossConfig) -> str | None:
@@ -609,7 +636,8 @@ def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
     (all from its registry spec, :mod:`contrastlab.losses.registry`)."""
     spec = get_loss(loss.name)
     upd: dict[str, Any] = (_resolve_k(loss, batch_size) if spec.explicit_k
-                           else {"k": None, "pool_size": None, "replacement": False})
+                           else {"k": None, "pool_size": None, "replacement": False,
+                                 "negatives_from": "dataset", "queue_size": None})
     upd["sampler"] = _resolve_sampler(spec, loss)
     tilted = spec.tilted(upd["sampler"])
     upd["beta"] = (spec.default("beta") if loss.beta is None else loss.beta) if tilted else 0.0
@@ -653,7 +681,12 @@ def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     _check_model(cfg.model)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
     train = cfg.train.model_copy(update={"device": _resolve_device(cfg.train.device)})
-    out = cfg.model_copy(update={"loss": loss, "train": train})
+    model = cfg.model
+    if cfg.model.momentum and loss.negatives_from != "queue":
+        raise ConfigError(f"model.momentum ({cfg.model.momentum:g}) is the key encoder of a "
+                          "queue of negatives: set loss.negatives_from=queue (and an explicit-k "
+                          "loss) or model.momentum=0")
+    out = cfg.model_copy(update={"loss": loss, "train": train, "model": model})
     _check_sizes(out, train_size(cfg.data.name, options))
     _check_memory(out)
     return out
@@ -772,9 +805,11 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
             node.pop(key, None)
     if d["train"].get("threads") in (None, 1):  # the default, one thread: the ids of earlier runs
         d["train"].pop("threads", None)
-    for key, default in (("device", "cpu"), ("precision", "fp32")):  # added later, likewise
-        if d["train"].get(key) == default:
-            d["train"].pop(key, None)
+    for section, key, default in (("train", "device", "cpu"), ("train", "precision", "fp32"),
+                                  ("loss", "negatives_from", "dataset"),
+                                  ("loss", "queue_size", None), ("model", "momentum", 0.0)):
+        if d[section].get(key) == default:  # added later, likewise
+            d[section].pop(key, None)
     return d
 
 

@@ -56,7 +56,8 @@ from contrastlab.train.build import (
 )
 from contrastlab.train.config import ExperimentConfig, parse_config, run_id
 from contrastlab.train.metrics import evaluate
-from contrastlab.train.step import all_ranks_ok, step_inputs, step_loss
+from contrastlab.train.queue import NegativeQueue, key_encoder, update_key_encoder
+from contrastlab.train.step import all_ranks_ok, fill_queue, step_inputs, step_loss
 
 __all__ = ["CHECKPOINT_NAME", "TrainResult", "run_threads", "train"]
 
@@ -226,6 +227,8 @@ class _Run:
     g_neg: torch.Generator
     steps: int
     scaler: torch.amp.GradScaler
+    queue: NegativeQueue | None = None  # loss.negatives_from: queue
+    key_model: nn.Module | None = None  # its momentum (EMA) key encoder, model.momentum > 0
     forward: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
     history: list[dict[str, Any]] = field(default_factory=list)
     start: int = 0
@@ -290,6 +293,9 @@ def _prepare(cfg: ExperimentConfig, dataset: Any, checkpoint_dir: str | Path | N
             f"train.batch_size {cfg.train.batch_size} must be divisible by the world size "
             f"{world} (each rank takes an equal slice of the global batch)"
         )
+    if world > 1 and cfg.loss.negatives_from != "dataset":
+        raise ValueError(f"loss.negatives_from={cfg.loss.negatives_from} is not supported under "
+                         "torchrun yet (world size > 1); use dataset")
     rid = run_id(cfg)
     data = as_train_data(load_data(cfg) if dataset is None else dataset)
     if cfg.data.shuffle_labels:
@@ -325,7 +331,13 @@ def _build(cfg: ExperimentConfig, prep: _Prepared, rank: int, world: int) -> _Ru
     # fp16: the loss scaled against gradient underflow (a no-op scaler otherwise)
     scaler = torch.amp.GradScaler(torch.device(cfg.train.device).type,
                                   enabled=cfg.train.precision == "fp16")
-    return _Run(cfg, prep, rank, world, model, opt, sched, g_data, g_neg, steps, scaler)
+    run = _Run(cfg, prep, rank, world, model, opt, sched, g_data, g_neg, steps, scaler)
+    if cfg.loss.negatives_from == "queue":
+        run.key_model = key_encoder(model) if cfg.model.momentum > 0 else None
+        g_queue = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 3)
+        run.queue = fill_queue(cfg, run.key_model or model, prep.data.x_train,
+                               prep.data.y_train, prep.augment, g_queue)
+    return run
 
 
 def _resume(run: _Run, recorded: Mapping[int, Mapping[str, Any]] | None) -> None:
@@ -352,6 +364,10 @@ def _resume(run: _Run, recorded: Mapping[int, Mapping[str, Any]] | None) -> None
         run.start = int(state["epoch"])
         if "scaler" in state and run.scaler.is_enabled():
             run.scaler.load_state_dict(state["scaler"])
+        if run.queue is not None:
+            run.queue.load_state_dict(state["queue"])
+        if run.key_model is not None:
+            run.key_model.load_state_dict(state["key_model"])
 
 
 def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
@@ -367,6 +383,8 @@ def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
         "rng": torch.get_rng_state(),
         "history": run.history,
         **({"scaler": run.scaler.state_dict()} if run.scaler.is_enabled() else {}),
+        **({"queue": run.queue.state_dict()} if run.queue is not None else {}),
+        **({"key_model": run.key_model.state_dict()} if run.key_model is not None else {}),
     }
 
 
@@ -421,7 +439,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any] | None:
         try:
             loss = step_loss(cfg, run.forward, inputs, labels, pool_labels, run.g_neg,
                              run.rank, run.world, stats=draw_stats if s == 0 else None,
-                             pool_ids=pool_ids)
+                             pool_ids=pool_ids, queue=run.queue, key_model=run.key_model,
+                             batch_ids=idx)
         except FloatingPointError as exc:
             run.stop(f"{exc} at epoch {epoch + 1}, step {s + 1}")
             return None
@@ -458,6 +477,8 @@ def _optimize(run: _Run, loss: torch.Tensor) -> None:
         run.scaler.step(run.opt)
         run.scaler.update()
     run.sched.step()
+    if run.key_model is not None:  # MoCo: theta_k <- m theta_k + (1 - m) theta_q
+        update_key_encoder(run.key_model, run.model, run.cfg.model.momentum)
 
 
 def _evaluate_epoch(run: _Run, epoch: int, metrics: dict[str, Any]) -> bool:

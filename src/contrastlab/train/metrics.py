@@ -93,7 +93,8 @@ def heldout_loss(cfg: ExperimentConfig, model: Encoder, x: torch.Tensor, y: torc
         values = []
         for start in range(0, max(1, x.shape[0] - b + 1), b):
             idx = torch.arange(start, start + b)
-            inputs, labels, pool_labels, _ = step_inputs(cfg, x, y, idx, g, augment)
+            inputs, labels, pool_labels, _ = step_inputs(cfg, x, y, idx, g, augment,
+                                                         heldout=True)
             values.append(float(step_loss(cfg, model, inputs, labels, pool_labels, g)))
     finally:
         model.train(was)

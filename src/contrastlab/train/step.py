@@ -30,8 +30,17 @@ from torch import nn
 
 from contrastlab.losses.registry import get_loss
 from contrastlab.train.config import ExperimentConfig, LossConfig
+from contrastlab.train.queue import NegativeQueue
 
-__all__ = ["AUTOCAST", "all_ranks_ok", "contrastive_loss", "encode", "step_inputs", "step_loss"]
+__all__ = [
+    "AUTOCAST",
+    "all_ranks_ok",
+    "contrastive_loss",
+    "encode",
+    "fill_queue",
+    "step_inputs",
+    "step_loss",
+]
 
 
 def _views(data_x: torch.Tensor, data_y: torch.Tensor, idx: torch.Tensor, mode: str,
@@ -64,17 +73,21 @@ def _augment_pool(x: torch.Tensor, augment: Any, generator: torch.Generator) -> 
 
 def step_inputs(
     cfg: ExperimentConfig, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
-    generator: torch.Generator, augment: Any,
+    generator: torch.Generator, augment: Any, heldout: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(inputs to encode: [x1; x2; pool], the batch labels, the pool labels or None, the pool's
-    data-set indices or None)."""
+    data-set indices or None). A pool of the data set is drawn for ``loss.negatives_from:
+    dataset``, and for ``queue`` on held-out data (``heldout``: the held-out loss is measured
+    against a fresh pool of ``loss.queue_size`` samples, the queue holding training keys)."""
     x1, x2 = _views(x, y, idx, cfg.data.pairs, generator, augment)
     parts = [x1, x2]
     pool_labels = pidx = None
     spec = get_loss(cfg.loss.name)
-    if spec.explicit_k:
-        assert cfg.loss.pool_size is not None
-        pidx = _pool(y, cfg.loss.pool_size, generator, y[idx], spec.supervised(cfg.loss.sampler),
+    source = cfg.loss.negatives_from
+    if spec.explicit_k and (source == "dataset" or (source == "queue" and heldout)):
+        size = cfg.loss.pool_size or cfg.loss.queue_size
+        assert size is not None
+        pidx = _pool(y, size, generator, y[idx], spec.supervised(cfg.loss.sampler),
                      cfg.loss.replacement)
         parts.append(_augment_pool(x[pidx], augment, generator))
         pool_labels = y[pidx]
@@ -101,6 +114,22 @@ def contrastive_loss(
     """
     return get_loss(loss.name)(z1, z2, labels, loss.model_dump(), pool, pool_labels,
                                generator=generator, stats=stats, pool_ids=pool_ids)
+
+
+def _other_negatives(
+    cfg: ExperimentConfig, views: torch.Tensor, labels: torch.Tensor,
+    queue: NegativeQueue | None, batch_ids: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(pool, its labels, its data-set ids) for ``loss.negatives_from``: ``batch`` (the step's
+    2B views themselves, with their gradients) or ``queue`` (a copy of the queue's keys: the
+    queue changes after the loss, before the backward)."""
+    if cfg.loss.negatives_from == "batch":
+        ids = None if batch_ids is None else torch.cat([batch_ids, batch_ids]).to(views.device)
+        return views, torch.cat([labels, labels]), ids
+    if queue is None:
+        raise ValueError("loss.negatives_from=queue needs the run's queue of negatives")
+    return (queue.keys.clone(), queue.labels.to(views.device).clone(),
+            queue.ids.to(views.device).clone())
 
 
 #: ``train.precision`` -> the autocast dtype of the encoder's forward (None: float32, no autocast)
@@ -144,6 +173,8 @@ def step_loss(
     cfg: ExperimentConfig, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     pool_labels: torch.Tensor | None, generator: torch.Generator, rank: int = 0, world: int = 1,
     stats: dict[str, float] | None = None, pool_ids: torch.Tensor | None = None,
+    queue: NegativeQueue | None = None, key_model: nn.Module | None = None,
+    batch_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The step's loss. ``inputs`` is the *global* ``[x1; x2; pool]`` (every rank builds the same
     one from the same generator); with ``world > 1`` rank r encodes its contiguous slice of the
@@ -158,8 +189,22 @@ def step_loss(
             raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
         labels, pool_labels, pool_ids = _to(z.device, labels, pool_labels, pool_ids)
         pool = z[2 * b :] if pool_labels is not None else None
-        return contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels,
+        if pool is None and get_loss(cfg.loss.name).explicit_k:
+            pool, pool_labels, pool_ids = _other_negatives(cfg, z[: 2 * b], labels, queue,
+                                                           batch_ids)
+        loss = contrastive_loss(cfg.loss, z[:b], z[b : 2 * b], labels, pool, pool_labels,
                                 generator, stats=stats, pool_ids=pool_ids)
+        if queue is not None:  # after the loss: this step's keys replace the oldest
+            keys = z[b : 2 * b]
+            if key_model is not None:
+                with torch.no_grad():
+                    keys = encode(key_model, inputs[b : 2 * b], cfg.train.precision)
+            queue.push(keys, labels, batch_ids if batch_ids is not None
+                       else torch.full_like(labels, -1))
+        return loss
+    if cfg.loss.negatives_from != "dataset":
+        raise ValueError(f"loss.negatives_from={cfg.loss.negatives_from} is not supported under "
+                         "torchrun yet (world size > 1); use dataset")
     from contrastlab.distributed import call_gathered
 
     bl = b // world
@@ -184,3 +229,24 @@ def step_loss(
     return call_gathered(contrastive_loss, spec, cfg.loss, z[:bl], z[bl : 2 * bl],
                          labels[lo:hi], local_pool, local_pool_labels, generator,
                          stats=stats, pool_ids=pool_ids)
+
+
+def fill_queue(cfg: ExperimentConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               augment: Any, generator: torch.Generator) -> NegativeQueue:
+    """The initial queue of ``loss.queue_size`` keys: training samples drawn as the data-set
+    pool draws them (distinct unless the queue exceeds the data set; one augmented view each in
+    ``augment`` mode), encoded by ``model`` (the key encoder) in eval mode, without gradients."""
+    size = cfg.loss.queue_size
+    assert size is not None
+    ids = _pool(y, size, generator, y[:1], False, cfg.loss.replacement)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            keys = torch.cat([encode(model, _augment_pool(x[ids[i : i + 1024]], augment,
+                                                          generator), cfg.train.precision)
+                              for i in range(0, size, 1024)])
+    finally:
+        model.train(was)
+    return NegativeQueue(keys.float(), y[ids].to(keys.device).clone(),
+                         ids.to(keys.device).clone())
