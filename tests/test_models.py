@@ -13,6 +13,7 @@ SHAPES: dict[str, list[tuple[int, ...]]] = {
     "cnn1d": [(1, 40), (40,)],
     "cnn28": [(1, 28, 28), (1, 8, 8), (3, 28, 28)],
     "resnet18-cifar": [(3, 16, 16)],
+    "resnet50": [(3, 32, 32)],
     "linear": [(384,)],
 }
 
@@ -66,6 +67,16 @@ def test_projection_head(head: str) -> None:
     assert enc.representation(x).shape == (5, 16)
     assert enc.embed(x, "backbone").shape == (5, 16)
     assert enc.output_dim == 4 and enc.out_dim == 16
+
+
+def test_resnet50_stems() -> None:
+    big = build_encoder("resnet50", (3, 64, 64), out_dim=8)
+    assert big.backbone.conv1.kernel_size == (7, 7) and big.backbone.fc.in_features == 2048
+    small = build_encoder("resnet50", (3, 32, 32), out_dim=8, stem="cifar")
+    assert small.backbone.conv1.stride == (1, 1)
+    assert isinstance(small.backbone.maxpool, torch.nn.Identity)
+    with pytest.raises(ValueError, match="stem"):
+        build_encoder("resnet50", (3, 32, 32), out_dim=8, stem="tiny")
 
 
 def test_resnet_has_the_cifar_stem() -> None:

@@ -23,6 +23,9 @@ Registered backbones (:func:`list_encoders`):
 - ``resnet18-cifar``: torchvision's ResNet-18 with the CIFAR stem (3 x 3 conv, stride 1, no
   max-pool; He et al. 2016 Sec. 4.2, as in SimCLR's CIFAR experiments); its ``fc`` maps the
   512 pooled features to ``out_dim``. Needs torchvision (extra ``vision``).
+- ``resnet50``: torchvision's ResNet-50 (He et al. 2016), the encoder of Jiang et al. (CIFAR-100)
+  and Robinson et al. / Chuang et al. (STL-10); option ``stem``: ``imagenet`` (default) or
+  ``cifar``; its ``fc`` maps the 2048 pooled features to ``out_dim``.
 - ``linear``: one linear map, for precomputed embeddings (e.g. the MiniLM sentence vectors).
 
 :func:`build_encoder` builds one; every builder validates its arguments and fails with a one-line
@@ -35,7 +38,7 @@ import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -329,6 +332,33 @@ def _resnet18_cifar(input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
     net = resnet18(weights=None, num_classes=out_dim)
     net.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
+    return net
+
+
+class ResNet50Options(OptionsModel):
+    """``resnet50``: the ``stem``: ``imagenet`` (7 x 7 conv, stride 2, max-pool; for 96 px and
+    up, e.g. STL-10) or ``cifar`` (3 x 3 conv, stride 1, no max-pool; for 32 px)."""
+
+    stem: Literal["imagenet", "cifar"] = "imagenet"
+
+
+@register_encoder("resnet50", "torchvision ResNet-50 (stem imagenet or cifar), input (C, H, W)",
+                  ("image",), options=ResNet50Options)
+def _resnet50(input_shape: tuple[int, ...], out_dim: int, stem: str = "imagenet") -> nn.Module:
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape for encoder 'resnet50' must be (channels, H, W); got {input_shape}")
+    try:
+        from torchvision.models import resnet50
+    except ImportError as exc:  # pragma: no cover - torchvision is a declared extra
+        raise ValueError("encoder 'resnet50' needs torchvision: pip install 'contrastlab[vision]'"
+                         ) from exc
+    net = resnet50(weights=None, num_classes=out_dim)
+    if stem == "cifar":
+        net.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif input_shape[0] != 3:
+        net.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
     return net
 
 

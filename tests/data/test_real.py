@@ -398,6 +398,9 @@ def small_configs(tmp_path: Path, no_md5: None) -> dict[str, dict[str, Any]]:
     fashion = write_fashion(tmp_path / "fashion", fake_fashion())
     write_cifar(tmp_path / "c10", hundred=False)
     write_cifar(tmp_path / "c100", hundred=True)
+    from tests.data.test_stl10 import _write as write_stl10
+
+    write_stl10(tmp_path / "stl", n_train=20, n_test=10)
     return {
         "synthetic": {"classes": 3, "dim": 4, "n_train": 60, "n_test": 30},
         "synthetic-circle": {"classes": 4, "per_class": 10},
@@ -406,6 +409,7 @@ def small_configs(tmp_path: Path, no_md5: None) -> dict[str, dict[str, Any]]:
         "fashion-mnist": {"root": str(fashion), "cache_dir": str(tmp_path / "cache")},
         "cifar10": {"root": str(tmp_path / "c10")},
         "cifar100": {"root": str(tmp_path / "c100")},
+        "stl10": {"root": str(tmp_path / "stl"), "size": 32},
         "rotten-tomatoes": {"max_samples": RT_SUBSET},  # + the module's cache_dir
     }
 

@@ -31,6 +31,7 @@ BUILTIN_NAMES = [
     "fashion-mnist",
     "cifar10",
     "cifar100",
+    "stl10",
     "rotten-tomatoes",
 ]
 

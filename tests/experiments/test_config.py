@@ -143,13 +143,15 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 def test_shipped_configs_are_valid(path: Path, tmp_path: Path) -> None:
     raw = yaml.safe_load(path.read_text())
     sets = []
-    if raw["data"]["name"] in ("cifar10", "cifar100", "fashion-mnist"):
+    if raw["data"]["name"] in ("cifar10", "cifar100", "fashion-mnist", "stl10"):
         # a directory given by the user, with the files the data set reads (names only here)
         from contrastlab.data.real import _CIFAR_FILES, FASHION_MNIST_FILES
+        from contrastlab.data.stl10 import STL10_FILES
 
         names = {"cifar10": [f"cifar-10-batches-py/{f}" for f in _CIFAR_FILES["cifar10"]],
                  "cifar100": [f"cifar-100-python/{f}" for f in _CIFAR_FILES["cifar100"]],
-                 "fashion-mnist": [f"{f}.gz" for f in FASHION_MNIST_FILES]}
+                 "fashion-mnist": [f"{f}.gz" for f in FASHION_MNIST_FILES],
+                 "stl10": [f"stl10_binary/{f}" for f in STL10_FILES]}
         for name in names[raw["data"]["name"]]:
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / name).write_bytes(b"")
