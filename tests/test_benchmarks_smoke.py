@@ -17,3 +17,15 @@ def test_bench_quick_runs_and_agrees(tmp_path: Path) -> None:
     assert mod.main(["--quick", "--repeats", "1", "--out", str(out)]) == 0
     table = out.read_text()
     assert "| NT-Xent" in table and "published" in table and "NO |" not in table
+
+
+def test_bench_augment_quick_runs(tmp_path: Path) -> None:
+    path = BENCH.parent / "bench_augment.py"
+    spec = importlib.util.spec_from_file_location("bench_augment", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "augment.md"
+    assert mod.main(["--quick", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| 16 x 32px | contrastlab batched |" in table and "(peer)" in table

@@ -21,12 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from contrastlab._validation import check_choice, check_labels, check_nonnegative
+from contrastlab.data.batched_augment import ImageParams, augment_images
 from contrastlab.data.options import OptionsModel, parse_options
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "apply_augment",
     "augmenter",
     "check_augment_options",
+    "image_params",
     "make_views",
     "negative_pool",
     "positive_indices",
@@ -109,19 +111,37 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _image_augmenter(strength: float) -> Augmenter:
+def image_params(n: int, height: int, width: int, strength: float,
+                 generator: torch.Generator) -> ImageParams:
+    """The random parameters of :func:`augmenter`'s image law for ``n`` images, drawn from
+    ``generator`` (a fixed number of draws per sample): crop boxes (n, 4) as (top, left, h, w),
+    coins (n, 4) for flip / jitter / grayscale / blur, jitter factors (n, 3), hue shifts (n,),
+    jitter orders (n, 4) and blur sigmas (n,)."""
+    min_scale = max(0.08, 1.0 - 0.8 * strength)
+    jitter = 0.4 * strength
+    hue = min(0.5, 0.1 * strength)
+    boxes = torch.tensor(_crop_boxes(n, height, width, min_scale, generator),
+                         dtype=torch.int64).reshape(n, 4)
+    coins = torch.rand((n, 4), generator=generator, dtype=torch.float64)
+    factors = _uniform((n, 3), max(0.0, 1.0 - jitter), 1.0 + jitter, generator)
+    hues = _uniform((n,), -hue, hue, generator)
+    orders = torch.argsort(torch.rand((n, 4), generator=generator), dim=1)
+    sigmas = _uniform((n,), 0.1, 0.1 + 1.9 * strength, generator)
+    return boxes, coins, factors, hues, orders, sigmas
+
+
+def _image_augmenter(strength: float, engine: str = "loop") -> Augmenter:
     """SimCLR's augmentations (Chen et al. 2020, Appendix A) with torchvision.transforms.v2
     functionals, parameters drawn from the generator: random resized crop (area fraction in
     ``[max(0.08, 1 - 0.8 s), 1]``, s the strength), horizontal flip (p 0.5); for 3-channel
     images colour jitter (p 0.8; brightness, contrast, saturation 0.4 s, hue 0.1 s, in a random
     order) and grayscale (p 0.2); Gaussian blur (p 0.5, sigma in ``[0.1, 0.1 + 1.9 s]``, kernel
-    about a tenth of the side, odd, >= 3)."""
+    about a tenth of the side, odd, >= 3). ``engine``: ``loop`` (per sample, the functionals)
+    or ``batched`` (:mod:`contrastlab.data.batched_augment`: the same parameters on the whole
+    batch at once)."""
     from torchvision.transforms.v2 import functional as F
 
-    min_scale = max(0.08, 1.0 - 0.8 * strength)
-    jitter = 0.4 * strength
     hue = min(0.5, 0.1 * strength)
-    sigma_max = 0.1 + 1.9 * strength
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         _check_batch(x, "image")
@@ -130,13 +150,11 @@ def _image_augmenter(strength: float) -> Augmenter:
             return x.clone()
         n, c, height, width = x.shape
         # every random parameter is drawn up front, a fixed number of draws per sample
-        boxes = _crop_boxes(n, height, width, min_scale, generator)
-        coins = torch.rand((n, 4), generator=generator, dtype=torch.float64).tolist()
-        factors = _uniform((n, 3), max(0.0, 1.0 - jitter), 1.0 + jitter, generator).tolist()
-        hues = _uniform((n,), -hue, hue, generator).tolist()
-        orders = torch.argsort(torch.rand((n, 4), generator=generator), dim=1).tolist()
-        sigmas = _uniform((n,), 0.1, sigma_max, generator).tolist()
+        params = image_params(n, height, width, strength, generator)
         kernel = max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
+        if engine == "batched":
+            return augment_images(x, params, kernel, hue > 0)
+        boxes, coins, factors, hues, orders, sigmas = (p.tolist() for p in params)
         out = torch.empty_like(x)
         with _one_thread():
             for i in range(n):
@@ -225,9 +243,12 @@ def _check_batch(x: Any, kind: str) -> None:
 
 
 class AugmentOptions(OptionsModel):
-    """The options of :func:`augmenter` (a config's ``data.augment``): ``strength`` >= 0."""
+    """The options of :func:`augmenter` (a config's ``data.augment``): ``strength`` >= 0 and, for
+    images, the ``engine``: ``loop`` (per sample, the default) or ``batched`` (the whole batch at
+    once, on its device)."""
 
     strength: float = Field(1.0, ge=0, allow_inf_nan=False)
+    engine: Literal["loop", "batched"] = "loop"
 
 
 def check_augment_options(options: Any) -> dict[str, Any]:
@@ -236,7 +257,7 @@ def check_augment_options(options: Any) -> dict[str, Any]:
     return parse_options(AugmentOptions, options, "the augmenter", "data.augment").model_dump()
 
 
-def augmenter(kind: str, strength: float = 1.0) -> Augmenter:
+def augmenter(kind: str, strength: float = 1.0, engine: str = "loop") -> Augmenter:
     """A random augmentation for a batch of inputs of the given kind.
 
     ``aug = augmenter(kind, strength)``; ``aug(x, generator)`` returns a view of every row of
@@ -246,14 +267,16 @@ def augmenter(kind: str, strength: float = 1.0) -> Augmenter:
 
     - ``"image"`` ``(N, C, H, W)`` in [0, 1]: SimCLR-style random resized crop, flip, colour
       jitter and grayscale (3 channels only), Gaussian blur — torchvision.transforms.v2
-      functionals applied per sample;
+      functionals applied per sample (``engine="loop"``), or the same laws and parameters on
+      the whole batch (``engine="batched"``, :mod:`contrastlab.data.batched_augment`);
     - ``"signal"`` ``(N, C, L)``: random shift (zero padded), amplitude scale, Gaussian noise;
     - ``"vector"`` ``(N, d)``: Gaussian noise and feature dropout.
     """
     check_choice("kind", kind, AUGMENT_KINDS)
     strength = check_nonnegative("strength", strength)
+    check_choice("engine", engine, ("loop", "batched"))
     if kind == "image":
-        return _image_augmenter(strength)
+        return _image_augmenter(strength, engine)
     if kind == "signal":
         return _signal_augmenter(strength)
     return _vector_augmenter(strength)
