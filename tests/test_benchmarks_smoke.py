@@ -29,3 +29,15 @@ def test_bench_augment_quick_runs(tmp_path: Path) -> None:
     assert mod.main(["--quick", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
     table = out.read_text()
     assert "| 16 x 32px | contrastlab batched |" in table and "(peer)" in table
+
+
+def test_bench_train_quick_runs(tmp_path: Path) -> None:
+    path = BENCH.parent / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "train.md"
+    assert mod.main(["--quick", "--threads", "1", "--workers", "0", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| contrastlab, engine batched |" in table and "hand-written" in table
