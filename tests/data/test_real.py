@@ -401,6 +401,9 @@ def small_configs(tmp_path: Path, no_md5: None) -> dict[str, dict[str, Any]]:
     from tests.data.test_stl10 import _write as write_stl10
 
     write_stl10(tmp_path / "stl", n_train=20, n_test=10)
+    from tests.data.test_imagefolder import write_folder
+
+    write_folder(tmp_path / "folder")
     return {
         "synthetic": {"classes": 3, "dim": 4, "n_train": 60, "n_test": 30},
         "synthetic-circle": {"classes": 4, "per_class": 10},
@@ -410,6 +413,7 @@ def small_configs(tmp_path: Path, no_md5: None) -> dict[str, dict[str, Any]]:
         "cifar10": {"root": str(tmp_path / "c10")},
         "cifar100": {"root": str(tmp_path / "c100")},
         "stl10": {"root": str(tmp_path / "stl"), "size": 32},
+        "imagefolder": {"root": str(tmp_path / "folder"), "size": 16},
         "rotten-tomatoes": {"max_samples": RT_SUBSET},  # + the module's cache_dir
     }
 

@@ -32,6 +32,7 @@ BUILTIN_NAMES = [
     "cifar10",
     "cifar100",
     "stl10",
+    "imagefolder",
     "rotten-tomatoes",
 ]
 

@@ -9,8 +9,8 @@ holds the type and the helpers the loaders share (re-exported here).
 
 Built-in data sets (``contrastlab datasets`` lists them): ``synthetic``, ``synthetic-circle``
 (:mod:`contrastlab.data.generated`), ``mnist1d``, ``digits``, ``fashion-mnist``, ``cifar10``,
-``cifar100`` (:mod:`contrastlab.data.real`), ``stl10`` (:mod:`contrastlab.data.stl10`) and
-``rotten-tomatoes``
+``cifar100`` (:mod:`contrastlab.data.real`), ``stl10`` (:mod:`contrastlab.data.stl10`),
+``imagefolder`` (:mod:`contrastlab.data.imagefolder`) and ``rotten-tomatoes``
 (:mod:`contrastlab.data.text`). Other data sets join with :func:`register_dataset`.
 """
 
@@ -37,6 +37,7 @@ from contrastlab.data.base import (
 )
 from contrastlab.data.generated import BUILTINS as GENERATED
 from contrastlab.data.generated import CircleOptions, SyntheticOptions
+from contrastlab.data.imagefolder import BUILTINS as IMAGEFOLDER
 from contrastlab.data.options import OptionsModel, parse_options
 from contrastlab.data.real import BUILTINS as REAL
 from contrastlab.data.stl10 import BUILTINS as STL10
@@ -182,8 +183,8 @@ def datasets_table() -> str:
 
 
 #: the built-in data sets, in this order (``contrastlab datasets`` lists them so)
-BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (*GENERATED, *REAL, *STL10,
-                                                                   *TEXT)
+BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
+    *GENERATED, *REAL, *STL10, *IMAGEFOLDER, *TEXT)
 
 
 def _register_builtins() -> None:
