@@ -3,6 +3,9 @@ run config, and a loss registered from outside the package that trains and sweep
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +165,53 @@ def test_a_loss_registered_from_outside_sweeps_on_worker_processes(
     two, one = snapshot(tmp_path / "two"), snapshot(tmp_path / "one")
     assert set(two) == set(ids) and all(v[0] == "done" for v in two.values())
     assert two == one
+
+
+TINY = """
+seed: 0
+data: {name: synthetic, options: {classes: 3, dim: 6, n_train: 96, n_test: 48}}
+model: {encoder: mlp, out_dim: 4, options: {hidden: 16}}
+loss: {name: align-uniform}
+train: {epochs: 1, batch_size: 32, progress: false}
+eval: {final_lsup: false, final_knn: false, final_probes: [], linear_probe: false}
+"""
+
+
+def _cli(args: list[str], plugins: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "CONTRASTLAB_PLUGINS": plugins, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")])}
+    return subprocess.run([sys.executable, "-m", "contrastlab", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_the_command_line_runs_and_sweeps_a_plugin_loss(tmp_path: Path) -> None:
+    (tmp_path / "cfg.yaml").write_text(TINY)
+    done = _cli(["run", "cfg.yaml", "--out", "one"], "tests.losses.toy_plugin", tmp_path)
+    assert done.returncode == 0, done.stderr
+    swept = _cli(["sweep", "cfg.yaml", "--out", "two", "--workers", "2",
+                  "--set", "sweep={seed: [0, 1]}"], "tests.losses.toy_plugin", tmp_path)
+    assert swept.returncode == 0, swept.stderr
+    plain = _cli(["run", "cfg.yaml", "--out", "three"], "", tmp_path)
+    assert plain.returncode == 2 and "loss.name must be one of" in plain.stderr
+    bad = _cli(["run", "cfg.yaml", "--out", "four"], "no_such_plugin_module", tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        "Error: CONTRASTLAB_PLUGINS: cannot import 'no_such_plugin_module'"), bad.stderr
+
+
+def test_installed_entry_points_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    import contrastlab.losses.registry as R
+
+    ep = importlib.metadata.EntryPoint(name="toys", value="tests.losses.toy_plugin:SPEC",
+                                       group=R.PLUGIN_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [ep] if group == R.PLUGIN_GROUP else [])
+    monkeypatch.setattr(R, "_plugins_loaded", False)
+    try:
+        assert "align-uniform" in loss_names()
+        assert get_loss("align-uniform").default("temperature") == 2.0
+    finally:
+        unregister_loss("align-uniform")

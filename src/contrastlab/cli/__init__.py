@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover
         from click import exceptions as click_exc  # type: ignore[no-redef]
 
+    from contrastlab.losses.registry import load_plugins
+
+    try:  # the loss plugins ($CONTRASTLAB_PLUGINS, entry points) before any input is read
+        load_plugins()
+    except ValueError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
     try:
         code = app(args=argv, prog_name="contrastlab", standalone_mode=False)
     except click_exc.UsageError as err:

@@ -24,9 +24,11 @@ holds constant keywords, ``defaults`` the loss's own default for ``temperature``
 ``tau_plus`` (the library-wide ones are :data:`DEFAULTS`).
 
 Adding a loss is one function (any module, inside or outside the package) plus one
-:func:`register_loss` call; it is then a valid ``loss.name`` for ``contrastlab run`` and
-``sweep`` (the local process pool re-registers the specs registered at run time in each worker;
-the function must be importable by its module path there).
+:func:`register_loss` call; it is then a valid ``loss.name`` for the trainer and for sweeps (the
+local process pool and Ray re-register the specs registered at run time in each worker; the
+function must be importable by its module path there). For the command line, name the module in
+``$CONTRASTLAB_PLUGINS`` (imported before the first lookup) or install it with an entry point
+in the ``contrastlab.losses`` group (:func:`load_plugins`).
 
 The built-in entries: ``infonce`` (SimCLR NT-Xent; Chen et al. 2020), ``supcon`` (Khosla et al.
 2020, L_out), ``debiased-hard`` (Chuang et al. 2020; Robinson et al. 2021), ``nce`` (explicit-k
@@ -36,6 +38,9 @@ et al. 2023, SPEC A3).
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,8 +61,11 @@ __all__ = [
     "DEFAULTS",
     "FAMILIES",
     "LOSS_FIELDS",
+    "PLUGIN_ENV",
+    "PLUGIN_GROUP",
     "LossSpec",
     "get_loss",
+    "load_plugins",
     "loss_names",
     "register_loss",
     "registered_at_run_time",
@@ -226,7 +234,7 @@ def register_loss(spec: LossSpec, replace: bool = False) -> LossSpec:
         raise TypeError(f"register_loss expects a LossSpec; got {type(spec).__name__}")
     if spec.name in _BUILT_IN:
         raise ValueError(f"loss {spec.name!r} is built in and cannot be replaced")
-    if spec.name in _REGISTRY and not replace:
+    if spec.name in _REGISTRY and not replace and _REGISTRY[spec.name] != spec:
         raise ValueError(f"loss {spec.name!r} is already registered (replace=True overwrites)")
     _REGISTRY[spec.name] = spec
     return spec
@@ -239,13 +247,51 @@ def unregister_loss(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+#: the entry-point group of installed plugins: each entry point names a LossSpec, an iterable of
+#: them, or a callable returning either (``[project.entry-points."contrastlab.losses"]``)
+PLUGIN_GROUP = "contrastlab.losses"
+#: modules to import before the first lookup (comma-separated); each registers its losses
+PLUGIN_ENV = "CONTRASTLAB_PLUGINS"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Register the losses of the modules named by ``$CONTRASTLAB_PLUGINS`` (imported) and of
+    the installed ``contrastlab.losses`` entry points, once per process (the first lookup does
+    it), so that the command line and every worker process know them. A plugin that cannot be
+    loaded is a one-line ValueError naming it."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for module in (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",")):
+        if module:
+            try:
+                importlib.import_module(module)
+            except Exception as err:
+                raise ValueError(f"{PLUGIN_ENV}: cannot import {module!r} "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            obj = ep.load()
+            found = obj() if callable(obj) and not isinstance(obj, LossSpec) else obj
+            for spec in [found] if isinstance(found, LossSpec) else list(found):
+                register_loss(spec, replace=True)
+        except Exception as err:
+            raise ValueError(f"loss plugin {ep.name!r} ({ep.value}): "
+                             f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
 def loss_names() -> tuple[str, ...]:
-    """The registered loss names: the built-in ones first, then the others in order."""
+    """The registered loss names: the built-in ones first, then the others in order
+    (plugins loaded first, :func:`load_plugins`)."""
+    load_plugins()
     return tuple(_REGISTRY)
 
 
 def get_loss(name: str) -> LossSpec:
     """The spec of ``name``; a ValueError listing the names for an unknown one."""
+    load_plugins()
     spec = _REGISTRY.get(name)
     if spec is None:
         check_choice("loss.name", name, loss_names())
