@@ -113,3 +113,15 @@ def test_cuda_run_matches_the_cpu_run(data: Any, precision: str) -> None:
     for a, b in zip(cpu.epochs, gpu.epochs, strict=True):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.03 * a["train_loss"]
     print(f"peak CUDA memory ({precision}): {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
+
+
+def test_compile_trains_the_same_model_close_to_eager(data: Any) -> None:
+    eager = T.train(_cfg(device="cpu", epochs=1), data)
+    compiled_cfg = _cfg(device="cpu", epochs=1, compile=True)
+    assert run_id(compiled_cfg) != run_id(_cfg(device="cpu", epochs=1))
+    assert "compile" not in hashed_config(_cfg(device="cpu"))["train"]
+    compiled = T.train(compiled_cfg, data)
+    assert compiled.status == "done"
+    assert abs(compiled.epochs[0]["train_loss"] - eager.epochs[0]["train_loss"]) < 1e-4 * abs(
+        eager.epochs[0]["train_loss"])
+    assert not hasattr(compiled.model, "_orig_mod")  # the plain module is returned and saved

@@ -309,8 +309,10 @@ class TrainConfig(_Section):
     present, else ``cpu``), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a device this machine lacks
     is refused before any work. ``precision``: ``fp32``, ``bf16`` (the encoder's forward under
     autocast in bfloat16) or ``fp16`` (float16 autocast with a gradient scaler); the loss is
-    always computed in float32 on the float32 cast of the embeddings. Both enter the run id
-    (they change the numbers) except at ``cpu`` / ``fp32``, so earlier runs keep their ids."""
+    always computed in float32 on the float32 cast of the embeddings. ``compile``: the training
+    forward through ``torch.compile`` (evaluation runs the plain module; the first steps pay the
+    compilation). All three enter the run id (they change the numbers) except at ``cpu`` /
+    ``fp32`` / false, so earlier runs keep their ids."""
 
     epochs: int = 10
     batch_size: int = 256
@@ -323,6 +325,7 @@ class TrainConfig(_Section):
     max_memory_gb: float = 8.0
     device: str = "auto"
     precision: str = "fp32"
+    compile: bool = False
 
     _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
         classmethod(lambda cls, v: _positive_int(v))
@@ -806,6 +809,7 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
     if d["train"].get("threads") in (None, 1):  # the default, one thread: the ids of earlier runs
         d["train"].pop("threads", None)
     for section, key, default in (("train", "device", "cpu"), ("train", "precision", "fp32"),
+                                  ("train", "compile", False),
                                   ("loss", "negatives_from", "dataset"),
                                   ("loss", "queue_size", None), ("model", "momentum", 0.0)):
         if d[section].get(key) == default:  # added later, likewise

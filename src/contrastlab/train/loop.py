@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -389,7 +389,8 @@ def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
 
 
 def _start(run: _Run, progress: bool | None) -> None:
-    """Training mode, the DistributedDataParallel wrapper (world > 1), the progress bar."""
+    """Training mode, the DistributedDataParallel wrapper (world > 1), ``torch.compile``
+    (``train.compile``), the progress bar."""
     cfg = run.cfg
     run.model.train()
     run.forward = run.model
@@ -397,6 +398,8 @@ def _start(run: _Run, progress: bool | None) -> None:
         from torch.nn.parallel import DistributedDataParallel
 
         run.forward = DistributedDataParallel(run.model)
+    if cfg.train.compile:  # the training forward only; evaluation runs the plain module
+        run.forward = cast(nn.Module, torch.compile(run.forward))
     run.log = bool(cfg.train.progress if progress is None else progress) and run.main
     run.desc = f"{cfg.loss.name}" + (f" k={cfg.loss.k}" if cfg.loss.k else "")
     run.bar = _progress(run.steps * cfg.train.epochs, run.start * run.steps, run.log, run.desc)
