@@ -19,8 +19,10 @@ from contrastlab.evaluation import (
     knn_classifier,
     linear_probe,
     mean_classifier,
-    stratified_split,
     unit_norm_supervised_loss,
+)
+from contrastlab.evaluation import (
+    holdout_split as stratified_split,
 )
 from contrastlab.geometry import geometry_report
 from contrastlab.losses.family import score_loss

@@ -37,6 +37,7 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "DatasetLoader",
+    "class_holdout",
     "default_cache_dir",
     "derived_generator",
     "no_root",
@@ -224,18 +225,22 @@ def stratified_subset(y: torch.Tensor, n: int, generator: torch.Generator) -> to
     return out[torch.randperm(int(out.numel()), generator=generator)]
 
 
+def class_holdout(y: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """The one stratified hold-out rule: a boolean mask over the rows of ``y`` (labels >= 0)
+    holding out ``round(n_c * fraction)`` rows of each class c with n_c rows (halves rounded up),
+    chosen uniformly at random, but never the last row of a class (at most n_c - 1)."""
+    rank, counts = _class_ranks(y, generator)
+    n_test = torch.floor(counts.to(torch.float64) * fraction + 0.5).to(torch.int64)
+    n_test = torch.minimum(n_test, (counts - 1).clamp(min=0))
+    return rank < n_test[y]
+
+
 def stratified_split(
     y: torch.Tensor, test_fraction: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded stratified split: ``(train_idx, test_idx)``, each in random order.
-
-    Each class with n_c samples sends ``round(n_c * test_fraction)`` of them (halves rounded
-    up) to the test set, but always keeps at least one in the training set.
-    """
-    rank, counts = _class_ranks(y, generator)
-    n_test = torch.floor(counts.to(torch.float64) * test_fraction + 0.5).to(torch.int64)
-    n_test = torch.minimum(n_test, (counts - 1).clamp(min=0))
-    is_test = rank < n_test[y]
+    """A seeded stratified split: ``(train_idx, test_idx)``, each in random order, the test rows
+    chosen by :func:`class_holdout`."""
+    is_test = class_holdout(y, test_fraction, generator)
     rows = torch.arange(int(y.numel()))
     tr, te = rows[~is_test], rows[is_test]
     tr = tr[torch.randperm(int(tr.numel()), generator=generator)]
