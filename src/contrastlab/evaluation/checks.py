@@ -85,6 +85,14 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+class PlainResult:
+    """The base of the evaluation results (dataclasses): :meth:`to_dict`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready Python values, without its tensor fields."""
+        return to_plain(self)
+
+
 def holdout_split(
     y: torch.Tensor, fraction: float, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,22 +12,19 @@ from contrastlab._validation import (
     check_positive,
     check_positive_int,
 )
-from contrastlab.evaluation.checks import check_split, to_plain
+from contrastlab.evaluation.checks import PlainResult, check_split
 from contrastlab.geometry import (
     serial_when_small,
 )
 
 
 @dataclass
-class KNNResult:
+class KNNResult(PlainResult):
     """Weighted kNN (cosine similarity, weights exp(s / t)): test accuracy with k and t used."""
 
     accuracy: float
     k: int
     temperature: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
 
 
 @serial_when_small

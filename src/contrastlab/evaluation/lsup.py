@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ from contrastlab._validation import (
     check_positive,
     check_positive_int,
 )
-from contrastlab.evaluation.checks import F64, check_coverage, check_dtype, to_plain
+from contrastlab.evaluation.checks import F64, PlainResult, check_coverage, check_dtype
 from contrastlab.evaluation.logreg import Softmax
 from contrastlab.geometry import (
     check_embeddings,
@@ -30,7 +29,7 @@ LSUP_LOSSES = ("logistic", "infonce", "infonce-mean")
 
 
 @dataclass
-class LsupResult:
+class LsupResult(PlainResult):
     """L_sup with unit-norm class weights (see the module docstring).
 
     Attributes:
@@ -52,9 +51,6 @@ class LsupResult:
     loss: str
     temperature: float
     weight: torch.Tensor = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
 
 
 def _project_balls(W: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,6 @@ conventions: :mod:`contrastlab.evaluation`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +11,12 @@ import torch.nn.functional as F
 from contrastlab._validation import (
     check_positive,
 )
-from contrastlab.evaluation.checks import F64, check_split, cross_entropy_accuracy, to_plain
+from contrastlab.evaluation.checks import (
+    F64,
+    PlainResult,
+    check_split,
+    cross_entropy_accuracy,
+)
 from contrastlab.geometry import (
     serial_when_small,
 )
@@ -25,7 +29,7 @@ MEAN_CLASSIFIERS: dict[str, tuple[bool, bool]] = {
 
 
 @dataclass
-class MeanClassifierResult:
+class MeanClassifierResult(PlainResult):
     """The mean classifier (see the module docstring for the conventions).
 
     Attributes:
@@ -42,9 +46,6 @@ class MeanClassifierResult:
     normalize_means: bool
     temperature: float
     means: torch.Tensor = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
 
 
 @serial_when_small

@@ -19,11 +19,11 @@ from contrastlab._validation import (
     check_unit_interval,
 )
 from contrastlab.evaluation.checks import (
+    PlainResult,
     check_dtype,
     check_split,
     cross_entropy_accuracy,
     holdout_split,
-    to_plain,
 )
 from contrastlab.evaluation.logreg import Preconditioner, Softmax, fit_logreg
 from contrastlab.geometry import (
@@ -36,7 +36,7 @@ PROBE_SELECTION = ("accuracy", "cross_entropy")
 
 
 @dataclass
-class LinearProbeResult:
+class LinearProbeResult(PlainResult):
     """A multinomial logistic-regression probe (see the module docstring).
 
     Attributes:
@@ -72,9 +72,6 @@ class LinearProbeResult:
     tol: float
     weight: torch.Tensor = field(repr=False)
     bias_vector: torch.Tensor | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
 
 
 

@@ -16,7 +16,7 @@ from contrastlab._validation import (
     check_positive,
     check_positive_int,
 )
-from contrastlab.evaluation.checks import F64, check_split, to_plain
+from contrastlab.evaluation.checks import F64, PlainResult, check_split
 from contrastlab.evaluation.knn import KNNResult, knn_unchecked
 from contrastlab.evaluation.lsup import (
     LSUP_LOSSES,
@@ -42,7 +42,7 @@ from contrastlab.geometry import (
 
 
 @dataclass
-class DownstreamReport:
+class DownstreamReport(PlainResult):
     """Downstream quality of a representation (see the module docstring).
 
     ``mean_classifier`` maps a convention name of :data:`MEAN_CLASSIFIERS` to its result,
@@ -61,9 +61,6 @@ class DownstreamReport:
     knn: KNNResult | None
     seconds: dict[str, float]
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
 
     def to_text(self) -> str:
         rows: list[tuple[str, str]] = [
