@@ -1,13 +1,28 @@
 """Tables: the one renderer of the tables the package prints or writes: plain text (the
-``optimum``/``conjecture``/``bounds`` columns, the ``geometry`` measure lists) and Markdown (the
-recipe summaries, the demo report, the study and bounds tables)."""
+``optimum``/``conjecture``/``bounds`` columns, the ``geometry`` measure lists), tables of text
+that fit the terminal (:func:`fit_table`: ``datasets``, ``results``; rendered by ``rich``, cells
+wrapped, at most :data:`MAX_WIDTH` columns unless ``wide``) and Markdown (the recipe summaries,
+the demo report, the study and bounds tables)."""
 
 from __future__ import annotations
 
+import io
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["columns_table", "format_cell", "markdown_table", "measure_table", "text_table"]
+__all__ = [
+    "MAX_WIDTH",
+    "columns_table",
+    "fit_table",
+    "format_cell",
+    "markdown_table",
+    "measure_table",
+    "text_table",
+]
+
+#: the widest a :func:`fit_table` gets by default (a narrower terminal narrows it)
+MAX_WIDTH = 100
 
 
 def format_cell(v: Any) -> str:
@@ -63,3 +78,27 @@ def measure_table(title: str, rows: list[tuple[str, str]]) -> str:
     lines = [f"{title}:", f"  {'measure'.ljust(width)}  value", f"  {'-' * width}  -----"]
     lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
     return "\n".join(lines)
+
+
+def fit_table(header: Sequence[str], body: Sequence[Sequence[str]], wide: bool = False,
+              width: int | None = None) -> str:
+    """Left-aligned columns of text under a rule of dashes, the long cells wrapped so that no
+    line is wider than ``width`` (default: the terminal's width, at most :data:`MAX_WIDTH`);
+    ``wide``: no wrapping, one line per row. Trailing spaces are stripped."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    rule = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+    table = Table(box=rule, show_edge=False, pad_edge=False, header_style=None)
+    for h in header:
+        table.add_column(h, overflow="fold", no_wrap=wide)
+    for row in body:
+        table.add_row(*row)
+    if width is None:
+        width = min(shutil.get_terminal_size((MAX_WIDTH, 24)).columns, MAX_WIDTH)
+    out = io.StringIO()
+    console = Console(width=1_000_000 if wide else width, file=out, color_system=None,
+                      highlight=False, markup=False, emoji=False)
+    console.print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())

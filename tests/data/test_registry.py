@@ -73,8 +73,17 @@ def test_builtins_are_registered_in_order() -> None:
         assert info.description and info.sizes and info.requires
 
 
-def test_datasets_table_lists_every_dataset_with_sizes() -> None:
+def test_datasets_table_fits_100_columns() -> None:
     table = datasets_table()
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert table.splitlines()[0].split()[:4] == ["name", "kind", "classes", "sizes"]
+    for info in list_datasets():
+        assert any(line.startswith(info.name + " ") for line in table.splitlines())
+    assert len(datasets_table(wide=True).splitlines()) == 2 + len(list_datasets())
+
+
+def test_datasets_table_lists_every_dataset_with_sizes() -> None:
+    table = datasets_table(wide=True)
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["name", "kind", "classes", "sizes"]
     for info in list_datasets():

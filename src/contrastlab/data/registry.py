@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from contrastlab._tables import fit_table
 from contrastlab._validation import check_choice
 from contrastlab.data.base import (
     KINDS,
@@ -165,21 +166,15 @@ def train_size(name: str, options: OptionsModel | None) -> int | None:
     return info.train_size(options)
 
 
-def datasets_table() -> str:
-    """A plain-text table of the registered data sets (what ``contrastlab datasets`` prints)."""
+def datasets_table(wide: bool = False) -> str:
+    """A text table of the registered data sets (what ``contrastlab datasets`` prints): long
+    cells wrapped to fit the terminal, or with ``wide`` one line per data set."""
     header = ("name", "kind", "classes", "sizes", "requires", "description")
-    rows = [header]
+    rows = []
     for info in list_datasets():
         classes = "option" if info.num_classes is None else str(info.num_classes)
         rows.append((info.name, info.kind, classes, info.sizes, info.requires, info.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = []
-    for j, r in enumerate(rows):
-        cells = [r[i].ljust(widths[i]) for i in range(len(header) - 1)]
-        lines.append("  ".join([*cells, r[-1]]).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in [*widths, len(header[-1])]))
-    return "\n".join(lines)
+    return fit_table(header, rows, wide=wide)
 
 
 #: the built-in data sets, in this order (``contrastlab datasets`` lists them so)
