@@ -42,7 +42,8 @@ def bounds(
     """Print every bound on the mean-classifier loss at the idealized R*_cont(K) (SPEC A6)."""
     from typing import NoReturn
 
-    from contrastlab.theory.bounds import idealized_bounds, plot_bounds
+    from contrastlab.theory.bounds import idealized_bounds
+    from contrastlab.theory.bounds_plot import plot_bounds
 
     def fail(message: str) -> NoReturn:
         typer.echo(f"Error: {message}", err=True)

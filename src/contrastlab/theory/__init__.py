@@ -34,8 +34,8 @@ from contrastlab.theory.bounds import (
     idealized_contrastive_minimum,
     idealized_supervised_minimum,
     nozawa_sato_bound,
-    plot_bounds,
 )
+from contrastlab.theory.bounds_plot import bounds_figure, plot_bounds
 from contrastlab.theory.downstream import (
     SupervisedLossResult,
     downstream_report,
@@ -74,6 +74,7 @@ __all__ = [
     "bao_delta_upper",
     "bao_lower_bound",
     "bao_upper_bound",
+    "bounds_figure",
     "bounds_from_measurement",
     "collision_probability",
     "collision_term",

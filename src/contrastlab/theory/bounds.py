@@ -56,7 +56,6 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -88,7 +87,6 @@ __all__ = [
     "idealized_contrastive_minimum",
     "idealized_supervised_minimum",
     "nozawa_sato_bound",
-    "plot_bounds",
 ]
 
 FloatArray: TypeAlias = NDArray[np.float64]
@@ -1091,55 +1089,3 @@ def bounds_from_measurement(
         "uniform_prior": p.uniform,
     }
     return BoundsTable(rows, columns, meta)
-
-
-# --------------------------------------------------------------------------------------------
-# plot (optional matplotlib)
-# --------------------------------------------------------------------------------------------
-
-_PLOT_SERIES: tuple[tuple[str, str, str], ...] = (
-    ("bao_upper", "Bao et al. UB", "-"),
-    ("arora", "Arora et al.", "-"),
-    ("nozawa_sato", "Nozawa & Sato", "-"),
-    ("ash", "Ash et al.", "-"),
-    ("R_cont", "R_cont", "--"),
-    ("bao_lower", "Bao et al. LB", "-."),
-)
-
-
-def plot_bounds(table: BoundsTable, path: str | Path) -> Path:
-    """Plot a :class:`BoundsTable` against K (log-log where positive) and save it to ``path``.
-
-    The format follows the suffix (``.png``, ``.svg`` or ``.pdf``). Needs matplotlib, which is
-    optional: without it an ``ImportError`` says to ``pip install matplotlib``.
-    """
-    out = Path(path)
-    check_choice("path suffix", out.suffix.lower(), (".png", ".svg", ".pdf"))
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
-    k = table.column("K")
-    fig = Figure(figsize=(6.0, 4.0))
-    ax = fig.add_subplot(1, 1, 1)
-    for name, label, style in _PLOT_SERIES:
-        if name not in table.columns:
-            continue
-        y = table.column(name)
-        good = np.isfinite(y) & (y > 0)
-        if good.any():
-            ax.plot(k[good], y[good], style, marker="o", ms=3, label=label)
-    C = table.meta.get("C")
-    if isinstance(C, int) and k.min() <= C <= k.max():
-        ax.axvline(C, color="0.6", ls=":", lw=1)  # Arora and Nozawa-Sato start at K = C
-    if "R_mu_supv_star" in table.columns:
-        ax.axhline(table.rows[0]["R_mu_supv_star"], color="k", ls=":", label="R*_mu-supv")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("K (negatives)")
-    ax.set_ylabel("loss / bound (nats)")
-    ax.set_title(f"Bounds on R_mu-supv, C = {table.meta.get('C', '?')}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    return out
