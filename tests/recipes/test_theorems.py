@@ -218,15 +218,18 @@ def test_lower_bounds_runner_on_a_tiny_grid(tmp_path):
 
 
 def test_claim_figures_are_figures():
+    from tests.figure_layout import layout_problems
+
     rows = [{"g": "a", "m": 1e-8, "budget": 1}, {"g": "b", "m": 0.0, "budget": 10}]
-    assert isinstance(metric_strips(rows, [("m", "m", 1e-6)], "g"), Figure)
-    assert isinstance(metric_vs_budget(rows, [("m", "m")]), Figure)
     z, y = _random_features(classes=2, dim=2)
-    assert isinstance(embedding_panels([("t", z.numpy(), y.numpy())]), Figure)
-    assert isinstance(labelled_heatmaps([("t", torch.eye(3).numpy())]), Figure)
     gaps = [{"family": f, "representation": "r", "beta": b, "gap_mean": b * 0.1}
             for f in ("other-class", "marginal") for b in (0.0, 1.0)]
-    assert isinstance(harris_gaps(gaps, [{"family": "marginal", "beta": 1.0, "gap": 0.2}]),
-                      Figure)
+    figs = [metric_strips(rows, [("m", "m", 1e-6)], "g"), metric_vs_budget(rows, [("m", "m")]),
+            embedding_panels([("t", z.numpy(), y.numpy())]),
+            labelled_heatmaps([("t", torch.eye(3).numpy())]),
+            harris_gaps(gaps, [{"family": "marginal", "beta": 1.0, "gap": 0.2}])]
+    for fig in figs:
+        assert isinstance(fig, Figure)
+        assert layout_problems(fig) == []  # nothing clipped, no legend over the data
     with pytest.raises(ValueError, match="at least one"):
         metric_strips([], [("m", "m", None)], "g")

@@ -278,3 +278,12 @@ def test_idealized_supervised_optimum_is_drawn_at_the_runs_temperature() -> None
     assert dashed(F.downstream_vs_k(rows([1.0]), num_classes=10)) == pytest.approx([0.7966],
                                                                                    abs=1e-4)
     assert dashed(F.downstream_vs_k(rows([0.2, 1.0]), num_classes=10)) == []
+
+
+def test_every_report_figure_has_nothing_clipped_and_no_legend_on_data(out: Path,
+                                                                     beta_k: Path) -> None:
+    from tests.figure_layout import layout_problems
+
+    for store in (out, beta_k):
+        for name, fig in F.figures_from_store(store).items():
+            assert layout_problems(fig) == [], name

@@ -7,12 +7,14 @@ from contrastlab.report.recipe_figures import (
     nc_vs_dc_grid,
 )
 from contrastlab.theory.bounds import idealized_bounds
+from tests.figure_layout import layout_problems
 from tests.report import fig_png, png_stats
 
 
 def _drawn(fig):
     colours, non_white = png_stats(fig_png(fig))
     assert colours > 50 and non_white > 0.05
+    assert layout_problems(fig) == []
 
 
 def test_metric_vs_k_with_reference_and_band():
@@ -39,6 +41,7 @@ def test_gap_inside_bounds_rings_points_outside():
     fig = gap_inside_bounds(rows)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert "outside the bounds" in labels
+    assert layout_problems(fig) == []
     inside = gap_inside_bounds([dict(r, gap=0.0) for r in rows])
     assert "outside the bounds" not in inside.axes[0].get_legend_handles_labels()[1]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from contrastlab.report.figures import colour
+from contrastlab.report.figures import colour, legend_outside
 from contrastlab.report.grouping import finite
 
 __all__ = ["embedding_panels", "harris_gaps", "labelled_heatmaps", "metric_strips",
@@ -51,7 +51,6 @@ def metric_strips(rows: Sequence[Mapping[str, Any]],
         if threshold is not None:
             ax.axhline(threshold, color="#D55E00", ls="--", lw=1.2,
                        label=f"threshold {threshold:g}")
-            ax.legend(fontsize=7, loc="upper left")
         ax.set_yscale("log")
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
@@ -59,6 +58,7 @@ def metric_strips(rows: Sequence[Mapping[str, Any]],
         ax.grid(alpha=0.3, which="major")
     if title:
         fig.suptitle(title)
+    legend_outside(fig)
     return fig
 
 
@@ -82,9 +82,9 @@ def metric_vs_budget(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[s
     ax.set_xlabel(xlabel)
     ax.set_ylabel("value (dimensionless, log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    legend_outside(fig)
     return fig
 
 
@@ -94,7 +94,7 @@ def embedding_panels(panels: Sequence[tuple[str, Any, Any]]) -> Figure:
     if not panels:
         raise ValueError("panels must hold at least one (title, Z, labels)")
     n = len(panels)
-    fig = Figure(figsize=(3.4 * n, 3.6), layout="constrained")
+    fig = Figure(figsize=(3.4 * n, 4.1), layout="constrained")  # + the legend below
     axes = np.atleast_1d(fig.subplots(1, n))
     theta = np.linspace(0, 2 * np.pi, 200)
     for ax, (title, z, labels) in zip(axes, panels, strict=True):
@@ -107,13 +107,13 @@ def embedding_panels(panels: Sequence[tuple[str, Any, Any]]) -> Figure:
             pts = zz[yy == c]
             ax.scatter(pts[:, 0], pts[:, 1], s=30, alpha=0.6, color=colour(int(c)),
                        label=f"class {int(c)} ({len(pts)} samples)")
-        ax.set_aspect("equal")
+        ax.set_box_aspect(1)  # equal scales (the limits below are equal)
         ax.set_xlim(-1.25, 1.25)
         ax.set_ylim(-1.25, 1.25)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("z_1 (unit-sphere coordinates)")
         ax.set_ylabel("z_2")
-        ax.legend(fontsize=6, loc="lower right")
+    legend_outside(fig, loc="outside lower center")
     return fig
 
 
@@ -148,9 +148,9 @@ def harris_gaps(rows: Sequence[Mapping[str, Any]], nc_rows: Sequence[Mapping[str
         ax.set_ylabel("L(beta) - L(0) (nats, symlog)")
         ax.set_title(names[fam], fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    legend_outside(fig)
     return fig
 
 
@@ -163,5 +163,5 @@ def labelled_heatmaps(mats: Sequence[tuple[str, Any]]) -> Figure:
     if not mats:
         raise ValueError("mats must hold at least one (title, matrix)")
     fig = cosine_heatmaps([(str(title), mat) for title, mat in mats])
-    fig.suptitle("Class-mean cosines at the optimum (ETF: off-diagonal = -1/(C-1))")
+    fig.suptitle("Class-mean cosines at the optimum\n(ETF: off-diagonal = -1/(C-1))", fontsize=10)
     return fig

@@ -50,6 +50,7 @@ __all__ = [
     "downstream_vs_k",
     "epoch_metrics",
     "figures_from_store",
+    "legend_outside",
     "log2_k_axis",
     "num_classes_of",
     "open_store",
@@ -88,8 +89,9 @@ def _int_k(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _legend_outside(fig: Figure, fontsize: int = 7) -> None:
-    """One legend for every labelled artist of the figure's axes, outside them on the right."""
+def legend_outside(fig: Figure, fontsize: int = 7, loc: str = "outside center right") -> None:
+    """One legend for every labelled artist of the figure's axes, outside them: on the right
+    (default) or where ``loc`` says (an ``outside ...`` location of constrained layout)."""
     handles, labels, seen = [], [], set()
     for ax in fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -98,10 +100,11 @@ def _legend_outside(fig: Figure, fontsize: int = 7) -> None:
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        # right of the axes, vertically centred: clear of the figure's title ("outside" + any
-        # standard location is valid at run time; matplotlib's stubs list only a few)
-        loc: Any = "outside center right"
-        fig.legend(handles, labels, loc=loc, fontsize=fontsize)
+        # right of the axes, vertically centred by default: clear of the figure's title
+        # ("outside" + any standard location is valid at run time; matplotlib's stubs list only
+        # a few, hence the Any)
+        where: Any = loc
+        fig.legend(handles, labels, loc=where, fontsize=fontsize)
 
 
 def _done(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -235,7 +238,7 @@ def downstream_vs_k(
     for ax in axes:
         log2_k_axis(ax)
         ax.grid(alpha=0.3)
-    _legend_outside(fig)
+    legend_outside(fig)
     fig.suptitle(f"Downstream performance vs k ({_BAND}; accuracies clipped to [0, 1])",
                  fontsize=10)
     return fig
@@ -299,7 +302,7 @@ def contrastive_loss_vs_k(
     log2_k_axis(ax)
     ax.set_ylabel(f"contrastive loss [{metric}] (nats)")
     ax.grid(alpha=0.3)
-    _legend_outside(fig)
+    legend_outside(fig)
     ax.set_title(f"Contrastive loss vs k and its value at the simplex ETF\n({_BAND})",
                  fontsize=9)
     return fig
@@ -456,7 +459,7 @@ def spectra(curves: Mapping[str, Any] | Sequence[tuple[str, Any]], floor: float 
     ax.grid(alpha=0.3)
     if k_colorbar:
         _k_colorbar(fig, [ax], k_colorbar)
-    _legend_outside(fig)
+    legend_outside(fig)
     ax.set_title("Spectra: mean over seeds (band: min-max, up to 4 curves);\n"
                  "collapsed dimensions drop to the floor", fontsize=9)
     return fig
@@ -517,7 +520,7 @@ def epoch_metrics(
         ax.grid(alpha=0.3)
     if k_colorbar:
         _k_colorbar(fig, list(axes), k_colorbar)
-    _legend_outside(fig)
+    legend_outside(fig)
     fig.suptitle("Neural-collapse metrics and effective rank over training (mean over seeds)")
     return fig
 
@@ -577,7 +580,7 @@ def study_losses_vs_k(rows: Sequence[Mapping[str, Any]],
         ax.set_ylabel(f"{m} at the optimum (nats)")
         ax.set_title(f"{m}: {len(viol)} violation(s)")
         ax.grid(alpha=0.3)
-    _legend_outside(fig)
+    legend_outside(fig)
     fig.suptitle("Downstream loss of the contrastive optimum vs k, per class prior")
     return fig
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from contrastlab.report.figures import colour, log2_k_axis
+from contrastlab.report.figures import colour, legend_outside, log2_k_axis
 from contrastlab.report.grouping import finite
 
 __all__ = ["bounds_curves", "gap_inside_bounds", "metric_vs_k", "nc_vs_dc_grid"]
@@ -53,10 +53,9 @@ def metric_vs_k(
         log2_k_axis(ax)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    legend_outside(fig)
     return fig
 
 
@@ -84,9 +83,9 @@ def bounds_curves(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
         ax.set_ylabel("bound on R_mu-supv (nats, log scale)")
         ax.set_title(f"C = {c}: bounds at the idealized R*_cont(K)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    legend_outside(fig)
     return fig
 
 
@@ -115,9 +114,9 @@ def gap_inside_bounds(rows: Sequence[Mapping[str, Any]], title: str = "") -> Fig
         ax.set_ylabel("surrogate gap (nats)")
         ax.set_title(d)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    legend_outside(fig)
     return fig
 
 
@@ -146,7 +145,7 @@ def nc_vs_dc_grid(rows: Sequence[Mapping[str, Any]], metric: str, ylabel: str,
         ax.set_ylabel(ylabel)
         ax.set_title(loss)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    legend_outside(fig)
     return fig
