@@ -10,10 +10,18 @@
 - :mod:`~contrastlab.losses.kernels.indexed`: NCE with per-anchor negatives given by an index
   into an (M, d) pool (no (B, k, d) gather);
 - :mod:`~contrastlab.losses.kernels.jiang`: the exact forms of SCL / HSCL / UCL / HUCL (anchor
-  blocks; the plug-in on the symmetric strips).
+  blocks; the plug-in on the symmetric strips);
+- :mod:`~contrastlab.losses.kernels.fused`: the fused GPU forms (Triton; the jit kernels in
+  :mod:`~contrastlab.losses.kernels.triton_lse`, imported lazily: the package imports without
+  triton) of InfoNCE, NCE with a shared pool, SupCon and the debiased / hard loss: online row
+  log-sum-exps, the gradient rebuilt block by block from them (FlashAttention-style), 16-bit
+  operands with float32 accumulation. The tiled functions of
+  :mod:`~contrastlab.losses.kernels.inbatch` route CUDA tensors there (:func:`use_fused`);
+  CPU tensors keep the torch kernels.
 
 The dense functions of :mod:`contrastlab.losses` dispatch here (``tiled=None``: by size); every
-kernel is checked against a float64 dense reference, values and gradients (tests/losses/).
+kernel is checked against a float64 dense reference, values and gradients (tests/losses/; the
+Triton kernels under Triton's interpreter on CPU, tests/losses/test_fused.py).
 """
 
 from contrastlab.losses.kernels.engine import (
@@ -26,6 +34,15 @@ from contrastlab.losses.kernels.engine import (
     SymLSE,
     default_block_rows,
     use_tiled,
+)
+from contrastlab.losses.kernels.fused import (
+    fused_debiased_hard,
+    fused_info_nce,
+    fused_nce_loss,
+    fused_row_lse,
+    fused_supcon,
+    triton_available,
+    use_fused,
 )
 from contrastlab.losses.kernels.inbatch import (
     tiled_debiased_hard,
@@ -45,11 +62,18 @@ __all__ = [
     "BlockPlan",
     "SymLSE",
     "default_block_rows",
+    "fused_debiased_hard",
+    "fused_info_nce",
+    "fused_nce_loss",
+    "fused_row_lse",
+    "fused_supcon",
     "tiled_debiased_hard",
     "tiled_hard_contrastive",
     "tiled_info_nce",
     "tiled_nce_indexed",
     "tiled_nce_loss",
     "tiled_supcon",
+    "triton_available",
+    "use_fused",
     "use_tiled",
 ]

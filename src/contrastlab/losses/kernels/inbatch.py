@@ -41,6 +41,13 @@ from contrastlab.losses.kernels.engine import (
     rows_normalized,
     run_blocks,
 )
+from contrastlab.losses.kernels.fused import (
+    fused_debiased_hard,
+    fused_info_nce,
+    fused_nce_loss,
+    fused_supcon,
+    use_fused,
+)
 from contrastlab.losses.normalize import NORMALIZATIONS
 
 
@@ -86,6 +93,8 @@ def tiled_info_nce(
         check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
             the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
     """
+    if use_fused(z1, z2):  # CUDA: the Triton kernels (kernels/fused.py; block_rows unused)
+        return fused_info_nce(z1, z2, temperature, normalize, reduction, check_finite=check_finite)
     t = check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -141,6 +150,9 @@ def tiled_supcon(
     Args: as :func:`contrastlab.losses.supcon` (``check_finite`` included), plus
     ``block_rows``.
     """
+    if use_fused(z1, z2):  # CUDA: the Triton kernels (kernels/fused.py; block_rows unused)
+        return fused_supcon(z1, z2, labels, temperature, normalize, base_temperature, reduction,
+                            check_finite=check_finite)
     t = check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
     check_choice("reduction", reduction, REDUCTIONS)
@@ -199,6 +211,9 @@ def tiled_debiased_hard(
     Args: as :func:`contrastlab.losses.debiased_hard` (``check_finite`` included), plus
     ``block_rows``.
     """
+    if use_fused(z1, z2):  # CUDA: the Triton kernels (kernels/fused.py; block_rows unused)
+        return fused_debiased_hard(z1, z2, temperature, tau_plus, beta, normalize, reduction,
+                                   check_finite=check_finite)
     t = check_positive("temperature", temperature)
     tau = check_unit_interval("tau_plus", tau_plus)
     beta = check_nonnegative("beta", beta)
@@ -322,6 +337,9 @@ def tiled_nce_loss(
         check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
             the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
     """
+    if use_fused(anchor, positive, negatives):  # CUDA: the Triton kernels (kernels/fused.py)
+        return fused_nce_loss(anchor, positive, negatives, loss, temperature, normalize, reduction,
+                              check_finite=check_finite)
     check_choice("loss", loss, TILED_NCE_LOSSES)
     temperature = check_positive("temperature", temperature)
     check_choice("reduction", reduction, REDUCTIONS)
