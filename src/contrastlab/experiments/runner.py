@@ -133,15 +133,17 @@ def compute_run(
 ) -> RunOutcome:
     """Train one run (resuming from ``checkpoint_dir``) and return its outcome; touches no
     database. ``recorded``: the run's per-epoch metrics in the database, which a checkpoint
-    must agree with (:func:`contrastlab.train.train`). An exception of the training becomes
-    a ``failed`` outcome with its one-line message (the traceback on stderr when
-    ``CONTRASTLAB_DEBUG`` is set); KeyboardInterrupt and other BaseExceptions propagate."""
+    must agree with (:func:`contrastlab.train.train`). The loggers of ``train.loggers``
+    (``metrics.csv``, ...) write into ``checkpoint_dir``, the run's directory. An exception of
+    the training becomes a ``failed`` outcome with its one-line message (the traceback on
+    stderr when ``CONTRASTLAB_DEBUG`` is set); KeyboardInterrupt and other BaseExceptions
+    propagate."""
     from contrastlab.train import train
 
     rid = run_id(cfg)
     try:
         result = train(cfg, _dataset(cfg), checkpoint_dir=checkpoint_dir, on_epoch=on_epoch,
-                       progress=progress, recorded=recorded)
+                       log_dir=checkpoint_dir, progress=progress, recorded=recorded)
     except Exception as exc:
         if os.environ.get("CONTRASTLAB_DEBUG"):
             traceback.print_exc(file=sys.stderr)

@@ -15,6 +15,10 @@ losses, data, models, geometry, evaluation, checkpoint, convergence):
   parallel;
 - :mod:`~contrastlab.train.metrics`: evaluation on held-out embeddings (:func:`evaluate`,
   :func:`heldout_loss`, :func:`embed`);
+- :mod:`~contrastlab.train.callbacks`: the callbacks of the loop (:class:`Callback`: hooks
+  ``on_fit_start``, ``on_step``, ``on_epoch``, ``on_fit_end``; :class:`FitState`);
+- :mod:`~contrastlab.train.loggers`: the loggers of ``train.loggers`` (``csv``, ``tensorboard``,
+  ``wandb``, ``mlflow``), callbacks that log the per-epoch metrics and the resolved config;
 - :mod:`~contrastlab.train.loop`: the loop (:func:`train`, :class:`TrainResult`): seeded,
   checkpointed after every epoch, resumable, data parallel under ``torchrun``.
 
@@ -34,12 +38,20 @@ if TYPE_CHECKING:
         lr_factor,
         shuffled_labels,
     )
+    from contrastlab.train.callbacks import Callback, FitState
     from contrastlab.train.config import (
         ConfigError,
         ExperimentConfig,
         load_config,
         parse_config,
         run_id,
+    )
+    from contrastlab.train.loggers import (
+        CSVLogger,
+        MLflowLogger,
+        TensorBoardLogger,
+        WandbLogger,
+        build_loggers,
     )
     from contrastlab.train.loop import CHECKPOINT_NAME, TrainResult, run_threads, train
     from contrastlab.train.metrics import GEOMETRY_METRICS, embed, evaluate, heldout_loss
@@ -51,11 +63,18 @@ _OWNERS = {
     "load_data": "build",
     "lr_factor": "build",
     "shuffled_labels": "build",
+    "Callback": "callbacks",
+    "FitState": "callbacks",
     "ConfigError": "config",
     "ExperimentConfig": "config",
     "load_config": "config",
     "parse_config": "config",
     "run_id": "config",
+    "CSVLogger": "loggers",
+    "MLflowLogger": "loggers",
+    "TensorBoardLogger": "loggers",
+    "WandbLogger": "loggers",
+    "build_loggers": "loggers",
     "CHECKPOINT_NAME": "loop",
     "TrainResult": "loop",
     "run_threads": "loop",
@@ -70,9 +89,16 @@ _OWNERS = {
 __all__ = [
     "CHECKPOINT_NAME",
     "GEOMETRY_METRICS",
+    "CSVLogger",
+    "Callback",
     "ConfigError",
     "ExperimentConfig",
+    "FitState",
+    "MLflowLogger",
+    "TensorBoardLogger",
     "TrainResult",
+    "WandbLogger",
+    "build_loggers",
     "build_model",
     "contrastive_loss",
     "embed",

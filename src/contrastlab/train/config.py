@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -78,6 +79,7 @@ from contrastlab.losses.registry import LossSpec, get_loss, loss_names
 from contrastlab.losses.samplers import SAMPLERS
 
 __all__ = [
+    "LOGGERS",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
@@ -113,10 +115,18 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 FEATURES = ("output", "backbone")
 PROBES = ("bias-free", "bias")
+#: the loggers of ``train.loggers`` (:mod:`contrastlab.train.loggers`) -> (the package each
+#: needs, or None, and the pip extra of contrastlab that installs it)
+LOGGERS: dict[str, tuple[str | None, str | None]] = {
+    "csv": (None, None),
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+}
 # parts of the config that do not change what a run computes: left out of the run id
 _NOT_HASHED: dict[str, tuple[str, ...]] = {
     "": ("sweep", "output"),
-    "train": ("progress", "max_memory_gb"),
+    "train": ("progress", "max_memory_gb", "loggers"),
 }
 
 
@@ -312,7 +322,14 @@ class TrainConfig(_Section):
     always computed in float32 on the float32 cast of the embeddings. ``compile``: the training
     forward through ``torch.compile`` (evaluation runs the plain module; the first steps pay the
     compilation). All three enter the run id (they change the numbers) except at ``cpu`` /
-    ``fp32`` / false, so earlier runs keep their ids."""
+    ``fp32`` / false, so earlier runs keep their ids.
+
+    ``loggers``: where every per-epoch metric and the resolved config are logged, a list of
+    ``csv`` (the default: ``metrics.csv`` in the run directory, one row per epoch),
+    ``tensorboard`` (``<run dir>/tensorboard``), ``wandb`` and ``mlflow``
+    (:mod:`contrastlab.train.loggers`); ``[]`` logs nothing. A logger whose package is not
+    installed is refused when the config is parsed. Loggers never change the numbers, so they
+    are not part of the run id."""
 
     epochs: int = 10
     batch_size: int = 256
@@ -326,6 +343,7 @@ class TrainConfig(_Section):
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
+    loggers: list[str] = Field(default_factory=lambda: ["csv"])
 
     _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
         classmethod(lambda cls, v: _positive_int(v))
@@ -333,6 +351,15 @@ class TrainConfig(_Section):
     _pos = field_validator("grad_clip", "max_memory_gb")(
         classmethod(lambda cls, v: _finite(v, 0.0, True)))
     _precision = _one_of("precision", PRECISIONS)
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _choice(name, tuple(LOGGERS))
+        if len(set(v)) != len(v):
+            raise ValueError(f"must not name a logger twice; got {v!r}")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -677,11 +704,22 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def _check_loggers(loggers: Sequence[str]) -> None:
+    """Every logger's package is installed (found without importing it)."""
+    for name in loggers:
+        package, extra = LOGGERS[name]
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"train.loggers: {name!r} needs the package {package!r}, which is "
+                              f"not installed; pip install 'contrastlab[{extra}]' (or "
+                              f"{package}), or remove {name!r} from train.loggers")
+
+
 def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     from contrastlab.data.registry import train_size
 
     options = _check_data(cfg.data)
     _check_model(cfg.model)
+    _check_loggers(cfg.train.loggers)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
     train = cfg.train.model_copy(update={"device": _resolve_device(cfg.train.device)})
     model = cfg.model
@@ -819,8 +857,8 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def run_id(cfg: ExperimentConfig) -> str:
     """The run id: the first 16 hex digits of the SHA-256 of the canonical JSON of the resolved
-    config, without the parts that do not change results (sweep, output, progress). The thread
-    count changes round-off (a run computes with ``train.threads``, 1 when unset), so a run with
-    ``train.threads`` > 1 has its own id."""
+    config, without the parts that do not change results (sweep, output, progress,
+    train.loggers). The thread count changes round-off (a run computes with ``train.threads``,
+    1 when unset), so a run with ``train.threads`` > 1 has its own id."""
     text = json.dumps(hashed_config(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -7,6 +7,12 @@ directory), :func:`_build` (the model, optimizer, schedule and generators of the
 (:func:`contrastlab.train.metrics.evaluate` and, after the last epoch, the convergence test)
 and :func:`_record_epoch` (history, ``on_epoch``, checkpoint).
 
+Callbacks (:mod:`contrastlab.train.callbacks`): the ``on_epoch`` function, the loggers of
+``train.loggers`` (:mod:`contrastlab.train.loggers`, writing into ``log_dir``) and the
+``callbacks`` given, called in that order on rank 0: ``on_fit_start`` after the resume,
+``on_step`` after every optimizer step, ``on_epoch`` before each checkpoint, ``on_fit_end`` when
+the call ends (even by an exception).
+
 Reproducibility: the model is initialized from ``seed``; batches, views and the pool come from one
 ``torch.Generator``, the negative draws from a second; evaluation uses its own generators, seeded
 from (seed, epoch), so it never perturbs training. ``train.deterministic`` turns on
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +60,9 @@ from contrastlab.train.build import (
     load_data,
     shuffled_labels,
 )
+from contrastlab.train.callbacks import Callback, CallbackList, EpochFunction, FitState
 from contrastlab.train.config import ExperimentConfig, parse_config, run_id
+from contrastlab.train.loggers import build_loggers
 from contrastlab.train.metrics import evaluate
 from contrastlab.train.queue import NegativeQueue, key_encoder, update_key_encoder
 from contrastlab.train.step import all_ranks_ok, fill_queue, step_inputs, step_loss
@@ -152,6 +160,8 @@ def train(
     checkpoint_dir: str | Path | None = None,
     *,
     on_epoch: EpochCallback | None = None,
+    callbacks: Iterable[Callback] = (),
+    log_dir: str | Path | None = None,
     progress: bool | None = None,
     stop_after: int | None = None,
     recorded: Mapping[int, Mapping[str, Any]] | None = None,
@@ -168,6 +178,11 @@ def train(
             (:mod:`contrastlab.checkpoint`).
         on_epoch: called as ``on_epoch(epoch, metrics, seconds)`` after every epoch, before
             that epoch's checkpoint is written.
+        callbacks: :class:`contrastlab.train.Callback` objects (module docstring), called after
+            ``on_epoch`` and the loggers.
+        log_dir: the run directory of the loggers of ``train.loggers`` (``metrics.csv``,
+            ``tensorboard/``, ...; :mod:`contrastlab.train.loggers`); None: no logger (a
+            one-line note on stderr when ``train.loggers`` names another than ``csv``).
         progress: show a progress bar (default ``cfg.train.progress``).
         stop_after: stop (status ``stopped``) once this many epochs are complete.
         recorded: the per-epoch metrics the results store holds for this run (epoch ->
@@ -180,21 +195,37 @@ def train(
     views (and of the pool, when its size is divisible by W) and computes the loss on the
     gathered global batch, so the run follows the single-process one up to float rounding
     (BatchNorm layers use per-rank statistics, the one exception). Evaluation, ``on_epoch``,
-    progress output and checkpoints are done by rank 0 only; the other ranks return the
-    training loss and learning rate per epoch and no reports. Rank 0 reads the checkpoint in
-    ``checkpoint_dir`` and sends it to the other ranks, so only rank 0 needs to see it.
+    the callbacks and loggers, progress output and checkpoints are done by rank 0 only; the
+    other ranks return the training loss and learning rate per epoch and no reports. Rank 0
+    reads the checkpoint in ``checkpoint_dir`` and sends it to the other ranks, so only rank 0
+    needs to see it.
     """
     t_start = time.perf_counter()
     cfg = parse_config(cfg)
+    callbacks = list(callbacks)
     rank, world, created_group = init_from_env()
     try:
-        return _train(cfg, dataset, checkpoint_dir, on_epoch, progress, stop_after, t_start,
+        hooks = _callbacks(cfg, on_epoch, callbacks, log_dir) if rank == 0 else CallbackList()
+        return _train(cfg, dataset, checkpoint_dir, hooks, progress, stop_after, t_start,
                       rank, world, recorded)
     finally:
         if created_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _callbacks(cfg: ExperimentConfig, on_epoch: EpochCallback | None,
+               callbacks: list[Callback], log_dir: str | Path | None) -> CallbackList:
+    """The callbacks of a call, in order: ``on_epoch``, the loggers, ``callbacks``."""
+    loggers: list[Callback] = []
+    if log_dir is not None:
+        loggers = build_loggers(cfg, log_dir)
+    elif set(cfg.train.loggers) - {"csv"}:  # named on purpose (csv is the default)
+        print(f"train.loggers {cfg.train.loggers}: no log_dir given, nothing is logged",
+              file=sys.stderr)
+    first = [EpochFunction(on_epoch)] if on_epoch is not None else []
+    return CallbackList([*first, *loggers, *callbacks])
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +258,7 @@ class _Run:
     g_neg: torch.Generator
     steps: int
     scaler: torch.amp.GradScaler
+    hooks: CallbackList = field(default_factory=CallbackList)
     queue: NegativeQueue | None = None  # loss.negatives_from: queue
     key_model: nn.Module | None = None  # its momentum (EMA) key encoder, model.momentum > 0
     forward: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
@@ -253,7 +285,7 @@ def _train(
     cfg: ExperimentConfig,
     dataset: Any,
     checkpoint_dir: str | Path | None,
-    on_epoch: EpochCallback | None,
+    hooks: CallbackList,
     progress: bool | None,
     stop_after: int | None,
     t_start: float,
@@ -264,13 +296,20 @@ def _train(
     prep = _prepare(cfg, dataset, checkpoint_dir, rank, world)
     with _run_context(cfg):
         run = _build(cfg, prep, rank, world)
+        run.hooks = hooks
         _resume(run, recorded)
         _start(run, progress)
+        fit = FitState(cfg, prep.rid, run.start, run.steps, run.model, run.history)
         try:
-            _run_epochs(run, on_epoch, stop_after)
-        finally:
-            if run.bar is not None:
-                run.bar.close()
+            hooks.on_fit_start(fit)
+            _run_epochs(run, stop_after)
+        except BaseException as exc:
+            fit.status, fit.error = "failed", f"{type(exc).__name__}: {exc}"
+            _end(run, fit)
+            raise
+        fit.status, fit.error = run.status, run.error
+        fit.reports = run.reports if run.status == "done" else {}
+        _end(run, fit)
     return TrainResult(
         status=run.status,
         epochs=run.history,
@@ -282,6 +321,21 @@ def _train(
         error=run.error,
         epoch_seconds=run.epoch_seconds,
     )
+
+
+def _end(run: _Run, fit: FitState) -> None:
+    """Close the progress bar, then every callback's ``on_fit_end``. After a failure (status
+    ``failed``) an error of the callbacks is named on stderr and the failure propagates."""
+    if run.bar is not None:
+        run.bar.close()
+    if fit.status != "failed":
+        run.hooks.on_fit_end(fit)
+        return
+    try:
+        run.hooks.on_fit_end(fit)
+    except Exception as exc:
+        print(f"callbacks: on_fit_end failed after the run failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
 
 
 def _prepare(cfg: ExperimentConfig, dataset: Any, checkpoint_dir: str | Path | None,
@@ -405,7 +459,7 @@ def _start(run: _Run, progress: bool | None) -> None:
     run.bar = _progress(run.steps * cfg.train.epochs, run.start * run.steps, run.log, run.desc)
 
 
-def _run_epochs(run: _Run, on_epoch: EpochCallback | None, stop_after: int | None) -> None:
+def _run_epochs(run: _Run, stop_after: int | None) -> None:
     """The remaining epochs; after a resume past the last one, the final reports again."""
     cfg = run.cfg
     for epoch in range(run.start, cfg.train.epochs):
@@ -416,7 +470,7 @@ def _run_epochs(run: _Run, on_epoch: EpochCallback | None, stop_after: int | Non
         metrics = _train_epoch(run, epoch)
         if metrics is None or not _evaluate_epoch(run, epoch, metrics):
             return  # status nan
-        _record_epoch(run, epoch, metrics, time.perf_counter() - t0, on_epoch)
+        _record_epoch(run, epoch, metrics, time.perf_counter() - t0)
     if run.start == cfg.train.epochs and run.main:
         # resumed after the last epoch: recompute the final reports
         data, augment = run.prep.data, run.prep.augment
@@ -451,10 +505,14 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any] | None:
             run.stop(f"non-finite loss at epoch {epoch + 1}, step {s + 1}")
             return None
         _optimize(run, loss)
-        loss_sum += float(loss.detach())
+        value = float(loss.detach())
+        loss_sum += value
         if run.bar is not None:
             run.bar.update(1)
-            run.bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.4f}")
+            run.bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
+        if run.hooks:  # the loss as a float only for a callback that asks for it
+            run.hooks.on_step(epoch * steps + s + 1,
+                              value if run.hooks.wants_step_loss else None)
     return {
         "epoch": epoch + 1,
         "train_loss": loss_sum / steps,
@@ -509,13 +567,13 @@ def _evaluate_epoch(run: _Run, epoch: int, metrics: dict[str, Any]) -> bool:
     return True
 
 
-def _record_epoch(run: _Run, epoch: int, metrics: dict[str, Any], seconds: float,
-                  on_epoch: EpochCallback | None) -> None:
-    """Append the epoch's metrics, report them (``on_epoch``), then write the checkpoint."""
+def _record_epoch(run: _Run, epoch: int, metrics: dict[str, Any], seconds: float) -> None:
+    """Append the epoch's metrics, report them (``on_epoch``, the loggers, the callbacks), then
+    write the checkpoint."""
     run.history.append(metrics)
     run.epoch_seconds[epoch + 1] = seconds
-    if on_epoch is not None and run.main:
-        on_epoch(epoch + 1, metrics, seconds)
+    if run.main:
+        run.hooks.on_epoch(epoch + 1, metrics, seconds)
     if run.prep.ckpt_dir is not None and run.main:  # after on_epoch: never ahead of the store
         _save_checkpoint(run.prep.ckpt_dir, _checkpoint_state(run, epoch + 1))
     if run.log and (run.bar is None or run.bar.disable):
