@@ -107,3 +107,18 @@ def test_cli_run_skips_a_done_run(out: Path, tmp_path: Path) -> None:
     assert results_table(out).splitlines()[-1] == "4 runs: 4 done"
     with pytest.raises(ValueError, match="has a sweep grid"):
         cli_run(path, ["sweep.seed=[0, 1]"], tmp_path / "x")
+
+
+def test_the_table_states_the_sample_set_of_each_metric(out: Path) -> None:
+    plain = results_table(out, metrics="mc_acc,nc1,train_loss,lr")
+    text = results_table(out, metrics="mc_acc,nc1,train_loss,lr", samples=True)
+    lines = text.splitlines()
+    assert lines[:4] == plain.splitlines()[:4] and lines[-1] == "4 runs: 4 done"
+    assert lines[4].startswith("samples of the metrics (each run's fixed evaluation subsets")
+    assert lines[5:8] == [
+        "  train split, n=240 (eval.max_train=2000): nc1",
+        "  test split, n=120 (eval.max_test=2000; classifiers fit on the train subset): mc_acc",
+        "  training batches of each epoch: train_loss",
+    ]  # lr is no measurement on samples
+    assert len(lines) == len(plain.splitlines()) + 4
+    assert cli_results(out) == results_table(out, samples=True)

@@ -1,5 +1,5 @@
-"""The experiment commands: ``datasets``, ``run``, ``sweep``, ``results``, ``geometry`` and
-``report``."""
+"""The experiment commands: ``datasets``, ``run``, ``sweep``, ``results``, ``embed``,
+``geometry`` and ``report``."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from contrastlab.cli.app import OutOpt, SetOpt, app, emit
 
 
 @app.command()
-def datasets() -> None:
-    """List the registered data sets with their sizes and what they need."""
+def datasets(
+    wide: Annotated[bool, typer.Option("--wide", help="One line per data set, unwrapped.")] = False,
+) -> None:
+    """List the registered data sets with their sizes and what they need (wrapped to fit the
+    terminal, at most 100 columns; --wide: one line each)."""
     from contrastlab.data.registry import datasets_table
 
-    typer.echo(datasets_table())
+    typer.echo(datasets_table(wide=wide))
 
 
 @app.command()
@@ -85,26 +88,46 @@ def results(
         Path | None, typer.Option(help="Also export to a .csv, .json or .parquet file.")
     ] = None,
 ) -> None:
-    """Print the results table (mean and std over seeds) and optionally export it."""
+    """Print the results table (mean and std over seeds) with the samples each metric was computed
+    on, and optionally export it (.parquet needs: pip install 'contrastlab[parquet]')."""
     from contrastlab.experiments import cli_results
 
     emit(lambda: cli_results(out_dir, filter_, group_by, export, metrics))
 
 
 @app.command()
+def embed(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory OUT/runs/<run_id>.")],
+    split: Annotated[str, typer.Option(help="The split to embed: train or test.")] = "train",
+    out: Annotated[Path | None, typer.Option(
+        help="The .npz to write (default RUN_DIR/embeddings-<split>.npz).")] = None,
+) -> None:
+    """Embed every sample of a split with a finished run's final encoder, as the run's evaluation
+    does, into an .npz that `contrastlab geometry` reads.
+
+    Exit code 2 on bad input (a missing or non-run directory, an unknown split, an unfinished
+    run), before any work."""
+    from contrastlab.experiments import cli_embed
+
+    emit(lambda: cli_embed(run_dir, split, out))
+
+
+@app.command()
 def geometry(
     embeddings: Annotated[
-        Path, typer.Argument(help="An .npz with H_train, y_train[, H_test, y_test].")
+        Path, typer.Argument(help="An .npz with H_train, y_train[, H_test, y_test] "
+                                  "(e.g. of contrastlab embed).")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     num_classes: Annotated[int | None, typer.Option(
         "--num-classes", help="C, with labels in 0..C-1 (default: the number of distinct "
                               "labels, numbered in increasing order).")] = None,
 ) -> None:
-    """Geometry (neural / dimensional collapse) and downstream reports of saved embeddings."""
-    from contrastlab.evaluation import geometry_command_output
+    """Geometry (neural / dimensional collapse) and downstream reports of saved embeddings, with
+    the samples they are computed on."""
+    from contrastlab.experiments import cli_geometry
 
-    emit(lambda: geometry_command_output(str(embeddings), as_json, num_classes))
+    emit(lambda: cli_geometry(str(embeddings), as_json, num_classes))
 
 
 @app.command()

@@ -11,11 +11,19 @@
   it dispatches ``executor="ray"`` to :mod:`~contrastlab.experiments.ray_sweep`);
 - :mod:`~contrastlab.experiments.ray_sweep`: the same on Ray (local or a cluster);
 - :mod:`~contrastlab.experiments.store`: the SQLite results database;
-- :mod:`~contrastlab.experiments.results`: :func:`results_table` and :func:`export_results`.
+- :mod:`~contrastlab.experiments.records`: the flat record of each run (the one reading of the
+  database that the tables, exports and reports start from);
+- :mod:`~contrastlab.experiments.samples`: the sample set (split and size) of every stored
+  metric, and the lines that state it;
+- :mod:`~contrastlab.experiments.results`: :func:`results_table` and :func:`export_results`;
+- :mod:`~contrastlab.experiments.frames`: :func:`load_results` (one row per run) and
+  :func:`load_epochs` (tidy per-epoch metrics), pandas DataFrames;
+- :mod:`~contrastlab.experiments.embed`: :func:`embed_run` (a finished run's split embedded by
+  its final encoder, saved as the ``.npz`` that ``contrastlab geometry`` reads).
 
-The ``cli_*`` functions are what the ``contrastlab run / sweep / results`` commands call; they
-return the text to print and raise ``ValueError`` (one line) on bad input. Heavy modules (torch,
-the training loop) are imported only when a run starts.
+The ``cli_*`` functions are what the ``contrastlab run / sweep / results / embed / geometry``
+commands call; they return the text to print and raise ``ValueError`` (one line) on bad input.
+Heavy modules (torch, the training loop, pandas) are imported only when they are used.
 """
 
 from __future__ import annotations
@@ -40,12 +48,17 @@ __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "StoreError",
+    "cli_embed",
+    "cli_geometry",
     "cli_results",
     "cli_run",
     "cli_sweep",
+    "embed_run",
     "expand_sweep",
     "export_results",
     "load_config",
+    "load_epochs",
+    "load_results",
     "parse_config",
     "results_table",
     "run_config",
@@ -81,6 +94,27 @@ def export_results(out_dir: str | Path, path: str | Path) -> Path:
     from contrastlab.experiments.results import export_results as _export
 
     return _export(out_dir, path)
+
+
+def load_results(out_dir: str | Path) -> Any:
+    """See :func:`contrastlab.experiments.frames.load_results`."""
+    from contrastlab.experiments.frames import load_results as _load
+
+    return _load(out_dir)
+
+
+def load_epochs(out_dir: str | Path) -> Any:
+    """See :func:`contrastlab.experiments.frames.load_epochs`."""
+    from contrastlab.experiments.frames import load_epochs as _load
+
+    return _load(out_dir)
+
+
+def embed_run(run_dir: str | Path, split: str = "train", out: str | Path | None = None) -> Any:
+    """See :func:`contrastlab.experiments.embed.embed_run`."""
+    from contrastlab.experiments.embed import embed_run as _embed
+
+    return _embed(run_dir, split=split, out=out)
 
 
 class CommandOutput(NamedTuple):
@@ -181,21 +215,57 @@ def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path
     return CommandOutput("\n".join(lines), 1 if failed else 0)
 
 
+def _check_export(export: str | Path) -> None:
+    """The ``--export`` path: its suffix, its directory and the packages it needs (parquet:
+    pyarrow), each a one-line error before any work."""
+    from contrastlab._paths import check_output_file
+    from contrastlab.experiments.frames import check_tabular_export
+
+    path = check_output_file(export, "--export", (".csv", ".json", ".parquet"))
+    if path.suffix.lower() != ".json":
+        check_tabular_export(path)
+
+
 def cli_results(out_dir: str | Path, filters: Sequence[str] | None = None,
                 group_by: Sequence[str] | str | None = None, export: str | Path | None = None,
                 metrics: Sequence[str] | str | None = None) -> str:
     """``contrastlab results DIR [--filter k=v ...] [--group-by k,...] [--metrics m,...]
-    [--export PATH]``: the results table (mean and std over seeds), and an export to
-    .csv/.json/.parquet when ``export`` is given."""
+    [--export PATH]``: the results table (mean and std over seeds) with the sample set of each
+    metric (:mod:`~contrastlab.experiments.samples`), and an export to .csv/.json/.parquet when
+    ``export`` is given (its path and packages checked before any work)."""
     from contrastlab.experiments.results import export_results as _export
     from contrastlab.experiments.results import results_table as _table
 
     if export is not None:
-        from contrastlab._paths import check_output_file
-
-        check_output_file(export, "--export", (".csv", ".json", ".parquet"))
-    text = _table(out_dir, filters=filters, group_by=group_by, metrics=metrics)
+        _check_export(export)
+    text = _table(out_dir, filters=filters, group_by=group_by, metrics=metrics, samples=True)
     if export is not None:
         path = _export(out_dir, export)
         text += f"\nexported to {path}"
     return text
+
+
+def cli_embed(run_dir: str | Path, split: str = "train", out: str | Path | None = None) -> str:
+    """``contrastlab embed RUN_DIR [--split train|test] [--out EMB.npz]``: embed every sample of
+    the split with the run's final encoder into an ``.npz`` for ``contrastlab geometry``
+    (:mod:`~contrastlab.experiments.embed`); returns what was written and which samples."""
+    from contrastlab.experiments.embed import embed_run as _embed
+    from contrastlab.experiments.samples import subset_text
+
+    path, emb = _embed(run_dir, split=split, out=out)
+    src = emb.provenance
+    return "\n".join([
+        f"embedded the {src['split']} split of run {src['run_id']}: {emb.H.shape[0]} samples, "
+        f"d={emb.H.shape[1]} (features {src['features']}, epoch {src['epoch']})",
+        f"samples: all {src['n']} of the {src['split']} split; {subset_text(src)}",
+        f"written to {path}  (next: contrastlab geometry {path})",
+    ])
+
+
+def cli_geometry(path: str | Path, as_json: bool = False, num_classes: int | None = None) -> str:
+    """``contrastlab geometry EMB.npz [--json] [--num-classes C]``: the geometry and downstream
+    reports of saved embeddings, with the samples they are computed on stated
+    (:func:`contrastlab.experiments.samples.geometry_output`)."""
+    from contrastlab.experiments.samples import geometry_output
+
+    return geometry_output(str(path), as_json, num_classes)

@@ -1,26 +1,18 @@
 """Query and export the results database of an output directory.
 
-Each run becomes one flat record: ``run_id``, ``status``, ``seconds``, ``attempts``, ``error``,
-the resolved config flattened to dotted keys (``loss.k``, ``loss.name``, ``seed``, ...) and its
-metrics:
-
-- the last epoch's metrics (``train_loss``, ``heldout_loss``, ``mc_acc``, ``probe_acc``, ``nc1``,
-  ``etf_distance``, ``effective_rank``, ``distinct_negatives`` (the distinct negatives an anchor
-  actually got), ...; see :mod:`contrastlab.train`);
-- overridden / extended by the final reports: ``mc_acc`` / ``mc_ce`` (mean classifier, raw
-  features), ``mc_acc_normalized``, ``mc_acc_cosine``, ``probe_acc`` / ``probe_ce`` (bias-free
-  probe with the weight decay chosen on a validation split), ``probe_bias_acc``, ``knn_acc``,
-  ``lsup`` (unit-norm L_sup), ``nc3``, ``nc4`` and the geometry scalars.
-
+The runs are read as flat records (:func:`~contrastlab.experiments.records.load_records`:
+``run_id``, ``status``, the config flattened to dotted keys, the final metrics).
 :func:`results_table` groups the finished (``done``) runs by config keys and prints the mean and
-standard deviation (over the runs of a group: the seeds) of the chosen metrics;
-:func:`export_results` writes every record to CSV, JSON (with the per-epoch metrics and the full
-reports) or parquet (needs pyarrow).
+standard deviation (over the runs of a group: the seeds) of the chosen metrics, and, with
+``samples=True`` (``contrastlab results``), the sample set each metric was computed on
+(:mod:`contrastlab.experiments.samples`). :func:`export_results` writes CSV or parquet from the
+one tabular view of the runs (:func:`contrastlab.experiments.frames.load_results`; parquet needs
+pyarrow: ``pip install 'contrastlab[parquet]'``), or JSON: the records with their per-epoch
+metrics and full reports.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -28,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab._yaml import YamlError, load_yaml_text
-from contrastlab.experiments.store import DB_NAME, ResultStore, StoreError
+from contrastlab.experiments.records import load_records
+from contrastlab.experiments.samples import samples_lines
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -50,80 +43,6 @@ DEFAULT_METRICS = (
     "converged",
 )
 _IGNORED_GROUP_KEYS = ("seed", "data.seed")
-_GEOMETRY_FINAL = ("nc1", "nc2_equinorm", "nc2_equiangularity", "nc3", "nc4", "etf_distance",
-                   "etf_distance_uncentered", "effective_rank", "numerical_rank", "rankme",
-                   "collapsed_dims", "within_class_rms", "unit_norm_error", "zero_sum_norm",
-                   "equiangularity_mean")
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def _final_metrics(reports: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    ds = reports.get("downstream") or {}
-    mcs = ds.get("mean_classifier") or {}
-    for conv, key in (("raw", "mc"), ("normalized", "mc_normalized"), ("cosine", "mc_cosine")):
-        if conv in mcs:
-            out[f"{key}_acc"] = mcs[conv].get("accuracy")
-            out[f"{key}_ce"] = mcs[conv].get("cross_entropy")
-    probes = ds.get("linear_probe") or {}
-    for name, key in (("bias-free", "probe"), ("bias", "probe_bias")):
-        if name in probes:
-            out[f"{key}_acc"] = probes[name].get("accuracy")
-            out[f"{key}_ce"] = probes[name].get("cross_entropy")
-            out[f"{key}_weight_decay"] = probes[name].get("weight_decay")
-    if ds.get("knn"):
-        out["knn_acc"] = ds["knn"].get("accuracy")
-    if ds.get("lsup"):
-        out["lsup"] = ds["lsup"].get("value")
-    geo = reports.get("geometry") or {}
-    for key in _GEOMETRY_FINAL:
-        if key in geo:
-            out[key] = geo[key]
-    return out
-
-
-def load_records(out_dir: str | Path, with_details: bool = False) -> list[dict[str, Any]]:
-    """One flat record per run (module docstring); ``with_details`` adds ``epochs`` (list) and
-    ``reports`` (dict) entries."""
-    path = Path(out_dir)
-    if not (path / DB_NAME).is_file():
-        raise StoreError(f"no results database in {str(path)!r} (expected {DB_NAME}); "
-                         "run a config or sweep with this output directory first")
-    records = []
-    with ResultStore(path, create=False) as store:
-        for run in store.runs():
-            rid = run["run_id"]
-            cfg = dict(run["config"])
-            cfg.pop("sweep", None)
-            cfg.pop("output", None)
-            rec: dict[str, Any] = {
-                "run_id": rid,
-                "status": run["status"],
-                "seconds": run["seconds"],
-                "attempts": run["attempts"],
-                "error": run["error"],
-            }
-            rec.update(_flatten(cfg))
-            epochs = store.epochs(rid)
-            reports = store.reports(rid)
-            if epochs:
-                rec.update({k: v for k, v in epochs[-1].items() if not isinstance(v, dict)})
-            rec.update(_final_metrics(reports))
-            if with_details:
-                rec["epochs"] = epochs
-                rec["reports"] = reports
-            records.append(rec)
-    return records
 
 
 def _parse_filters(filters: Iterable[str] | Mapping[str, Any] | None) -> list[tuple[str, Any]]:
@@ -234,6 +153,7 @@ def results_table(
     group_by: Iterable[str] | str | None = None,
     metrics: Iterable[str] | str | None = None,
     run_ids: Iterable[str] | None = None,
+    samples: bool = False,
 ) -> str:
     """A plain-text table of the results in ``out_dir``.
 
@@ -245,12 +165,18 @@ def results_table(
             that differ between the runs, except the seeds.
         metrics: metric names (default :data:`DEFAULT_METRICS`, those present).
         run_ids: only these runs (e.g. the points of one sweep).
+        samples: add, before the last line, the sample set of each metric shown and its size
+            (:func:`~contrastlab.experiments.samples.samples_lines`).
 
     Each row is one group: its keys, ``n`` (finished runs; ``+x nan`` / ``+x failed`` /
     ``+x unfinished`` when some did not finish) and ``mean ± std`` over its finished runs
     (std over seeds, ddof = 1; omitted for a single run).
     """
-    records = load_records(out_dir)
+    records = load_records(out_dir, with_details=samples)
+    reports: dict[str, Any] = {}  # the final reports (samples), out of the table's fields
+    for r in records:
+        reports[r["run_id"]] = r.pop("reports", None)
+        r.pop("epochs", None)
     if run_ids is not None:
         keep = set(run_ids)
         records = [r for r in records if r["run_id"] in keep]
@@ -269,7 +195,9 @@ def results_table(
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     footer = f"{len(records)} runs: " + ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
-    return _render([*keys, "n", *wanted], rows) + "\n" + footer
+    notes = samples_lines([{**r, "reports": reports[r["run_id"]]} for r in records],
+                          wanted) if samples else []
+    return "\n".join([_render([*keys, "n", *wanted], rows), *notes, footer])
 
 
 def _filtered(records: list[dict[str, Any]], flt: list[tuple[str, Any]],
@@ -352,51 +280,19 @@ def _stat_cell(members: list[dict[str, Any]], metric: str) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def _scalar(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return json.dumps(value, sort_keys=True)
-    return value
-
-
 def export_results(out_dir: str | Path, path: str | Path) -> Path:
-    """Write every run's record to ``path``: ``.csv`` (flat scalar columns; lists as JSON),
-    ``.json`` (records with their ``epochs`` and full ``reports``) or ``.parquet`` (flat; needs
-    pyarrow). Returns the path."""
+    """Write every run to ``path``: ``.csv`` or ``.parquet`` (the frame of
+    :func:`~contrastlab.experiments.frames.load_results`: one row per run, flat columns, the
+    sample set and size of each metric; parquet needs pyarrow) or ``.json`` (the records with
+    their ``epochs`` and full ``reports``). The suffix and the packages it needs are checked
+    before anything is read. Returns the path."""
+    from contrastlab.experiments.frames import check_tabular_export, load_results, write_frame
+
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".csv", ".json", ".parquet", ".pq"):
-        raise ValueError(f"export path must end in .csv, .json or .parquet; got {str(p)!r}")
-    if suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError("parquet export needs pyarrow (pip install pyarrow); "
-                             "use a .csv or .json path instead") from None
-    records = load_records(out_dir, with_details=suffix == ".json")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".json":
+    if p.suffix.lower() == ".json":
+        records = load_records(out_dir, with_details=True)
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(records, indent=1, sort_keys=False, default=str) + "\n")
         return p
-    columns: list[str] = []
-    for r in records:
-        for k in r:
-            if k not in columns:
-                columns.append(k)
-    flat = [{k: _scalar(r.get(k)) for k in columns} for r in records]
-    if suffix == ".csv":
-        with open(p, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(flat)
-        return p
-    # parquet: one column per field; mixed types become strings
-    table_cols: dict[str, list[Any]] = {}
-    for k in columns:
-        vals = [r[k] for r in flat]
-        kinds = {type(v) for v in vals if v is not None}
-        if len(kinds) > 1 and not kinds <= {int, float}:
-            vals = [None if v is None else str(v) for v in vals]
-        table_cols[k] = vals
-    pq.write_table(pa.table(table_cols), p)
-    return p
+    check_tabular_export(p)
+    return write_frame(load_results(out_dir), p)
