@@ -5,10 +5,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # torch / torchvision as ranges: pip takes the builds that lie on this machine's disk (2.14.1 / 0.29.1).
 TORCH_SPEC := "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
-# ray: the sweep's Ray executor (tests/experiments/test_ray_sweep.py; ~250 MB, a wheel from PyPI)
-TEST_EXTRAS := dev,vision,text,ray
+# ray: the sweep's Ray executor (tests/experiments/test_ray_sweep.py; ~250 MB, a wheel from PyPI);
+# parquet: `results --export x.parquet`; docs: the site's strict build (tests/test_docs.py);
+# tensorboard, wandb, mlflow: the loggers, tested in their offline modes
+TEST_EXTRAS := dev,vision,text,ray,parquet,docs,tensorboard,wandb,mlflow
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench docs venv clean
 
 $(VENV)/.installed-$(TEST_EXTRAS): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +39,10 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
+
+# the documentation site (mkdocs-material + mkdocstrings) into site/, warnings as errors
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # the tiled-kernel benchmark: --quick by default; `make bench BENCH_KERNEL_ARGS=` runs the full grid
 BENCH_KERNEL_ARGS ?= --quick

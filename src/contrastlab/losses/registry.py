@@ -311,7 +311,7 @@ def _jiang(name: str, law: str, batch: tuple[str, ...]) -> LossSpec:
               "negatives_reduction": "negatives_reduction", "replacement": "replace"}
     return LossSpec(name, pool_hard_contrastive, "pool", batch, params,
                     {"negatives": sampler_support(law)}, sampler=law,
-                    reference=f"Jiang et al. 2023, {name.upper()} (SPEC A3)")
+                    reference=f"Jiang et al. 2023, {name.upper()} (their code, rjiang03/HCL)")
 
 
 def _built_in() -> tuple[LossSpec, ...]:
@@ -320,7 +320,7 @@ def _built_in() -> tuple[LossSpec, ...]:
     return (
         LossSpec("infonce", info_nce, "in-batch", ("z1", "z2"), {"temperature": "temperature"},
                  in_batch, defaults={"temperature": 0.5},
-                 reference="Chen et al. 2020 (SimCLR NT-Xent), SPEC A1"),
+                 reference="Chen et al. 2020 (SimCLR NT-Xent)"),
         LossSpec("supcon", supcon, "in-batch", ("z1", "z2", "labels"),
                  {"temperature": "temperature"}, in_batch, defaults={"temperature": 0.1},
                  reference="Khosla et al. 2020, L_out"),
