@@ -1,4 +1,5 @@
-"""The demo job runs end to end (short) and writes a report with real numbers."""
+"""The demo (the quick tour) runs end to end (short) with the library's trainer and writes a
+report with real numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from contrastlab.cli import app
-from contrastlab.demo import DemoRun, etf_loss_table, train_one
+from contrastlab.demo import DemoRun, demo_config, etf_loss_table, train_one
+from contrastlab.train import run_id
 
 
 def test_etf_table_matches_closed_forms() -> None:
@@ -19,9 +21,23 @@ def test_etf_table_matches_closed_forms() -> None:
 
 
 def test_training_reaches_a_good_mean_classifier() -> None:
-    r = train_one(DemoRun("HSCL", "other-class", 5.0, 32), num_classes=4, steps=150, batch=96)
+    run = DemoRun("HSCL", "other-class", 5.0, 32)
+    r = train_one(run, num_classes=4, steps=150, batch=96)
     assert r["mean_classifier_accuracy"] > 0.95
     assert r["equiangular_error"] < 0.15
+    # trained by the library's trainer: the run id is that of the demo's trainer config
+    assert r["run_id"] == run_id(demo_config(run, num_classes=4, steps=150, batch=96))
+
+
+def test_runs_map_to_the_trainer_losses() -> None:
+    assert [DemoRun("x", neg, beta, 4).loss for neg, beta in (
+        ("other-class", 0.0), ("other-class", 5.0), ("marginal", 0.0), ("marginal", 5.0))
+    ] == ["scl", "hscl", "ucl", "hucl"]
+    cfg = demo_config(DemoRun("HUCL", "marginal", 5.0, 16), steps=7, batch=64, seed=3)
+    assert (cfg.loss.name, cfg.loss.k, cfg.loss.beta, cfg.loss.normalize) == ("hucl", 16, 5.0,
+                                                                                "ball")
+    assert (cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size) == (1, 7, 64)
+    assert cfg.seed == 3 and cfg.data.seed == 3
 
 
 def test_cli_demo_writes_report(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ from contrastlab.cli.app import app
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Directory for the report.")] = Path("reports/demo"),
-    steps: Annotated[int, typer.Option(min=1, help="Training steps per configuration.")] = 300,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps per run (one epoch).")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Run the demo job (exact ETF losses vs k; SCL/HSCL/UCL/HUCL training) and write a report."""
+    """Run the quick tour (about a minute): exact ETF losses vs k, then SCL/HSCL/UCL/HUCL
+    trained by the library's trainer on a small Gaussian mixture; writes a Markdown report.
+    The main job is `make demo` (contrastlab sweep configs/demo.yaml)."""
     from contrastlab._paths import check_output_dir
     from contrastlab.demo import run_demo
 
