@@ -361,6 +361,10 @@ def test_sweep_exit_code_lists_the_failed_runs_last(workdir: Path, capsys: Any) 
     assert code == 1, out
     assert lines[-2] == "1 of 2 runs did not finish:", out
     assert " nan: non-finite" in lines[-1], out
+    summary = (workdir / "sw" / "summary.md").read_text().splitlines()
+    assert summary[0] == "# Sweep of 2 runs"  # a Markdown document: a table and the failures
+    assert any(line.startswith("| optim.lr | n |") for line in summary)
+    assert summary[-2] == "- 1 of 2 runs did not finish:" and "nan: non-finite" in summary[-1]
     code, out, _ = _invoke(["sweep", "cfg.yaml", "--out", "sw2",
                             "--set", "sweep={seed: [0, 1]}"], capsys)
     assert code == 0, out

@@ -1,14 +1,14 @@
 """Tables: the one renderer of the tables the package prints or writes: plain text (the
 ``optimum``/``conjecture``/``bounds`` columns, the ``geometry`` measure lists), tables of text
-that fit the terminal (:func:`fit_table`: ``datasets``, ``results``; rendered by ``rich``, cells
-wrapped, at most :data:`MAX_WIDTH` columns unless ``wide``) and Markdown (the recipe summaries,
-the demo report, the study and bounds tables)."""
+that fit the terminal (:func:`fit_table`: ``datasets``, ``results``; at most :data:`MAX_WIDTH`
+columns unless ``wide``: numbers split into blocks of columns, text wrapped by ``rich``) and
+Markdown (the recipe summaries, the demo report, the study and bounds tables)."""
 
 from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -81,10 +81,57 @@ def measure_table(title: str, rows: list[tuple[str, str]]) -> str:
 
 
 def fit_table(header: Sequence[str], body: Sequence[Sequence[str]], wide: bool = False,
-              width: int | None = None) -> str:
-    """Left-aligned columns of text under a rule of dashes, the long cells wrapped so that no
-    line is wider than ``width`` (default: the terminal's width, at most :data:`MAX_WIDTH`);
-    ``wide``: no wrapping, one line per row. Trailing spaces are stripped."""
+              width: int | None = None, keep: int | None = None) -> str:
+    """Left-aligned columns of text under a rule of dashes that fit in ``width`` columns
+    (default: the terminal's width, at most :data:`MAX_WIDTH`); ``wide``: one line per row
+    whatever its length. Too wide a table is split in one of two ways:
+
+    - ``keep`` given (numbers: cells that must stay whole): into blocks of columns, one under
+      the other, each repeating the first ``keep`` columns (the row's keys), as a pandas frame
+      wraps;
+    - otherwise (text): the long cells are wrapped within their column (rendered by ``rich``).
+
+    Trailing spaces are stripped."""
+    if width is None:
+        width = min(shutil.get_terminal_size((MAX_WIDTH, 24)).columns, MAX_WIDTH)
+    widths = _widths(header, body)
+    if wide or sum(widths) + 2 * (len(widths) - 1) <= width:
+        return _left_table(header, body, range(len(header)), widths)
+    if keep is not None:
+        return "\n\n".join(_left_table(header, body, cols, widths)
+                            for cols in _column_blocks(widths, keep, width))
+    return _wrapped_table(header, body, width)
+
+
+def _left_table(header: Sequence[str], body: Sequence[Sequence[str]], cols: Iterable[int],
+                widths: Sequence[int]) -> str:
+    cols = list(cols)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cells[i].ljust(widths[i]) for i in cols).rstrip()
+
+    rule = "  ".join("-" * widths[i] for i in cols)
+    return "\n".join([line(header), rule, *(line(row) for row in body)])
+
+
+def _column_blocks(widths: Sequence[int], keep: int, width: int) -> list[list[int]]:
+    """The columns of each block: the first ``keep`` in every block, then as many of the rest,
+    in order, as fit (at least one per block)."""
+    base = list(range(min(keep, len(widths))))
+    used = sum(widths[i] + 2 for i in base)
+    blocks: list[list[int]] = []
+    current: list[int] = []
+    for i in range(len(base), len(widths)):
+        need = sum(widths[j] + 2 for j in current) + widths[i]
+        if current and used + need > width:
+            blocks.append(base + current)
+            current = []
+        current.append(i)
+    blocks.append(base + current)
+    return blocks
+
+
+def _wrapped_table(header: Sequence[str], body: Sequence[Sequence[str]], width: int) -> str:
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -92,13 +139,10 @@ def fit_table(header: Sequence[str], body: Sequence[Sequence[str]], wide: bool =
     rule = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
     table = Table(box=rule, show_edge=False, pad_edge=False, header_style=None)
     for h in header:
-        table.add_column(h, overflow="fold", no_wrap=wide)
+        table.add_column(h, overflow="fold")
     for row in body:
         table.add_row(*row)
-    if width is None:
-        width = min(shutil.get_terminal_size((MAX_WIDTH, 24)).columns, MAX_WIDTH)
     out = io.StringIO()
-    console = Console(width=1_000_000 if wide else width, file=out, color_system=None,
-                      highlight=False, markup=False, emoji=False)
-    console.print(table)
+    Console(width=width, file=out, color_system=None, highlight=False, markup=False,
+            emoji=False).print(table)
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines())

@@ -67,7 +67,7 @@ def test_distinct_negatives_in_records_and_table(out: Path) -> None:
     assert all(r["distinct_negatives"] == float(r["loss.k"]) for r in records)
     assert all(e["distinct_negatives"] == float(r["loss.k"]) for r in records
                for e in r["epochs"])
-    header = results_table(out).splitlines()[0].split()
+    header = results_table(out, style="wide").splitlines()[0].split()
     assert header[-2:] == ["distinct_negatives", "converged"]
     text = results_table(out, filters=["loss.k=4"], group_by="seed",
                          metrics="distinct_negatives")
@@ -122,3 +122,16 @@ def test_the_table_states_the_sample_set_of_each_metric(out: Path) -> None:
     ]  # lr is no measurement on samples
     assert len(lines) == len(plain.splitlines()) + 4
     assert cli_results(out) == results_table(out, samples=True)
+
+
+def test_table_fits_100_columns_or_goes_wide_or_markdown(out: Path) -> None:
+    fit = results_table(out)
+    assert max(len(line) for line in fit.splitlines()) <= 100
+    wide = results_table(out, style="wide")
+    assert len(wide.splitlines()[0]) > 100  # the default metrics do not fit in 100 columns
+    assert set(wide.splitlines()[0].split()) <= set(fit.split())  # no column lost
+    md = results_table(out, style="markdown").splitlines()
+    assert md[0].startswith("| loss.k | n |") and md[1].startswith("|---|")
+    assert md[-1] == "4 runs: 4 done"
+    with pytest.raises(ValueError, match="style"):
+        results_table(out, style="html")

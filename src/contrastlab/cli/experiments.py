@@ -64,13 +64,12 @@ def sweep(
     from contrastlab.experiments import cli_sweep
 
     def body() -> tuple[str, int]:
+        summary = None if out is None else out / "summary.md"
         text, code = cli_sweep(config, set_ or [], out, workers, executor, address,
-                               cpus_per_run, gpus_per_run, retries)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "summary.md").write_text(text + "\n")
+                               cpus_per_run, gpus_per_run, retries, summary=summary)
+        if summary is not None:
             # first, so that the failed runs (if any) stay the last lines
-            text = f"summary written to {(out / 'summary.md').resolve()}\n{text}"
+            text = f"summary written to {summary.resolve()}\n{text}"
         return text, code
 
     emit(body)
@@ -87,12 +86,13 @@ def results(
     export: Annotated[
         Path | None, typer.Option(help="Also export to a .csv, .json or .parquet file.")
     ] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="One line per row, unwrapped.")] = False,
 ) -> None:
     """Print the results table (mean and std over seeds) with the samples each metric was computed
     on, and optionally export it (.parquet needs: pip install 'contrastlab[parquet]')."""
     from contrastlab.experiments import cli_results
 
-    emit(lambda: cli_results(out_dir, filter_, group_by, export, metrics))
+    emit(lambda: cli_results(out_dir, filter_, group_by, export, metrics, wide))
 
 
 @app.command()

@@ -118,7 +118,8 @@ def _load_synthetic(*, root: str | None, seed: int, **options: Any) -> Dataset:
         num_classes=C,
         kind="vector",
         info={
-            "source": "contrastlab.data.synthetic.gaussian_mixture (the latent-class model of Arora et al. 2019)",
+            "source": "contrastlab.data.synthetic.gaussian_mixture (the latent-class model of "
+                      "Arora et al. 2019)",
             "options": resolved,
             "prior": [float(p) for p in prior],
             "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
@@ -161,7 +162,8 @@ def _load_synthetic_circle(*, root: str | None, seed: int, **options: Any) -> Da
         num_classes=C,
         kind="vector",
         info={
-            "source": "contrastlab.data.synthetic.circle_toy_dataset (Bao et al. 2022's toy, their code/jobs/toy/circle.sh)",
+            "source": "contrastlab.data.synthetic.circle_toy_dataset (Bao et al. 2022's toy, "
+                      "their code/jobs/toy/circle.sh)",
             "options": o.model_dump(),
             "sizes": {"train": int(tr.numel()), "test": int(te.numel())},
             "classes": [f"r={(c + 1) / 2:g}" for c in range(C)],

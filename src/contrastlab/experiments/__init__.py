@@ -173,13 +173,14 @@ def cli_run(config_path: str | Path, sets: Sequence[str] = (), out: str | Path |
 def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path | None = None,
               workers: int = 1, executor: str = "local", address: str | None = None,
               cpus_per_run: float | None = None, gpus_per_run: float | None = None,
-              retries: int | None = None) -> CommandOutput:
+              retries: int | None = None, summary: str | Path | None = None) -> CommandOutput:
     """``contrastlab sweep CONFIG [--set ...] [--out DIR] [--workers N] [--executor ray
     [--address ADDR] [--cpus-per-run C] [--gpus-per-run G] [--retries R]]``: run the grid
     (resumable; finished runs are skipped) and return the results table grouped by the swept
     keys (mean and std over seeds), with exit code 1 when a run failed or ended non-finite (the
     runs listed last). The options are checked (one-line ValueError naming the
-    option) before the config is read."""
+    option) before the config is read. ``summary``: also write the table and those lines as a
+    Markdown file there (``summary.md`` of ``contrastlab sweep --out``)."""
     from contrastlab.experiments.results import results_table as _table
     from contrastlab.experiments.sweep import EXECUTORS
     from contrastlab.experiments.sweep import run_sweep as _sweep
@@ -209,10 +210,17 @@ def cli_sweep(config_path: str | Path, sets: Sequence[str] = (), out: str | Path
     group = [k for k in cfg.sweep if k not in ("seed", "data.seed")]
     table = _table(out_dir, filters=None, group_by=group or None, run_ids=ids)
     failed = _failures(out_dir, ids)
-    lines = [table, f"sweep of {len(ids)} runs; results in {out_dir.resolve()}"]
+    lines = [f"sweep of {len(ids)} runs; results in {out_dir.resolve()}"]
     if failed:
         lines += [f"{len(failed)} of {len(ids)} runs did not finish:", *failed]
-    return CommandOutput("\n".join(lines), 1 if failed else 0)
+    if summary is not None:
+        md = _table(out_dir, filters=None, group_by=group or None, run_ids=ids, style="markdown")
+        *rows, footer = md.splitlines()
+        bullets = [f"- {line.strip()}" for line in lines[1:]]
+        Path(summary).write_text("\n".join(
+            [f"# Sweep of {len(ids)} runs", "", f"Results in `{out_dir.resolve()}`.", "", *rows,
+             "", footer, *(["", *bullets] if bullets else [])]) + "\n")
+    return CommandOutput("\n".join([table, *lines]), 1 if failed else 0)
 
 
 def _check_export(export: str | Path) -> None:
@@ -228,9 +236,10 @@ def _check_export(export: str | Path) -> None:
 
 def cli_results(out_dir: str | Path, filters: Sequence[str] | None = None,
                 group_by: Sequence[str] | str | None = None, export: str | Path | None = None,
-                metrics: Sequence[str] | str | None = None) -> str:
+                metrics: Sequence[str] | str | None = None, wide: bool = False) -> str:
     """``contrastlab results DIR [--filter k=v ...] [--group-by k,...] [--metrics m,...]
-    [--export PATH]``: the results table (mean and std over seeds) with the sample set of each
+    [--export PATH] [--wide]``: the results table (mean and std over seeds; wrapped to fit the
+    terminal, at most 100 columns, or one line per row with ``wide``) with the sample set of each
     metric (:mod:`~contrastlab.experiments.samples`), and an export to .csv/.json/.parquet when
     ``export`` is given (its path and packages checked before any work)."""
     from contrastlab.experiments.results import export_results as _export
@@ -238,7 +247,8 @@ def cli_results(out_dir: str | Path, filters: Sequence[str] | None = None,
 
     if export is not None:
         _check_export(export)
-    text = _table(out_dir, filters=filters, group_by=group_by, metrics=metrics, samples=True)
+    text = _table(out_dir, filters=filters, group_by=group_by, metrics=metrics, samples=True,
+                  style="wide" if wide else "fit")
     if export is not None:
         path = _export(out_dir, export)
         text += f"\nexported to {path}"

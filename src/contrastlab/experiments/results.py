@@ -19,12 +19,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from contrastlab._tables import fit_table, markdown_table
+from contrastlab._validation import check_choice
 from contrastlab._yaml import YamlError, load_yaml_text
 from contrastlab.experiments.records import load_records
 from contrastlab.experiments.samples import samples_lines
 
 __all__ = [
     "DEFAULT_METRICS",
+    "TABLE_STYLES",
     "export_results",
     "load_records",
     "results_table",
@@ -137,14 +140,17 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (1, str(value))
 
 
-def _render(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
-              for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+#: how :func:`results_table` renders: ``fit`` (wrapped to the terminal, at most 100 columns),
+#: ``wide`` (one line per row), ``markdown`` (a GitHub-flavoured Markdown table)
+TABLE_STYLES = ("fit", "wide", "markdown")
+
+
+def _render(header: list[str], rows: list[list[str]], style: str, keys: int) -> str:
+    """The table in ``style``; too wide a ``fit`` table is split into blocks of columns, each
+    repeating the ``keys`` first columns (the group's keys and ``n``)."""
+    if style == "markdown":
+        return markdown_table(header, rows)
+    return fit_table(header, rows, wide=style == "wide", keep=keys)
 
 
 def results_table(
@@ -154,6 +160,7 @@ def results_table(
     metrics: Iterable[str] | str | None = None,
     run_ids: Iterable[str] | None = None,
     samples: bool = False,
+    style: str = "fit",
 ) -> str:
     """A plain-text table of the results in ``out_dir``.
 
@@ -167,11 +174,14 @@ def results_table(
         run_ids: only these runs (e.g. the points of one sweep).
         samples: add, before the last line, the sample set of each metric shown and its size
             (:func:`~contrastlab.experiments.samples.samples_lines`).
+        style: ``fit`` (default: long cells wrapped so that the table fits the terminal, at most
+            100 columns), ``wide`` (one line per row) or ``markdown`` (:data:`TABLE_STYLES`).
 
     Each row is one group: its keys, ``n`` (finished runs; ``+x nan`` / ``+x failed`` /
     ``+x unfinished`` when some did not finish) and ``mean ± std`` over its finished runs
     (std over seeds, ddof = 1; omitted for a single run).
     """
+    check_choice("style", style, TABLE_STYLES)
     records = load_records(out_dir, with_details=samples)
     reports: dict[str, Any] = {}  # the final reports (samples), out of the table's fields
     for r in records:
@@ -197,7 +207,7 @@ def results_table(
     footer = f"{len(records)} runs: " + ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
     notes = samples_lines([{**r, "reports": reports[r["run_id"]]} for r in records],
                           wanted) if samples else []
-    return "\n".join([_render([*keys, "n", *wanted], rows), *notes, footer])
+    return "\n".join([_render([*keys, "n", *wanted], rows, style, len(keys) + 1), *notes, footer])
 
 
 def _filtered(records: list[dict[str, Any]], flt: list[tuple[str, Any]],
