@@ -67,3 +67,24 @@ def test_bad_options_give_one_line_errors() -> None:
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
         assert name in res.output and res.output.count("\n") <= 2
+
+
+def test_optimum_json_reports_the_duality_gap_on_every_row() -> None:
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["optimum", "--classes", "5", "--prior", "zipf:1", "--k", "1,16", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["rows"]
+    for row in rows:
+        assert 0.0 <= row["duality_gap"] <= 1e-6  # a certified global optimum
+        assert row["duality_gap_reason"] is None
+        assert row["starts_run"] == 1
+        assert "supervised_loss_gap" in row  # L_sup's own certificate, kept as is
+    res = runner.invoke(
+        app, ["optimum", "--classes", "3", "--k", "2", "--loss", "hinge", "--restarts", "1",
+              "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.output)["rows"]
+    assert row["duality_gap"] is None and "hinge" in row["duality_gap_reason"]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from contrastlab.data.latent import parse_prior, two_level_prior
+from contrastlab.theory.certify import gram_convexity
 from contrastlab.theory.etf import etf_cosine, etf_loss
 from contrastlab.theory.optimize import optimize_per_sample, optimize_population
+from contrastlab.theory.population import population_loss
 from contrastlab.theory.study import monotonicity_study
 
 
@@ -91,3 +97,56 @@ def test_parse_prior_errors(spec: str) -> None:
 def test_bad_input(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):
         optimize_population(**kwargs)
+
+
+def test_certified_optimum_stops_the_restarts_and_reports_the_gap() -> None:
+    res = optimize_population(num_classes=6, k=16, restarts=4, with_downstream=False)
+    assert res.duality_gap is not None and res.duality_gap <= 1e-6 and res.certified
+    assert len(res.restart_losses) == 1  # the first start is certified: no more starts
+    row = res.summary()
+    assert row["duality_gap"] == res.duality_gap and row["duality_gap_reason"] is None
+    assert row["starts_run"] == 1
+    # the reported loss is the exact population loss of the returned vectors
+    assert res.loss == pytest.approx(float(population_loss(res.V, None, k=16)), abs=1e-12)
+
+
+@pytest.mark.parametrize(("loss", "beta"), [("hinge", 0.0), ("infonce", 1.0)])
+def test_non_convex_objectives_run_every_start_without_a_certificate(loss, beta) -> None:
+    res = optimize_population(
+        num_classes=4, k=4, loss=loss, beta=beta, restarts=2, with_downstream=False
+    )
+    assert res.duality_gap is None and not res.certified
+    assert res.duality_gap_reason == gram_convexity(loss, beta) is not None
+    assert len(res.restart_losses) == 2
+
+
+def test_low_dimension_is_not_certified_and_runs_every_start() -> None:
+    """d = 2 < C - 1: the Gram relaxation's optimum (the ETF, rank 4) is out of reach, so the
+    gap stays large (a valid but loose bound) and every start runs."""
+    res = optimize_population(num_classes=5, k=8, dim=2, restarts=3, with_downstream=False)
+    assert res.duality_gap is not None and res.duality_gap > 1e-3
+    assert res.loss - etf_loss(5, 8) <= res.duality_gap
+    assert len(res.restart_losses) == 3
+
+
+_SCRIPT = """
+import torch
+from contrastlab.data.latent import zipf_prior
+from contrastlab.theory.optimize import optimize_population
+res = optimize_population(prior=zipf_prior(12, 1.0), k=64, restarts=2)
+print(repr(res.loss), res.duality_gap, res.iterations, res.V.numpy().tobytes().hex())
+print(res.downstream["supervised_loss"], torch.get_num_threads())
+"""
+
+
+def test_results_do_not_depend_on_the_thread_count() -> None:
+    outs = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        proc = subprocess.run(
+            [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
+        lines = proc.stdout.splitlines()
+        assert lines[-1].split()[-1] == threads  # the caller's setting is restored
+        outs.append([lines[0], lines[1].split()[0]])
+    assert outs[0] == outs[1]

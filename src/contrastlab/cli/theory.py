@@ -39,7 +39,9 @@ def bounds(
         Path | None, typer.Option("--plot", help="Also plot to a .png/.svg/.pdf (matplotlib).")
     ] = None,
 ) -> None:
-    """Print every bound on the mean-classifier loss at the idealized R*_cont(K) (SPEC A6)."""
+    """Print every bound on the mean-classifier loss at the idealized R*_cont(K): Arora et al.
+    2019, Nozawa & Sato 2021, Ash et al. 2022 and Bao et al. 2022, as evaluated in Bao et al.'s
+    code."""
     from typing import NoReturn
 
     from contrastlab.theory.bounds import idealized_bounds
@@ -101,11 +103,20 @@ def optimum(
     beta: Annotated[float, typer.Option(help="Hardness beta >= 0 (HUCL / HSCL).")] = 0.0,
     dim: Annotated[int | None, typer.Option(help="Dimension d (default C - 1).")] = None,
     constraint: Annotated[str, typer.Option(help="sphere or ball.")] = "sphere",
-    restarts: Annotated[int, typer.Option(help="Random restarts per k.")] = 4,
+    restarts: Annotated[
+        int,
+        typer.Option(
+            help="Random starts per k, at most: they stop at the first certified global "
+            "optimum (duality gap <= 1e-6)."
+        ),
+    ] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the restarts.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """The optimal class geometry of the exact population loss, one row per k."""
+    """The optimal class geometry of the exact population loss, one row per k. Every --json row
+    has duality_gap, a certified bound on the loss above the global optimum (the convex
+    Gram-matrix program of Awasthi et al. 2022), or null with duality_gap_reason where the loss
+    is not convex and smooth in the Gram matrix (hinge, beta > 0)."""
     from contrastlab.theory.commands import optimum_output, parse_ks
 
     emit(

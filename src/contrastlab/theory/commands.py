@@ -78,6 +78,7 @@ def optimum_output(
         "mean_classifier_accuracy",
         "grad_norm",
         "converged",
+        "duality_gap",
     ]
     head = (
         f"optimum of the population {loss} loss ({negatives} negatives, beta={beta}, "

@@ -6,26 +6,50 @@ show SCL/HSCL/UCL are minimized by neural collapse. For an unbalanced prior the 
 an ETF in general and is found numerically here.
 
 Method: class vectors on the unit sphere (V_c = U_c / ||U_c||) or in the unit ball
-(V_c = sigmoid(r_c) U_c / ||U_c||), the exact loss of
-:func:`contrastlab.theory.population.population_loss` in float64, L-BFGS with a strong-Wolfe
-line search from ``restarts`` random starts (seeded); the best start is kept. Diagnostics: the
-norm of the Riemannian gradient (the gradient's component tangent to the sphere, or the full
-gradient in the ball's interior), the iteration count, the loss of every start, and the
-distance of the class-mean cosines to the ETF value -1/(C-1).
+(V_c = sigmoid(r_c) U_c / ||U_c||), the exact population loss in float64, L-BFGS from
+``restarts`` seeded random starts (the first is ``init`` when given); the best start is kept.
+Two engines evaluate the loss:
+
+- the smooth, untilted losses (``logistic``, ``infonce``, ``infonce-mean`` with beta = 0), whose
+  loss is convex in the Gram matrix G = V V^T: :func:`contrastlab.theory.gram.gram_loss` (numpy,
+  analytic gradient dL/dG, no autograd) minimized by the deterministic numpy L-BFGS of
+  :mod:`contrastlab.theory.lbfgs` on the flat parameters.
+  After every start the optimum is certified by :func:`contrastlab.theory.certify.duality_gap`
+  (a bound on L(V V^T) - min over the convex program in G, Awasthi et al.'s reformulation); a
+  start whose gap is <= :data:`~contrastlab.theory.certify.CERTIFY_TOL` is a global optimum, and
+  the remaining starts are skipped (``restarts`` is a maximum);
+- ``hinge`` and the tilted laws (beta > 0), not convex or not smooth in G: the autograd engine of
+  :func:`contrastlab.theory.population.population_loss` with torch's strong-Wolfe L-BFGS, every
+  start run, no certificate (``duality_gap`` is None and ``duality_gap_reason`` says why).
+
+The reported ``loss`` is the engine's value at the returned V (the numpy engine agrees with
+:func:`~contrastlab.theory.population.population_loss` to ~1e-13, tested; both check their
+arguments alike, before any work). Diagnostics: the norm of the Riemannian
+gradient (the gradient's component tangent to the sphere, or the full gradient in the ball's
+interior), the iteration count, the loss of every start run, the duality gap, and the distance
+of the class-mean cosines to the ETF value -1/(C-1). Results are deterministic, the same bits
+for any number of threads: the numpy engine uses no BLAS reduction (whose order depends on
+them), and the torch work of a solve runs on one thread (:func:`_torch_single_threaded`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from contrastlab._validation import check_choice, check_positive_int
 from contrastlab.data.latent import check_prior
+from contrastlab.losses.family import LOSSES
+from contrastlab.theory.certify import CERTIFY_TOL, duality_gap, gram_convexity
 from contrastlab.theory.etf import etf_cosine
+from contrastlab.theory.gram import GramObjective, gram_loss, gram_objective
+from contrastlab.theory.lbfgs import minimize_lbfgs
 from contrastlab.theory.population import population_loss, sample_level_loss
 
 CONSTRAINTS = ("sphere", "ball")
@@ -33,7 +57,12 @@ CONSTRAINTS = ("sphere", "ball")
 
 @dataclass
 class PopulationOptimum:
-    """Result of :func:`optimize_population`."""
+    """Result of :func:`optimize_population`.
+
+    ``duality_gap`` is the certified bound on the suboptimality of the loss over the convex
+    Gram-matrix program (:mod:`contrastlab.theory.certify`), None where the loss is not convex
+    and smooth in G, with ``duality_gap_reason`` saying why.
+    """
 
     V: torch.Tensor
     loss: float
@@ -50,6 +79,13 @@ class PopulationOptimum:
     converged: bool
     restart_losses: list[float] = field(default_factory=list)
     downstream: dict[str, Any] = field(default_factory=dict)
+    duality_gap: float | None = None
+    duality_gap_reason: str | None = None
+
+    @property
+    def certified(self) -> bool:
+        """Whether the duality gap certifies a global optimum (gap <= ``CERTIFY_TOL``)."""
+        return self.duality_gap is not None and self.duality_gap <= CERTIFY_TOL
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary (no tensors)."""
@@ -64,6 +100,9 @@ class PopulationOptimum:
             "iterations": self.iterations,
             "converged": self.converged,
             "restart_spread": max(self.restart_losses) - min(self.restart_losses),
+            "starts_run": len(self.restart_losses),
+            "duality_gap": self.duality_gap,
+            "duality_gap_reason": self.duality_gap_reason,
             **{k: v for k, v in self.downstream.items() if isinstance(v, (int, float, bool))},
         }
 
@@ -85,6 +124,26 @@ def _riemannian_grad_norm(v: torch.Tensor, g: torch.Tensor, constraint: str) -> 
     outward = (g * v).sum(dim=1, keepdim=True) / norms.clamp_min(1e-300)
     proj = torch.where(on_boundary & (outward < 0), g - outward * v / norms, g)
     return float(proj.norm())
+
+
+@contextmanager
+def _torch_single_threaded() -> Iterator[None]:
+    """Run the enclosed torch ops on one intra-op thread, then restore the caller's setting.
+
+    The torch work of a solve (argument checks, the autograd engine, the downstream report) is
+    on C x C-sized tensors, where the thread pool only adds synchronization: measured with
+    OMP_NUM_THREADS=2 on a busy 2-core machine, ~150 ms instead of ~6 ms per call of
+    :func:`~contrastlab.theory.population.population_loss` at C = 10. One thread also keeps the
+    results independent of the caller's thread count.
+    """
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
 
 
 def _resolve_prior(prior: torch.Tensor | None, num_classes: int | None) -> torch.Tensor:
@@ -163,7 +222,8 @@ def _population_restarts(
     tol: float,
     init: torch.Tensor | None,
 ) -> tuple[tuple[float, torch.Tensor, torch.Tensor | None, int], list[float]]:
-    """L-BFGS from every start; the best (loss, U, r, iterations) and every start's loss."""
+    """Autograd engine: L-BFGS from every start; the best (loss, U, r, iterations) and every
+    start's loss."""
     c = rho.numel()
     g = torch.Generator().manual_seed(seed)
     best: tuple[float, torch.Tensor, torch.Tensor | None, int] | None = None
@@ -185,8 +245,86 @@ def _population_restarts(
     return best, restart_losses
 
 
+def _flat_vectors(
+    x: np.ndarray, c: int, d: int, constraint: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(V, unit directions, radii sigmoid(r), ||U||) of the flat parameters x = [U, r]."""
+    from scipy.special import expit
+
+    u = x[: c * d].reshape(c, d)
+    norm = np.maximum(np.sqrt(np.einsum("ij,ij->i", u, u)), 1e-300)
+    unit = u / norm[:, None]
+    radius = expit(x[c * d :]) if constraint == "ball" else np.ones(c)
+    return radius[:, None] * unit, unit, radius, norm
+
+
+def _flat_loss(
+    obj: GramObjective, c: int, d: int, constraint: str
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """x -> (L, dL/dx) for the flat parameters x = [U, r] (the chain rule through G = V V^T,
+    dL/dV = 2 H V, then through the normalization of each row and the sigmoid radius)."""
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        v, unit, radius, norm = _flat_vectors(x, c, d, constraint)
+        value, h = gram_loss(obj, np.einsum("id,jd->ij", v, v))
+        gv = 2.0 * np.einsum("ij,jd->id", h, v)
+        radial = np.einsum("ij,ij->i", gv, unit)
+        gu = (radius / norm)[:, None] * (gv - radial[:, None] * unit)
+        if constraint == "sphere":
+            return value, gu.ravel()
+        return value, np.concatenate([gu.ravel(), radial * radius * (1.0 - radius)])
+
+    return fun
+
+
+def _gram_start(
+    start: int, init: torch.Tensor | None, c: int, d: int, g: torch.Generator, constraint: str
+) -> np.ndarray:
+    """The flat parameters of one start: the same starts as the autograd engine."""
+    u, r = _population_start(start, init, c, d, g, constraint)
+    parts = [u.detach().numpy().ravel()] + ([] if r is None else [r.detach().numpy()])
+    return np.concatenate(parts)
+
+
+def _gram_restarts(
+    obj: GramObjective,
+    d: int,
+    constraint: str,
+    restarts: int,
+    seed: int,
+    max_iter: int,
+    tol: float,
+    init: torch.Tensor | None,
+) -> tuple[tuple[float, np.ndarray, np.ndarray, int, float], list[float]]:
+    """Numpy engine: L-BFGS (:mod:`contrastlab.theory.lbfgs`) from each start until one is
+    certified (module docstring); the best (loss, V, gradient dL/dV, iterations, duality gap)
+    and every start's loss."""
+    c = obj.prior.size
+    g = torch.Generator().manual_seed(seed)
+    fun = _flat_loss(obj, c, d, constraint)
+    best: tuple[float, np.ndarray, np.ndarray, int, float] | None = None
+    restart_losses: list[float] = []
+    for start in range(restarts):
+        x0 = _gram_start(start, init, c, d, g, constraint)
+        res = minimize_lbfgs(fun, x0, max_iter, tol)
+        v = _flat_vectors(res.x, c, d, constraint)[0]
+        gram = np.einsum("id,jd->ij", v, v)
+        value, h = gram_loss(obj, gram)
+        restart_losses.append(value)
+        if best is None or value < best[0]:
+            gap = duality_gap(gram, h, constraint).gap
+            best = (value, v, 2.0 * np.einsum("ij,jd->id", h, v), res.iterations, gap)
+        if best[4] <= CERTIFY_TOL:
+            break
+    assert best is not None
+    return best, restart_losses
+
+
 def _population_result(
-    best: tuple[float, torch.Tensor, torch.Tensor | None, int],
+    v: torch.Tensor,
+    grad: torch.Tensor,
+    value: float,
+    iters: int,
     restart_losses: list[float],
     rho: torch.Tensor,
     objective: dict[str, Any],
@@ -196,15 +334,11 @@ def _population_result(
     seed: int,
     tol: float,
 ) -> PopulationOptimum:
-    """Assemble the :class:`PopulationOptimum` (geometry and diagnostics) of the best start."""
+    """Assemble the :class:`PopulationOptimum` (geometry and diagnostics) of the best start
+    from its vectors V, its loss and the gradient dL/dV there."""
     c = rho.numel()
-    value, u_best, r_best, iters = best
-    v = _vectors(u_best, r_best).detach().requires_grad_(True)
-    population_loss(v, rho, **objective).backward()
-    assert v.grad is not None
-    grad_norm = _riemannian_grad_norm(v.detach(), v.grad, constraint)
-    v = v.detach()
-    gram = v @ v.T
+    grad_norm = _riemannian_grad_norm(v, grad, constraint)
+    gram = torch.from_numpy(np.einsum("id,jd->ij", v.numpy(), v.numpy()))  # no BLAS
     norms = v.norm(dim=1)
     cosines = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-300)
     off = ~torch.eye(c, dtype=torch.bool)
@@ -233,6 +367,42 @@ def _population_result(
     )
 
 
+def _solve(
+    rho: torch.Tensor,
+    objective: dict[str, Any],
+    d: int,
+    constraint: str,
+    restarts: int,
+    seed: int,
+    max_iter: int,
+    tol: float,
+    init: torch.Tensor | None,
+) -> PopulationOptimum:
+    """The best optimum over the starts, by the engine the objective admits (module docstring)."""
+    reason = gram_convexity(objective["loss"], objective["beta"])
+    setup = (rho, objective, d, constraint, restarts, seed)
+    if reason is None:
+        obj = gram_objective(rho, objective["k"], objective["loss"], objective["temperature"],
+                             objective["negatives"], constraint)
+        best, losses = _gram_restarts(obj, d, constraint, restarts, seed, max_iter, tol, init)
+        value, v, grad, iters, gap = best
+        result = _population_result(
+            torch.from_numpy(v), torch.from_numpy(grad), value, iters, losses, *setup, tol
+        )
+        result.duality_gap = gap
+        return result
+    population_loss(torch.eye(rho.numel(), d, dtype=torch.float64) + 0.1, rho, **objective)
+    (value, u_best, r_best, iters), losses = _population_restarts(
+        rho, objective, d, constraint, restarts, seed, max_iter, tol, init
+    )
+    v_var = _vectors(u_best, r_best).detach().requires_grad_(True)
+    population_loss(v_var, rho, **objective).backward()
+    assert v_var.grad is not None
+    result = _population_result(v_var.detach(), v_var.grad, value, iters, losses, *setup, tol)
+    result.duality_gap_reason = reason
+    return result
+
+
 def optimize_population(
     prior: torch.Tensor | None = None,
     k: int = 1,
@@ -250,7 +420,7 @@ def optimize_population(
     init: torch.Tensor | None = None,
     with_downstream: bool = True,
 ) -> PopulationOptimum:
-    """Minimize the exact population loss over C class vectors.
+    """Minimize the exact population loss over C class vectors (module docstring).
 
     Args:
         prior: (C,) class prior (None: balanced, then ``num_classes`` is required).
@@ -259,10 +429,11 @@ def optimize_population(
         num_classes: C, when ``prior`` is None.
         dim: the representation dimension d (default C - 1).
         constraint: ``sphere`` (unit norm) or ``ball`` (norm <= 1).
-        restarts: number of random starts (>= 1); the best is returned.
+        restarts: the number of starts (>= 1); the best is returned. For the certified losses
+            (convex in G) the starts stop at the first whose duality gap is <= 1e-6.
         seed: seeds the starts.
         max_iter: L-BFGS iteration budget per start.
-        tol: stop when the gradient norm falls below this.
+        tol: stop when the gradient norm (max over the parameters) falls below this.
         init: optional (C, d) starting point used as the first start.
         with_downstream: also compute the downstream quality of the optimum
             (:mod:`contrastlab.theory.downstream`).
@@ -274,6 +445,7 @@ def optimize_population(
     check_positive_int("restarts", restarts)
     check_positive_int("max_iter", max_iter)
     check_choice("constraint", constraint, CONSTRAINTS)
+    check_choice("loss", loss, LOSSES)
     objective: dict[str, Any] = {
         "k": k,
         "loss": loss,
@@ -281,18 +453,15 @@ def optimize_population(
         "negatives": negatives,
         "beta": beta,
     }
-    population_loss(torch.eye(c, d, dtype=torch.float64) + 0.1, rho, **objective)  # validate
-    best, restart_losses = _population_restarts(
-        rho, objective, d, constraint, restarts, seed, max_iter, tol, init
-    )
-    result = _population_result(
-        best, restart_losses, rho, objective, d, constraint, restarts, seed, tol
-    )
-    if with_downstream:
-        from contrastlab.theory.downstream import downstream_report
+    if init is not None and init.shape != (c, d):
+        raise ValueError(f"init must have shape ({c}, {d}); got {tuple(init.shape)}")
+    with _torch_single_threaded():
+        result = _solve(rho, objective, d, constraint, restarts, seed, max_iter, tol, init)
+        if with_downstream:
+            from contrastlab.theory.downstream import downstream_report
 
-        report = downstream_report(result.V, rho, loss=loss, temperature=temperature)
-        result.downstream = {key: val for key, val in report.items() if key != "cosine"}
+            report = downstream_report(result.V, rho, loss=loss, temperature=temperature)
+            result.downstream = {key: val for key, val in report.items() if key != "cosine"}
     return result
 
 

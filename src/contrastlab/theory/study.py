@@ -186,7 +186,9 @@ def _recheck_violations(
 def _study_rows(
     name: str, ks: Sequence[int], sols: list[PopulationOptimum]
 ) -> list[dict[str, Any]]:
-    """One row per (prior ``name``, k): the optimum's losses and the optimizer's diagnostics."""
+    """One row per (prior ``name``, k): the optimum's losses and the optimizer's diagnostics,
+    including the certified bound on its suboptimality (``duality_gap``, None where the loss is
+    not convex in G: :mod:`contrastlab.theory.certify`)."""
     rows: list[dict[str, Any]] = []
     for k, res in zip(ks, sols, strict=True):
         rows.append(
@@ -202,6 +204,7 @@ def _study_rows(
                 "min_norm": float(res.norms.min()),
                 "grad_norm": res.grad_norm,
                 "converged": res.converged,
+                "duality_gap": res.duality_gap,
             }
         )
     return rows
