@@ -60,8 +60,13 @@ BORDERLINE = {
 
 
 def _run(name, out, corrupt, params=None):
-    return run_recipe(name, "quick", out, corrupt=corrupt,
-                      workers=2 if name in TRAINED else 1, params=params)
+    said = []
+    res = run_recipe(name, "quick", out, corrupt=corrupt,
+                     workers=2 if name in TRAINED else 1, params=params, log=said.append)
+    # what it is doing, before any work, and when it has measured (issue 18: progress)
+    assert said[0].startswith(f"{name}, quick profile") and "running" in said[0], said[:1]
+    assert said[-1].startswith(f"{name}: measured in"), said[-1:]
+    return res
 
 
 @pytest.mark.parametrize("name", NAMES)

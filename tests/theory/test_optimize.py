@@ -150,3 +150,14 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
         assert lines[-1].split()[-1] == threads  # the caller's setting is restored
         outs.append([lines[0], lines[1].split()[0]])
     assert outs[0] == outs[1]
+
+
+def test_study_progress_bar_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    priors = {"zipf:1": parse_prior("zipf:1", 3)}
+    quiet = monotonicity_study(3, priors, ks=[1, 4], restarts=1, recheck_restarts=1)
+    assert capsys.readouterr().err == ""
+    loud = monotonicity_study(3, priors, ks=[1, 4], restarts=1, recheck_restarts=1,
+                              progress=True)
+    err = capsys.readouterr().err
+    assert "optima" in err and "2/2" in err and "prior zipf:1" in err
+    assert loud.rows == quiet.rows  # the bar changes nothing

@@ -170,5 +170,6 @@ def conjecture(
             recheck_restarts,
             seed,
             as_json,
+            progress=True,
         )
     )

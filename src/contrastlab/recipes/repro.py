@@ -139,9 +139,12 @@ def run_recipe(
         raise ValueError(f"out: {str(out_dir)!r} must be a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _m: None)
+    say(f"{recipe.name}, {profile} profile{' (corrupted)' if corrupt else ''}: running "
+        f"({recipe.runner}; results in {out_dir})")
     t0 = time.perf_counter()
     outcome = runner(used, RunContext(out_dir, corrupt, workers, say))
     seconds = time.perf_counter() - t0
+    say(f"{recipe.name}: measured in {seconds:.1f} s; checking the claims and writing the report")
     checks = evaluate_checks(recipe.checks_for(profile), outcome.metrics)
     result = RecipeResult(recipe, profile, corrupt, checks, outcome, seconds, out_dir, used)
     _write(result)

@@ -99,8 +99,10 @@ def conjecture_output(
     recheck_restarts: int = 12,
     seed: int = 0,
     as_json: bool = False,
+    progress: bool = False,
 ) -> str:
-    """Run the unbalanced-prior study and report the table and the confirmed violations."""
+    """Run the unbalanced-prior study and report the table and the confirmed violations;
+    ``progress``: a progress bar on stderr while it solves."""
     family = (
         default_priors(classes, seed)
         if not priors
@@ -116,6 +118,7 @@ def conjecture_output(
         restarts=restarts,
         recheck_restarts=recheck_restarts,
         seed=seed,
+        progress=progress,
     )
     viol = [
         {

@@ -24,11 +24,13 @@ starts from both neighbours) before it is reported, with its size and its prior.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from contrastlab._tables import markdown_table
 from contrastlab._validation import check_positive_int
@@ -139,13 +141,17 @@ def _downstream(res: PopulationOptimum) -> dict[str, float]:
 
 
 def _solve_path(
-    rho: torch.Tensor, ks: Sequence[int], restarts: int, seed: int, objective: dict[str, Any]
+    rho: torch.Tensor, ks: Sequence[int], restarts: int, seed: int, objective: dict[str, Any],
+    bar: Any = None,
 ) -> list[PopulationOptimum]:
-    """The optimum at every k in ``ks`` (ascending), each warm-started from the previous one."""
+    """The optimum at every k in ``ks`` (ascending), each warm-started from the previous one;
+    ``bar`` (a tqdm bar or None) advances by one per k."""
     sols: list[PopulationOptimum] = []
     for i, k in enumerate(ks):
         inits = [sols[-1].V] if sols else []
         sols.append(_solve(rho, k, restarts, seed + i, inits, **objective))
+        if bar is not None:
+            bar.update(1)
     return sols
 
 
@@ -223,6 +229,7 @@ def monotonicity_study(
     tol: float = 1e-6,
     seed: int = 0,
     max_iter: int = 3000,
+    progress: bool = False,
 ) -> StudyResult:
     """Solve for the optimum at every (prior, k) and test the monotonicity of its downstream loss.
 
@@ -231,7 +238,8 @@ def monotonicity_study(
     ``downstream_temperature(loss, temperature)``, see the module docstring), the
     mean-classifier accuracy and the optimizer's diagnostics, plus the confirmed violations.
     ``max_iter`` is the L-BFGS budget of every solve (1 gives deliberately unconverged optima,
-    for testing checks).
+    for testing checks). ``progress``: a progress bar (tqdm, on stderr) over the (prior, k)
+    solves, with the prior being solved and the time left.
     """
     check_positive_int("num_classes", num_classes)
     t_down = downstream_temperature(loss, temperature)
@@ -247,15 +255,19 @@ def monotonicity_study(
     rows: list[dict[str, Any]] = []
     violations: list[Violation] = []
     rechecked = 0
+    bar = tqdm(total=len(priors) * len(ks), desc="optima", unit="optimum", file=sys.stderr,
+               disable=not progress)
     for name, prior in priors.items():
         rho = check_prior(prior, num_classes)
-        sols = _solve_path(rho, ks, restarts, seed, objective)
+        bar.set_postfix_str(f"prior {name}")
+        sols = _solve_path(rho, ks, restarts, seed, objective, bar)
         found, n_rechecked = _recheck_violations(
             name, rho, ks, sols, recheck_restarts, tol, seed, objective
         )
         violations.extend(found)
         rechecked += n_rechecked
         rows.extend(_study_rows(name, ks, sols))
+    bar.close()
     return StudyResult(
         rows,
         violations,
