@@ -12,7 +12,15 @@ import torch
 
 import contrastlab.train as T
 from contrastlab.data.registry import load_dataset
-from contrastlab.train.config import ConfigError, hashed_config, parse_config, run_id
+from contrastlab.train.config import (
+    ConfigError,
+    expand_sweep,
+    for_gpu_workers,
+    gpu_workers,
+    hashed_config,
+    parse_config,
+    run_id,
+)
 from contrastlab.train.step import encode
 
 HAS_CUDA = torch.cuda.is_available()
@@ -53,6 +61,26 @@ def test_the_device_is_resolved_once_and_checked() -> None:
     if not HAS_CUDA:
         with pytest.raises(ConfigError, match=r"train\.device 'cuda' is not available"):
             _cfg(device="cuda")
+
+
+def test_runs_for_ray_gpu_workers_resolve_auto_to_cuda_here() -> None:
+    """--gpus-per-run (issue 16, item 5): the driver plans the runs for the GPUs Ray assigns,
+    whatever its own devices; the worker checks its own when it parses the run's config."""
+    here = _cfg()
+    gpu = for_gpu_workers(here)
+    assert gpu.train.device == "cuda"
+    assert for_gpu_workers(_cfg(device="cpu")).train.device == "cpu"  # an explicit cpu stays
+    raw = here.model_dump(mode="json")
+    raw["train"]["device"] = "cuda:1"
+    assert for_gpu_workers(raw).train.device == "cuda:1"  # not looked for on this machine
+    with gpu_workers():
+        points = expand_sweep(parse_config({**gpu.model_dump(mode="json"),
+                                            "sweep": {"seed": [0, 1]}}))
+    assert [p.train.device for p in points] == ["cuda", "cuda"]
+    if not HAS_CUDA:
+        assert run_id(gpu) != run_id(here)  # the device enters the id (cpu is its default)
+        with pytest.raises(ConfigError, match=r"train\.device 'cuda' is not available"):
+            parse_config(gpu.model_dump(mode="json"))  # outside: checked on this machine
 
 
 def test_float32_cpu_runs_keep_their_ids_and_precision_enters_the_id() -> None:

@@ -61,7 +61,13 @@ from contrastlab.experiments.runner import (
 )
 from contrastlab.experiments.store import ResultStore
 from contrastlab.losses.registry import LossSpec, register_loss, registered_at_run_time
-from contrastlab.train.config import ExperimentConfig, run_config_dict, run_id
+from contrastlab.train.config import (
+    ExperimentConfig,
+    for_gpu_workers,
+    gpu_workers,
+    run_config_dict,
+    run_id,
+)
 
 __all__ = ["DEFAULT_RETRIES", "check_ray_options", "init_local_ray", "run_sweep_ray"]
 
@@ -254,7 +260,11 @@ def run_sweep_ray(
     cpus, gpus, retries_, address = check_ray_options(cpus_per_run, gpus_per_run, retries,
                                                       address)
     _require_ray()
-    plan = register_plan(cfg, out_dir)
+    if gpus > 0:  # the runs train on the GPUs Ray assigns, not on this machine's devices
+        with gpu_workers():
+            plan = register_plan(for_gpu_workers(cfg), out_dir)
+    else:
+        plan = register_plan(cfg, out_dir)
     events = SweepLog(plan, log)
     if not plan.todo:
         events.start("Ray", out_dir)

@@ -57,6 +57,8 @@ versions, whose draws were with replacement.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import hashlib
 import importlib.util
@@ -64,7 +66,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,8 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "expand_sweep",
+    "for_gpu_workers",
+    "gpu_workers",
     "hashed_config",
     "load_config",
     "parse_config",
@@ -686,10 +690,40 @@ def _resolve_loss(loss: LossConfig, batch_size: int) -> LossConfig:
     return loss.model_copy(update=upd)
 
 
+#: set inside :func:`gpu_workers`: the configs being resolved run on GPU workers elsewhere
+_GPU_WORKERS: contextvars.ContextVar[bool] = contextvars.ContextVar("gpu_workers", default=False)
+
+
+@contextlib.contextmanager
+def gpu_workers() -> Iterator[None]:
+    """Resolve the configs parsed inside for runs that execute on GPU workers elsewhere (a Ray
+    task that reserves ``--gpus-per-run`` GPUs): ``train.device: auto`` becomes ``cuda`` and a
+    CUDA device is not looked for on this machine (the worker checks its own when it parses the
+    run's config: Ray's ``CUDA_VISIBLE_DEVICES`` holds the GPUs it assigned). ``cpu`` stays
+    ``cpu``."""
+    token = _GPU_WORKERS.set(True)
+    try:
+        yield
+    finally:
+        _GPU_WORKERS.reset(token)
+
+
+def for_gpu_workers(cfg: Mapping[str, Any] | ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` parsed again from the mapping it came from, inside :func:`gpu_workers` (a config
+    parsed on a machine without a GPU resolved ``auto`` to ``cpu``)."""
+    if isinstance(cfg, ExperimentConfig):
+        cfg = copy.deepcopy(cfg._raw) if cfg._raw is not None else cfg.model_dump(mode="json")
+    with gpu_workers():
+        return parse_config(cfg)
+
+
 def _resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` or ``cpu``; a device this machine does not have is a ConfigError."""
+    """``auto`` -> ``cuda`` or ``cpu``; a device this machine does not have is a ConfigError
+    (inside :func:`gpu_workers`: ``auto`` -> ``cuda``, CUDA devices not looked for here)."""
     import torch
 
+    if _GPU_WORKERS.get() and (device == "auto" or device.startswith("cuda")):
+        return "cuda" if device == "auto" else device
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
