@@ -45,6 +45,9 @@ KNOWN_FAILS = {
     # 0.01), and beta = 0 is not farther from the ETF beyond seed-to-seed spread
     "jiang-nc-vs-dc": {"dc-without-normalization", "dc-without-hard-negatives",
                        "hard-negatives-help"},
+    # Awasthi's conjecture fails on certified optima: R_mu-supv rises by up to 3.6e-3 from one k
+    # to the next for skewed Dirichlet and two-level priors (C = 3, 5; 56 confirmed rises)
+    "awasthi-conjecture-scale": {"monotone-downstream"},
 }
 # Checks of a known-FAIL recipe whose observed value lies near its threshold, so that their
 # outcome may differ between machines (the verdict does not): not asserted either way.
@@ -56,6 +59,9 @@ BORDERLINE = {
     # k = 1, seed 2: the held-out loss falls by 1.09 % over the last 20 % of epochs (0.21289 ->
     # 0.21057; tol 1 %); the same values at 3700a38 and now, converged in an earlier CI run
     "awasthi-k-sweep": {"converged"},
+    # L_sup rises by 1e-6 to 1.3e-5 per doubling of k (C = 3, prior dirichlet:0.3:1, k = 4..256),
+    # a smooth trend, but the smallest steps are near the solver's tolerance
+    "awasthi-conjecture-scale": {"monotone-lsup"},
 }
 
 

@@ -170,6 +170,6 @@ def conjecture(
             recheck_restarts,
             seed,
             as_json,
-            progress=True,
+            progress=None,  # a bar when stderr is a terminal
         )
     )

@@ -20,6 +20,7 @@ def all_runners() -> Mapping[str, Runner]:
     from contrastlab.recipes import (  # noqa: F401  (imported to register their runners)
         awasthi,
         bao,
+        conjecture_scale,
         jiang,
         lemma1,
         lower_bounds,

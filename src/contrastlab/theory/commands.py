@@ -99,10 +99,10 @@ def conjecture_output(
     recheck_restarts: int = 12,
     seed: int = 0,
     as_json: bool = False,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> str:
     """Run the unbalanced-prior study and report the table and the confirmed violations;
-    ``progress``: a progress bar on stderr while it solves."""
+    ``progress``: a progress bar on stderr while it solves (None: when stderr is a terminal)."""
     family = (
         default_priors(classes, seed)
         if not priors

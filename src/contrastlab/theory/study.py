@@ -229,7 +229,7 @@ def monotonicity_study(
     tol: float = 1e-6,
     seed: int = 0,
     max_iter: int = 3000,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> StudyResult:
     """Solve for the optimum at every (prior, k) and test the monotonicity of its downstream loss.
 
@@ -239,7 +239,8 @@ def monotonicity_study(
     mean-classifier accuracy and the optimizer's diagnostics, plus the confirmed violations.
     ``max_iter`` is the L-BFGS budget of every solve (1 gives deliberately unconverged optima,
     for testing checks). ``progress``: a progress bar (tqdm, on stderr) over the (prior, k)
-    solves, with the prior being solved and the time left.
+    solves, with the prior being solved and the time left (None: only when stderr is a
+    terminal).
     """
     check_positive_int("num_classes", num_classes)
     t_down = downstream_temperature(loss, temperature)
@@ -256,7 +257,7 @@ def monotonicity_study(
     violations: list[Violation] = []
     rechecked = 0
     bar = tqdm(total=len(priors) * len(ks), desc="optima", unit="optimum", file=sys.stderr,
-               disable=not progress)
+               disable=None if progress is None else not progress)
     for name, prior in priors.items():
         rho = check_prior(prior, num_classes)
         bar.set_postfix_str(f"prior {name}")
