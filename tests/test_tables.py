@@ -40,3 +40,18 @@ def test_wide_keeps_one_line_per_row_and_text_wraps() -> None:
 def test_markdown_table() -> None:
     assert markdown_table(["a", "b"], [["1", "2"]]).splitlines() == [
         "| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_right_aligned_columns_split_into_blocks_repeating_the_keys() -> None:
+    from contrastlab._tables import columns_table, text_table
+
+    rows = [{"k": k, **{f"column_{i}": 1.0 / (k + i) for i in range(12)}} for k in (1, 16)]
+    cols = ["k", *(f"column_{i}" for i in range(12))]
+    one = columns_table(rows, cols)  # no width: one line per row, as before
+    assert len(one.splitlines()) == 4
+    fitted = columns_table(rows, cols, width=60, keep=1)
+    assert max(len(line) for line in fitted.splitlines()) <= 60
+    blocks = fitted.split("\n\n")
+    assert len(blocks) > 1 and all(b.split()[0] == "k" for b in blocks)
+    assert set(fitted.split()) == set(one.split())
+    assert text_table(["a"], [["1"]], width=10) == "a\n-\n1"

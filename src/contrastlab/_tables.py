@@ -15,6 +15,7 @@ __all__ = [
     "MAX_WIDTH",
     "columns_table",
     "fit_table",
+    "fit_width",
     "format_cell",
     "markdown_table",
     "measure_table",
@@ -38,21 +39,38 @@ def _widths(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[int]:
     return [max([len(h), *(len(row[i]) for row in body)]) for i, h in enumerate(header)]
 
 
-def text_table(header: Sequence[str], body: Sequence[Sequence[str]], rule: bool = True) -> str:
+def fit_width() -> int:
+    """The width a table may take: the terminal's, at most :data:`MAX_WIDTH` (100 when the
+    output is not a terminal)."""
+    return min(shutil.get_terminal_size((MAX_WIDTH, 24)).columns, MAX_WIDTH)
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]], rule: bool = True,
+               width: int | None = None, keep: int = 1) -> str:
     """Right-aligned columns separated by two spaces: the header, a rule of dashes (unless
-    ``rule`` is false), the rows of formatted cells."""
+    ``rule`` is false), the rows of formatted cells. With ``width``, a table wider than that is
+    split into blocks of columns, one under the other, each repeating the first ``keep``
+    columns (every number stays whole)."""
     widths = _widths(header, body)
 
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+    def block(cols: Sequence[int]) -> str:
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(cells[i].rjust(widths[i]) for i in cols)
 
-    lines = [line(header)] + (["  ".join("-" * w for w in widths)] if rule else [])
-    return "\n".join(lines + [line(row) for row in body])
+        lines = [line(header)] + (["  ".join("-" * widths[i] for i in cols)] if rule else [])
+        return "\n".join(lines + [line(row) for row in body])
+
+    if width is None or sum(widths) + 2 * (len(widths) - 1) <= width:
+        return block(range(len(header)))
+    return "\n\n".join(block(cols) for cols in _column_blocks(widths, keep, width))
 
 
-def columns_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
-    """Right-aligned columns ``cols`` of the dict rows, a header and a rule."""
-    return text_table(cols, [[format_cell(r.get(c, "")) for c in cols] for r in rows])
+def columns_table(rows: Sequence[dict[str, Any]], cols: Sequence[str], width: int | None = None,
+                  keep: int = 1) -> str:
+    """Right-aligned columns ``cols`` of the dict rows, a header and a rule (``width``, ``keep``:
+    as :func:`text_table`)."""
+    return text_table(cols, [[format_cell(r.get(c, "")) for c in cols] for r in rows],
+                      width=width, keep=keep)
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]],
@@ -93,7 +111,7 @@ def fit_table(header: Sequence[str], body: Sequence[Sequence[str]], wide: bool =
 
     Trailing spaces are stripped."""
     if width is None:
-        width = min(shutil.get_terminal_size((MAX_WIDTH, 24)).columns, MAX_WIDTH)
+        width = fit_width()
     widths = _widths(header, body)
     if wide or sum(widths) + 2 * (len(widths) - 1) <= width:
         return _left_table(header, body, range(len(header)), widths)

@@ -513,11 +513,17 @@ def test_bad_input_names_the_argument(call, name: str) -> None:  # type: ignore[
 
 def test_cli_bounds_table_and_json() -> None:
     runner = CliRunner()
-    res = runner.invoke(app, ["bounds", "--classes", "10", "--k", "16,32", "--harmonic", "approx"])
+    args = ["bounds", "--classes", "10", "--k", "16,32", "--harmonic", "approx"]
+    res = runner.invoke(app, [*args, "--wide"])
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
     assert "Bao UB" in lines[0] and len(lines) == 3
     assert "1.8873" in lines[1] and "34.9725" in lines[1] and "21.8505" in lines[1]
+    fitted = runner.invoke(app, args).output.strip()  # fits 100 columns: blocks repeating C, K
+    assert max(len(line) for line in fitted.splitlines()) <= 100
+    blocks = fitted.split("\n\n")
+    assert len(blocks) == 2 and all(b.split()[:2] == ["C", "K"] for b in blocks)
+    assert set(fitted.split()) == set(res.output.split())  # nothing lost
     res = runner.invoke(app, ["bounds", "--classes", "100", "--k", "128", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)

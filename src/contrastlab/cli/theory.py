@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from contrastlab._tables import fit_width
 from contrastlab.cli.app import (
     ClassesOpt,
     JsonOpt,
@@ -17,6 +18,10 @@ from contrastlab.cli.app import (
     app,
     emit,
 )
+
+#: ``--wide``: the tables one line per row instead of fitting the terminal (at most 100 columns)
+WideOpt = Annotated[bool, typer.Option("--wide", help="One line per row (default: the table "
+                                       "fits the terminal, at most 100 columns).")]
 
 
 @app.command()
@@ -38,6 +43,7 @@ def bounds(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Also plot to a .png/.svg/.pdf (matplotlib).")
     ] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Print every bound on the mean-classifier loss at the idealized R*_cont(K): Arora et al.
     2019, Nozawa & Sato 2021, Ash et al. 2022 and Bao et al. 2022, as evaluated in Bao et al.'s
@@ -80,7 +86,7 @@ def bounds(
         except ImportError:
             fail("--plot needs matplotlib, which is not installed: pip install matplotlib")
     table = idealized_bounds(classes, ks, b, harmonic=harmonic)
-    typer.echo(table.to_json() if as_json else table.to_text())
+    typer.echo(table.to_json() if as_json else table.to_text(None if wide else fit_width()))
     if plot is not None:
         path = plot_bounds(table, plot)
         typer.echo(f"plot written to {path.resolve()}", err=True)
@@ -112,6 +118,7 @@ def optimum(
     ] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the restarts.")] = 0,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """The optimal class geometry of the exact population loss, one row per k. Every --json row
     has duality_gap, a certified bound on the loss above the global optimum (the convex
@@ -133,6 +140,7 @@ def optimum(
             restarts,
             seed,
             as_json,
+            width=None if wide else fit_width(),
         )
     )
 
@@ -154,6 +162,7 @@ def conjecture(
     recheck_restarts: Annotated[int, typer.Option(help="Restarts to re-solve a violation.")] = 12,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Unbalanced priors: is the downstream loss of the optimum monotone in k? (Awasthi et al.)"""
     from contrastlab.theory.commands import conjecture_output, parse_ks
@@ -171,5 +180,6 @@ def conjecture(
             seed,
             as_json,
             progress=None,  # a bar when stderr is a terminal
+            width=None if wide else fit_width(),
         )
     )

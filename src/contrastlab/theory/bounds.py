@@ -942,9 +942,10 @@ class BoundsTable:
         """A GitHub-flavoured Markdown table with aligned columns."""
         return markdown_table(*self._cells(), aligned=True)
 
-    def to_text(self) -> str:
-        """A plain aligned text table (right-aligned columns separated by two spaces)."""
-        return text_table(*self._cells(), rule=False)
+    def to_text(self, width: int | None = None) -> str:
+        """A plain aligned text table (right-aligned columns separated by two spaces); with
+        ``width``, split into blocks of columns that repeat ``C`` and ``K`` when wider."""
+        return text_table(*self._cells(), rule=False, width=width, keep=2)
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """The rows with JSON-safe values: non-finite numbers become ``"inf"``/``"nan"``."""

@@ -40,8 +40,10 @@ def optimum_output(
     restarts: int = 4,
     seed: int = 0,
     as_json: bool = False,
+    width: int | None = None,
 ) -> str:
-    """The geometry table of the optimum for each k (one row per k)."""
+    """The geometry table of the optimum for each k (one row per k; with ``width``, split into
+    blocks of columns that repeat k when wider)."""
     rho = parse_prior(prior, classes)
     rows = []
     for k in ks:
@@ -85,7 +87,7 @@ def optimum_output(
         f"t={temperature}), C={classes}, prior {prior} = "
         f"[{', '.join(f'{p:.4f}' for p in rho.tolist())}], {constraint}"
     )
-    return head + "\n" + columns_table(rows, cols)
+    return head + "\n" + columns_table(rows, cols, width=width, keep=1)
 
 
 def conjecture_output(
@@ -100,6 +102,7 @@ def conjecture_output(
     seed: int = 0,
     as_json: bool = False,
     progress: bool | None = False,
+    width: int | None = None,
 ) -> str:
     """Run the unbalanced-prior study and report the table and the confirmed violations;
     ``progress``: a progress bar on stderr while it solves (None: when stderr is a terminal)."""
@@ -143,7 +146,7 @@ def conjecture_output(
             indent=2,
             default=str,
         )
-    out = [columns_table(res.rows, list(STUDY_COLUMNS)), ""]
+    out = [columns_table(res.rows, list(STUDY_COLUMNS), width=width, keep=2), ""]
     out.append(f"apparent violations re-solved: {res.rechecked}; confirmed: {len(viol)}")
     for v in viol:
         out.append(
