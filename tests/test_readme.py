@@ -45,3 +45,40 @@ def test_the_registry_example_registers_a_loss_that_trains() -> None:
         assert bool(torch.isfinite(value)) and cfg.loss.temperature == 2.0
     finally:
         unregister_loss("align-uniform")
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every ``contrastlab ...`` line of the README's bash blocks, split as a shell would."""
+    import shlex
+
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("contrastlab "):
+                out.append(shlex.split(line)[1:])
+    return out
+
+
+def test_every_readme_command_parses_and_its_config_validates() -> None:
+    """Each command exists with the options it is shown with (their types checked by the
+    parser), and a config it names loads with its --set overrides (nothing is run)."""
+    import typer.main
+
+    from contrastlab.cli import app
+    from contrastlab.train.config import load_config
+
+    group = typer.main.get_command(app)
+    commands = _readme_commands()
+    assert len(commands) >= 15
+    root = README.parent
+    for args in commands:
+        name, rest = args[0], args[1:]
+        with group.make_context("contrastlab", list(args)) as ctx:
+            sub = group.get_command(ctx, name)  # type: ignore[attr-defined]
+            assert sub is not None, f"unknown command in the README: {name}"
+            sub.make_context(name, list(rest), parent=ctx)  # unknown options / bad types raise
+        sets = [rest[i + 1] for i, a in enumerate(rest) if a == "--set"]
+        for a in rest:
+            if a.endswith(".yaml") and (root / a).is_file():
+                load_config(root / a, sets)
