@@ -153,3 +153,45 @@ def test_compile_trains_the_same_model_close_to_eager(data: Any) -> None:
     assert abs(compiled.epochs[0]["train_loss"] - eager.epochs[0]["train_loss"]) < 1e-4 * abs(
         eager.epochs[0]["train_loss"])
     assert not hasattr(compiled.model, "_orig_mod")  # the plain module is returned and saved
+
+
+def _cnn_cfg(**train: Any) -> Any:
+    return parse_config({
+        "seed": 0,
+        "data": {"name": "digits"},
+        "model": {"encoder": "cnn28", "out_dim": 9},
+        "loss": {"name": "ucl", "k": 16},
+        "train": {"epochs": 1, "batch_size": 128, "steps_per_epoch": 4, "progress": False,
+                  "threads": 1, "device": "cpu", **train},
+        "eval": {"every": 0, "final_lsup": False, "final_knn": False, "final_probes": [],
+                 "geometry": False, "linear_probe": False},
+    })
+
+
+def test_channels_last_computes_the_same_cnn_and_enters_the_id() -> None:
+    import copy
+
+    from contrastlab.train.build import build_model
+
+    plain, last = _cnn_cfg(), _cnn_cfg(channels_last=True)
+    assert run_id(plain) == run_id(_cnn_cfg(channels_last=False)) != run_id(last)
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    # float64: the batch-norm backward cancels, so float32 round-off shows at the 1e-3 level
+    model = build_model(plain, tuple(data.x_train.shape[1:])).double()
+    other = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = data.x_train[:64].double()
+    za, zb = model(x), other(x)  # the same weights, another layout: the same math
+    assert torch.allclose(za, zb, rtol=1e-10, atol=1e-12)
+    w = torch.randn(za.shape, generator=torch.Generator().manual_seed(1))
+    (za * w).sum().backward()  # (the outputs lie on the sphere: a random direction, not |z|^2)
+    (zb * w).sum().backward()
+    for p, q in zip(model.parameters(), other.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None
+        assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-12)
+    res = T.train(last, data)  # the trainer keeps the layout through training
+    conv = next(p for p in res.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert all(bool(torch.isfinite(p).all()) for p in res.model.parameters())
+    with pytest.raises(ConfigError, match=r"^train\.channels_last applies to the 2-D image "):
+        _cfg(channels_last=True)  # an MLP

@@ -325,8 +325,10 @@ class TrainConfig(_Section):
     autocast in bfloat16) or ``fp16`` (float16 autocast with a gradient scaler); the loss is
     always computed in float32 on the float32 cast of the embeddings. ``compile``: the training
     forward through ``torch.compile`` (evaluation runs the plain module; the first steps pay the
-    compilation). All three enter the run id (they change the numbers) except at ``cpu`` /
-    ``fp32`` / false, so earlier runs keep their ids.
+    compilation). ``channels_last``: the 2-D CNN encoders' weights (and so their convolutions)
+    in the channels-last memory format, the fast layout of tensor cores (refused for an encoder
+    that is not an image CNN). All four enter the run id (they change the numbers, if only in
+    round-off) except at ``cpu`` / ``fp32`` / false / false, so earlier runs keep their ids.
 
     ``loggers``: where every per-epoch metric and the resolved config are logged, a list of
     ``csv`` (the default: ``metrics.csv`` in the run directory, one row per epoch),
@@ -347,6 +349,7 @@ class TrainConfig(_Section):
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
+    channels_last: bool = False
     loggers: list[str] = Field(default_factory=lambda: ["csv"])
 
     _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
@@ -581,6 +584,16 @@ def _check_model(model: ModelConfig) -> None:
                           f"got {model.head_dim}")
 
 
+def _check_channels_last(cfg: ExperimentConfig) -> None:
+    """``train.channels_last`` needs a 2-D image CNN (an encoder for images only)."""
+    from contrastlab.models import ENCODERS
+
+    if cfg.train.channels_last and ENCODERS[cfg.model.encoder].kinds != ("image",):
+        cnns = sorted(n for n, s in ENCODERS.items() if s.kinds == ("image",))
+        raise ConfigError(f"train.channels_last applies to the 2-D image encoders "
+                          f"({', '.join(cnns)}); got model.encoder {cfg.model.encoder!r}")
+
+
 def _check_sizes(cfg: ExperimentConfig, n_train: int | None) -> None:
     """What the data set's size allows: a batch of distinct samples (batch_size <= N), k
     distinct negatives from a pool of distinct samples (k <= pool_size <= N without
@@ -754,6 +767,7 @@ def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     options = _check_data(cfg.data)
     _check_model(cfg.model)
     _check_loggers(cfg.train.loggers)
+    _check_channels_last(cfg)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
     train = cfg.train.model_copy(update={"device": _resolve_device(cfg.train.device)})
     model = cfg.model
@@ -881,7 +895,7 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
     if d["train"].get("threads") in (None, 1):  # the default, one thread: the ids of earlier runs
         d["train"].pop("threads", None)
     for section, key, default in (("train", "device", "cpu"), ("train", "precision", "fp32"),
-                                  ("train", "compile", False),
+                                  ("train", "compile", False), ("train", "channels_last", False),
                                   ("loss", "negatives_from", "dataset"),
                                   ("loss", "queue_size", None), ("model", "momentum", 0.0)):
         if d[section].get(key) == default:  # added later, likewise

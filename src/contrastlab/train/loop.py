@@ -376,6 +376,8 @@ def _build(cfg: ExperimentConfig, prep: _Prepared, rank: int, world: int) -> _Ru
     """The model (initialized from ``seed``), optimizer, schedule and generators of the run."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, prep.data.input_shape).to(cfg.train.device)
+    if cfg.train.channels_last:  # the convolutions then run in the channels-last layout
+        model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, model)
     n = prep.data.x_train.shape[0]
     steps = cfg.train.steps_per_epoch or max(1, n // cfg.train.batch_size)
