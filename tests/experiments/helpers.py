@@ -7,6 +7,15 @@ from typing import Any
 
 from contrastlab.experiments.store import ResultStore
 
+#: a tiny run (3 classes, 240 training samples, 2 epochs): the experiment tests' common config
+TINY_RUN: dict[str, Any] = {
+    "data": {"name": "synthetic", "seed": 0,
+             "options": {"classes": 3, "dim": 6, "n_train": 240, "n_test": 120}},
+    "model": {"encoder": "mlp", "out_dim": 3, "options": {"hidden": 16}},
+    "loss": {"name": "ucl", "k": 4},
+    "train": {"epochs": 2, "batch_size": 60, "threads": 1, "progress": False},
+}
+
 
 def strip_seconds(obj: Any) -> Any:
     """``obj`` without its wall-time fields (they differ between otherwise equal runs)."""

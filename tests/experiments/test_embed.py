@@ -19,13 +19,10 @@ from contrastlab.experiments.records import load_records
 from contrastlab.experiments.store import ResultStore
 from contrastlab.train import load_data
 from contrastlab.train.config import parse_config
+from tests.experiments.helpers import TINY_RUN
 
 CONFIG: dict[str, Any] = {
-    "data": {"name": "synthetic", "seed": 0,
-             "options": {"classes": 3, "dim": 6, "n_train": 240, "n_test": 120}},
-    "model": {"encoder": "mlp", "out_dim": 3, "options": {"hidden": 16}},
-    "loss": {"name": "ucl", "k": 4},
-    "train": {"epochs": 2, "batch_size": 60, "threads": 1, "progress": False},
+    **TINY_RUN,
     "eval": {"final_lsup": False, "max_test": 100},
 }
 
