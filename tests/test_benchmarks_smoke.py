@@ -34,3 +34,19 @@ def test_bench_augment_quick_runs(tmp_path: Path) -> None:
 def test_bench_train_quick_runs(tmp_path: Path) -> None:
     table = _table("bench_train", ["--quick", "--threads", "1", "--workers", "0"], tmp_path)
     assert "| contrastlab, engine batched |" in table and "hand-written" in table
+
+
+def test_bench_sharded_quick_runs(tmp_path: Path) -> None:
+    """Two gloo processes (spawned: run as a script, as a user runs it)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sharded.md"
+    subprocess.run([sys.executable, str(BENCHMARKS / "bench_sharded.py"), "--quick",
+                    "--repeats", "1", "--out", str(out)], check=True, timeout=600,
+                   capture_output=True)
+    table = out.read_text()
+    assert "| 256 | info_nce |" in table and "| 256 | debiased_hard |" in table
+    diffs = [float(line.split("|")[-2]) for line in table.splitlines()
+             if line.startswith("| 256")]
+    assert max(diffs) < 1e-4  # the sharded gradient is the global one

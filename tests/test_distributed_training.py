@@ -31,9 +31,12 @@ CASES: dict[str, dict[str, Any]] = {
     # pool of 33: replicated on both ranks
     "nce-replicated-pool": {"name": "nce", "k": 8, "pool_size": 33},
 }
+#: train.local_loss: each rank its own anchors (contrastlab.losses.sharded); the single-process
+#: reference is the same loss without it
+LOCAL_CASES = ("infonce", "supcon", "debiased-hard")
 
 
-def _cfg(loss: dict[str, Any], batch_size: int = 32) -> Any:
+def _cfg(loss: dict[str, Any], batch_size: int = 32, local_loss: bool = False) -> Any:
     return parse_config({
         "seed": 0,
         "data": {"name": "synthetic", "options": {"classes": 4, "dim": 8, "n_train": 256,
@@ -42,7 +45,7 @@ def _cfg(loss: dict[str, Any], batch_size: int = 32) -> Any:
         "loss": loss,
         "optim": {"lr": 0.01},
         "train": {"epochs": 2, "batch_size": batch_size, "steps_per_epoch": 3,
-                  "progress": False, "threads": 1},
+                  "progress": False, "threads": 1, "local_loss": local_loss},
         "eval": {"every": 0, "linear_probe": False, "final_lsup": False, "final_knn": False,
                  "max_train": 128, "max_test": 64},
     })
@@ -83,6 +86,10 @@ def _worker(rank: int, ports: tuple[int, int], ckpt_root: str, queue: Any) -> No
             res = T.train(_cfg(CASES[name]))
             out[name] = (res.status, _params(res.model), [e["train_loss"] for e in res.epochs],
                          sorted(res.reports))
+        for name in LOCAL_CASES:
+            res = T.train(_cfg(CASES[name], local_loss=True))
+            out[f"{name}-local"] = (res.status, _params(res.model),
+                                    [e["train_loss"] for e in res.epochs], sorted(res.reports))
         # 3. resume: stop after epoch 1 (rank 0 writes the checkpoint), then resume
         cfg = _cfg(CASES["hucl-sampled"])
         resume_dir = Path(ckpt_root) / "resume"
@@ -119,11 +126,11 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any
     return got
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *(f"{n}-local" for n in LOCAL_CASES)])
 def test_two_process_run_matches_single_process(
     results: dict[int, dict[str, Any]], case: str, one_thread: None
 ) -> None:
-    single = T.train(_cfg(CASES[case]))
+    single = T.train(_cfg(CASES[case.removesuffix("-local")]))
     ref = _params(single.model)
     ref_losses = [e["train_loss"] for e in single.epochs]
     for rank in range(WORLD):

@@ -242,9 +242,9 @@ def _run_config_distributed(cfg: ExperimentConfig, out_dir: str | Path,
     All ranks return after rank 0 has recorded the outcome."""
     import torch.distributed as dist
 
-    from contrastlab.distributed import init_from_env
+    from contrastlab.train import join_group
 
-    rank, _, created = init_from_env()
+    rank, _, created = join_group(cfg.train.device)
     try:
         cfg = prepare_run(cfg)
         rid = run_id(cfg)

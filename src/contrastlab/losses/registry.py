@@ -54,6 +54,7 @@ from contrastlab.losses.debiased import debiased_hard
 from contrastlab.losses.infonce import info_nce
 from contrastlab.losses.pool import pool_hard_contrastive, pool_nce
 from contrastlab.losses.samplers import SAMPLERS, sampler_support, sampler_tilted
+from contrastlab.losses.sharded import sharded_debiased_hard, sharded_info_nce, sharded_supcon
 from contrastlab.losses.supcon import supcon
 
 __all__ = [
@@ -111,6 +112,9 @@ class LossSpec:
             (then ``params`` must read ``sampler``).
         defaults: this loss's defaults of ``temperature`` / ``beta`` / ``tau_plus``.
         reference: paper and equation (shown by the docs and error messages).
+        sharded: an in-batch loss's data-parallel form (``train.local_loss``): the same
+            keywords plus ``group``, gathering the batch itself and computing only this
+            rank's anchors (:mod:`contrastlab.losses.sharded`); None: not available.
     """
 
     name: str
@@ -122,6 +126,7 @@ class LossSpec:
     sampler: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     reference: str = ""
+    sharded: Callable[..., torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -146,7 +151,8 @@ class LossSpec:
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable (to worker processes)
         return (LossSpec, (self.name, self.fn, self.family, self.batch, dict(self.params),
-                           dict(self.fixed), self.sampler, dict(self.defaults), self.reference))
+                           dict(self.fixed), self.sampler, dict(self.defaults), self.reference,
+                           self.sharded))
 
     def _check_family(self) -> None:
         if self.family == "in-batch":
@@ -156,6 +162,9 @@ class LossSpec:
                                  "pool or replacement (its negatives are the 2B - 2 other "
                                  "views); use family='pool'")
             return
+        if self.sharded is not None:
+            raise ValueError(f"LossSpec {self.name!r}: only an in-batch loss has a sharded "
+                             "form (a pool loss draws its negatives for the global batch)")
         if "k" not in self.params or "pool" not in self.batch:
             raise ValueError(f"LossSpec {self.name!r}: a pool loss takes k (params) and the pool "
                              "(batch)")
@@ -221,6 +230,21 @@ class LossSpec:
         kwargs.update({kw: config[key] for key, kw in self.params.items()})
         kwargs.update(self.fixed)
         return self.fn(**kwargs)
+
+    def local(self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+              config: Mapping[str, Any], group: Any = None) -> torch.Tensor:
+        """This rank's share of the loss in a data-parallel step (``train.local_loss``): the
+        :attr:`sharded` form on the rank's slices ``z1``, ``z2``, ``labels`` (it gathers the
+        batch and computes the rank's own anchors: the local mean, whose gradient after DDP's
+        average is the single-process gradient; :mod:`contrastlab.losses.sharded`)."""
+        if self.sharded is None:
+            raise ValueError(f"loss {self.name!r} has no sharded form; train.local_loss "
+                             "applies to the in-batch losses with one")
+        offered = {"z1": z1, "z2": z2, "labels": labels}
+        kwargs: dict[str, Any] = {arg: offered[arg] for arg in self.batch}
+        kwargs.update({kw: config[key] for key, kw in self.params.items()})
+        kwargs.update(self.fixed)
+        return self.sharded(**kwargs, group=group)
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -320,14 +344,15 @@ def _built_in() -> tuple[LossSpec, ...]:
     return (
         LossSpec("infonce", info_nce, "in-batch", ("z1", "z2"), {"temperature": "temperature"},
                  in_batch, defaults={"temperature": 0.5},
-                 reference="Chen et al. 2020 (SimCLR NT-Xent)"),
+                 reference="Chen et al. 2020 (SimCLR NT-Xent)", sharded=sharded_info_nce),
         LossSpec("supcon", supcon, "in-batch", ("z1", "z2", "labels"),
                  {"temperature": "temperature"}, in_batch, defaults={"temperature": 0.1},
-                 reference="Khosla et al. 2020, L_out"),
+                 reference="Khosla et al. 2020, L_out", sharded=sharded_supcon),
         LossSpec("debiased-hard", debiased_hard, "in-batch", ("z1", "z2"),
                  {"temperature": "temperature", "tau_plus": "tau_plus", "beta": "beta"},
                  in_batch, defaults={"temperature": 0.5},
-                 reference="Chuang et al. 2020 (beta = 0); Robinson et al. 2021"),
+                 reference="Chuang et al. 2020 (beta = 0); Robinson et al. 2021",
+                 sharded=sharded_debiased_hard),
         LossSpec("nce", pool_nce, "pool", pool_batch,
                  {"sampler": "sampler", "beta": "beta", "k": "k", "score": "score",
                   "temperature": "temperature", "replacement": "replace"},

@@ -53,7 +53,13 @@ if TYPE_CHECKING:
         WandbLogger,
         build_loggers,
     )
-    from contrastlab.train.loop import CHECKPOINT_NAME, TrainResult, run_threads, train
+    from contrastlab.train.loop import (
+        CHECKPOINT_NAME,
+        TrainResult,
+        join_group,
+        run_threads,
+        train,
+    )
     from contrastlab.train.metrics import GEOMETRY_METRICS, embed, evaluate, heldout_loss
     from contrastlab.train.step import contrastive_loss
 
@@ -77,6 +83,7 @@ _OWNERS = {
     "build_loggers": "loggers",
     "CHECKPOINT_NAME": "loop",
     "TrainResult": "loop",
+    "join_group": "loop",
     "run_threads": "loop",
     "train": "loop",
     "GEOMETRY_METRICS": "metrics",
@@ -104,6 +111,7 @@ __all__ = [
     "embed",
     "evaluate",
     "heldout_loss",
+    "join_group",
     "load_config",
     "load_data",
     "lr_factor",

@@ -330,6 +330,14 @@ class TrainConfig(_Section):
     that is not an image CNN). All four enter the run id (they change the numbers, if only in
     round-off) except at ``cpu`` / ``fp32`` / false / false, so earlier runs keep their ids.
 
+    ``local_loss`` (data-parallel runs under torchrun): each rank computes the loss of its own
+    anchors against the gathered batch (:mod:`contrastlab.losses.sharded`, open_clip's
+    ``local_loss``): 1/W of the loss's work per rank instead of the whole global loss, the
+    same gradient after DDP's average up to round-off, and the logged loss is the mean over
+    the ranks. For the in-batch losses with a sharded form (``infonce``, ``supcon``,
+    ``debiased-hard``); refused for the others (a pool loss draws its negatives for the
+    global batch). No effect in a single process. In the run id when true.
+
     ``loggers``: where every per-epoch metric and the resolved config are logged, a list of
     ``csv`` (the default: ``metrics.csv`` in the run directory, one row per epoch),
     ``tensorboard`` (``<run dir>/tensorboard``), ``wandb`` and ``mlflow``
@@ -350,6 +358,7 @@ class TrainConfig(_Section):
     precision: str = "fp32"
     compile: bool = False
     channels_last: bool = False
+    local_loss: bool = False
     loggers: list[str] = Field(default_factory=lambda: ["csv"])
 
     _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
@@ -594,6 +603,14 @@ def _check_channels_last(cfg: ExperimentConfig) -> None:
                           f"({', '.join(cnns)}); got model.encoder {cfg.model.encoder!r}")
 
 
+def _check_local_loss(cfg: ExperimentConfig) -> None:
+    """``train.local_loss`` needs a loss with a sharded form (the in-batch losses)."""
+    if cfg.train.local_loss and get_loss(cfg.loss.name).sharded is None:
+        able = sorted(n for n in loss_names() if get_loss(n).sharded is not None)
+        raise ConfigError(f"train.local_loss applies to the losses with a sharded form "
+                          f"({', '.join(able)}); got loss.name {cfg.loss.name!r}")
+
+
 def _check_sizes(cfg: ExperimentConfig, n_train: int | None) -> None:
     """What the data set's size allows: a batch of distinct samples (batch_size <= N), k
     distinct negatives from a pool of distinct samples (k <= pool_size <= N without
@@ -768,6 +785,7 @@ def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     _check_model(cfg.model)
     _check_loggers(cfg.train.loggers)
     _check_channels_last(cfg)
+    _check_local_loss(cfg)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
     train = cfg.train.model_copy(update={"device": _resolve_device(cfg.train.device)})
     model = cfg.model
@@ -896,6 +914,7 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
         d["train"].pop("threads", None)
     for section, key, default in (("train", "device", "cpu"), ("train", "precision", "fp32"),
                                   ("train", "compile", False), ("train", "channels_last", False),
+                                  ("train", "local_loss", False),
                                   ("loss", "negatives_from", "dataset"),
                                   ("loss", "queue_size", None), ("model", "momentum", 0.0)):
         if d[section].get(key) == default:  # added later, likewise

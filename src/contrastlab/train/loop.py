@@ -36,6 +36,7 @@ held-out loss is measured. A non-finite loss or embedding stops the run with sta
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -203,7 +204,7 @@ def train(
     t_start = time.perf_counter()
     cfg = parse_config(cfg)
     callbacks = list(callbacks)
-    rank, world, created_group = init_from_env()
+    rank, world, created_group = join_group(cfg.train.device)
     try:
         hooks = _callbacks(cfg, on_epoch, callbacks, log_dir) if rank == 0 else CallbackList()
         return _train(cfg, dataset, checkpoint_dir, hooks, progress, stop_after, t_start,
@@ -213,6 +214,18 @@ def train(
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def join_group(device: str) -> tuple[int, int, bool]:
+    """(rank, world, created) of the data-parallel run: torchrun's group with ``nccl`` when the
+    device is CUDA (each rank on the GPU ``LOCAL_RANK`` unless ``train.device`` names one),
+    ``gloo`` otherwise (:func:`contrastlab.distributed.init_from_env`)."""
+    on_cuda = torch.device(device).type == "cuda"
+    rank, world, created = init_from_env("nccl" if on_cuda else "gloo")
+    if world > 1 and on_cuda and torch.device(device).index is None:
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local % torch.cuda.device_count())  # "cuda" is this GPU now
+    return rank, world, created
 
 
 def _callbacks(cfg: ExperimentConfig, on_epoch: EpochCallback | None,

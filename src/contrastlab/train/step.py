@@ -160,7 +160,8 @@ def all_ranks_ok(ok: bool, world: int) -> bool:
         return ok
     import torch.distributed as dist
 
-    flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces CUDA tensors
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int64, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
 
@@ -224,11 +225,28 @@ def step_loss(
     if not all_ranks_ok(bool(torch.isfinite(z).all()), world):  # every rank stops together
         raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
     labels, local_pool_labels, pool_ids = _to(z.device, labels, local_pool_labels, pool_ids)
+    if cfg.train.local_loss:
+        return _local_loss(cfg, z[:bl], z[bl : 2 * bl], labels[lo:hi], world, stats)
     local_pool = z[2 * bl :] if pool_labels is not None else None
     spec = _STEP_BATCH_ARGS_POOL if shard_pool else _STEP_BATCH_ARGS
     return call_gathered(contrastive_loss, spec, cfg.loss, z[:bl], z[bl : 2 * bl],
                          labels[lo:hi], local_pool, local_pool_labels, generator,
                          stats=stats, pool_ids=pool_ids)
+
+
+def _local_loss(cfg: ExperimentConfig, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+                world: int, stats: dict[str, float] | None) -> torch.Tensor:
+    """``train.local_loss``: this rank's anchors only (:meth:`LossSpec.local`). The returned
+    tensor has the value of the global loss (the mean of the ranks' local means, the same on
+    every rank, as the logged loss of a global step) and the gradient of the local one."""
+    import torch.distributed as dist
+
+    local = get_loss(cfg.loss.name).local(z1, z2, labels, cfg.loss.model_dump())
+    total = local.detach().clone()
+    dist.all_reduce(total)
+    if stats is not None:
+        stats["distinct_negatives"] = float(2 * z1.shape[0] * world - 2)
+    return local + (total / world - local.detach())
 
 
 def fill_queue(cfg: ExperimentConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

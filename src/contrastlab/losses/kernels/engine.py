@@ -156,6 +156,9 @@ class BlockPlan:
     # other classes of SCL / HSCL, Jiang et al. 2023): the classes' row ranges [start, end), so
     # each strip masks a few rectangles, never an N x N (or strip-sized) label comparison
     segments: tuple[tuple[int, int], ...] | None = None
+    # rows of a separate q that are a subset of k's rows (a data-parallel rank's own anchors):
+    # the column of k that is q's row i (its self / shift masks sit there); None: row i itself
+    row_ids: torch.Tensor | None = None
 
 
 def _scaled_mm(a: torch.Tensor, b: torch.Tensor, alpha: float, out: torch.Tensor) -> torch.Tensor:
@@ -164,7 +167,10 @@ def _scaled_mm(a: torch.Tensor, b: torch.Tensor, alpha: float, out: torch.Tensor
 
 
 def _mask_columns(plan: BlockPlan, r0: int, r1: int, n: int, device: torch.device) -> torch.Tensor:
-    rows = torch.arange(r0, r1, device=device)
+    if plan.row_ids is None:
+        rows = torch.arange(r0, r1, device=device)
+    else:
+        rows = plan.row_ids[r0:r1].to(device)
     cols = [rows] if plan.mask_self else []
     if plan.mask_shift is not None:
         cols.append((rows + plan.mask_shift) % n)
@@ -721,11 +727,19 @@ def run_blocks(
     factor: float,
     block_rows: int | None,
     out_dtype: torch.dtype,
+    row_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """factor * reduce_i head_i(...) over the rows of q. The engines return float64 row
     log-sum-exps, so the heads (and ``side``, float64 for the in-batch losses) work in float64:
     O(N), and the differences they take (e.g. L_{1+beta} - L_beta, L - s_pos) do not lose the
-    float32 rounding of the logits' magnitude. The result is cast to ``out_dtype``."""
+    float32 rounding of the logits' magnitude. The result is cast to ``out_dtype``.
+
+    ``row_ids`` (with a separate ``k``): q's rows are rows ``row_ids`` of k (a subset of the
+    anchors of a self-similarity loss, e.g. one data-parallel rank's own anchors), so the self
+    and shift masks of q's row i fall on k's columns ``row_ids[i]`` and
+    ``(row_ids[i] + mask_shift) % len(k)``."""
+    if row_ids is not None and (k is None or row_ids.shape != (q.shape[0],)):
+        raise ValueError("row_ids needs a separate k and one column index per row of q")
     rows = q.shape[0]
     cols = rows if k is None else k.shape[0]
     br = (
@@ -744,6 +758,7 @@ def run_blocks(
         weight=factor / rows if reduction == "mean" else factor,
         need_dq=grad_on and q.requires_grad,
         need_dk=grad_on and (q.requires_grad if k is None else k.requires_grad),
+        row_ids=row_ids,
     )
     if k is None and SELF_SIMILARITY_METHOD == "symmetric":
         lse = SymLSE.apply(q, plan)

@@ -1,0 +1,203 @@
+"""Sharded data-parallel in-batch losses: each rank computes the loss of its **own anchors** only,
+against the negatives of the whole gathered batch (open_clip's ``local_loss``; Radford et al.
+2021's CLIP training, where each GPU computes its rows of the N x N logits).
+
+Setting. W processes (ranks) each hold a slice of n = N / W samples (both views) of a global
+batch of N samples. :func:`contrastlab.distributed.call_gathered` (``gather=True`` on a loss)
+has every rank compute the *whole* global loss: the same value on every rank, W times the work.
+Here rank r gathers the features (with gradient) and computes only its 2n anchor rows — the z1
+rows ``r n .. (r+1) n - 1`` of the stacked 2N views and the z2 rows ``N + r n ..`` — each against
+all 2N columns, with exactly the masks and positives of the single-process loss::
+
+    L_r = (1 / 2n) sum_{i in anchors(r)} l_i          (reduction="mean": the local mean)
+
+so the global loss is the mean of the L_r over the ranks (equal slices), and the rank's share of
+the N x N work is 1/W.
+
+Gradient (exact, the same convention as ``gather=True``). The features are gathered by
+:func:`contrastlab.distributed.all_gather_with_grad`, whose backward sums the gradients of the
+gathered copy over the ranks. Rank r's local features therefore receive
+``sum_r' dL_r'/dx_r = W dL/dx_r`` with L = (1/W) sum_r' L_r' the global mean, exactly what a
+``gather=True`` rank receives; DistributedDataParallel's average over the ranks then gives the
+single-process gradient dL/dtheta. ``reduction="sum"`` returns ``W * (local sum)`` for the same
+reason (the sum over the ranks of what they return is W times the global sum, as with
+``gather=True``, where every rank returns the global sum); ``"none"`` the (2n,) per-anchor losses
+of this rank's anchors (z1 rows first), unscaled.
+
+Every function equals the matching single-process loss (:func:`contrastlab.losses.info_nce`,
+:func:`~contrastlab.losses.supcon`, :func:`~contrastlab.losses.debiased_hard`; their docstrings
+give the papers, equations and conventions) when not distributed (W = 1), and the per-anchor
+losses of the rank's rows when it is. They run on the tiled engine
+(:mod:`contrastlab.losses.kernels.engine`, full-row blocks of the rank's anchors against the
+2N gathered rows: O(n N d) time, O(N d + block N) memory) on every device; float16 / bfloat16
+inputs are computed in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from contrastlab._validation import (
+    check_choice,
+    check_labels,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
+from contrastlab.distributed import all_gather_no_grad, all_gather_with_grad, rank_and_world
+from contrastlab.losses._common import REDUCTIONS, check_two_views, loss_inputs
+from contrastlab.losses.kernels.engine import (
+    compute_dtype,
+    head_debiased,
+    head_logaddexp,
+    head_lse_minus_side,
+    loss_dtype,
+    rows_normalized,
+    run_blocks,
+)
+
+__all__ = ["local_anchor_rows", "sharded_debiased_hard", "sharded_info_nce", "sharded_supcon"]
+
+
+def local_anchor_rows(rank: int, world: int, n_local: int, device: Any = None) -> torch.Tensor:
+    """The stacked-view rows (indices into the 2N rows ``[z1; z2]`` of the global batch, N = W n)
+    of rank ``rank``'s anchors: its z1 rows, then its z2 rows."""
+    own = torch.arange(rank * n_local, (rank + 1) * n_local, device=device)
+    return torch.cat([own, own + world * n_local])
+
+
+class _Views:
+    """The gathered, normalized 2N stacked views and this rank's anchor rows of them."""
+
+    def __init__(self, z1: torch.Tensor, z2: torch.Tensor, normalize: str, min_batch: int,
+                 group: Any) -> None:
+        n = check_two_views(z1, z2, min_batch=1)
+        self.rank, self.world = rank_and_world(group)
+        self.n_local = n
+        self.n = n * self.world
+        if self.n < min_batch:
+            raise ValueError(f"z1 and z2 must hold at least {min_batch} samples in the global "
+                             f"batch; got {self.n}")
+        dt = compute_dtype(z1)
+        g1 = all_gather_with_grad(z1.to(dt), group)
+        g2 = all_gather_with_grad(z2.to(dt), group)
+        self.z = rows_normalized(torch.cat([g1, g2], dim=0), normalize)
+        self.rows = local_anchor_rows(self.rank, self.world, n, self.z.device)
+        self.q = self.z.index_select(0, self.rows)
+        self.out_dtype = loss_dtype(z1)
+
+    def positive_logits(self, t: float) -> torch.Tensor:
+        """s_{i, pos(i)} / t of this rank's anchors (float64, O(n d))."""
+        pos = (self.rows + self.n) % (2 * self.n)
+        return torch.linalg.vecdot(self.q.double(), self.z.index_select(0, pos).double(),
+                                   dim=1) / t
+
+    def run(self, side: torch.Tensor, t: float, scales: tuple[float, ...], mask_shift: int | None,
+            head: Any, reduction: str, factor: float, block_rows: int | None) -> torch.Tensor:
+        """The rank's share of the loss (module docstring: local mean, W x local sum, rows)."""
+        if reduction == "sum":
+            factor = factor * self.world
+        return run_blocks(self.q, self.z, side.unsqueeze(0), t=t, scales=scales, mask_self=True,
+                          mask_shift=mask_shift, head=head, reduction=reduction, factor=factor,
+                          block_rows=block_rows, out_dtype=self.out_dtype, row_ids=self.rows)
+
+
+@loss_inputs("z1", "z2")
+def sharded_info_nce(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.5,
+    normalize: str = "sphere",
+    reduction: str = "mean",
+    group: Any = None,
+    block_rows: int | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """SimCLR NT-Xent (Chen et al. 2020, eq. (1); :func:`contrastlab.losses.info_nce`) of this
+    rank's 2n anchors against the 2N gathered views (module docstring: value and gradient).
+
+    Args: as :func:`contrastlab.losses.info_nce`: z1, z2 are this rank's (n, d) slices;
+    ``group``: the process group (default: the global one); ``block_rows``: rows per block.
+    """
+    t = check_positive("temperature", temperature)
+    check_choice("reduction", reduction, REDUCTIONS)
+    v = _Views(z1, z2, normalize, 1, group)
+    return v.run(v.positive_logits(t), t, (1.0,), v.n, head_logaddexp(0.0), reduction, 1.0,
+                 block_rows)
+
+
+@loss_inputs("z1", "z2")
+def sharded_supcon(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    temperature: float = 0.1,
+    normalize: str = "sphere",
+    base_temperature: float | None = None,
+    reduction: str = "mean",
+    group: Any = None,
+    block_rows: int | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """SupCon L_out (Khosla et al. 2020, eq. (2); :func:`contrastlab.losses.supcon`) of this
+    rank's anchors against the gathered batch. The positive term of anchor i,
+    ``z_i^T (C_{y_i} - z_i) / (t |P(i)|)``, takes the class sums C_c of all 2N gathered rows
+    (O(N d)); ``labels=None``: each sample its own class (NT-Xent).
+
+    Args: as :func:`contrastlab.losses.supcon` (this rank's slices, labels (n,)) plus ``group``
+    and ``block_rows``.
+    """
+    t = check_positive("temperature", temperature)
+    check_choice("reduction", reduction, REDUCTIONS)
+    factor = 1.0
+    if base_temperature is not None:
+        factor = t / check_positive("base_temperature", base_temperature)
+    v = _Views(z1, z2, normalize, 1, group)
+    if labels is None:
+        return v.run(v.positive_logits(t), t, (1.0,), v.n, head_logaddexp(0.0), reduction,
+                     factor, block_rows)
+    lab = check_labels("labels", labels, v.n_local).to(v.z.device)
+    _, inv = torch.unique(all_gather_no_grad(lab, group), return_inverse=True)
+    inv2 = torch.cat([inv, inv])
+    n_cls = int(inv.max()) + 1
+    z64 = v.z.double()
+    class_sum = z64.new_zeros(n_cls, z64.shape[1]).index_add(0, inv2, z64)
+    count = torch.bincount(inv2, minlength=n_cls).to(torch.float64)
+    q64 = v.q.double()
+    mine = inv2.index_select(0, v.rows)
+    pos_dot = torch.linalg.vecdot(q64, class_sum.index_select(0, mine), dim=1)
+    side = (pos_dot - torch.linalg.vecdot(q64, q64, dim=1)) / ((count[mine] - 1.0) * t)
+    return v.run(side, t, (1.0,), None, head_lse_minus_side, reduction, factor, block_rows)
+
+
+@loss_inputs("z1", "z2")
+def sharded_debiased_hard(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.5,
+    tau_plus: float = 0.1,
+    beta: float = 1.0,
+    normalize: str = "sphere",
+    reduction: str = "mean",
+    group: Any = None,
+    block_rows: int | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Debiased (Chuang et al. 2020 eq. (7), beta = 0) and hard (Robinson et al. 2021 eq. (5))
+    contrastive loss (:func:`contrastlab.losses.debiased_hard`: N = 2B - 2 negatives of the
+    global batch, the published clamp) of this rank's anchors against the gathered batch.
+
+    Args: as :func:`contrastlab.losses.debiased_hard` (this rank's slices) plus ``group`` and
+    ``block_rows``.
+    """
+    t = check_positive("temperature", temperature)
+    tau = check_unit_interval("tau_plus", tau_plus)
+    beta = check_nonnegative("beta", beta)
+    check_choice("reduction", reduction, REDUCTIONS)
+    v = _Views(z1, z2, normalize, 2, group)
+    scales = (1.0,) if beta == 0.0 else (1.0 + beta, beta)
+    head = head_debiased(t, tau, math.log(2 * v.n - 2))
+    return v.run(v.positive_logits(t), t, scales, v.n, head, reduction, 1.0, block_rows)
