@@ -54,17 +54,23 @@ def check_positive_int(name: str, value: int) -> int:
     return value
 
 
+def as_index(name: str, value: Any, expected: str) -> int:
+    """``operator.index(value)``: an integer of any integer type (Python, NumPy, 0-d torch) as a
+    Python int; bools and floats are refused with ``ValueError("<name> must be <expected>; got
+    <value!r>")``. The caller checks the range (with the same message)."""
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be {expected}; got {value!r}") from None
+
+
 def as_positive_int(name: str, value: Any) -> int:
     """Require an integer >= 1 of any integer type (Python, NumPy, 0-d torch) and return it as a
     Python int; bools and floats are refused (:func:`check_positive_int` takes Python ints
     only)."""
-    if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    try:
-        as_int = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}") from None
-    return check_positive_int(name, as_int)
+    return check_positive_int(name, as_index(name, value, "an integer >= 1"))
 
 
 def check_generator(generator: Any) -> torch.Generator | None:
@@ -99,6 +105,20 @@ def check_tensor(
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty; got shape {tuple(x.shape)}")
     return x
+
+
+def as_float64_vector(name: str, value: Any, *, items: str, vector: str) -> torch.Tensor:
+    """``value`` (a tensor, an array or a sequence of numbers) as a non-empty 1-D float64 CPU
+    tensor; otherwise ``ValueError("<name> must be a 1-D <items>; ...")`` when it is not
+    numeric, ``"<name> must be a non-empty 1-D <vector>; got shape ..."`` when it has the wrong
+    shape."""
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a 1-D {items}; got {type(value).__name__}") from None
+    if t.ndim != 1 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D {vector}; got shape {tuple(t.shape)}")
+    return t
 
 
 def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:

@@ -396,18 +396,25 @@ def _sym(A: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _spectrum(name: str, values: torch.Tensor, all_zero: str = "") -> tuple[torch.Tensor, float]:
+    """The checked spectrum (finite nonnegative values with a positive entry; ``all_zero`` is
+    appended to the message of the last check) in float64, and its sum."""
+    s = check_tensor(name, values, ndim=1).detach().to(_F64)
+    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
+        raise ValueError(f"{name} must hold finite nonnegative values")
+    total = float(s.sum())
+    if total <= 0.0:
+        raise ValueError(f"{name} must have a positive entry{all_zero}")
+    return s, total
+
+
 def effective_rank(spectrum: torch.Tensor) -> float:
     """Roy & Vetterli (2007): exp of the Shannon entropy of p_i = s_i / sum_j s_j.
 
     ``spectrum`` is a vector of nonnegative values (singular values or eigenvalues); zeros
     contribute nothing (0 log 0 = 0). Between 1 and the number of positive entries.
     """
-    s = check_tensor("spectrum", spectrum, ndim=1).detach().to(_F64)
-    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
-        raise ValueError("spectrum must hold finite nonnegative values")
-    total = float(s.sum())
-    if total <= 0.0:
-        raise ValueError("spectrum must have a positive entry (all zeros: rank undefined)")
+    s, total = _spectrum("spectrum", spectrum, " (all zeros: rank undefined)")
     p = s[s > 0] / total
     return math.exp(float(-(p * p.log()).sum()))
 
@@ -417,12 +424,7 @@ def rankme(singular_values: torch.Tensor, eps: float = _RANKME_EPS) -> float:
 
     ``singular_values`` are those of the (uncentered) N x d embedding matrix.
     """
-    s = check_tensor("singular_values", singular_values, ndim=1).detach().to(_F64)
-    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
-        raise ValueError("singular_values must hold finite nonnegative values")
-    total = float(s.sum())
-    if total <= 0.0:
-        raise ValueError("singular_values must have a positive entry")
+    s, total = _spectrum("singular_values", singular_values)
     p = s / total + check_positive("eps", eps)
     return math.exp(float(-(p * p.log()).sum()))
 

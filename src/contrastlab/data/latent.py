@@ -23,15 +23,20 @@ generator), so a seeded generator makes every draw reproducible. Sampling is on 
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from contrastlab._validation import as_positive_int, check_choice, check_generator
+from contrastlab._validation import (
+    as_float64_vector,
+    as_index,
+    as_positive_int,
+    check_choice,
+    check_generator,
+)
 
 __all__ = [
     "NEGATIVES",
@@ -85,6 +90,19 @@ def _sample_categorical(
     return idx.clamp_(max=weights.numel() - 1)
 
 
+def _class_blocks(labels: torch.Tensor, C: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(c, rows)`` for every class c in 0..C-1 present in the int64 ``labels``, in class order:
+    the indices of its entries, in their order (a stable sort groups the classes)."""
+    counts = torch.bincount(labels, minlength=C).tolist()
+    order = torch.argsort(labels, stable=True)
+    start = 0
+    for c, cnt in enumerate(counts):
+        if cnt == 0:
+            continue
+        yield c, order[start : start + cnt]
+        start += cnt
+
+
 # --------------------------------------------------------------------------------------------
 # priors
 # --------------------------------------------------------------------------------------------
@@ -100,16 +118,9 @@ def check_prior(
     have that length. The result is renormalized (``rho / rho.sum()``) so downstream code sees an
     exact probability vector. Otherwise a one-line ``ValueError`` naming ``name`` is raised.
     """
-    try:
-        t = torch.as_tensor(rho, dtype=torch.float64).detach().cpu()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(
-            f"{name} must be a 1-D sequence of class probabilities; got {type(rho).__name__}"
-        ) from None
-    if t.ndim != 1 or t.numel() == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 1-D probability vector; got shape {tuple(t.shape)}"
-        )
+    t = as_float64_vector(
+        name, rho, items="sequence of class probabilities", vector="probability vector"
+    )
     if num_classes is not None and t.numel() != num_classes:
         raise ValueError(
             f"{name} must have length {num_classes} (one entry per class); got {t.numel()}"
@@ -480,15 +491,9 @@ class LatentClassModel:
             raise ValueError("classes must not be empty")
         if bool((flat < 0).any()) or bool((flat >= C).any()):
             raise ValueError(f"classes must lie in [0, {C - 1}]")
-        counts = torch.bincount(flat, minlength=C).tolist()
-        order = torch.argsort(flat, stable=True)
         pieces: list[tuple[torch.Tensor, torch.Tensor]] = []
-        start = 0
-        for c, cnt in enumerate(counts):
-            if cnt == 0:
-                continue
-            idx = order[start : start + cnt]
-            start += cnt
+        for c, idx in _class_blocks(flat, C):
+            cnt = idx.numel()
             xs = self._samplers[c].sample(cnt, generator)
             if not isinstance(xs, torch.Tensor) or tuple(xs.shape) != (cnt, *self._input_shape):
                 got = tuple(xs.shape) if isinstance(xs, torch.Tensor) else type(xs).__name__
@@ -555,17 +560,10 @@ class LatentClassModel:
                 f"prior puts all mass on class {int(torch.argmax(self._prior))}"
             )
         out = torch.empty((n, k), dtype=torch.int64)
-        counts = torch.bincount(anchor_class, minlength=C).tolist()
-        order = torch.argsort(anchor_class, stable=True)
-        start = 0
-        for c, cnt in enumerate(counts):
-            if cnt == 0:
-                continue
-            rows = order[start : start + cnt]
-            start += cnt
+        for c, rows in _class_blocks(anchor_class, C):
             w = self._prior.clone()
             w[c] = 0.0
-            out[rows] = _sample_categorical(w, (cnt, k), generator)
+            out[rows] = _sample_categorical(w, (rows.numel(), k), generator)
         return out
 
     def sample_tuples(
@@ -604,14 +602,7 @@ class LatentClassModel:
 
     def _check_class(self, c: Any) -> int:
         C = self.num_classes
-        if isinstance(c, bool | np.bool_):
-            raise ValueError(f"c must be a class index in [0, {C - 1}] or None; got {c!r}")
-        try:
-            ci = operator.index(c)
-        except TypeError:
-            raise ValueError(
-                f"c must be a class index in [0, {C - 1}] or None; got {c!r}"
-            ) from None
+        ci = as_index("c", c, f"a class index in [0, {C - 1}] or None")
         if not 0 <= ci < C:
             raise ValueError(f"c must be a class index in [0, {C - 1}] or None; got {c!r}")
         return ci

@@ -144,10 +144,6 @@ def _image_augmenter(strength: float, engine: str = "loop") -> Augmenter:
     hue = min(0.5, 0.1 * strength)
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check_batch(x, "image")
-        generator = _check_generator(generator)
-        if strength == 0.0:
-            return x.clone()
         n, c, height, width = x.shape
         # every random parameter is drawn up front, a fixed number of draws per sample
         params = image_params(n, height, width, strength, generator)
@@ -179,7 +175,7 @@ def _image_augmenter(strength: float, engine: str = "loop") -> Augmenter:
                 out[i] = v
         return out
 
-    return augment
+    return _checked(augment, "image", strength)
 
 
 def _signal_augmenter(strength: float) -> Augmenter:
@@ -188,10 +184,6 @@ def _signal_augmenter(strength: float) -> Augmenter:
     additive Gaussian noise of standard deviation ``0.1 s`` times the sample's RMS."""
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check_batch(x, "signal")
-        generator = _check_generator(generator)
-        if strength == 0.0:
-            return x.clone()
         n, length = x.shape[0], x.shape[-1]
         max_shift = round(0.1 * strength * length)
         shift = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator)
@@ -208,7 +200,7 @@ def _signal_augmenter(strength: float) -> Augmenter:
         out = out + sigma[:, None, None] * noise.reshape(n, -1, length)
         return out.to(x.dtype).reshape(x.shape)
 
-    return augment
+    return _checked(augment, "signal", strength)
 
 
 def _vector_augmenter(strength: float) -> Augmenter:
@@ -218,10 +210,6 @@ def _vector_augmenter(strength: float) -> Augmenter:
     p_drop = min(0.9, 0.1 * strength)
 
     def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check_batch(x, "vector")
-        generator = _check_generator(generator)
-        if strength == 0.0:
-            return x.clone()
         x64 = x.to(torch.float64)
         rms = x64.pow(2).mean(dim=1, keepdim=True).sqrt()
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
@@ -229,7 +217,21 @@ def _vector_augmenter(strength: float) -> Augmenter:
         out = (x64 + 0.1 * strength * rms * noise) * keep
         return out.to(x.dtype)
 
-    return augment
+    return _checked(augment, "vector", strength)
+
+
+def _checked(augment: Augmenter, kind: str, strength: float) -> Augmenter:
+    """``augment`` behind the checks every augmenter makes first (a floating batch of ``kind``,
+    a ``torch.Generator``), and the identity (a copy, no draw) at ``strength`` 0."""
+
+    def checked(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        _check_batch(x, kind)
+        generator = _check_generator(generator)
+        if strength == 0.0:
+            return x.clone()
+        return augment(x, generator)
+
+    return checked
 
 
 def _check_batch(x: Any, kind: str) -> None:

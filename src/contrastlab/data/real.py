@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from contrastlab.data.assemble import assemble_dataset, seeded_split
 from contrastlab.data.base import (
     Dataset,
     DatasetInfo,
     default_cache_dir,
     derived_generator,
     no_root,
-    stratified_split,
     subsample,
 )
 from contrastlab.data.options import OptionsModel, parse_options
@@ -143,24 +143,13 @@ def _load_mnist1d(*, root: str | None, seed: int, **options: Any) -> Dataset:
         d = data_mod.make_dataset(args)
     x_train = torch.as_tensor(np.asarray(d["x"]), dtype=torch.float32).unsqueeze(1)
     x_test = torch.as_tensor(np.asarray(d["x_test"]), dtype=torch.float32).unsqueeze(1)
-    y_train, y_test = _labels(d["y"]), _labels(d["y_test"])
-    return Dataset(
-        name="mnist1d",
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=10,
-        kind="signal",
-        info={
-            "source": "mnist1d.data.make_dataset (Greydanus & Kobak 2024), generated locally",
-            "options": opts.model_dump(),
-            "package_args": {k: v for k, v in vars(args).items() if k != "url" and not callable(v)},
-            "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
-            "classes": [str(c) for c in range(10)],
-            "seed": seed,
-        },
-    )
+    info = {
+        "source": "mnist1d.data.make_dataset (Greydanus & Kobak 2024), generated locally",
+        "options": opts.model_dump(),
+        "package_args": {k: v for k, v in vars(args).items() if k != "url" and not callable(v)},
+    }
+    train, test = (x_train, _labels(d["y"])), (x_test, _labels(d["y_test"]))
+    return assemble_dataset("mnist1d", "signal", 10, train, test, info, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,24 +175,12 @@ def _load_digits(*, root: str | None, seed: int, **options: Any) -> Dataset:
     datasets = require("sklearn.datasets", "the data set 'digits'", "pip install scikit-learn")
     bunch = datasets.load_digits()
     x = torch.as_tensor(np.asarray(bunch.images), dtype=torch.float32).div_(16.0).unsqueeze(1)
-    y = _labels(bunch.target)
-    tr, te = stratified_split(y, frac, derived_generator(seed, "digits/split"))
-    return Dataset(
-        name="digits",
-        x_train=x[tr].contiguous(),
-        y_train=y[tr],
-        x_test=x[te].contiguous(),
-        y_test=y[te],
-        num_classes=10,
-        kind="image",
-        info={
-            "source": "sklearn.datasets.load_digits (UCI optical recognition of digits)",
-            "options": opts.model_dump(),
-            "sizes": {"train": int(tr.numel()), "test": int(te.numel())},
-            "classes": [str(c) for c in range(10)],
-            "seed": seed,
-        },
-    )
+    train, test = seeded_split(x, _labels(bunch.target), frac, seed, "digits/split")
+    info = {
+        "source": "sklearn.datasets.load_digits (UCI optical recognition of digits)",
+        "options": opts.model_dump(),
+    }
+    return assemble_dataset("digits", "image", 10, train, test, info, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,25 +311,15 @@ def _load_fashion_mnist(*, root: str | None, seed: int, **options: Any) -> Datas
         except (RuntimeError, AssertionError, ValueError, OSError) as err:
             raise _fashion_root_error(Path(source), f"unreadable IDX files ({err})") from None
         splits[train] = (_images_to_float(ds.data), _labels(ds.targets))
-    x_train, y_train = subsample(*splits[True], n_train, derived_generator(seed, "fmnist/train"))
-    x_test, y_test = subsample(*splits[False], n_test, derived_generator(seed, "fmnist/test"))
-    return Dataset(
-        name="fashion-mnist",
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=10,
-        kind="image",
-        info={
-            "source": f"torchvision.datasets.FashionMNIST over IDX files in {str(source)!r}",
-            "root": str(source),
-            "options": opts.model_dump(),
-            "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
-            "classes": list(FASHION_MNIST_CLASSES),
-            "seed": seed,
-        },
-    )
+    train_set = subsample(*splits[True], n_train, derived_generator(seed, "fmnist/train"))
+    test_set = subsample(*splits[False], n_test, derived_generator(seed, "fmnist/test"))
+    info = {
+        "source": f"torchvision.datasets.FashionMNIST over IDX files in {str(source)!r}",
+        "root": str(source),
+        "options": opts.model_dump(),
+    }
+    return assemble_dataset("fashion-mnist", "image", 10, train_set, test_set, info, seed=seed,
+                            classes=list(FASHION_MNIST_CLASSES))
 
 
 # --------------------------------------------------------------------------------------------
@@ -439,27 +406,16 @@ def _load_cifar(name: str, root: str | None, seed: int, options: dict[str, Any])
     for split, y in (("train", y_train), ("test", y_test)):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise _cifar_root_error(name, root, f"{split} labels outside 0..{num_classes - 1}")
-    x_train, y_train = subsample(x_train, y_train, n_train, derived_generator(seed, f"{name}/tr"))
-    x_test, y_test = subsample(x_test, y_test, n_test, derived_generator(seed, f"{name}/te"))
-    return Dataset(
-        name=name,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=num_classes,
-        kind="image",
-        info={
-            "source": f"torchvision.datasets.{cls_name} over {str(base / folder)!r}",
-            "root": str(root),
-            "options": opts.model_dump(),
-            "sizes": {"train": int(y_train.numel()), "test": int(y_test.numel())},
-            "classes": [str(c) for c in classes]
-            if len(classes) == num_classes
-            else [str(c) for c in range(num_classes)],
-            "seed": seed,
-        },
-    )
+    train_set = subsample(x_train, y_train, n_train, derived_generator(seed, f"{name}/tr"))
+    test_set = subsample(x_test, y_test, n_test, derived_generator(seed, f"{name}/te"))
+    info = {
+        "source": f"torchvision.datasets.{cls_name} over {str(base / folder)!r}",
+        "root": str(root),
+        "options": opts.model_dump(),
+    }
+    names = [str(c) for c in classes] if len(classes) == num_classes else None
+    return assemble_dataset(name, "image", num_classes, train_set, test_set, info, seed=seed,
+                            classes=names)
 
 
 def _load_cifar10(*, root: str | None, seed: int, **options: Any) -> Dataset:
@@ -478,6 +434,27 @@ def _load_cifar100(*, root: str | None, seed: int, **options: Any) -> Dataset:
     ``n_test``. Shape (3, 32, 32), values in [0, 1].
     """
     return _load_cifar("cifar100", root, seed, options)
+
+
+def _cifar_builtin(
+    name: str, loader: Callable[..., Dataset], description: str
+) -> tuple[Callable[..., Dataset], DatasetInfo]:
+    """The registry entry of ``cifar10`` / ``cifar100`` (folder and class count from
+    :data:`_CIFAR`)."""
+    _, folder, _, num_classes = _CIFAR[name]
+    info = DatasetInfo(
+        name,
+        description,
+        "image",
+        num_classes,
+        "50,000 + 10,000",
+        f"torchvision; root=DIR with {folder}/",
+        options=CifarOptions,
+        root="required",
+        check_root=functools.partial(_check_cifar_root, name),
+        train_size=CifarOptions.train_size,
+    )
+    return loader, info
 
 
 BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
@@ -523,34 +500,12 @@ BUILTINS: tuple[tuple[Callable[..., Dataset], DatasetInfo], ...] = (
             train_size=FashionOptions.train_size,
         ),
     ),
-    (
-        _load_cifar10,
-        DatasetInfo(
-            "cifar10",
-            "CIFAR-10 32x32 colour images (your own copy; never downloaded)",
-            "image",
-            10,
-            "50,000 + 10,000",
-            "torchvision; root=DIR with cifar-10-batches-py/",
-            options=CifarOptions,
-            root="required",
-            check_root=functools.partial(_check_cifar_root, "cifar10"),
-            train_size=CifarOptions.train_size,
-        ),
+    _cifar_builtin(
+        "cifar10", _load_cifar10, "CIFAR-10 32x32 colour images (your own copy; never downloaded)"
     ),
-    (
+    _cifar_builtin(
+        "cifar100",
         _load_cifar100,
-        DatasetInfo(
-            "cifar100",
-            "CIFAR-100 32x32 colour images, fine labels (your own copy; never downloaded)",
-            "image",
-            100,
-            "50,000 + 10,000",
-            "torchvision; root=DIR with cifar-100-python/",
-            options=CifarOptions,
-            root="required",
-            check_root=functools.partial(_check_cifar_root, "cifar100"),
-            train_size=CifarOptions.train_size,
-        ),
+        "CIFAR-100 32x32 colour images, fine labels (your own copy; never downloaded)",
     ),
 )

@@ -25,6 +25,7 @@ import torch
 from scipy import integrate, special
 
 from contrastlab._validation import (
+    as_float64_vector,
     as_positive_int,
     check_generator,
     check_positive,
@@ -50,14 +51,7 @@ _A_MAX = 38.5
 
 
 def _vector(name: str, value: Any) -> torch.Tensor:
-    try:
-        t = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(
-            f"{name} must be a 1-D vector of numbers; got {type(value).__name__}"
-        ) from None
-    if t.ndim != 1 or t.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D vector; got shape {tuple(t.shape)}")
+    t = as_float64_vector(name, value, items="vector of numbers", vector="vector")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must have finite entries")
     return t.clone()

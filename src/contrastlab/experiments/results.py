@@ -28,6 +28,7 @@ from contrastlab.experiments.samples import samples_lines
 __all__ = [
     "DEFAULT_METRICS",
     "TABLE_STYLES",
+    "cell",
     "export_results",
     "load_records",
     "results_table",
@@ -124,7 +125,9 @@ def _varying(records: list[dict[str, Any]], config_keys: set[str]) -> list[str]:
     return out
 
 
-def _fmt(value: Any) -> str:
+def cell(value: Any) -> str:
+    """The text of a table cell: ``-`` for None, 4 significant digits for a float (the tables
+    of :func:`results_table` and of the HTML pages, :mod:`contrastlab.report.style`)."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -198,7 +201,7 @@ def results_table(
     config_keys = _config_keys(records)
     keys = _group_keys(records, group_by, known, config_keys)
     wanted = _metric_names(records, metrics, known, config_keys)
-    rows = [[*(_fmt(v) for v in values), _count_cell(members),
+    rows = [[*(cell(v) for v in values), _count_cell(members),
              *(_stat_cell(members, m) for m in wanted)]
             for values, members in _groups(records, keys)]
     counts: dict[str, int] = {}

@@ -200,6 +200,7 @@ def optimize_free_features(
     :func:`projected_grad_norm` at the result.
     """
     from contrastlab.losses.normalize import normalize
+    from contrastlab.theory.optimize import strong_wolfe_lbfgs
     from contrastlab.theory.population import sample_level_loss
 
     c = int(labels.max()) + 1
@@ -212,18 +213,11 @@ def optimize_free_features(
     if constraint != "sphere":
         u0 = init_norm * u0 / u0.norm(dim=1, keepdim=True)
     u = u0.requires_grad_(True)
-    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
-                            tolerance_change=1e-16, history_size=50,
-                            line_search_fn="strong_wolfe")
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        value = sample_level_loss(normalize(u, constraint), labels, **objective)
-        value.backward()
-        return value
+    def objective_fn() -> torch.Tensor:
+        return sample_level_loss(normalize(u, constraint), labels, **objective)
 
-    opt.step(closure)
-    iters = int(opt.state[opt._params[0]].get("n_iter", 0))
+    iters = strong_wolfe_lbfgs([u], objective_fn, max_iter, tol)
     z = normalize(u.detach(), constraint).requires_grad_(True)
     value = sample_level_loss(z, labels, **objective)
     value.backward()

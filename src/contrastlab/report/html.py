@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab.report.style import (
-    CSS,
     IMAGE_CHECK_JS,
     cell,
     escape,
     figure_html,
+    page_head,
     versions_table,
+    write_page,
 )
 
 __all__ = ["write_report"]
@@ -120,10 +121,7 @@ def write_report(out_dir: str | Path, path: str | Path | None = None) -> Path:
                  f"(sum over runs); this report: {report_s:.1f} s.</p>")
     parts.append(f"<script>{IMAGE_CHECK_JS}</script>")
     parts.append("</body></html>")
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(parts), encoding="utf-8")
-    return target
+    return write_page(target, parts)
 
 
 def _figures_and_answer(out_dir: str | Path, done: list[dict[str, Any]]
@@ -154,9 +152,7 @@ def _head(out_dir: str | Path, runs: Sequence[Mapping[str, Any]], answer: list[s
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     return [
-        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>contrastlab report: {escape(Path(out_dir).name)}</title>",
-        f"<style>{CSS}</style></head><body>",
+        *page_head(f"contrastlab report: {escape(Path(out_dir).name)}"),
         "<h1>contrastlab report</h1>",
         *_answer_html(answer),
         f"<p>Results directory: <code>{escape(out_dir)}</code><br>",

@@ -16,6 +16,21 @@ from contrastlab.report.grouping import finite
 __all__ = ["bounds_curves", "gap_inside_bounds", "metric_vs_k", "nc_vs_dc_grid"]
 
 
+def _panel_row(n: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout figure of ``n`` panels side by side, each ``width`` x ``height``
+    inches, and its axes."""
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    return fig, np.atleast_1d(fig.subplots(1, n))
+
+
+def _finish(fig: Figure, title: str) -> Figure:
+    """The figure with its title (if any) and the legend outside the axes."""
+    if title:
+        fig.suptitle(title)
+    legend_outside(fig)
+    return fig
+
+
 def metric_vs_k(
     rows: Sequence[Mapping[str, Any]],
     panels: Sequence[tuple[str, str]],
@@ -26,8 +41,7 @@ def metric_vs_k(
     """One panel per ``(metric, y label)``; one line per value of ``group`` (mean over rows with
     the same group and k, min-max band). ``reference`` maps a metric to a column drawn dashed
     (e.g. the closed form at the ETF)."""
-    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    fig, axes = _panel_row(len(panels), 4.6, 3.8)
     groups = sorted({str(r.get(group)) for r in rows})
     for ax, (metric, ylabel) in zip(axes, panels, strict=True):
         for i, g in enumerate(groups):
@@ -53,10 +67,7 @@ def metric_vs_k(
         log2_k_axis(ax)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    legend_outside(fig)
-    return fig
+    return _finish(fig, title)
 
 
 def bounds_curves(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
@@ -64,8 +75,7 @@ def bounds_curves(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
     Arora, Nozawa-Sato and Ash (rows of :class:`contrastlab.theory.bounds.BoundsTable`, with
     ``C``, ``K`` and the bound columns), log10 scale; undefined values (K < C) are gaps."""
     cs = sorted({int(r["C"]) for r in rows})
-    fig = Figure(figsize=(5.2 * len(cs), 4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(cs)))
+    fig, axes = _panel_row(len(cs), 5.2, 4)
     series = (("bao_upper", "Bao et al. upper", "-"), ("arora", "Arora et al.", "-"),
               ("nozawa_sato", "Nozawa & Sato", "-"), ("ash", "Ash et al.", "-"),
               ("R_mu_supv_star", "R*_mu-supv (idealized)", ":"),
@@ -83,10 +93,7 @@ def bounds_curves(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
         ax.set_ylabel("bound on R_mu-supv (nats, log scale)")
         ax.set_title(f"C = {c}: bounds at the idealized R*_cont(K)")
         ax.grid(alpha=0.3, which="both")
-    if title:
-        fig.suptitle(title)
-    legend_outside(fig)
-    return fig
+    return _finish(fig, title)
 
 
 def gap_inside_bounds(rows: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
@@ -94,8 +101,7 @@ def gap_inside_bounds(rows: Sequence[Mapping[str, Any]], title: str = "") -> Fig
     and Delta_U (above), one panel per data set (``data`` column; rows with ``K``, ``gap``,
     ``delta_lower``, ``delta_upper``); points outside the band are ringed in red."""
     datas = sorted({str(r["data"]) for r in rows})
-    fig = Figure(figsize=(5 * len(datas), 4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(datas)))
+    fig, axes = _panel_row(len(datas), 5, 4)
     for ax, d in zip(axes, datas, strict=True):
         sub = sorted((r for r in rows if str(r["data"]) == d), key=lambda r: int(r["K"]))
         ks = np.array([int(r["K"]) for r in sub])
@@ -114,10 +120,7 @@ def gap_inside_bounds(rows: Sequence[Mapping[str, Any]], title: str = "") -> Fig
         ax.set_ylabel("surrogate gap (nats)")
         ax.set_title(d)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    legend_outside(fig)
-    return fig
+    return _finish(fig, title)
 
 
 def nc_vs_dc_grid(rows: Sequence[Mapping[str, Any]], metric: str, ylabel: str,
@@ -126,8 +129,7 @@ def nc_vs_dc_grid(rows: Sequence[Mapping[str, Any]], metric: str, ylabel: str,
     ``beta``, ``normalize`` and the metric; mean over seeds)."""
     losses = sorted({str(r["loss"]) for r in rows})
     norms = sorted({str(r["normalize"]) for r in rows})
-    fig = Figure(figsize=(4.6 * len(losses), 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(losses)))
+    fig, axes = _panel_row(len(losses), 4.6, 3.8)
     for ax, loss in zip(axes, losses, strict=True):
         for i, n in enumerate(norms):
             by_b: dict[float, list[float]] = {}
@@ -145,7 +147,4 @@ def nc_vs_dc_grid(rows: Sequence[Mapping[str, Any]], metric: str, ylabel: str,
         ax.set_ylabel(ylabel)
         ax.set_title(loss)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    legend_outside(fig)
-    return fig
+    return _finish(fig, title)

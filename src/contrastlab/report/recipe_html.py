@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab.report.style import (
-    CSS,
     IMAGE_CHECK_JS,
     cell,
     escape,
     figure_html,
+    page_head,
     versions_table,
+    write_page,
 )
 
 __all__ = ["write_recipe_report"]
@@ -35,9 +36,7 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
     r = result.recipe
     tag = f" (deliberately corrupted: {escape(r.corruption)})" if result.corrupt else ""
     parts = [
-        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>contrastlab recipe {escape(r.name)}: {result.verdict}</title>",
-        f"<style>{CSS}{_EXTRA_CSS}</style></head><body>",
+        *page_head(f"contrastlab recipe {escape(r.name)}: {result.verdict}", _EXTRA_CSS),
         f"<h1>{escape(r.name)}: {escape(r.title)}</h1>",
         f"<p class='verdict {result.verdict}'>{result.verdict}</p>",
         f"<p>Profile <b>{escape(result.profile)}</b>{tag}; generated "
@@ -88,7 +87,4 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
                  + "</pre>")
     parts += versions_table()
     parts.append(f"<script>{IMAGE_CHECK_JS}</script></body></html>")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(parts), encoding="utf-8")
-    return target
+    return write_page(path, parts)

@@ -1,5 +1,6 @@
 """What the HTML pages of :mod:`contrastlab.report` share: the style sheet, the image-load
-check, escaping, table cells, embedded figures and the software versions.
+check, escaping, table cells (those of ``contrastlab results``:
+:func:`contrastlab.experiments.results.cell`), embedded figures and the software versions.
 
 Used by the report of an output directory (:func:`contrastlab.report.html.write_report`) and the
 page of a recipe run (:func:`contrastlab.report.recipe_html.write_recipe_report`), so both look
@@ -14,10 +15,13 @@ import io
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-__all__ = ["CSS", "IMAGE_CHECK_JS", "cell", "escape", "figure_html", "png_base64",
-           "software_versions", "versions_table"]
+from contrastlab.experiments.results import cell  # the results table's cells, on every page
+
+__all__ = ["CSS", "IMAGE_CHECK_JS", "cell", "escape", "figure_html", "page_head", "png_base64",
+           "software_versions", "versions_table", "write_page"]
 
 #: the style sheet of every page
 CSS = """
@@ -62,15 +66,6 @@ def escape(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def cell(value: Any) -> str:
-    """The text of a table cell: ``-`` for None, 4 significant digits for a float."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def png_base64(fig: Any) -> str:
     """The figure as a base64 PNG (100 dpi, tight bounding box)."""
     buf = io.BytesIO()
@@ -102,3 +97,22 @@ def versions_table() -> list[str]:
               for k, v in software_versions().items()]
     parts.append("</table>")
     return parts
+
+
+def page_head(title: str, extra_css: str = "") -> list[str]:
+    """The opening lines of a page: the doctype, the head with its ``title`` (HTML: escaped by
+    the caller) and the style sheet :data:`CSS` (then ``extra_css``), and the body's start."""
+    return [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{title}</title>",
+        f"<style>{CSS}{extra_css}</style></head><body>",
+    ]
+
+
+def write_page(path: str | Path, parts: list[str]) -> Path:
+    """Write the page's ``parts``, one per line, to ``path`` (UTF-8; its directory created) and
+    return its path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(parts), encoding="utf-8")
+    return target

@@ -52,8 +52,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeAlias
@@ -64,7 +62,7 @@ from numpy.typing import NDArray
 from scipy.special import entr
 
 from contrastlab._tables import markdown_table, text_table
-from contrastlab._validation import check_choice, check_positive, check_positive_int
+from contrastlab._validation import as_index, check_choice, check_positive, check_positive_int
 from contrastlab.data.latent import binomial_pmf, check_prior
 
 __all__ = [
@@ -110,12 +108,7 @@ _EXACT_PRIOR_MAX_CLASSES = 20
 
 def _int_scalar(name: str, value: Any, minimum: int) -> int:
     """An integer >= minimum (Python or NumPy ints; bools and floats refused)."""
-    if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from None
+    v = as_index(name, value, f"an integer >= {minimum}")
     if v < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(v)
@@ -680,38 +673,33 @@ def arora_bound(R_cont: Any, K: Any, C: Any = None, prior: Any = None) -> FloatO
     and ``C = len(prior)``. The feature-norm bound ``b`` does not enter.
     """
     r, k, p, scalar = _bound_inputs(R_cont, K, C, prior)
-    return _finish(_arora(r, k, p, None), scalar)
+    return _finish(_coverage_bound("arora", r, k, p, None), scalar)
 
 
-def _defined_from_c(
-    k: NDArray[np.int64],
-    p: _Prior,
-    col_all: FloatArray | None,
-    formula: Callable[[NDArray[np.bool_], FloatArray], FloatArray],
-) -> FloatArray:
-    """A bound defined only for K >= C: ``nan`` below, ``formula(ok, Col_K[ok])`` elsewhere."""
-    out = np.full(k.shape, np.nan)
-    ok = k >= p.C
-    if ok.any():
-        col = _mix_binomial(k[ok], p, "col") if col_all is None else col_all[ok]
-        out[ok] = formula(ok, col)
-    return out
-
-
-def _arora(
+def _coverage_bound(
+    kind: str,
     r: FloatArray,
     k: NDArray[np.int64],
     p: _Prior,
     cov: CoverageEstimate | None,
     col_all: FloatArray | None = None,
 ) -> FloatArray:
-    def formula(ok: NDArray[np.bool_], col: FloatArray) -> FloatArray:
+    """The bounds through the coverage ``upsilon_{K+1}``, defined only for K >= C (``nan``
+    below, ``+inf`` where the denominator is 0): ``kind="arora"``, Arora et al.'s
+    ``(R_cont - Col_K) / ((1 - tau_K) upsilon_{K+1})``; ``kind="nozawa_sato"``, Nozawa & Sato's
+    ``(2 R_cont - Col_K) / upsilon_{K+1}``."""
+    out = np.full(k.shape, np.nan)
+    ok = k >= p.C
+    if ok.any():
+        col = _mix_binomial(k[ok], p, "col") if col_all is None else col_all[ok]
         ups = _upsilon(k, p, cov)[ok]
-        with np.errstate(all="ignore"):
-            den = _no_collision(k[ok], p) * ups
-        return _safe_ratio(r[ok] - col, den)
-
-    return _defined_from_c(k, p, col_all, formula)
+        if kind == "arora":
+            with np.errstate(all="ignore"):
+                den = _no_collision(k[ok], p) * ups
+            out[ok] = _safe_ratio(r[ok] - col, den)
+        else:
+            out[ok] = _safe_ratio(2.0 * r[ok] - col, ups)
+    return out
 
 
 def nozawa_sato_bound(R_cont: Any, K: Any, C: Any = None, prior: Any = None) -> FloatOrArray:
@@ -724,20 +712,7 @@ def nozawa_sato_bound(R_cont: Any, K: Any, C: Any = None, prior: Any = None) -> 
     version with ``L_sub`` and ``d(f)`` is not this function; see SPEC A6.)
     """
     r, k, p, scalar = _bound_inputs(R_cont, K, C, prior)
-    return _finish(_nozawa_sato(r, k, p, None), scalar)
-
-
-def _nozawa_sato(
-    r: FloatArray,
-    k: NDArray[np.int64],
-    p: _Prior,
-    cov: CoverageEstimate | None,
-    col_all: FloatArray | None = None,
-) -> FloatArray:
-    def formula(ok: NDArray[np.bool_], col: FloatArray) -> FloatArray:
-        return _safe_ratio(2.0 * r[ok] - col, _upsilon(k, p, cov)[ok])
-
-    return _defined_from_c(k, p, col_all, formula)
+    return _finish(_coverage_bound("nozawa_sato", r, k, p, None), scalar)
 
 
 def ash_bound(
@@ -987,10 +962,33 @@ def _table_rows(
         "Delta_L": dl,
         "bao_upper": r + du,
         "bao_lower": r + dl,
-        "arora": _arora(r, k, p, cov, col),
-        "nozawa_sato": _nozawa_sato(r, k, p, cov, col),
+        "arora": _coverage_bound("arora", r, k, p, cov, col),
+        "nozawa_sato": _coverage_bound("nozawa_sato", r, k, p, cov, col),
         "ash": _ash(r, k, p, harmonic, col),
     }
+
+
+def _bounds_table(
+    kind: str,
+    k: NDArray[np.int64],
+    p: _Prior,
+    cols: dict[str, FloatArray],
+    columns: tuple[str, ...],
+    b: float,
+    harmonic: str,
+    cov: CoverageEstimate,
+    row_extra: dict[str, Any],
+    meta_extra: dict[str, Any],
+) -> BoundsTable:
+    """The :class:`BoundsTable` of the columns ``cols``: one row per K (``C``, ``K``, the
+    columns, then ``row_extra``) and the metadata of the evaluation (then ``meta_extra``)."""
+    rows = [
+        {"C": p.C, "K": int(kv), **{name: float(v[i]) for name, v in cols.items()}, **row_extra}
+        for i, kv in enumerate(k)
+    ]
+    meta = {"kind": kind, "C": p.C, "b": b, "harmonic": harmonic, "coverage_method": cov.method,
+            **meta_extra}
+    return BoundsTable(rows, columns, meta)
 
 
 def idealized_bounds(C: Any, Ks: Any, b: float = 1.0, *, harmonic: str = "exact") -> BoundsTable:
@@ -1017,21 +1015,9 @@ def idealized_bounds(C: Any, Ks: Any, b: float = 1.0, *, harmonic: str = "exact"
     cov = coverage_estimate(k + 1, c)
     cols = _table_rows(r, k, p, bb, harmonic, cov)
     star = idealized_supervised_minimum(c, bb)
-    rows = []
-    for i, kv in enumerate(k):
-        row: dict[str, Any] = {"C": c, "K": int(kv)}
-        row.update({name: float(v[i]) for name, v in cols.items()})
-        row["R_mu_supv_star"] = star
-        rows.append(row)
-    meta = {
-        "kind": "idealized",
-        "C": c,
-        "b": bb,
-        "harmonic": harmonic,
-        "coverage_method": cov.method,
-        "R_mu_supv_star": star,
-    }
-    return BoundsTable(rows, (*_BOUND_COLUMNS, "R_mu_supv_star"), meta)
+    extra = {"R_mu_supv_star": star}
+    return _bounds_table("idealized", k, p, cols, (*_BOUND_COLUMNS, "R_mu_supv_star"), bb,
+                         harmonic, cov, extra, extra)
 
 
 def bounds_from_measurement(
@@ -1075,18 +1061,6 @@ def bounds_from_measurement(
     )
     cols = _table_rows(r, k, p, bb, harmonic, cov)
     cols["upsilon_stderr"] = np.asarray(cov.stderr, dtype=np.float64).reshape(k.shape)
-    rows = []
-    for i, kv in enumerate(k):
-        row: dict[str, Any] = {"C": p.C, "K": int(kv)}
-        row.update({name: float(v[i]) for name, v in cols.items()})
-        rows.append(row)
     columns = (*_BOUND_COLUMNS[:6], "upsilon_stderr", *_BOUND_COLUMNS[6:])
-    meta = {
-        "kind": "measurement",
-        "C": p.C,
-        "b": bb,
-        "harmonic": harmonic,
-        "coverage_method": cov.method,
-        "uniform_prior": p.uniform,
-    }
-    return BoundsTable(rows, columns, meta)
+    return _bounds_table("measurement", k, p, cols, columns, bb, harmonic, cov, {},
+                         {"uniform_prior": p.uniform})

@@ -34,8 +34,9 @@ them), and the torch work of a solve runs on one thread (:func:`_torch_single_th
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +108,24 @@ class PopulationOptimum:
         }
 
 
-def _vectors(u: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+@dataclass(frozen=True)
+class _Problem:
+    """One solve of :func:`optimize_population`: the prior rho, the objective (the keyword
+    arguments of :func:`~contrastlab.theory.population.population_loss`), the dimension d, the
+    constraint and the settings of the starts (all checked)."""
+
+    rho: torch.Tensor
+    objective: dict[str, Any]
+    d: int
+    constraint: str
+    restarts: int
+    seed: int
+    max_iter: int
+    tol: float
+    init: torch.Tensor | None
+
+
+def _vectors(u: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
     v = u / u.norm(dim=1, keepdim=True).clamp_min(1e-300)
     if r is not None:
         v = torch.sigmoid(r)[:, None] * v
@@ -160,13 +178,16 @@ def _resolve_prior(prior: torch.Tensor | None, num_classes: int | None) -> torch
     return rho
 
 
-def _lbfgs_minimize(
+def strong_wolfe_lbfgs(
     params: list[torch.Tensor],
     objective_fn: Callable[[], torch.Tensor],
     max_iter: int,
     tol: float,
 ) -> int:
-    """Strong-Wolfe L-BFGS on ``params`` minimizing ``objective_fn``; returns the iterations."""
+    """Strong-Wolfe L-BFGS (torch's, history 50, unit step) on ``params`` minimizing
+    ``objective_fn()`` until the gradient's max norm is below ``tol`` or ``max_iter``
+    iterations; returns the iterations. The optimizer of every autograd solve of the theory
+    and of the recipes' free features."""
     opt = torch.optim.LBFGS(
         params,
         lr=1.0,
@@ -187,60 +208,40 @@ def _lbfgs_minimize(
     return int(opt.state[opt._params[0]].get("n_iter", 0))
 
 
-def _population_start(
-    start: int,
-    init: torch.Tensor | None,
-    c: int,
-    d: int,
-    g: torch.Generator,
-    constraint: str,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The free parameters (U, r) of one start: ``init`` first if given, else seeded normals."""
-    if start == 0 and init is not None:
-        if init.shape != (c, d):
-            raise ValueError(f"init must have shape ({c}, {d}); got {tuple(init.shape)}")
-        u0 = init.detach().to(torch.float64).clone()
-    else:
-        u0 = torch.randn(c, d, generator=g, dtype=torch.float64)
-    u = u0.requires_grad_(True)
-    r = (
-        torch.full((c,), 2.0, dtype=torch.float64, requires_grad=True)
-        if constraint == "ball"
-        else None
-    )
-    return u, r
+def _population_starts(p: _Problem) -> Iterator[list[torch.Tensor]]:
+    """The free parameters of every start, ``[U]`` (sphere) or ``[U, r]`` (ball), drawn in turn
+    from the seeded generator: ``init`` first if given, else seeded normals."""
+    c = p.rho.numel()
+    g = torch.Generator().manual_seed(p.seed)
+    for start in range(p.restarts):
+        if start == 0 and p.init is not None:
+            u0 = p.init.detach().to(torch.float64).clone()
+        else:
+            u0 = torch.randn(c, p.d, generator=g, dtype=torch.float64)
+        u = u0.requires_grad_(True)
+        if p.constraint == "ball":
+            yield [u, torch.full((c,), 2.0, dtype=torch.float64, requires_grad=True)]
+        else:
+            yield [u]
 
 
-def _population_restarts(
-    rho: torch.Tensor,
-    objective: dict[str, Any],
-    d: int,
-    constraint: str,
-    restarts: int,
-    seed: int,
+def _autograd_restarts(
+    starts: Iterable[list[torch.Tensor]],
+    loss_of: Callable[[list[torch.Tensor]], torch.Tensor],
     max_iter: int,
     tol: float,
-    init: torch.Tensor | None,
-) -> tuple[tuple[float, torch.Tensor, torch.Tensor | None, int], list[float]]:
-    """Autograd engine: L-BFGS from every start; the best (loss, U, r, iterations) and every
-    start's loss."""
-    c = rho.numel()
-    g = torch.Generator().manual_seed(seed)
-    best: tuple[float, torch.Tensor, torch.Tensor | None, int] | None = None
+) -> tuple[tuple[float, list[torch.Tensor], int], list[float]]:
+    """Autograd engine: L-BFGS on ``loss_of(params)`` from every start (its free parameters);
+    the best (loss, parameters, iterations) and every start's loss."""
+    best: tuple[float, list[torch.Tensor], int] | None = None
     restart_losses: list[float] = []
-    for start in range(restarts):
-        u, r = _population_start(start, init, c, d, g, constraint)
-        params = [u] if r is None else [u, r]
-
-        def objective_fn(u: torch.Tensor = u, r: torch.Tensor | None = r) -> torch.Tensor:
-            return population_loss(_vectors(u, r), rho, **objective)
-
-        iters = _lbfgs_minimize(params, objective_fn, max_iter, tol)
+    for params in starts:
+        iters = strong_wolfe_lbfgs(params, functools.partial(loss_of, params), max_iter, tol)
         with torch.no_grad():
-            value = float(population_loss(_vectors(u, r), rho, **objective))
+            value = float(loss_of(params))
         restart_losses.append(value)
         if best is None or value < best[0]:
-            best = (value, u.detach().clone(), None if r is None else r.detach().clone(), iters)
+            best = (value, [t.detach().clone() for t in params], iters)
     assert best is not None
     return best, restart_losses
 
@@ -277,42 +278,25 @@ def _flat_loss(
     return fun
 
 
-def _gram_start(
-    start: int, init: torch.Tensor | None, c: int, d: int, g: torch.Generator, constraint: str
-) -> np.ndarray:
-    """The flat parameters of one start: the same starts as the autograd engine."""
-    u, r = _population_start(start, init, c, d, g, constraint)
-    parts = [u.detach().numpy().ravel()] + ([] if r is None else [r.detach().numpy()])
-    return np.concatenate(parts)
-
-
 def _gram_restarts(
-    obj: GramObjective,
-    d: int,
-    constraint: str,
-    restarts: int,
-    seed: int,
-    max_iter: int,
-    tol: float,
-    init: torch.Tensor | None,
+    obj: GramObjective, p: _Problem
 ) -> tuple[tuple[float, np.ndarray, np.ndarray, int, float], list[float]]:
-    """Numpy engine: L-BFGS (:mod:`contrastlab.theory.lbfgs`) from each start until one is
-    certified (module docstring); the best (loss, V, gradient dL/dV, iterations, duality gap)
-    and every start's loss."""
+    """Numpy engine: L-BFGS (:mod:`contrastlab.theory.lbfgs`) from each start (the same starts
+    as the autograd engine) until one is certified (module docstring); the best (loss, V,
+    gradient dL/dV, iterations, duality gap) and every start's loss."""
     c = obj.prior.size
-    g = torch.Generator().manual_seed(seed)
-    fun = _flat_loss(obj, c, d, constraint)
+    fun = _flat_loss(obj, c, p.d, p.constraint)
     best: tuple[float, np.ndarray, np.ndarray, int, float] | None = None
     restart_losses: list[float] = []
-    for start in range(restarts):
-        x0 = _gram_start(start, init, c, d, g, constraint)
-        res = minimize_lbfgs(fun, x0, max_iter, tol)
-        v = _flat_vectors(res.x, c, d, constraint)[0]
+    for params in _population_starts(p):
+        x0 = np.concatenate([t.detach().numpy().ravel() for t in params])
+        res = minimize_lbfgs(fun, x0, p.max_iter, p.tol)
+        v = _flat_vectors(res.x, c, p.d, p.constraint)[0]
         gram = np.einsum("id,jd->ij", v, v)
         value, h = gram_loss(obj, gram)
         restart_losses.append(value)
         if best is None or value < best[0]:
-            gap = duality_gap(gram, h, constraint).gap
+            gap = duality_gap(gram, h, p.constraint).gap
             best = (value, v, 2.0 * np.einsum("ij,jd->id", h, v), res.iterations, gap)
         if best[4] <= CERTIFY_TOL:
             break
@@ -326,18 +310,12 @@ def _population_result(
     value: float,
     iters: int,
     restart_losses: list[float],
-    rho: torch.Tensor,
-    objective: dict[str, Any],
-    d: int,
-    constraint: str,
-    restarts: int,
-    seed: int,
-    tol: float,
+    p: _Problem,
 ) -> PopulationOptimum:
     """Assemble the :class:`PopulationOptimum` (geometry and diagnostics) of the best start
     from its vectors V, its loss and the gradient dL/dV there."""
-    c = rho.numel()
-    grad_norm = _riemannian_grad_norm(v, grad, constraint)
+    c = p.rho.numel()
+    grad_norm = _riemannian_grad_norm(v, grad, p.constraint)
     gram = torch.from_numpy(np.einsum("id,jd->ij", v.numpy(), v.numpy()))  # no BLAS
     norms = v.norm(dim=1)
     cosines = gram / (norms[:, None] * norms[None, :]).clamp_min(1e-300)
@@ -345,15 +323,15 @@ def _population_result(
     return PopulationOptimum(
         V=v,
         loss=value,
-        prior=rho,
-        k=objective["k"],
+        prior=p.rho,
+        k=p.objective["k"],
         config={
-            **{kk: vv for kk, vv in objective.items() if kk != "k"},
+            **{kk: vv for kk, vv in p.objective.items() if kk != "k"},
             "num_classes": c,
-            "dim": d,
-            "constraint": constraint,
-            "restarts": restarts,
-            "seed": seed,
+            "dim": p.d,
+            "constraint": p.constraint,
+            "restarts": p.restarts,
+            "seed": p.seed,
         },
         gram=gram,
         cosines=cosines,
@@ -362,43 +340,36 @@ def _population_result(
         zero_sum=float(v.sum(0).norm()),
         grad_norm=grad_norm,
         iterations=iters,
-        converged=bool(grad_norm <= max(1e3 * tol, 1e-7)),
+        converged=bool(grad_norm <= max(1e3 * p.tol, 1e-7)),
         restart_losses=restart_losses,
     )
 
 
-def _solve(
-    rho: torch.Tensor,
-    objective: dict[str, Any],
-    d: int,
-    constraint: str,
-    restarts: int,
-    seed: int,
-    max_iter: int,
-    tol: float,
-    init: torch.Tensor | None,
-) -> PopulationOptimum:
+def _solve(p: _Problem) -> PopulationOptimum:
     """The best optimum over the starts, by the engine the objective admits (module docstring)."""
+    objective = p.objective
     reason = gram_convexity(objective["loss"], objective["beta"])
-    setup = (rho, objective, d, constraint, restarts, seed)
     if reason is None:
-        obj = gram_objective(rho, objective["k"], objective["loss"], objective["temperature"],
-                             objective["negatives"], constraint)
-        best, losses = _gram_restarts(obj, d, constraint, restarts, seed, max_iter, tol, init)
-        value, v, grad, iters, gap = best
+        obj = gram_objective(p.rho, objective["k"], objective["loss"], objective["temperature"],
+                             objective["negatives"], p.constraint)
+        (value, v, grad, iters, gap), losses = _gram_restarts(obj, p)
         result = _population_result(
-            torch.from_numpy(v), torch.from_numpy(grad), value, iters, losses, *setup, tol
+            torch.from_numpy(v), torch.from_numpy(grad), value, iters, losses, p
         )
         result.duality_gap = gap
         return result
-    population_loss(torch.eye(rho.numel(), d, dtype=torch.float64) + 0.1, rho, **objective)
-    (value, u_best, r_best, iters), losses = _population_restarts(
-        rho, objective, d, constraint, restarts, seed, max_iter, tol, init
+    population_loss(torch.eye(p.rho.numel(), p.d, dtype=torch.float64) + 0.1, p.rho, **objective)
+
+    def loss_of(params: list[torch.Tensor]) -> torch.Tensor:
+        return population_loss(_vectors(*params), p.rho, **objective)
+
+    (value, params, iters), losses = _autograd_restarts(
+        _population_starts(p), loss_of, p.max_iter, p.tol
     )
-    v_var = _vectors(u_best, r_best).detach().requires_grad_(True)
-    population_loss(v_var, rho, **objective).backward()
+    v_var = _vectors(*params).detach().requires_grad_(True)
+    population_loss(v_var, p.rho, **objective).backward()
     assert v_var.grad is not None
-    result = _population_result(v_var.detach(), v_var.grad, value, iters, losses, *setup, tol)
+    result = _population_result(v_var.detach(), v_var.grad, value, iters, losses, p)
     result.duality_gap_reason = reason
     return result
 
@@ -455,8 +426,9 @@ def optimize_population(
     }
     if init is not None and init.shape != (c, d):
         raise ValueError(f"init must have shape ({c}, {d}); got {tuple(init.shape)}")
+    problem = _Problem(rho, objective, d, constraint, restarts, seed, max_iter, tol, init)
     with _torch_single_threaded():
-        result = _solve(rho, objective, d, constraint, restarts, seed, max_iter, tol, init)
+        result = _solve(problem)
         if with_downstream:
             from contrastlab.theory.downstream import downstream_report
 
@@ -535,22 +507,17 @@ def _per_sample_restarts(
 ) -> tuple[tuple[float, torch.Tensor], list[float]]:
     """L-BFGS from every seeded start; the best (loss, U) and every start's loss."""
     g = torch.Generator().manual_seed(seed)
-    best: tuple[float, torch.Tensor] | None = None
-    losses: list[float] = []
-    for _ in range(check_positive_int("restarts", restarts)):
-        u = torch.randn(labels.numel(), d, generator=g, dtype=torch.float64).requires_grad_(True)
+    n = labels.numel()
+    starts = (
+        [torch.randn(n, d, generator=g, dtype=torch.float64).requires_grad_(True)]
+        for _ in range(check_positive_int("restarts", restarts))
+    )
 
-        def objective_fn(u: torch.Tensor = u) -> torch.Tensor:
-            return sample_level_loss(_vectors(u, None), labels, **objective)
+    def loss_of(params: list[torch.Tensor]) -> torch.Tensor:
+        return sample_level_loss(_vectors(params[0]), labels, **objective)
 
-        _lbfgs_minimize([u], objective_fn, max_iter, tol)
-        with torch.no_grad():
-            value = float(sample_level_loss(_vectors(u, None), labels, **objective))
-        losses.append(value)
-        if best is None or value < best[0]:
-            best = (value, u.detach().clone())
-    assert best is not None
-    return best, losses
+    (value, params, _), losses = _autograd_restarts(starts, loss_of, max_iter, tol)
+    return (value, params[0]), losses
 
 
 def _per_sample_result(
@@ -561,7 +528,7 @@ def _per_sample_result(
     c: int,
 ) -> PerSampleOptimum:
     """Assemble the :class:`PerSampleOptimum` (class means, spread, diagnostics)."""
-    z = _vectors(best[1], None).detach().requires_grad_(True)
+    z = _vectors(best[1]).detach().requires_grad_(True)
     sample_level_loss(z, labels, **objective).backward()
     assert z.grad is not None
     grad_norm = _riemannian_grad_norm(z.detach(), z.grad, "sphere")
