@@ -71,6 +71,7 @@ fewer when a block would exceed :data:`BLOCK_ELEMENTS` similarities; chosen by m
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ from contrastlab._validation import (
 from contrastlab.losses._common import (
     debiased_anchor_loss,
 )
+from contrastlab.losses.kernels.parallel import deal, run_shared, strip_threads
 from contrastlab.losses.normalize import NORMALIZATIONS
 
 #: Row count (2B for the in-batch losses) from which the exact functions use the tiled kernel by
@@ -246,18 +248,57 @@ def _buffers(plan: BlockPlan, rows: int, cols: int, like: torch.Tensor) -> list[
     return [like.new_empty(b, cols) for _ in range(1 + len(plan.scales))]
 
 
+def _grads(plan: BlockPlan, q: torch.Tensor,
+           k: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Zeroed (dQ, dK) accumulators; for a self-similarity (k None) dK is dQ itself."""
+    dq = torch.zeros_like(q) if plan.need_dq or (k is None and plan.need_dk) else None
+    dk = (dq if k is None else torch.zeros_like(k)) if plan.need_dk else None
+    return dq, dk
+
+
+def _merged(
+    parts: list[tuple[torch.Tensor | None, torch.Tensor | None]], self_sim: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The threads' (dQ, dK) summed in thread order (:mod:`.parallel`); (dQ, None) for a
+    self-similarity."""
+    dq, dk = parts[0]
+    for pq, pk in parts[1:]:
+        if dq is not None and pq is not None:
+            dq.add_(pq)
+        if not self_sim and dk is not None and pk is not None:
+            dk.add_(pk)
+    return dq, (None if self_sim else dk)
+
+
+def _row_shares(plan: BlockPlan, q: torch.Tensor) -> list[list[int]]:
+    """The row blocks' starts dealt to the threads that share them (:mod:`.parallel`)."""
+    starts = list(range(0, q.shape[0], plan.block_rows))
+    return deal(starts, strip_threads(q, len(starts)))
+
+
 def _fused(
     plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, side: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """Forward with the gradient formed per block: (per-row loss, dQ, dK, dside)."""
+    per_row = q.new_empty(q.shape[0], dtype=torch.float64)
+    dside = torch.zeros_like(side)
+    parts = run_shared([functools.partial(_fused_part, plan, q, k, side, share, per_row, dside)
+                        for share in _row_shares(plan, q)])
+    dq, dk = _merged(parts, k is None)
+    return per_row, dq, dk, dside
+
+
+def _fused_part(
+    plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, side: torch.Tensor,
+    starts: list[int], per_row: torch.Tensor, dside: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_fused` of the row blocks at ``starts`` (a thread's share): their rows of
+    ``per_row`` and ``dside`` in place, their (dQ, dK) contributions returned."""
     kk = q if k is None else k
     rows, cols = q.shape[0], kk.shape[0]
     bufs = _buffers(plan, rows, cols, q)
-    dq = torch.zeros_like(q) if plan.need_dq or (k is None and plan.need_dk) else None
-    dk = (dq if k is None else torch.zeros_like(kk)) if plan.need_dk else None
-    per_row = q.new_empty(rows, dtype=torch.float64)
-    dside = torch.zeros_like(side)
-    for r0 in range(0, rows, plan.block_rows):
+    dq, dk = _grads(plan, q, k)
+    for r0 in starts:
         r1 = min(rows, r0 + plan.block_rows)
         probs, lse, inv = _block_exp(plan, q[r0:r1], kk, r0, bufs)
         loss, g_lse, g_side = plan.head(lse, side[:, r0:r1])
@@ -265,49 +306,54 @@ def _fused(
         dside[:, r0:r1] = g_side * plan.weight
         coef = (g_lse * plan.weight * lse.new_tensor(plan.scales).unsqueeze(1)).to(q.dtype) * inv
         _add_block_grad(plan, probs, coef, q[r0:r1], kk, None if dq is None else dq[r0:r1], dk)
-    if k is None:
-        return per_row, dq, None, dside
-    return per_row, dq, dk, dside
+    return dq, dk
 
 
 def _row_lse(plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None) -> torch.Tensor:
     """The (A, rows) log-sum-exps, block by block."""
+    out = q.new_empty(len(plan.scales), q.shape[0], dtype=torch.float64)
+    run_shared([functools.partial(_row_lse_part, plan, q, k, share, out)
+                for share in _row_shares(plan, q)])
+    return out
+
+
+def _row_lse_part(plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, starts: list[int],
+                  out: torch.Tensor) -> None:
+    """:func:`_row_lse` of the row blocks at ``starts``, into their columns of ``out``."""
     kk = q if k is None else k
     rows, cols = q.shape[0], kk.shape[0]
     bufs = _buffers(plan, rows, cols, q)
-    out = q.new_empty(len(plan.scales), rows, dtype=torch.float64)
-    for r0 in range(0, rows, plan.block_rows):
+    for r0 in starts:
         r1 = min(rows, r0 + plan.block_rows)
         _, lse, _ = _block_exp(plan, q[r0:r1], kk, r0, bufs)
         out[:, r0:r1] = lse
-    return out
 
 
 def _lse_backward(
     plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, g_lse: torch.Tensor
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of sum_{a,i} g_lse[a, i] * L_a(i) by recomputing the blocks."""
+    g_lse = g_lse.to(q.dtype)
+    parts = run_shared([functools.partial(_lse_backward_part, plan, q, k, g_lse, share)
+                        for share in _row_shares(plan, q)])
+    return _merged(parts, k is None)
+
+
+def _lse_backward_part(
+    plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, g_lse: torch.Tensor,
+    starts: list[int],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_lse_backward` of the row blocks at ``starts``: their (dQ, dK) contributions."""
     kk = q if k is None else k
     rows, cols = q.shape[0], kk.shape[0]
     bufs = _buffers(plan, rows, cols, q)
-    dq = torch.zeros_like(q) if plan.need_dq or (k is None and plan.need_dk) else None
-    dk = (dq if k is None else torch.zeros_like(kk)) if plan.need_dk else None
-    g_lse = g_lse.to(q.dtype)
+    dq, dk = _grads(plan, q, k)
     scales = g_lse.new_tensor(plan.scales).unsqueeze(1)
-    for r0 in range(0, rows, plan.block_rows):
+    for r0 in starts:
         r1 = min(rows, r0 + plan.block_rows)
         probs, _, inv = _block_exp(plan, q[r0:r1], kk, r0, bufs)
-        _add_block_grad(
-            plan,
-            probs,
-            g_lse[:, r0:r1] * scales * inv,
-            q[r0:r1],
-            kk,
-            None if dq is None else dq[r0:r1],
-            dk,
-        )
-    if k is None:
-        return dq, None
+        _add_block_grad(plan, probs, g_lse[:, r0:r1] * scales * inv, q[r0:r1], kk,
+                        None if dq is None else dq[r0:r1], dk)
     return dq, dk
 
 
@@ -377,10 +423,24 @@ def _sym_lse(plan: BlockPlan, z: torch.Tensor) -> torch.Tensor:
     """
     n = z.shape[0]
     br = min(plan.block_rows, n)
+    starts = list(range(0, n, br))
+    shares = deal(starts, strip_threads(z, len(starts)))
+    parts = run_shared([functools.partial(_sym_lse_part, plan, z, share) for share in shares])
+    out = parts[0]
+    for part in parts[1:]:  # merged in thread order: the same bits for a given thread count
+        torch.logaddexp2(out, part, out=out)
+    return out
+
+
+def _sym_lse_part(plan: BlockPlan, z: torch.Tensor, starts: list[int]) -> torch.Tensor:
+    """:func:`_sym_lse` of the strips starting at ``starts`` (its share of a thread,
+    :mod:`~contrastlab.losses.kernels.parallel`): their (A, N) partial base-2 log-sum-exps."""
+    n = z.shape[0]
+    br = min(plan.block_rows, n)
     buf_s = z.new_empty(br * n)
     buf_e = z.new_empty(br * n)
     out = torch.full((len(plan.scales), n), float("-inf"), dtype=torch.float64, device=z.device)
-    for b0 in range(0, n, br):
+    for b0 in starts:
         b1 = min(n, b0 + br)
         bs, w = b1 - b0, n - b0
         s = _strip_logits(plan, z, b0, b1, buf_s)
@@ -519,10 +579,34 @@ def _sym_lse_backward(
     # M accumulates ref * W / 2^k; the products' alpha puts the sign and 2^k back
     ref = specs[active[0]].sign or 1.0
     alpha = plan.inv_t * ref * 2.0**k
+    starts = list(range(0, n, br))
+    shares = deal(starts, strip_threads(z, len(starts)))
+    parts = run_shared([functools.partial(_sym_backward_part, plan, z, specs, active, ref, alpha,
+                                          share) for share in shares])
+    dz = parts[0]
+    for part in parts[1:]:  # summed in thread order: the same bits for a given thread count
+        dz.add_(part)
+    return dz
+
+
+def _sym_backward_part(
+    plan: BlockPlan,
+    z: torch.Tensor,
+    specs: dict[int, _Weights],
+    active: list[int],
+    ref: float,
+    alpha: float,
+    starts: list[int],
+) -> torch.Tensor:
+    """:func:`_sym_lse_backward` of the strips starting at ``starts`` (a thread's share): their
+    contribution to dZ."""
+    n = z.shape[0]
+    br = min(plan.block_rows, n)
+    dz = torch.zeros_like(z)
     buf_s = z.new_empty(br * n)
     buf_m = z.new_empty(br * n)
     buf_e = z.new_empty(br * n)
-    for b0 in range(0, n, br):
+    for b0 in starts:
         b1 = min(n, b0 + br)
         bs, w = b1 - b0, n - b0
         s = _strip_logits(plan, z, b0, b1, buf_s)
