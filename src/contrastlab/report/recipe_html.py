@@ -64,7 +64,8 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
         parts += [f"<li>{escape(n)}</li>" for n in result.outcome.notes]
         parts.append("</ul>")
     parts.append("<h2>Figures</h2>")
-    parts += [figure_html(name, fig) for name, fig in result.outcome.figures.items()]
+    parts += [figure_html(name, fig, _saved_png(result.figure_paths.get(name, [])))
+              for name, fig in result.outcome.figures.items()]
     if not result.outcome.figures:
         parts.append("<p>No figures: nothing was measured.</p>")
     parts.append("<h2>Metrics</h2><table class='metrics'>")
@@ -88,3 +89,9 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
     parts += versions_table()
     parts.append(f"<script>{IMAGE_CHECK_JS}</script></body></html>")
     return write_page(path, parts)
+
+
+def _saved_png(paths: list[Path]) -> bytes | None:
+    """The PNG that the recipe saved for a figure (embedded as is: no second rendering)."""
+    png = [p for p in paths if p.suffix == ".png" and p.is_file()]
+    return png[0].read_bytes() if png else None

@@ -73,10 +73,13 @@ def png_base64(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def figure_html(name: str, fig: Any) -> str:
-    """A figure's heading and its embedded image (alt text: its name)."""
+def figure_html(name: str, fig: Any, png: bytes | None = None) -> str:
+    """A figure's heading and its embedded image (alt text: its name); ``png``: the figure
+    already rendered (e.g. the file :func:`contrastlab.report.figures.save` wrote), embedded as
+    is instead of rendering it again."""
+    data = base64.b64encode(png).decode("ascii") if png is not None else png_base64(fig)
     return (f"<h3>{escape(name)}</h3><img alt='{escape(name)}' "
-            f"src='data:image/png;base64,{png_base64(fig)}'>")
+            f"src='data:image/png;base64,{data}'>")
 
 
 def software_versions() -> dict[str, str]:
