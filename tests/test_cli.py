@@ -9,6 +9,7 @@ Failing *work* (a run that ends NaN) gives exit code 1 with the run listed last.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,51 @@ def test_no_traceback_for_an_os_error_during_work(workdir: Path, capsys: Any,
     assert code == 1 and out == ""
     assert err.strip() == "Error: No space left on device: runs/x/results.sqlite"
 
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("argv", [["repro", "awasthi-lemma1"], ["--help"], ["version"],
+                                  ["run", "--help"], ["optimum", "--classes", "3"]])
+def test_long_commands_announce_themselves_at_a_terminal_only(argv: list[str]) -> None:
+    from contrastlab.cli import LONG_COMMANDS, announce
+
+    tty, pipe = _Tty(), io.StringIO()
+    long_ = argv[0] in LONG_COMMANDS and "--help" not in argv
+    assert announce(argv, tty) is long_
+    assert tty.getvalue() == (f"contrastlab {argv[0]}: starting (loading torch)\n"
+                              if long_ else "")
+    assert announce(argv, pipe) is False and pipe.getvalue() == ""
+
+
+def test_the_announcement_comes_before_the_imports_under_a_pseudo_terminal(
+    tmp_path: Path,
+) -> None:
+    """At a real (pseudo) terminal the first line is the announcement, then the command's own
+    bad-input line."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "contrastlab", "repro", "nosuch"],
+                            stdout=secondary, stderr=secondary, cwd=tmp_path)
+    os.close(secondary)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        data += chunk
+    assert proc.wait(timeout=300) == 2
+    os.close(primary)
+    lines = data.decode().replace("\r", "").strip().splitlines()
+    assert lines[0] == "contrastlab repro: starting (loading torch)"
+    assert lines[1].startswith("Error: recipe must be one of") and len(lines) == 2

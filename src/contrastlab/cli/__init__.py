@@ -9,13 +9,36 @@ geometry, report), :mod:`~contrastlab.cli.recipes` (repro). :func:`main` is the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 # the command modules register their commands on `app` when imported, in the order of --help
 from contrastlab.cli import basics, experiments, recipes, theory  # noqa: F401
 from contrastlab.cli.app import app
 
-__all__ = ["app", "main"]
+__all__ = ["LONG_COMMANDS", "announce", "app", "main"]
+
+
+#: the commands that import torch and work for seconds or more: at a terminal they say they have
+#: started before those imports (a few seconds) instead of staying silent
+LONG_COMMANDS = ("bounds", "conjecture", "demo", "embed", "geometry", "optimum", "repro",
+                 "report", "run", "sweep")
+
+
+def announce(argv: list[str], stream: Any = None) -> bool:
+    """At a terminal, one line on ``stream`` (stderr) naming the command of ``argv`` as started,
+    before any slow import, when it is one of :data:`LONG_COMMANDS` (not for ``--help``). Not
+    written to a pipe, a file or a test's capture: scripts and logs see only the command's own
+    output. Whether the line was written."""
+    import sys
+
+    stream = sys.stderr if stream is None else stream
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in LONG_COMMANDS or "--help" in argv or not stream.isatty():
+        return False
+    print(f"contrastlab {command}: starting (loading torch)", file=stream, flush=True)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,10 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover
         from click import exceptions as click_exc  # type: ignore[no-redef]
 
-    from contrastlab.losses.registry import load_plugins
+    from contrastlab._plugins import plugins_configured
 
-    try:  # the loss plugins ($CONTRASTLAB_PLUGINS, entry points) before any input is read
-        load_plugins()
+    announce(sys.argv[1:] if argv is None else list(argv))
+
+    try:  # the loss plugins ($CONTRASTLAB_PLUGINS, entry points) before any input is read; the
+        # registry (and torch) is imported here only when there are plugins: a command starts
+        # and says what it does without waiting for torch when it can
+        if plugins_configured():
+            from contrastlab.losses.registry import load_plugins
+
+            load_plugins()
     except ValueError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)

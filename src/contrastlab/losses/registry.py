@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from contrastlab._plugins import PLUGIN_ENV, PLUGIN_GROUP
 from contrastlab._validation import check_choice
 from contrastlab.losses.debiased import debiased_hard
 from contrastlab.losses.infonce import info_nce
@@ -271,11 +272,6 @@ def unregister_loss(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-#: the entry-point group of installed plugins: each entry point names a LossSpec, an iterable of
-#: them, or a callable returning either (``[project.entry-points."contrastlab.losses"]``)
-PLUGIN_GROUP = "contrastlab.losses"
-#: modules to import before the first lookup (comma-separated); each registers its losses
-PLUGIN_ENV = "CONTRASTLAB_PLUGINS"
 _plugins_loaded = False
 
 
