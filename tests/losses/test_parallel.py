@@ -120,7 +120,10 @@ def test_two_threads_equal_the_dense_loss_and_repeat_bitwise(name: str, reductio
                    torch.float64, **kw)
     if not name.startswith("sharded") and name != "nce_pool":
         kw["tiled"] = True
-    summed = (lambda a, b, y_, **k: fn(a, b, y_, **k).sum())
+
+    def summed(a: torch.Tensor, b: torch.Tensor, y_: torch.Tensor, **k: Any) -> torch.Tensor:
+        return fn(a, b, y_, **k).sum()
+
     from contrastlab.losses.kernels import engine
 
     saved, shared = engine.default_block_rows, engine.run_shared

@@ -1,6 +1,7 @@
-"""Small helpers shared by the losses: batch reduction, the two-view layout, and the entry
-checks of every public loss (:func:`loss_inputs`: finite embeddings, float32 compute for
-low-precision inputs; :func:`check_generator`)."""
+"""Small helpers shared by the losses: batch reduction, the two-view layout, the argument checks
+that several losses share, and the entry of every public loss (:func:`loss_inputs`: finite
+embeddings, float32 compute for low-precision inputs; :func:`gathers`: the ``gather`` / ``group``
+route to the batch gathered over the processes)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from typing import Any, ParamSpec, TypeVar, cast
 import torch
 import torch.nn.functional as F
 
-from contrastlab._validation import check_choice, check_same_shape, check_tensor
+from contrastlab._validation import (
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_same_shape,
+    check_tensor,
+    check_unit_interval,
+)
 
 REDUCTIONS = ("mean", "sum", "none")
 #: Input dtypes that the losses compute in float32 (and whose loss is float32).
@@ -32,15 +40,6 @@ def check_finite(name: str, x: torch.Tensor) -> None:
             f"{name} contains NaN or inf values ({bad} of {x.numel()} entries); pass "
             "check_finite=False to skip this check"
         )
-
-
-def check_generator(generator: Any) -> torch.Generator | None:
-    """Require a ``torch.Generator`` or None (a one-line ValueError otherwise)."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(
-            f"generator must be a torch.Generator or None; got {type(generator).__name__}"
-        )
-    return generator
 
 
 def _autocast_device(x: torch.Tensor) -> str | None:
@@ -101,6 +100,53 @@ def loss_inputs(*names: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     return decorate
 
 
+def call_on_gathered(
+    loss_fn: Callable[..., torch.Tensor],
+    name: str,
+    *args: Any,
+    group: Any,
+    samples: Callable[[inspect.BoundArguments], bool] | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """``loss_fn(*args, **kwargs)`` on the batch gathered over the processes of ``group``:
+    :func:`contrastlab.distributed.call_gathered` with the batch arguments ``BATCH_ARGS[name]``
+    and ``check_finite=False`` (the caller has checked the embeddings)."""
+    from contrastlab.distributed import BATCH_ARGS, call_gathered
+
+    return call_gathered(loss_fn, BATCH_ARGS[name], *args, group=group, samples=samples,
+                         check_finite=False, **kwargs)
+
+
+def gathers(
+    name: str,
+) -> Callable[[Callable[_P, torch.Tensor]], Callable[_P, torch.Tensor]]:
+    """Decorator of a public loss that takes ``gather`` and ``group`` (placed under
+    :func:`loss_inputs`): with ``gather=True`` or a process ``group``, the call returns the loss
+    of the batch gathered over the processes, :func:`call_on_gathered` of the loss itself with
+    its batch arguments ``BATCH_ARGS[name]``; otherwise the function runs as written."""
+
+    def decorate(fn: Callable[_P, torch.Tensor]) -> Callable[_P, torch.Tensor]:
+        sig = inspect.signature(fn)
+        params = list(sig.parameters)
+        at_gather, at_group = params.index("gather"), params.index("group")
+        call = cast(Callable[..., torch.Tensor], fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> torch.Tensor:
+            gather = kwargs.get("gather", args[at_gather] if at_gather < len(args) else False)
+            group = kwargs.get("group", args[at_group] if at_group < len(args) else None)
+            if not gather and group is None:
+                return call(*args, **kwargs)
+            bound = sig.bind(*args, **kwargs)
+            for flag in ("gather", "group", "check_finite"):
+                bound.arguments.pop(flag, None)
+            return call_on_gathered(wrapper, name, *bound.args, group=group, **bound.kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def reduce(per_item: torch.Tensor, reduction: str) -> torch.Tensor:
     """Reduce a vector of per-anchor (or per-pair) losses: ``mean``, ``sum`` or ``none``."""
     check_choice("reduction", reduction, REDUCTIONS)
@@ -130,6 +176,30 @@ def check_anchor_positive(anchor: torch.Tensor, positive: torch.Tensor) -> None:
             f"positive must have the anchor's shape {tuple(anchor.shape)}; got "
             f"{tuple(positive.shape)}"
         )
+
+
+def check_feature_dim(name: str, x: torch.Tensor, d: int) -> None:
+    """Require the last dimension of ``x`` (the feature dimension) to be the anchors' ``d``."""
+    if x.shape[-1] != d:
+        raise ValueError(f"{name} must have feature dimension d = {d}; got {x.shape[-1]}")
+
+
+def check_debiased_args(
+    temperature: float, tau_plus: float, beta: float
+) -> tuple[float, float, float]:
+    """Validate the options of the debiased / hard loss (Chuang et al. 2020; Robinson et al.
+    2021): t > 0, tau_plus in [0, 1), beta >= 0; return them as floats."""
+    t = check_positive("temperature", temperature)
+    tau = check_unit_interval("tau_plus", tau_plus)
+    return t, tau, check_nonnegative("beta", beta)
+
+
+def base_temperature_factor(t: float, base_temperature: float | None) -> float:
+    """SupCon's ``t / base_temperature`` factor (the reference code of Khosla et al. 2020), with
+    ``base_temperature > 0`` checked; 1 when ``base_temperature`` is None (the paper's eq. (2))."""
+    if base_temperature is None:
+        return 1.0
+    return t / check_positive("base_temperature", base_temperature)
 
 
 def view_positive_index(batch: int, device: torch.device) -> torch.Tensor:

@@ -31,10 +31,11 @@ from typing import Any
 
 import torch
 
-from contrastlab._validation import check_nonnegative, check_positive, check_unit_interval
 from contrastlab.losses._common import (
+    check_debiased_args,
     check_two_views,
     debiased_anchor_loss,
+    gathers,
     loss_inputs,
     reduce,
     view_positive_index,
@@ -44,6 +45,7 @@ from contrastlab.losses.normalize import normalize as _normalize
 
 
 @loss_inputs("z1", "z2")
+@gathers("debiased_hard")
 def debiased_hard(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -78,15 +80,7 @@ def debiased_hard(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered
-
-        return call_gathered(debiased_hard, BATCH_ARGS["debiased_hard"], z1, z2, temperature,
-                             tau_plus, beta, normalize, reduction, tiled, group=group,
-                             check_finite=False)
-    t = check_positive("temperature", temperature)
-    tau = check_unit_interval("tau_plus", tau_plus)
-    beta = check_nonnegative("beta", beta)
+    t, tau, beta = check_debiased_args(temperature, tau_plus, beta)
     b = check_two_views(z1, z2, min_batch=2)
     if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
         return tiled_debiased_hard(z1, z2, t, tau, beta, normalize, reduction,

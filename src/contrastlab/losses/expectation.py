@@ -65,6 +65,14 @@ def _exp1_of_exp(w: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_pair(names: str, a: torch.Tensor, b: torch.Tensor, ndim: int, shape: str) -> None:
+    """Require two tensors of one shape with ``ndim`` dimensions (``shape``: its description)."""
+    if a.shape != b.shape or a.ndim != ndim:
+        raise ValueError(
+            f"{names} must both have shape {shape}; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
 def expected_log1p_sum(
     log_y: torch.Tensor,
     log_p: torch.Tensor,
@@ -85,11 +93,7 @@ def expected_log1p_sum(
     Returns:
         (R,) expectations in the dtype of ``log_y``, differentiable in ``log_y`` and ``log_p``.
     """
-    if log_y.shape != log_p.shape or log_y.ndim != 2:
-        raise ValueError(
-            f"log_y and log_p must both have shape (R, N); got {tuple(log_y.shape)} and "
-            f"{tuple(log_p.shape)}"
-        )
+    _check_pair("log_y and log_p", log_y, log_p, 2, "(R, N)")
     r = log_y.shape[0]
     owner = torch.arange(r, device=log_y.device)
     shift = torch.zeros(r, dtype=torch.float64, device=log_y.device)
@@ -123,16 +127,8 @@ def expected_log1p_sum_grouped(
         ``shift``.
     """
     check_positive_int("k", k)
-    if log_x.shape != log_p.shape or log_x.ndim != 2:
-        raise ValueError(
-            f"log_x and log_p must both have shape (A, N); got {tuple(log_x.shape)} and "
-            f"{tuple(log_p.shape)}"
-        )
-    if owner.ndim != 1 or shift.shape != owner.shape:
-        raise ValueError(
-            f"owner and shift must both have shape (R,); got {tuple(owner.shape)} and "
-            f"{tuple(shift.shape)}"
-        )
+    _check_pair("log_x and log_p", log_x, log_p, 2, "(A, N)")
+    _check_pair("owner and shift", owner, shift, 1, "(R,)")
     if not bool(torch.isfinite(log_p.detach()).any(dim=1).all()):
         raise ValueError("log_p: every row needs at least one value with positive probability")
     out_dtype = log_x.dtype

@@ -59,6 +59,15 @@ LOSS_PROPERTIES: dict[str, LossProperties] = {
 }
 
 
+def lse_scale(loss: str, temperature: float, k: int) -> tuple[float, float]:
+    """(t, shift) of a log-sum-exp member with k negatives: ``l = log(1 + e^{-shift} sum_i
+    exp(-v_i / t))``, t = 1 for ``logistic`` (``infonce`` at t = 1), shift = log k for
+    ``infonce-mean`` (the mean over the negatives) and 0 otherwise."""
+    t = 1.0 if loss == "logistic" else temperature
+    shift = math.log(k) if loss == "infonce-mean" else 0.0
+    return t, shift
+
+
 def score_loss(v: torch.Tensor, loss: str = "infonce", temperature: float = 1.0) -> torch.Tensor:
     """Evaluate a member of the loss family on score vectors ``v`` of shape (..., k).
 
@@ -75,10 +84,10 @@ def score_loss(v: torch.Tensor, loss: str = "infonce", temperature: float = 1.0)
     check_tensor("v", v, ndim=(1, 2, 3), shape_hint="(..., k)")
     if loss == "hinge":
         return torch.clamp(1.0 - v.amin(dim=-1), min=0.0)
-    t = 1.0 if loss == "logistic" else temperature
+    t, shift = lse_scale(loss, temperature, v.shape[-1])
     neg = -v / t
     if loss == "infonce-mean":
-        neg = neg - math.log(v.shape[-1])
+        neg = neg - shift
     zero = torch.zeros_like(neg[..., :1])
     return torch.logsumexp(torch.cat([zero, neg], dim=-1), dim=-1)
 

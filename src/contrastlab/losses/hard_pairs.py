@@ -15,15 +15,15 @@ import torch.nn.functional as F
 
 from contrastlab._validation import (
     check_choice,
+    check_generator,
     check_labels,
     check_nonnegative,
     check_positive,
     check_positive_int,
     check_tensor,
 )
-from contrastlab.losses._common import check_generator
 from contrastlab.losses.expectation import expected_log1p_sum_grouped
-from contrastlab.losses.samplers import sample_from_log_probs
+from contrastlab.losses.samplers import sample_from_log_probs, tilted_log_probs
 
 EXACT_MODES = (False, True, "loss", "mean")
 NEGATIVE_REDUCTIONS = ("mean", "sum")
@@ -70,6 +70,41 @@ def pair_losses(
     return expected_log1p_sum_grouped(logits, log_q, owner, -s_pos - log_k, k)
 
 
+def batch_pair_losses(
+    gram: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    labels: torch.Tensor,
+    other_class: bool,
+    beta: float,
+    k: int,
+    t: float,
+    mode: str,
+    negatives_reduction: str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`pair_losses` of anchors against the batch (single view, as
+    :func:`contrastlab.losses.hard_contrastive`): ``gram`` (A, B) holds the raw inner products of
+    the anchors with the B rows, ``anchor_labels`` (A,) and ``labels`` (B,) their labels. The
+    positives of an anchor are the rows of its class (itself included), its negatives are drawn
+    from the other classes (``other_class``) or the whole batch, tilted by exp(beta gram) (the
+    law detached); pairs in row-major order of (anchor, positive)."""
+    logits = gram / t
+    same = anchor_labels[:, None] == labels[None, :]
+    log_q = tilted_log_probs(gram, beta, ~same if other_class else None)  # detached, float64
+    pos_row, pos_col = torch.nonzero(same, as_tuple=True)
+    s_pos = logits[pos_row, pos_col]  # (R,)
+    return pair_losses(logits, log_q, pos_row, s_pos, k, mode, negatives_reduction, generator)
+
+
+def exact_mode(exact: bool | str, allowed: tuple[bool | str, ...] = EXACT_MODES) -> str:
+    """The estimator that ``exact`` names: ``sampled`` (False), ``loss`` (True) or the string
+    itself, which must be one of ``allowed`` (``loss`` or ``mean``)."""
+    if isinstance(exact, bool):
+        return "loss" if exact else "sampled"
+    mode: str = check_choice("exact", exact, allowed)
+    return mode
+
+
 def check_hard_contrastive_args(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -89,10 +124,7 @@ def check_hard_contrastive_args(
     beta = check_nonnegative("beta", beta)
     check_positive_int("k", k)
     t = check_positive("temperature", temperature)
-    if isinstance(exact, bool):
-        mode: str = "loss" if exact else "sampled"
-    else:
-        mode = check_choice("exact", exact, EXACT_MODES)
+    mode = exact_mode(exact)
     check_choice("negatives_reduction", negatives_reduction, NEGATIVE_REDUCTIONS)
     return b, labels, beta, t, mode
 

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab._validation import check_positive
-from contrastlab.losses._common import check_two_views, loss_inputs, reduce, view_positive_index
+from contrastlab.losses._common import (
+    check_two_views,
+    gathers,
+    loss_inputs,
+    reduce,
+    view_positive_index,
+)
 from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_info_nce, use_tiled
 from contrastlab.losses.normalize import normalize as _normalize
 
@@ -34,6 +40,7 @@ def view_logits(
 
 
 @loss_inputs("z1", "z2")
+@gathers("info_nce")
 def info_nce(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -64,11 +71,6 @@ def info_nce(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered
-
-        return call_gathered(info_nce, BATCH_ARGS["info_nce"], z1, z2, temperature, normalize,
-                             reduction, tiled, group=group, check_finite=False)
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
     if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):

@@ -11,32 +11,26 @@ from torch import nn
 
 from contrastlab._validation import (
     check_choice,
+    check_generator,
     check_nonnegative,
     check_positive,
     check_positive_int,
-    check_unit_interval,
 )
-from contrastlab.losses._common import REDUCTIONS, check_generator
+from contrastlab.losses._common import REDUCTIONS, check_debiased_args
 from contrastlab.losses.debiased import debiased_hard
 from contrastlab.losses.family import LOSSES
 from contrastlab.losses.hard_pairs import EXACT_MODES, NEGATIVE_REDUCTIONS, check_tiled
 from contrastlab.losses.infonce import info_nce
 from contrastlab.losses.nce import nce_loss
 from contrastlab.losses.normalize import NORMALIZATIONS
-from contrastlab.losses.scl import hard_contrastive
+from contrastlab.losses.scl import family_loss
 from contrastlab.losses.supcon import supcon
 
 
-def _check_gather(gather: bool) -> bool:
-    if not isinstance(gather, bool):
-        raise ValueError(f"gather must be True or False; got {gather!r}")
-    return gather
-
-
-def _check_flag(check_finite: bool) -> bool:
-    if not isinstance(check_finite, bool):
-        raise ValueError(f"check_finite must be True or False; got {check_finite!r}")
-    return check_finite
+def _check_bool(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
 
 
 class InfoNCELoss(nn.Module):
@@ -47,8 +41,8 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
-        self.gather = _check_gather(gather)
-        self.check_finite = _check_flag(check_finite)
+        self.gather = _check_bool("gather", gather)
+        self.check_finite = _check_bool("check_finite", check_finite)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return info_nce(z1, z2, self.temperature, self.normalize, gather=self.gather,
@@ -70,8 +64,8 @@ class SupConLoss(nn.Module):
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.base_temperature = base_temperature
-        self.gather = _check_gather(gather)
-        self.check_finite = _check_flag(check_finite)
+        self.gather = _check_bool("gather", gather)
+        self.check_finite = _check_bool("check_finite", check_finite)
 
     def forward(
         self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor | None = None
@@ -93,12 +87,12 @@ class DebiasedHardLoss(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        self.check_finite = _check_flag(check_finite)
-        self.temperature = check_positive("temperature", temperature)
-        self.tau_plus = check_unit_interval("tau_plus", tau_plus)
-        self.beta = check_nonnegative("beta", beta)
+        self.check_finite = _check_bool("check_finite", check_finite)
+        self.temperature, self.tau_plus, self.beta = check_debiased_args(
+            temperature, tau_plus, beta
+        )
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
-        self.gather = _check_gather(gather)
+        self.gather = _check_bool("gather", gather)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return debiased_hard(z1, z2, self.temperature, self.tau_plus, self.beta, self.normalize,
@@ -118,12 +112,12 @@ class NCELoss(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        self.check_finite = _check_flag(check_finite)
+        self.check_finite = _check_bool("check_finite", check_finite)
         self.loss = check_choice("loss", loss, LOSSES)
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        self.gather = _check_gather(gather)
+        self.gather = _check_bool("gather", gather)
 
     def forward(
         self,
@@ -164,8 +158,8 @@ class HardContrastiveLoss(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        self.gather = _check_gather(gather)
-        self.check_finite = _check_flag(check_finite)
+        self.gather = _check_bool("gather", gather)
+        self.check_finite = _check_bool("check_finite", check_finite)
         self.negatives = check_choice("negatives", negatives, ("other-class", "marginal"))
         self.beta = check_nonnegative("beta", beta)
         self.k = check_positive_int("k", k)
@@ -184,23 +178,10 @@ class HardContrastiveLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         check_generator(generator)
-        cf = self.check_finite
-        if self.gather:  # through the named loss, which knows its distributed batch arguments
-            from contrastlab.losses.scl import hscl, hucl, scl, ucl
-
-            opts = (self.k, self.temperature, self.normalize, self.exact,
-                    self.negatives_reduction, "mean", generator)
-            tl = self.tiled
-            if self.negatives == "other-class":
-                if self.beta == 0:
-                    return scl(z, labels, *opts, tiled=tl, gather=True, check_finite=cf)
-                return hscl(z, labels, self.beta, *opts, tiled=tl, gather=True, check_finite=cf)
-            if self.beta == 0:
-                return ucl(z, labels, *opts, tiled=tl, gather=True, check_finite=cf)
-            return hucl(z, labels, self.beta, *opts, tiled=tl, gather=True, check_finite=cf)
-        return hard_contrastive(
+        return family_loss(
             z, labels, self.negatives, self.beta, self.k, self.temperature, self.normalize,
-            self.exact, self.negatives_reduction, "mean", generator, self.tiled, check_finite=cf,
+            self.exact, self.negatives_reduction, "mean", generator, self.tiled, self.gather, None,
+            self.check_finite,
         )
 
 

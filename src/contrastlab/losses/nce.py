@@ -13,20 +13,26 @@ similarities; the batch reduction is a mean over anchors by default.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from contrastlab._validation import check_choice, check_positive, check_tensor
-from contrastlab.losses._common import check_anchor_positive, loss_inputs, reduce
-from contrastlab.losses.family import LOSSES, score_loss
+from contrastlab.losses._common import (
+    check_anchor_positive,
+    check_feature_dim,
+    gathers,
+    loss_inputs,
+    reduce,
+)
+from contrastlab.losses.family import LOSSES, lse_scale, score_loss
 from contrastlab.losses.kernels import TILED_MIN_PAIRS, TILED_NCE_LOSSES, tiled_nce_loss, use_tiled
-from contrastlab.losses.kernels.indexed import check_negative_index, tiled_nce_indexed
+from contrastlab.losses.kernels.indexed import check_pool_index, tiled_nce_indexed
 from contrastlab.losses.normalize import normalize as _normalize
 
 
 @loss_inputs("anchor", "positive", "negatives")
+@gathers("nce_loss")
 def nce_loss(
     anchor: torch.Tensor,
     positive: torch.Tensor,
@@ -82,12 +88,6 @@ def nce_loss(
     gathered with the anchors (no gradient); the pool it points into is replicated, so it must be
     the same on every rank (e.g. a memory bank; a sharded pool: gather it first).
     """
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered
-
-        return call_gathered(nce_loss, BATCH_ARGS["nce_loss"], anchor, positive, negatives, loss,
-                             temperature, normalize, reduction, tiled, group=group,
-                             negative_index=negative_index, check_finite=False)
     check_choice("loss", loss, LOSSES)
     check_positive("temperature", temperature)
     check_anchor_positive(anchor, positive)
@@ -104,10 +104,7 @@ def _explicit_negatives(anchor: torch.Tensor, positive: torch.Tensor, negatives:
     """nce_loss with (B, k, d) or shared (k, d) negatives: the shared-pool kernel, or dense."""
     check_tensor("negatives", negatives, ndim=(2, 3), shape_hint="(B, k, d) or (k, d)")
     b, d = anchor.shape
-    if negatives.shape[-1] != d:
-        raise ValueError(
-            f"negatives must have feature dimension d = {d}; got {negatives.shape[-1]}"
-        )
+    check_feature_dim("negatives", negatives, d)
     if negatives.ndim == 3 and negatives.shape[0] != b:
         raise ValueError(
             f"negatives must have shape (B, k, d) with B = {b}; got {tuple(negatives.shape)}"
@@ -136,12 +133,9 @@ def _indexed_pool(
     tiled: bool | None,
 ) -> torch.Tensor:
     """nce_loss with negatives ``pool[index]``: the indexed kernel, or the dense gather."""
-    check_tensor("negatives", pool, ndim=2,
-                 shape_hint="(M, d), the pool that negative_index points into")
-    b, d = anchor.shape
-    if pool.shape[1] != d:
-        raise ValueError(f"negatives must have feature dimension d = {d}; got {pool.shape[1]}")
-    idx = check_negative_index("negative_index", index, b, pool.shape[0]).to(pool.device)
+    idx = check_pool_index(pool, index, anchor, ("negatives", "negative_index"),
+                           "(M, d), the pool that negative_index points into")
+    b = anchor.shape[0]
     tileable = loss in TILED_NCE_LOSSES
     if tiled and not tileable:
         raise ValueError(
@@ -176,12 +170,12 @@ def _dense(
         per_anchor = score_loss(s_pos - s_neg, loss, temperature)
     else:
         # log(1 + sum_i exp((s_i^- - s^+) / t)) as a log-softmax of the positive: one fused pass
-        t = 1.0 if loss == "logistic" else temperature
+        t, shift = lse_scale(loss, temperature, s_neg.shape[1])
         logits = torch.cat([s_pos, s_neg], dim=1) / t
         if loss == "infonce-mean":
             # log(1 + (1/k) sum ...): shift the negatives' logits by -log k
             logits = logits - torch.cat(
-                [logits.new_zeros(1), logits.new_full((s_neg.shape[1],), math.log(s_neg.shape[1]))]
+                [logits.new_zeros(1), logits.new_full((s_neg.shape[1],), shift)]
             )
         per_anchor = torch.logsumexp(logits, dim=1) - logits[:, 0]
     return reduce(per_anchor, reduction)

@@ -42,8 +42,9 @@ from __future__ import annotations
 import torch
 
 from contrastlab._validation import check_choice, check_nonnegative, check_positive_int
+from contrastlab.losses._common import reduce
 from contrastlab.losses.family import score_loss
-from contrastlab.losses.hard_pairs import pair_losses
+from contrastlab.losses.hard_pairs import NEGATIVE_REDUCTIONS, exact_mode, pair_losses
 from contrastlab.losses.samplers import (
     NegativeSampler,
     distinct_counts,
@@ -79,11 +80,15 @@ def _pool_law(
     return S, s_pos, log_q
 
 
-def _reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
-    check_choice("reduction", reduction, ("mean", "sum", "none"))
-    if reduction == "mean":
-        return per_row.mean()
-    return per_row.sum() if reduction == "sum" else per_row
+def _record_distinct(stats: dict[str, float] | None, idx: torch.Tensor | None,
+                     log_q: torch.Tensor, k: int, pool_ids: torch.Tensor | None) -> None:
+    """``stats["distinct_negatives"]``: the mean over the rows of the number of distinct pool
+    members (by ``pool_ids``) among the drawn ``idx``, or its expectation under k i.i.d. draws
+    from ``log_q`` when nothing was drawn (``idx`` None); nothing without ``stats``."""
+    if stats is not None:
+        counts = (distinct_counts(idx, pool_ids) if idx is not None
+                  else expected_distinct_counts(log_q, k, pool_ids))
+        stats["distinct_negatives"] = float(counts.double().mean())
 
 
 def pool_hard_contrastive(
@@ -132,22 +137,18 @@ def pool_hard_contrastive(
     t = float(temperature)
     if not t > 0:
         raise ValueError(f"temperature must be > 0; got {temperature!r}")
-    check_choice("negatives_reduction", negatives_reduction, ("mean", "sum"))
-    mode = ("loss" if exact else "sampled") if isinstance(exact, bool) else check_choice(
-        "exact", exact, ("loss", "mean"))
+    check_choice("negatives_reduction", negatives_reduction, NEGATIVE_REDUCTIONS)
+    mode = exact_mode(exact, ("loss", "mean"))
     law = NegativeSampler(kind=sampler_kind(negatives), beta=beta)
     S, s_pos, log_q = _pool_law(anchors, positives, anchor_labels, pool, pool_labels, law)
     owner = torch.arange(S.shape[0], device=S.device)  # one law per row
     idx = None
     if mode == "sampled":
         idx = sample_from_log_probs(log_q, k, replace, generator, fill=True)
-    if stats is not None:
-        counts = (distinct_counts(idx, pool_ids) if idx is not None
-                  else expected_distinct_counts(log_q, k, pool_ids))
-        stats["distinct_negatives"] = float(counts.double().mean())
+    _record_distinct(stats, idx, log_q, k, pool_ids)
     per_pair = pair_losses(S / t, log_q, owner, s_pos / t, k, mode, negatives_reduction,
                            generator, idx=idx)
-    return _reduce(per_pair, reduction)
+    return reduce(per_pair, reduction)
 
 
 def pool_nce(
@@ -177,6 +178,5 @@ def pool_nce(
     law = NegativeSampler(kind=sampler, beta=beta, replace=replace)
     S, s_pos, log_q = _pool_law(anchors, positives, anchor_labels, pool, pool_labels, law)
     idx = sample_from_log_probs(log_q, k, replace, generator, fill=True)
-    if stats is not None:
-        stats["distinct_negatives"] = float(distinct_counts(idx, pool_ids).double().mean())
-    return _reduce(score_loss(s_pos[:, None] - S.gather(1, idx), score, temperature), reduction)
+    _record_distinct(stats, idx, log_q, k, pool_ids)
+    return reduce(score_loss(s_pos[:, None] - S.gather(1, idx), score, temperature), reduction)

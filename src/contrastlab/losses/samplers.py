@@ -38,12 +38,12 @@ import torch
 
 from contrastlab._validation import (
     check_choice,
+    check_generator,
     check_labels,
     check_nonnegative,
     check_positive_int,
     check_tensor,
 )
-from contrastlab.losses._common import check_generator
 
 SAMPLERS = ("uniform", "other-class", "tilted", "tilted-other-class")
 #: the one table of the negative laws: sampler kind -> (its support, whether exp(beta s) tilts

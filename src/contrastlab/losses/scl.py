@@ -51,16 +51,17 @@ from typing import Any
 
 import torch
 
-from contrastlab.losses._common import check_generator, loss_inputs, reduce
+from contrastlab._validation import check_generator
+from contrastlab.losses._common import call_on_gathered, loss_inputs, reduce
 from contrastlab.losses.hard_pairs import (
+    batch_pair_losses,
     check_hard_contrastive_args,
     check_tiled,
-    pair_losses,
 )
+from contrastlab.losses.hard_pairs import pair_losses as pair_losses  # re-exported (its old home)
 from contrastlab.losses.kernels.engine import TILED_MIN_ROWS, use_tiled
 from contrastlab.losses.kernels.jiang import tiled_hard_contrastive
 from contrastlab.losses.normalize import normalize as _normalize
-from contrastlab.losses.samplers import candidate_mask, tilted_log_probs
 
 
 @loss_inputs("z")
@@ -121,35 +122,31 @@ def hard_contrastive(
         )
 
     zn = _normalize(z, normalize)
-    gram = zn @ zn.T
-    logits = gram / t
-    mask = candidate_mask(labels, labels, negatives, num_anchors=b, pool_size=b)
-    log_q = tilted_log_probs(gram, beta, mask)  # (B, B), detached, float64
-    pos_i, pos_p = torch.nonzero(labels[:, None] == labels[None, :], as_tuple=True)
-    s_pos = logits[pos_i, pos_p]  # (R,)
-    per_pair = pair_losses(logits, log_q, pos_i, s_pos, k, mode, negatives_reduction, generator)
+    per_pair = batch_pair_losses(zn @ zn.T, labels, labels, negatives == "other-class", beta, k,
+                                 t, mode, negatives_reduction, generator)
     return reduce(per_pair, reduction)
 
 
-def _family(z: torch.Tensor, labels: torch.Tensor, negatives: str, beta: float, k: int,
-            temperature: float, normalize: str, exact: bool | str, negatives_reduction: str,
-            reduction: str, generator: torch.Generator | None, tiled: bool | None, gather: bool,
-            group: Any) -> torch.Tensor:
-    """What :func:`scl`, :func:`hscl`, :func:`ucl` and :func:`hucl` compute: the batch's
+@loss_inputs("z")
+def family_loss(z: torch.Tensor, labels: torch.Tensor, negatives: str, beta: float, k: int,
+                temperature: float, normalize: str, exact: bool | str, negatives_reduction: str,
+                reduction: str, generator: torch.Generator | None, tiled: bool | None,
+                gather: bool, group: Any, check_finite: bool = True) -> torch.Tensor:
+    """What :func:`scl`, :func:`hscl`, :func:`ucl`, :func:`hucl` and
+    :class:`~contrastlab.losses.HardContrastiveLoss` compute: the batch's
     :func:`hard_contrastive`, or with ``gather`` / ``group`` that of the batch gathered over the
     processes (:func:`contrastlab.distributed.call_gathered`)."""
     check_generator(generator)
     args = (z, labels, negatives, beta, k, temperature, normalize, exact, negatives_reduction,
             reduction, generator, tiled)
     if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered, samples_negatives
+        from contrastlab.distributed import samples_negatives
 
-        return call_gathered(hard_contrastive, BATCH_ARGS["hard_contrastive"], *args,
-                             group=group, samples=samples_negatives, check_finite=False)
+        return call_on_gathered(hard_contrastive, "hard_contrastive", *args, group=group,
+                                samples=samples_negatives)
     return hard_contrastive(*args, check_finite=False)
 
 
-@loss_inputs("z")
 def scl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -171,11 +168,11 @@ def scl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    return _family(z, labels, "other-class", 0.0, k, temperature, normalize, exact,
-                   negatives_reduction, reduction, generator, tiled, gather, group)
+    return family_loss(z, labels, "other-class", 0.0, k, temperature, normalize, exact,
+                       negatives_reduction, reduction, generator, tiled, gather, group,
+                       check_finite)
 
 
-@loss_inputs("z")
 def hscl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -199,11 +196,11 @@ def hscl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    return _family(z, labels, "other-class", beta, k, temperature, normalize, exact,
-                   negatives_reduction, reduction, generator, tiled, gather, group)
+    return family_loss(z, labels, "other-class", beta, k, temperature, normalize, exact,
+                       negatives_reduction, reduction, generator, tiled, gather, group,
+                       check_finite)
 
 
-@loss_inputs("z")
 def ucl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -227,11 +224,11 @@ def ucl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    return _family(z, labels, "marginal", 0.0, k, temperature, normalize, exact,
-                   negatives_reduction, reduction, generator, tiled, gather, group)
+    return family_loss(z, labels, "marginal", 0.0, k, temperature, normalize, exact,
+                       negatives_reduction, reduction, generator, tiled, gather, group,
+                       check_finite)
 
 
-@loss_inputs("z")
 def hucl(
     z: torch.Tensor,
     labels: torch.Tensor,
@@ -255,5 +252,6 @@ def hucl(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    return _family(z, labels, "marginal", beta, k, temperature, normalize, exact,
-                   negatives_reduction, reduction, generator, tiled, gather, group)
+    return family_loss(z, labels, "marginal", beta, k, temperature, normalize, exact,
+                       negatives_reduction, reduction, generator, tiled, gather, group,
+                       check_finite)

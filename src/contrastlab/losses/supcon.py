@@ -19,12 +19,19 @@ from typing import Any
 import torch
 
 from contrastlab._validation import check_labels, check_positive
-from contrastlab.losses._common import check_two_views, loss_inputs, reduce
+from contrastlab.losses._common import (
+    base_temperature_factor,
+    check_two_views,
+    gathers,
+    loss_inputs,
+    reduce,
+)
 from contrastlab.losses.infonce import view_logits
 from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_supcon, use_tiled
 
 
 @loss_inputs("z1", "z2")
+@gathers("supcon")
 def supcon(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -61,12 +68,6 @@ def supcon(
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
     with the conventions of :func:`contrastlab.distributed.call_gathered`.
     """
-    if gather or group is not None:
-        from contrastlab.distributed import BATCH_ARGS, call_gathered
-
-        return call_gathered(supcon, BATCH_ARGS["supcon"], z1, z2, labels, temperature, normalize,
-                             base_temperature, reduction, tiled, group=group,
-                             check_finite=False)
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
     if use_tiled(tiled, 2 * b, TILED_MIN_ROWS):
@@ -86,6 +87,5 @@ def supcon(
     summed = torch.where(pos_mask, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
     per_anchor = -summed / pos_mask.sum(dim=1).to(log_prob.dtype)
     if base_temperature is not None:
-        base = check_positive("base_temperature", base_temperature)
-        per_anchor = per_anchor * (temperature / base)
+        per_anchor = per_anchor * base_temperature_factor(temperature, base_temperature)
     return reduce(per_anchor, reduction)

@@ -56,24 +56,23 @@ from typing import Any
 
 import torch
 
-from contrastlab._validation import (
-    check_choice,
-    check_labels,
-    check_nonnegative,
-    check_positive,
-    check_tensor,
-    check_unit_interval,
-)
+from contrastlab._validation import check_choice, check_labels, check_positive, check_tensor
 from contrastlab.losses._common import (
-    REDUCTIONS,
-    check_anchor_positive,
+    base_temperature_factor,
+    check_debiased_args,
     check_finite,
-    check_two_views,
     reduce,
+)
+from contrastlab.losses.family import lse_scale
+from contrastlab.losses.kernels._inputs import (
+    check_nce_options,
+    check_shared_pool,
+    check_views,
+    stacked_views,
+    view_positive_logits,
 )
 from contrastlab.losses.kernels.engine import (
     LOG2E,
-    TILED_NCE_LOSSES,
     Head,
     autograd_head,
     head_debiased,
@@ -210,12 +209,14 @@ def _reduced(per_row: torch.Tensor, reduction: str, factor: float) -> torch.Tens
     return reduce(per_row * factor, reduction).float()
 
 
-def _view_nt_xent(z: torch.Tensor, b: int, t: float, reduction: str, factor: float,
-                  op: tuple[torch.dtype, bool], cfg: Any) -> torch.Tensor:
-    """NT-Xent of the 2B stacked normalized rows as ``softplus(L_neg - s_pos)``."""
-    lse = _lse(z, None, t, 1.0, True, b, op, cfg)
-    s_pos = _view_positive(z, b, t)
-    per_row = autograd_head(head_logaddexp(0.0), lse, s_pos.unsqueeze(0))
+def _view_loss(z: torch.Tensor, b: int, t: float, scales: tuple[float, ...], head: Head,
+               reduction: str, factor: float, op: tuple[torch.dtype, bool],
+               cfg: Any) -> torch.Tensor:
+    """``head`` of the 2B stacked normalized rows whose negatives are the 2B - 2 others (the
+    anchor and its positive masked), one log-sum-exp per scale, the positive logit beside:
+    NT-Xent (``softplus(L_neg - s_pos)``) and the debiased / hard loss."""
+    lse = torch.cat([_lse(z, None, t, a, True, b, op, cfg) for a in scales])
+    per_row = autograd_head(head, lse, view_positive_logits(z, b, t).unsqueeze(0))
     return _reduced(per_row, reduction, factor)
 
 
@@ -225,12 +226,6 @@ def _lse(x: torch.Tensor, y: torch.Tensor | None, t: float, a: float, mask_self:
     masks = _kernels().Masks(mask_self, shift)
     lse = FusedRowLSE.apply(x, y, a * LOG2E / t, masks, op, cfg)
     return lse.double().unsqueeze(0)
-
-
-def _view_positive(z: torch.Tensor, b: int, t: float) -> torch.Tensor:
-    """s_{i, i+-B} / t of the 2B stacked rows, a float64 dot product (O(N d))."""
-    s = torch.linalg.vecdot(z[:b].double(), z[b:].double(), dim=1) / t
-    return torch.cat([s, s])
 
 
 def _setup(z1: torch.Tensor, precision: str | None, config: Any) -> tuple[Any, Any]:
@@ -253,12 +248,11 @@ def fused_info_nce(
     :func:`contrastlab.losses.tiled_info_nce`). ``precision``: the products' operands (module
     docstring); ``config``: tile sizes (a ``KernelConfig``; default by d)."""
     t = check_positive("temperature", temperature)
-    b = check_two_views(z1, z2, min_batch=1)
-    check_choice("reduction", reduction, REDUCTIONS)
+    b = check_views(z1, z2, reduction, min_batch=1)
     op, cfg = _setup(z1, precision, config)
     with _exact("z1,z2", z1, z2, check=check_finite):
-        z = rows_normalized(torch.cat([z1, z2], dim=0).float(), normalize)
-        return _view_nt_xent(z, b, t, reduction, 1.0, op, cfg)
+        z = stacked_views(z1, z2, normalize, torch.float32)
+        return _view_loss(z, b, t, (1.0,), head_logaddexp(0.0), reduction, 1.0, op, cfg)
 
 
 def fused_supcon(
@@ -278,16 +272,13 @@ def fused_supcon(
     denominator; the mean positive logit from the class sums, O(N d), as
     :func:`contrastlab.losses.tiled_supcon`)."""
     t = check_positive("temperature", temperature)
-    b = check_two_views(z1, z2, min_batch=1)
-    check_choice("reduction", reduction, REDUCTIONS)
-    factor = 1.0
-    if base_temperature is not None:
-        factor = t / check_positive("base_temperature", base_temperature)
+    b = check_views(z1, z2, reduction, min_batch=1)
+    factor = base_temperature_factor(t, base_temperature)
     op, cfg = _setup(z1, precision, config)
     with _exact("z1,z2", z1, z2, check=check_finite):
-        z = rows_normalized(torch.cat([z1, z2], dim=0).float(), normalize)
+        z = stacked_views(z1, z2, normalize, torch.float32)
         if labels is None:  # each sample its own class: NT-Xent
-            return _view_nt_xent(z, b, t, reduction, factor, op, cfg)
+            return _view_loss(z, b, t, (1.0,), head_logaddexp(0.0), reduction, factor, op, cfg)
         lab = check_labels("labels", labels, b).to(z.device)
         side = mean_positive_logit(z, torch.cat([lab, lab]), t)
         lse = _lse(z, None, t, 1.0, True, None, op, cfg)
@@ -325,19 +316,14 @@ def fused_debiased_hard(
     anchor and its positive masked; the published clamp). Per row ``L_{1+beta}`` and ``L_beta``
     over the negatives (two kernel passes), ``log reweight = log N + L_{1+beta} - L_beta``, the
     head in float64 log space (:func:`~contrastlab.losses.kernels.engine.head_debiased`)."""
-    t = check_positive("temperature", temperature)
-    tau = check_unit_interval("tau_plus", tau_plus)
-    beta = check_nonnegative("beta", beta)
-    b = check_two_views(z1, z2, min_batch=2)
-    check_choice("reduction", reduction, REDUCTIONS)
+    t, tau, beta = check_debiased_args(temperature, tau_plus, beta)
+    b = check_views(z1, z2, reduction, min_batch=2)
     op, cfg = _setup(z1, precision, config)
     with _exact("z1,z2", z1, z2, check=check_finite):
-        z = rows_normalized(torch.cat([z1, z2], dim=0).float(), normalize)
+        z = stacked_views(z1, z2, normalize, torch.float32)
         scales = (1.0,) if beta == 0.0 else (1.0 + beta, beta)
-        lse = torch.cat([_lse(z, None, t, a, True, b, op, cfg) for a in scales])
-        head: Head = head_debiased(t, tau, math.log(2 * b - 2))
-        per_row = autograd_head(head, lse, _view_positive(z, b, t).unsqueeze(0))
-        return _reduced(per_row, reduction, 1.0)
+        head = head_debiased(t, tau, math.log(2 * b - 2))
+        return _view_loss(z, b, t, scales, head, reduction, 1.0, op, cfg)
 
 
 def fused_nce_loss(
@@ -357,17 +343,9 @@ def fused_nce_loss(
     with (k, d) negatives (``infonce``: summed; ``infonce-mean``: averaged, a shift by log k;
     ``logistic``: t = 1; the positive in the denominator): ``softplus(L - shift - s_pos)`` with L
     the row log-sum-exp over the pool (no B x k matrix)."""
-    check_choice("loss", loss, TILED_NCE_LOSSES)
-    temperature = check_positive("temperature", temperature)
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_anchor_positive(anchor, positive)
-    check_tensor("negatives", negatives, ndim=2, shape_hint="(k, d), shared by the anchors")
-    if negatives.shape[1] != anchor.shape[1]:
-        raise ValueError(
-            f"negatives must have feature dimension d = {anchor.shape[1]}; got {negatives.shape[1]}"
-        )
-    t = 1.0 if loss == "logistic" else temperature
-    shift = math.log(negatives.shape[0]) if loss == "infonce-mean" else 0.0
+    temperature = check_nce_options(loss, temperature, reduction)
+    check_shared_pool(anchor, positive, negatives)
+    t, shift = lse_scale(loss, temperature, negatives.shape[0])
     op, cfg = _setup(anchor, precision, config)
     with _exact("anchor,positive,negatives", anchor, positive, negatives, check=check_finite):
         a, p, n = (rows_normalized(x.float(), normalize) for x in (anchor, positive, negatives))

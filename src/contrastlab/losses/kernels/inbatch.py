@@ -12,25 +12,21 @@ from typing import Any
 
 import torch
 
-from contrastlab._validation import (
-    check_choice,
-    check_labels,
-    check_nonnegative,
-    check_positive,
-    check_tensor,
-    check_unit_interval,
-)
-from contrastlab.losses._common import (
-    REDUCTIONS,
-    check_anchor_positive,
-    check_two_views,
-    loss_inputs,
+from contrastlab._validation import check_choice, check_labels, check_positive
+from contrastlab.losses._common import base_temperature_factor, check_debiased_args, loss_inputs
+from contrastlab.losses.family import lse_scale
+from contrastlab.losses.kernels._inputs import (
+    check_nce_options,
+    check_shared_pool,
+    check_views,
+    stacked_views,
+    view_positive_logits,
 )
 from contrastlab.losses.kernels.engine import (
     LN2,
     LOG2E,
     ONE_BLOCK_PAIRS,
-    TILED_NCE_LOSSES,
+    Head,
     compute_dtype,
     head_debiased,
     head_logaddexp,
@@ -49,19 +45,6 @@ from contrastlab.losses.kernels.fused import (
     use_fused,
 )
 from contrastlab.losses.normalize import NORMALIZATIONS
-
-
-def _stacked_views(z1: torch.Tensor, z2: torch.Tensor, normalize: str) -> torch.Tensor:
-    dt = compute_dtype(z1)
-    return rows_normalized(torch.cat([z1, z2], dim=0).to(dt), normalize)
-
-
-def _view_positive_logits(z: torch.Tensor, b: int, t: float) -> torch.Tensor:
-    """s_{i, i+-B} / t for the 2B stacked rows (the same value for both views of a sample), in
-    float64 (O(N d); the head subtracts it from the float64 log-sum-exps, see
-    :func:`~contrastlab.losses.kernels.engine.run_blocks`)."""
-    s = torch.linalg.vecdot(z[:b].double(), z[b:].double(), dim=1) / t
-    return torch.cat([s, s])
 
 
 @loss_inputs("z1", "z2")
@@ -96,31 +79,35 @@ def tiled_info_nce(
     if use_fused(z1, z2):  # CUDA: the Triton kernels (kernels/fused.py; block_rows unused)
         return fused_info_nce(z1, z2, temperature, normalize, reduction, check_finite=check_finite)
     t = check_positive("temperature", temperature)
-    b = check_two_views(z1, z2, min_batch=1)
-    check_choice("reduction", reduction, REDUCTIONS)
-    z = _stacked_views(z1, z2, normalize)
-    return _view_nt_xent(z, b, t, reduction, 1.0, block_rows, loss_dtype(z1))
+    b = check_views(z1, z2, reduction, min_batch=1)
+    z = stacked_views(z1, z2, normalize, compute_dtype(z1))
+    return _view_loss(z, b, t, (1.0,), head_logaddexp(0.0), reduction, 1.0, block_rows,
+                      loss_dtype(z1))
 
 
-def _view_nt_xent(
+def _view_loss(
     z: torch.Tensor,
     b: int,
     t: float,
+    scales: tuple[float, ...],
+    head: Head,
     reduction: str,
     factor: float,
     block_rows: int | None,
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    """NT-Xent of the 2B stacked rows as ``softplus(L_neg - s_pos)`` (:func:`tiled_info_nce`)."""
+    """``head`` of the 2B stacked rows whose negatives are the 2B - 2 others (the anchor and its
+    positive masked in each block), the positive logit beside: NT-Xent as
+    ``softplus(L_neg - s_pos)`` (:func:`tiled_info_nce`) and the debiased / hard loss."""
     return run_blocks(
         z,
         None,
-        _view_positive_logits(z, b, t).unsqueeze(0),
+        view_positive_logits(z, b, t).unsqueeze(0),
         t=t,
-        scales=(1.0,),
+        scales=scales,
         mask_self=True,
         mask_shift=b,
-        head=head_logaddexp(0.0),
+        head=head,
         reduction=reduction,
         factor=factor,
         block_rows=block_rows,
@@ -154,14 +141,12 @@ def tiled_supcon(
         return fused_supcon(z1, z2, labels, temperature, normalize, base_temperature, reduction,
                             check_finite=check_finite)
     t = check_positive("temperature", temperature)
-    b = check_two_views(z1, z2, min_batch=1)
-    check_choice("reduction", reduction, REDUCTIONS)
-    factor = 1.0
-    if base_temperature is not None:
-        factor = t / check_positive("base_temperature", base_temperature)
-    z = _stacked_views(z1, z2, normalize)
+    b = check_views(z1, z2, reduction, min_batch=1)
+    factor = base_temperature_factor(t, base_temperature)
+    z = stacked_views(z1, z2, normalize, compute_dtype(z1))
     if labels is None:  # each sample its own class: NT-Xent, in its stable form
-        return _view_nt_xent(z, b, t, reduction, factor, block_rows, loss_dtype(z1))
+        return _view_loss(z, b, t, (1.0,), head_logaddexp(0.0), reduction, factor, block_rows,
+                          loss_dtype(z1))
     lab = check_labels("labels", labels, b).to(z.device)
     _, inv = torch.unique(lab, return_inverse=True)
     inv2 = torch.cat([inv, inv])
@@ -214,29 +199,12 @@ def tiled_debiased_hard(
     if use_fused(z1, z2):  # CUDA: the Triton kernels (kernels/fused.py; block_rows unused)
         return fused_debiased_hard(z1, z2, temperature, tau_plus, beta, normalize, reduction,
                                    check_finite=check_finite)
-    t = check_positive("temperature", temperature)
-    tau = check_unit_interval("tau_plus", tau_plus)
-    beta = check_nonnegative("beta", beta)
-    b = check_two_views(z1, z2, min_batch=2)
-    check_choice("reduction", reduction, REDUCTIONS)
-    z = _stacked_views(z1, z2, normalize)
-    s_pos = _view_positive_logits(z, b, t)
-    log_n = math.log(2 * b - 2)
+    t, tau, beta = check_debiased_args(temperature, tau_plus, beta)
+    b = check_views(z1, z2, reduction, min_batch=2)
+    z = stacked_views(z1, z2, normalize, compute_dtype(z1))
     scales = (1.0,) if beta == 0.0 else (1.0 + beta, beta)
-    return run_blocks(
-        z,
-        None,
-        s_pos.unsqueeze(0),
-        t=t,
-        scales=scales,
-        mask_self=True,
-        mask_shift=b,
-        head=head_debiased(t, tau, log_n),
-        reduction=reduction,
-        factor=1.0,
-        block_rows=block_rows,
-        out_dtype=loss_dtype(z1),
-    )
+    head = head_debiased(t, tau, math.log(2 * b - 2))
+    return _view_loss(z, b, t, scales, head, reduction, 1.0, block_rows, loss_dtype(z1))
 
 
 class _OneBlockNCE(torch.autograd.Function):
@@ -340,18 +308,10 @@ def tiled_nce_loss(
     if use_fused(anchor, positive, negatives):  # CUDA: the Triton kernels (kernels/fused.py)
         return fused_nce_loss(anchor, positive, negatives, loss, temperature, normalize, reduction,
                               check_finite=check_finite)
-    check_choice("loss", loss, TILED_NCE_LOSSES)
-    temperature = check_positive("temperature", temperature)
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_anchor_positive(anchor, positive)
-    check_tensor("negatives", negatives, ndim=2, shape_hint="(k, d), shared by the anchors")
-    if negatives.shape[1] != anchor.shape[1]:
-        raise ValueError(
-            f"negatives must have feature dimension d = {anchor.shape[1]}; got {negatives.shape[1]}"
-        )
+    temperature = check_nce_options(loss, temperature, reduction)
+    check_shared_pool(anchor, positive, negatives)
     dt = compute_dtype(anchor)
-    t = 1.0 if loss == "logistic" else temperature
-    shift = math.log(negatives.shape[0]) if loss == "infonce-mean" else 0.0
+    t, shift = lse_scale(loss, temperature, negatives.shape[0])
     b, k = anchor.shape[0], negatives.shape[0]
     if reduction != "none" and b * k <= ONE_BLOCK_PAIRS and block_rows is None:
         check_choice("normalize", normalize, NORMALIZATIONS)

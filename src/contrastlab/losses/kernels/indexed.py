@@ -59,7 +59,6 @@ backward).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,14 +66,14 @@ import torch
 
 from contrastlab._validation import (
     check_choice,
-    check_positive,
     check_positive_int,
     check_tensor,
 )
-from contrastlab.losses._common import REDUCTIONS, check_anchor_positive, loss_inputs
+from contrastlab.losses._common import check_anchor_positive, check_feature_dim, loss_inputs
+from contrastlab.losses.family import lse_scale
 from contrastlab.losses.kernels import engine  # BLOCK_ELEMENTS read at call time
+from contrastlab.losses.kernels._inputs import check_nce_options
 from contrastlab.losses.kernels.engine import (
-    TILED_NCE_LOSSES,
     Head,
     autograd_head,
     compute_dtype,
@@ -111,6 +110,18 @@ def check_negative_index(name: str, index: Any, rows: int, pool_rows: int) -> to
             f"[{int(lo)}, {int(hi)}]"
         )
     return index.long()
+
+
+def check_pool_index(
+    pool: Any, index: Any, anchor: torch.Tensor, names: tuple[str, str], hint: str
+) -> torch.Tensor:
+    """Validate an (M, d) pool (``hint``: its shape's description) with the feature dimension
+    of the (B, d) anchors and the (B, k) index into it (``names``: the pool's and the index's);
+    return the index as int64 on the pool's device."""
+    check_tensor(names[0], pool, ndim=2, shape_hint=hint)
+    rows, d = anchor.shape
+    check_feature_dim(names[0], pool, d)
+    return check_negative_index(names[1], index, rows, pool.shape[0]).to(pool.device)
 
 
 def choose_method(k: int, m: int, d: int = 128) -> str:
@@ -348,11 +359,9 @@ def _drawn_rows(anchor: torch.Tensor, positive: torch.Tensor, pool: torch.Tensor
     draws than pool rows, only the rows drawn (normalized once each; the gradient reaches the
     pool through the row selection, zero on the rows never drawn) and the index into them."""
     check_anchor_positive(anchor, positive)
-    check_tensor("pool", pool, ndim=2, shape_hint="(M, d), the rows that index points at")
-    rows, d = anchor.shape
-    if pool.shape[1] != d:
-        raise ValueError(f"pool must have feature dimension d = {d}; got {pool.shape[1]}")
-    idx = check_negative_index("index", index, rows, pool.shape[0]).to(pool.device)
+    idx = check_pool_index(pool, index, anchor, ("pool", "index"),
+                           "(M, d), the rows that index points at")
+    rows = anchor.shape[0]
     if method == "auto" and rows * idx.shape[1] < pool.shape[0]:
         used, inverse = torch.unique(idx, return_inverse=True)
         return pool[used], inverse.view(rows, idx.shape[1])
@@ -398,9 +407,7 @@ def tiled_nce_indexed(
         check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
             the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
     """
-    check_choice("loss", loss, TILED_NCE_LOSSES)
-    temperature = check_positive("temperature", temperature)
-    check_choice("reduction", reduction, REDUCTIONS)
+    temperature = check_nce_options(loss, temperature, reduction)
     check_choice("method", method, INDEXED_METHODS)
     pool, idx = _drawn_rows(anchor, positive, pool, index, method)
     (rows, d), (m, k) = anchor.shape, (pool.shape[0], idx.shape[1])
@@ -411,9 +418,9 @@ def tiled_nce_indexed(
     a = rows_normalized(anchor.to(dt), normalize)
     p = rows_normalized(positive.to(dt), normalize)
     n = rows_normalized(pool.to(dt), normalize)
-    t = 1.0 if loss == "logistic" else temperature
+    t, shift = lse_scale(loss, temperature, k)
     side = ((a * p).sum(dim=1) / t).unsqueeze(0)
-    head = head_logaddexp(math.log(k) if loss == "infonce-mean" else 0.0)
+    head = head_logaddexp(shift)
     grad_on = torch.is_grad_enabled()
     plan = _IndexedPlan(
         inv_t=1.0 / t,

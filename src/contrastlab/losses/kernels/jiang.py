@@ -82,7 +82,7 @@ from torch.utils.checkpoint import checkpoint
 
 from contrastlab._validation import check_choice, check_positive_int
 from contrastlab.losses._common import REDUCTIONS, loss_inputs
-from contrastlab.losses.hard_pairs import check_hard_contrastive_args, pair_losses
+from contrastlab.losses.hard_pairs import batch_pair_losses, check_hard_contrastive_args
 from contrastlab.losses.kernels.engine import (
     BlockPlan,
     SymLSE,
@@ -92,7 +92,6 @@ from contrastlab.losses.kernels.engine import (
     loss_dtype,
     rows_normalized,
 )
-from contrastlab.losses.samplers import tilted_log_probs
 
 __all__ = ["tiled_hard_contrastive"]
 
@@ -492,13 +491,8 @@ def _loss_block(
     """exact="loss" for the anchors r0..r1: their pair losses (row-major), or their sum.
     The same computation as the dense :func:`contrastlab.losses.scl.hard_contrastive`,
     restricted to the block's gram rows."""
-    gram = zn[r0:r1] @ zn.T
-    logits = gram / t
-    same = labels[r0:r1, None] == labels[None, :]
-    log_q = tilted_log_probs(gram, beta, ~same if other_class else None)  # detached, float64
-    pos_row, pos_col = torch.nonzero(same, as_tuple=True)
-    s_pos = logits[pos_row, pos_col]
-    per_pair = pair_losses(logits, log_q, pos_row, s_pos, k, "loss", negatives_reduction)
+    per_pair = batch_pair_losses(zn[r0:r1] @ zn.T, labels[r0:r1], labels, other_class, beta, k,
+                                 t, "loss", negatives_reduction)
     return per_pair.sum() if summed else per_pair
 
 
