@@ -15,6 +15,7 @@ import torch
 from contrastlab import losses as L
 from contrastlab.losses.kernels import parallel
 from contrastlab.losses.kernels.parallel import deal, run_shared, strip_threads
+from contrastlab.losses.sharded import local_info_nce
 
 
 @contextmanager
@@ -87,8 +88,8 @@ CASES: dict[str, Callable[..., torch.Tensor]] = {
     "debiased_hard": lambda a, b, y, **kw: L.debiased_hard(a, b, beta=2.0, **kw),
     # a shared pool of 2000: 150 x 2000 pairs, above the one-block size (row blocks)
     "nce_pool": lambda a, b, y, **kw: L.nce_loss(a, b, _POOL.to(a.dtype), **kw),
-    "sharded_info_nce": lambda a, b, y, **kw: L.sharded.sharded_info_nce(
-        a, b, temperature=0.2, block_rows=16, **{k: v for k, v in kw.items() if k != "tiled"}),
+    "sharded_info_nce": lambda a, b, y, **kw: local_info_nce(
+        a, b, 0.2, "sphere", block_rows=16, **{k: v for k, v in kw.items() if k != "tiled"}),
 }
 
 

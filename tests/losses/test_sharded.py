@@ -8,7 +8,7 @@ Relations checked on every rank r (module docstring of contrastlab.losses.sharde
   losses (its z1 rows, then its z2 rows) equal to the single-process ones;
 - gradient: d/dx_local == W * dL_single/dx_r (what ``gather=True`` gives), so DDP's average is
   the single-process parameter gradient (checked on a linear encoder);
-- single process (W = 1): the sharded functions equal the plain ones.
+- single process (W = 1): ``gather="local"`` equals the plain loss.
 """
 
 from __future__ import annotations
@@ -44,22 +44,30 @@ def _batch(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tens
     return z1.to(dtype), z2.to(dtype), labels
 
 
+def _local(loss: Any) -> Any:
+    """The public loss with ``gather="local"``."""
+
+    def call(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return loss(*args, **kwargs, gather="local")
+
+    return call
+
+
 def _pairs() -> list[tuple[str, Any, Any, dict[str, Any]]]:
     from contrastlab import losses as L
-    from contrastlab.losses import sharded as S
 
     _, _, y = _batch()
     return [
-        ("info_nce", L.info_nce, S.sharded_info_nce, {"temperature": 0.5}),
-        ("info_nce_none", L.info_nce, S.sharded_info_nce,
+        ("info_nce", L.info_nce, _local(L.info_nce), {"temperature": 0.5}),
+        ("info_nce_none", L.info_nce, _local(L.info_nce),
          {"temperature": 0.2, "normalize": "none"}),
-        ("supcon_labels", L.supcon, S.sharded_supcon, {"labels": y, "temperature": 0.1}),
-        ("supcon_base_t", L.supcon, S.sharded_supcon,
+        ("supcon_labels", L.supcon, _local(L.supcon), {"labels": y, "temperature": 0.1}),
+        ("supcon_base_t", L.supcon, _local(L.supcon),
          {"labels": y, "temperature": 0.3, "base_temperature": 0.07, "normalize": "ball"}),
-        ("supcon_no_labels", L.supcon, S.sharded_supcon, {"temperature": 0.5}),
-        ("debiased_beta0", L.debiased_hard, S.sharded_debiased_hard,
+        ("supcon_no_labels", L.supcon, _local(L.supcon), {"temperature": 0.5}),
+        ("debiased_beta0", L.debiased_hard, _local(L.debiased_hard),
          {"beta": 0.0, "tau_plus": 0.1}),
-        ("debiased_beta1", L.debiased_hard, S.sharded_debiased_hard,
+        ("debiased_beta1", L.debiased_hard, _local(L.debiased_hard),
          {"beta": 1.0, "tau_plus": 0.05, "temperature": 0.2}),
     ]
 
@@ -79,7 +87,7 @@ def _one(rank: int, plain: Any, sharded: Any, kw: dict[str, Any], reduction: str
         skw["labels"] = skw["labels"][lo:hi]
     a = z1[lo:hi].to(dtype).requires_grad_()
     b = z2[lo:hi].to(dtype).requires_grad_()
-    out = sharded(a, b, reduction=reduction, block_rows=3, **skw)
+    out = sharded(a, b, reduction=reduction, **skw)
     (out.sum() if reduction == "none" else out).backward()
     assert a.grad is not None and b.grad is not None
     mine = torch.cat([ref[lo:hi], ref[N + lo : N + hi]])
@@ -104,7 +112,6 @@ def _ddp_average(rank: int) -> float:
     """The DDP average of a linear encoder's parameter gradients under the sharded loss equals
     the single-process gradient."""
     from contrastlab import losses as L
-    from contrastlab.losses.sharded import sharded_info_nce
 
     z1, z2, _ = _batch()
     torch.manual_seed(0)
@@ -113,7 +120,7 @@ def _ddp_average(rank: int) -> float:
     ref.load_state_dict(lin.state_dict())
     L.info_nce(ref(z1), ref(z2), temperature=0.5, tiled=False).backward()
     lo, hi = rank * N_LOCAL, (rank + 1) * N_LOCAL
-    sharded_info_nce(lin(z1[lo:hi]), lin(z2[lo:hi]), temperature=0.5).backward()
+    L.info_nce(lin(z1[lo:hi]), lin(z2[lo:hi]), temperature=0.5, gather="local").backward()
     errs = []
     for p, q in zip(lin.parameters(), ref.parameters(), strict=True):
         assert p.grad is not None and q.grad is not None
@@ -192,7 +199,7 @@ def test_single_process_equals_the_plain_loss(reduction: str) -> None:
         a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
         b1, b2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
         ref = plain(a1, a2, reduction=reduction, tiled=False, **kw)
-        out = sharded(b1, b2, reduction=reduction, block_rows=4, **kw)
+        out = sharded(b1, b2, reduction=reduction, **kw)
         ref.sum().backward()
         out.sum().backward()
         assert torch.allclose(out, ref, rtol=0, atol=1e-12)
@@ -208,12 +215,30 @@ def test_local_anchor_rows() -> None:
 
 
 def test_bad_input_is_one_line() -> None:
-    from contrastlab.losses.sharded import sharded_debiased_hard, sharded_info_nce
+    from contrastlab import losses as L
 
     z = torch.randn(1, 4)
     with pytest.raises(ValueError, match="at least 2 samples"):
-        sharded_debiased_hard(z, z)
+        L.debiased_hard(z, z, gather="local")
     with pytest.raises(ValueError, match="temperature"):
-        sharded_info_nce(z, z, temperature=0.0)
+        L.info_nce(z, z, temperature=0.0, gather="local")
     with pytest.raises(ValueError, match="reduction"):
-        sharded_info_nce(z, z, reduction="avg")
+        L.info_nce(z, z, reduction="avg", gather="local")
+    with pytest.raises(ValueError, match="gather must be True, False or 'local'; got 'yes'"):
+        L.info_nce(z, z, gather="yes")
+    with pytest.raises(ValueError, match="nce_loss takes gather=True"):
+        L.nce_loss(z, z, torch.randn(3, 4), gather="local")
+
+
+def test_local_rows_in_several_blocks_equal_the_plain_loss() -> None:
+    """The engine's row blocks with their own self / positive masks (``row_ids``)."""
+    from contrastlab import losses as L
+    from contrastlab.losses.sharded import local_debiased_hard, local_info_nce
+
+    z1, z2, _ = _batch()
+    for plain, local, kw in ((L.info_nce, local_info_nce, {"temperature": 0.3}),
+                             (L.debiased_hard, local_debiased_hard,
+                              {"temperature": 0.3, "tau_plus": 0.1, "beta": 1.5})):
+        ref = plain(z1, z2, reduction="none", tiled=False, **kw)
+        out = local(z1, z2, normalize="sphere", reduction="none", block_rows=3, **kw)
+        assert torch.allclose(out, ref, rtol=0, atol=1e-12)

@@ -118,12 +118,16 @@ def call_on_gathered(
 
 
 def gathers(
-    name: str,
+    name: str, local: Callable[..., torch.Tensor] | None = None,
 ) -> Callable[[Callable[_P, torch.Tensor]], Callable[_P, torch.Tensor]]:
     """Decorator of a public loss that takes ``gather`` and ``group`` (placed under
     :func:`loss_inputs`): with ``gather=True`` or a process ``group``, the call returns the loss
     of the batch gathered over the processes, :func:`call_on_gathered` of the loss itself with
-    its batch arguments ``BATCH_ARGS[name]``; otherwise the function runs as written."""
+    its batch arguments ``BATCH_ARGS[name]``; otherwise the function runs as written.
+
+    ``gather="local"``: ``local`` (:mod:`contrastlab.losses.sharded`), called with the loss's
+    arguments (but ``tiled``) and ``group``, computes this process's own anchors against the
+    gathered batch; a loss without one refuses it (ValueError)."""
 
     def decorate(fn: Callable[_P, torch.Tensor]) -> Callable[_P, torch.Tensor]:
         sig = inspect.signature(fn)
@@ -135,16 +139,32 @@ def gathers(
         def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> torch.Tensor:
             gather = kwargs.get("gather", args[at_gather] if at_gather < len(args) else False)
             group = kwargs.get("group", args[at_group] if at_group < len(args) else None)
+            if gather not in (True, False, "local"):
+                raise ValueError(f"gather must be True, False or 'local'; got {gather!r}")
             if not gather and group is None:
                 return call(*args, **kwargs)
             bound = sig.bind(*args, **kwargs)
             for flag in ("gather", "group", "check_finite"):
                 bound.arguments.pop(flag, None)
+            if gather == "local":
+                return _call_local(name, local, bound, group)
             return call_on_gathered(wrapper, name, *bound.args, group=group, **bound.kwargs)
 
         return wrapper
 
     return decorate
+
+
+def _call_local(name: str, local: Callable[..., torch.Tensor] | None,
+                bound: inspect.BoundArguments, group: Any) -> torch.Tensor:
+    """``gather="local"`` of loss ``name`` (:func:`gathers`)."""
+    if local is None:
+        raise ValueError(f"gather='local' (each process computes its own anchors) is available "
+                         f"for info_nce, supcon and debiased_hard; {name} takes gather=True")
+    bound.apply_defaults()  # (restores the flags removed by the caller: dropped again here)
+    options = {k: v for k, v in bound.arguments.items()
+               if k not in ("tiled", "gather", "group", "check_finite")}
+    return local(**options, group=group)
 
 
 def reduce(per_item: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -42,10 +42,11 @@ from contrastlab.losses._common import (
 )
 from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_debiased_hard, use_tiled
 from contrastlab.losses.normalize import normalize as _normalize
+from contrastlab.losses.sharded import local_debiased_hard
 
 
 @loss_inputs("z1", "z2")
-@gathers("debiased_hard")
+@gathers("debiased_hard", local=local_debiased_hard)
 def debiased_hard(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -55,7 +56,7 @@ def debiased_hard(
     normalize: str = "sphere",
     reduction: str = "mean",
     tiled: bool | None = None,
-    gather: bool = False,
+    gather: bool | str = False,
     group: Any = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -78,7 +79,9 @@ def debiased_hard(
     inside), on both paths.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    with the conventions of :func:`contrastlab.distributed.call_gathered`. ``gather="local"``:
+    each process computes only its own anchors against the gathered batch (the same gradient
+    after DDP's average, 1/W of the work: :mod:`contrastlab.losses.sharded`).
     """
     t, tau, beta = check_debiased_args(temperature, tau_plus, beta)
     b = check_two_views(z1, z2, min_batch=2)

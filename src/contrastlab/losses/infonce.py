@@ -27,6 +27,7 @@ from contrastlab.losses._common import (
 )
 from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_info_nce, use_tiled
 from contrastlab.losses.normalize import normalize as _normalize
+from contrastlab.losses.sharded import local_info_nce
 
 
 def view_logits(
@@ -40,7 +41,7 @@ def view_logits(
 
 
 @loss_inputs("z1", "z2")
-@gathers("info_nce")
+@gathers("info_nce", local=local_info_nce)
 def info_nce(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -48,7 +49,7 @@ def info_nce(
     normalize: str = "sphere",
     reduction: str = "mean",
     tiled: bool | None = None,
-    gather: bool = False,
+    gather: bool | str = False,
     group: Any = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -69,7 +70,9 @@ def info_nce(
     inside), on both paths.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    with the conventions of :func:`contrastlab.distributed.call_gathered`. ``gather="local"``:
+    each process computes only its own anchors against the gathered batch (the same gradient
+    after DDP's average, 1/W of the work: :mod:`contrastlab.losses.sharded`).
     """
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)

@@ -38,6 +38,7 @@ et al. 2023, SPEC A3).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -55,7 +56,6 @@ from contrastlab.losses.debiased import debiased_hard
 from contrastlab.losses.infonce import info_nce
 from contrastlab.losses.pool import pool_hard_contrastive, pool_nce
 from contrastlab.losses.samplers import SAMPLERS, sampler_support, sampler_tilted
-from contrastlab.losses.sharded import sharded_debiased_hard, sharded_info_nce, sharded_supcon
 from contrastlab.losses.supcon import supcon
 
 __all__ = [
@@ -115,7 +115,8 @@ class LossSpec:
         reference: paper and equation (shown by the docs and error messages).
         sharded: an in-batch loss's data-parallel form (``train.local_loss``): the same
             keywords plus ``group``, gathering the batch itself and computing only this
-            rank's anchors (:mod:`contrastlab.losses.sharded`); None: not available.
+            rank's anchors (the built-in ones: the loss with ``gather="local"``,
+            :mod:`contrastlab.losses.sharded`); None: not available.
     """
 
     name: str
@@ -340,15 +341,17 @@ def _built_in() -> tuple[LossSpec, ...]:
     return (
         LossSpec("infonce", info_nce, "in-batch", ("z1", "z2"), {"temperature": "temperature"},
                  in_batch, defaults={"temperature": 0.5},
-                 reference="Chen et al. 2020 (SimCLR NT-Xent)", sharded=sharded_info_nce),
+                 reference="Chen et al. 2020 (SimCLR NT-Xent)",
+                 sharded=functools.partial(info_nce, gather="local")),
         LossSpec("supcon", supcon, "in-batch", ("z1", "z2", "labels"),
                  {"temperature": "temperature"}, in_batch, defaults={"temperature": 0.1},
-                 reference="Khosla et al. 2020, L_out", sharded=sharded_supcon),
+                 reference="Khosla et al. 2020, L_out",
+                 sharded=functools.partial(supcon, gather="local")),
         LossSpec("debiased-hard", debiased_hard, "in-batch", ("z1", "z2"),
                  {"temperature": "temperature", "tau_plus": "tau_plus", "beta": "beta"},
                  in_batch, defaults={"temperature": 0.5},
                  reference="Chuang et al. 2020 (beta = 0); Robinson et al. 2021",
-                 sharded=sharded_debiased_hard),
+                 sharded=functools.partial(debiased_hard, gather="local")),
         LossSpec("nce", pool_nce, "pool", pool_batch,
                  {"sampler": "sampler", "beta": "beta", "k": "k", "score": "score",
                   "temperature": "temperature", "replacement": "replace"},

@@ -24,13 +24,14 @@ reason (the sum over the ranks of what they return is W times the global sum, as
 ``gather=True``, where every rank returns the global sum); ``"none"`` the (2n,) per-anchor losses
 of this rank's anchors (z1 rows first), unscaled.
 
-Every function equals the matching single-process loss (:func:`contrastlab.losses.info_nce`,
-:func:`~contrastlab.losses.supcon`, :func:`~contrastlab.losses.debiased_hard`; their docstrings
-give the papers, equations and conventions) when not distributed (W = 1), and the per-anchor
-losses of the rank's rows when it is. They run on the tiled engine
-(:mod:`contrastlab.losses.kernels.engine`, full-row blocks of the rank's anchors against the
-2N gathered rows: O(n N d) time, O(N d + block N) memory) on every device; float16 / bfloat16
-inputs are computed in float32.
+Use: ``info_nce(z1, z2, gather="local")`` (likewise :func:`~contrastlab.losses.supcon` and
+:func:`~contrastlab.losses.debiased_hard`) with this rank's slices ``z1``, ``z2`` (and labels);
+``group=`` picks a process group. The functions here are what that calls, with the public
+loss's arguments already checked for finiteness and cast (its docstring gives the paper, the
+equation and the conventions). Not distributed (W = 1), each equals the public loss. They run
+on the tiled engine (:mod:`contrastlab.losses.kernels.engine`: full-row blocks of the rank's
+anchors against the 2N gathered rows, O(n N d) time, O(N d + block N) memory) on every device;
+float16 / bfloat16 inputs are computed in float32.
 """
 
 from __future__ import annotations
@@ -40,15 +41,10 @@ from typing import Any
 
 import torch
 
-from contrastlab._validation import (
-    check_choice,
-    check_labels,
-    check_nonnegative,
-    check_positive,
-    check_unit_interval,
-)
+from contrastlab._validation import check_labels, check_positive
 from contrastlab.distributed import all_gather_no_grad, all_gather_with_grad, rank_and_world
-from contrastlab.losses._common import REDUCTIONS, check_two_views, loss_inputs
+from contrastlab.losses._common import base_temperature_factor, check_debiased_args
+from contrastlab.losses.kernels._inputs import check_views
 from contrastlab.losses.kernels.engine import (
     compute_dtype,
     head_debiased,
@@ -59,10 +55,12 @@ from contrastlab.losses.kernels.engine import (
     run_blocks,
 )
 
-__all__ = ["local_anchor_rows", "sharded_debiased_hard", "sharded_info_nce", "sharded_supcon"]
+__all__ = ["local_anchor_rows", "local_debiased_hard", "local_info_nce", "local_supcon"]
+
+Tensor = torch.Tensor
 
 
-def local_anchor_rows(rank: int, world: int, n_local: int, device: Any = None) -> torch.Tensor:
+def local_anchor_rows(rank: int, world: int, n_local: int, device: Any = None) -> Tensor:
     """The stacked-view rows (indices into the 2N rows ``[z1; z2]`` of the global batch, N = W n)
     of rank ``rank``'s anchors: its z1 rows, then its z2 rows."""
     own = torch.arange(rank * n_local, (rank + 1) * n_local, device=device)
@@ -72,12 +70,11 @@ def local_anchor_rows(rank: int, world: int, n_local: int, device: Any = None) -
 class _Views:
     """The gathered, normalized 2N stacked views and this rank's anchor rows of them."""
 
-    def __init__(self, z1: torch.Tensor, z2: torch.Tensor, normalize: str, min_batch: int,
+    def __init__(self, z1: Tensor, z2: Tensor, normalize: str, reduction: str, min_batch: int,
                  group: Any) -> None:
-        n = check_two_views(z1, z2, min_batch=1)
+        n = check_views(z1, z2, reduction, 1)
         self.rank, self.world = rank_and_world(group)
-        self.n_local = n
-        self.n = n * self.world
+        self.n_local, self.n = n, n * self.world
         if self.n < min_batch:
             raise ValueError(f"z1 and z2 must hold at least {min_batch} samples in the global "
                              f"batch; got {self.n}")
@@ -87,78 +84,47 @@ class _Views:
         self.z = rows_normalized(torch.cat([g1, g2], dim=0), normalize)
         self.rows = local_anchor_rows(self.rank, self.world, n, self.z.device)
         self.q = self.z.index_select(0, self.rows)
-        self.out_dtype = loss_dtype(z1)
+        self.reduction, self.out_dtype = reduction, loss_dtype(z1)
 
-    def positive_logits(self, t: float) -> torch.Tensor:
+    def positive_logits(self, t: float) -> Tensor:
         """s_{i, pos(i)} / t of this rank's anchors (float64, O(n d))."""
         pos = (self.rows + self.n) % (2 * self.n)
         return torch.linalg.vecdot(self.q.double(), self.z.index_select(0, pos).double(),
                                    dim=1) / t
 
-    def run(self, side: torch.Tensor, t: float, scales: tuple[float, ...], mask_shift: int | None,
-            head: Any, reduction: str, factor: float, block_rows: int | None) -> torch.Tensor:
+    def run(self, side: Tensor, t: float, scales: tuple[float, ...], mask_shift: int | None,
+            head: Any, factor: float, block_rows: int | None) -> Tensor:
         """The rank's share of the loss (module docstring: local mean, W x local sum, rows)."""
-        if reduction == "sum":
+        if self.reduction == "sum":
             factor = factor * self.world
         return run_blocks(self.q, self.z, side.unsqueeze(0), t=t, scales=scales, mask_self=True,
-                          mask_shift=mask_shift, head=head, reduction=reduction, factor=factor,
-                          block_rows=block_rows, out_dtype=self.out_dtype, row_ids=self.rows)
+                          mask_shift=mask_shift, head=head, reduction=self.reduction,
+                          factor=factor, block_rows=block_rows, out_dtype=self.out_dtype,
+                          row_ids=self.rows)
 
 
-@loss_inputs("z1", "z2")
-def sharded_info_nce(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    temperature: float = 0.5,
-    normalize: str = "sphere",
-    reduction: str = "mean",
-    group: Any = None,
-    block_rows: int | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """SimCLR NT-Xent (Chen et al. 2020, eq. (1); :func:`contrastlab.losses.info_nce`) of this
-    rank's 2n anchors against the 2N gathered views (module docstring: value and gradient).
-
-    Args: as :func:`contrastlab.losses.info_nce`: z1, z2 are this rank's (n, d) slices;
-    ``group``: the process group (default: the global one); ``block_rows``: rows per block.
-    """
+def local_info_nce(z1: Tensor, z2: Tensor, temperature: float, normalize: str, reduction: str,
+                   group: Any = None, block_rows: int | None = None) -> Tensor:
+    """SimCLR NT-Xent (Chen et al. 2020, eq. (1)) of this rank's anchors:
+    ``info_nce(..., gather="local")``."""
     t = check_positive("temperature", temperature)
-    check_choice("reduction", reduction, REDUCTIONS)
-    v = _Views(z1, z2, normalize, 1, group)
-    return v.run(v.positive_logits(t), t, (1.0,), v.n, head_logaddexp(0.0), reduction, 1.0,
-                 block_rows)
+    v = _Views(z1, z2, normalize, reduction, 1, group)
+    return v.run(v.positive_logits(t), t, (1.0,), v.n, head_logaddexp(0.0), 1.0, block_rows)
 
 
-@loss_inputs("z1", "z2")
-def sharded_supcon(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    temperature: float = 0.1,
-    normalize: str = "sphere",
-    base_temperature: float | None = None,
-    reduction: str = "mean",
-    group: Any = None,
-    block_rows: int | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """SupCon L_out (Khosla et al. 2020, eq. (2); :func:`contrastlab.losses.supcon`) of this
-    rank's anchors against the gathered batch. The positive term of anchor i,
+def local_supcon(z1: Tensor, z2: Tensor, labels: Tensor | None, temperature: float,
+                 normalize: str, base_temperature: float | None, reduction: str,
+                 group: Any = None, block_rows: int | None = None) -> Tensor:
+    """SupCon L_out (Khosla et al. 2020, eq. (2)) of this rank's anchors:
+    ``supcon(..., gather="local")``. The positive term of anchor i,
     ``z_i^T (C_{y_i} - z_i) / (t |P(i)|)``, takes the class sums C_c of all 2N gathered rows
-    (O(N d)); ``labels=None``: each sample its own class (NT-Xent).
-
-    Args: as :func:`contrastlab.losses.supcon` (this rank's slices, labels (n,)) plus ``group``
-    and ``block_rows``.
-    """
+    (O(N d)); ``labels=None``: each sample its own class (NT-Xent)."""
     t = check_positive("temperature", temperature)
-    check_choice("reduction", reduction, REDUCTIONS)
-    factor = 1.0
-    if base_temperature is not None:
-        factor = t / check_positive("base_temperature", base_temperature)
-    v = _Views(z1, z2, normalize, 1, group)
+    factor = base_temperature_factor(t, base_temperature)
+    v = _Views(z1, z2, normalize, reduction, 1, group)
     if labels is None:
-        return v.run(v.positive_logits(t), t, (1.0,), v.n, head_logaddexp(0.0), reduction,
-                     factor, block_rows)
+        return v.run(v.positive_logits(t), t, (1.0,), v.n, head_logaddexp(0.0), factor,
+                     block_rows)
     lab = check_labels("labels", labels, v.n_local).to(v.z.device)
     _, inv = torch.unique(all_gather_no_grad(lab, group), return_inverse=True)
     inv2 = torch.cat([inv, inv])
@@ -170,34 +136,17 @@ def sharded_supcon(
     mine = inv2.index_select(0, v.rows)
     pos_dot = torch.linalg.vecdot(q64, class_sum.index_select(0, mine), dim=1)
     side = (pos_dot - torch.linalg.vecdot(q64, q64, dim=1)) / ((count[mine] - 1.0) * t)
-    return v.run(side, t, (1.0,), None, head_lse_minus_side, reduction, factor, block_rows)
+    return v.run(side, t, (1.0,), None, head_lse_minus_side, factor, block_rows)
 
 
-@loss_inputs("z1", "z2")
-def sharded_debiased_hard(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    temperature: float = 0.5,
-    tau_plus: float = 0.1,
-    beta: float = 1.0,
-    normalize: str = "sphere",
-    reduction: str = "mean",
-    group: Any = None,
-    block_rows: int | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """Debiased (Chuang et al. 2020 eq. (7), beta = 0) and hard (Robinson et al. 2021 eq. (5))
-    contrastive loss (:func:`contrastlab.losses.debiased_hard`: N = 2B - 2 negatives of the
-    global batch, the published clamp) of this rank's anchors against the gathered batch.
-
-    Args: as :func:`contrastlab.losses.debiased_hard` (this rank's slices) plus ``group`` and
-    ``block_rows``.
-    """
-    t = check_positive("temperature", temperature)
-    tau = check_unit_interval("tau_plus", tau_plus)
-    beta = check_nonnegative("beta", beta)
-    check_choice("reduction", reduction, REDUCTIONS)
-    v = _Views(z1, z2, normalize, 2, group)
+def local_debiased_hard(z1: Tensor, z2: Tensor, temperature: float, tau_plus: float,
+                        beta: float, normalize: str, reduction: str, group: Any = None,
+                        block_rows: int | None = None) -> Tensor:
+    """The debiased (Chuang et al. 2020 eq. (7), beta = 0) and hard (Robinson et al. 2021
+    eq. (5)) loss of this rank's anchors, N = 2B - 2 negatives of the global batch:
+    ``debiased_hard(..., gather="local")``."""
+    t, tau, beta = check_debiased_args(temperature, tau_plus, beta)
+    v = _Views(z1, z2, normalize, reduction, 2, group)
     scales = (1.0,) if beta == 0.0 else (1.0 + beta, beta)
     head = head_debiased(t, tau, math.log(2 * v.n - 2))
-    return v.run(v.positive_logits(t), t, scales, v.n, head, reduction, 1.0, block_rows)
+    return v.run(v.positive_logits(t), t, scales, v.n, head, 1.0, block_rows)

@@ -28,10 +28,11 @@ from contrastlab.losses._common import (
 )
 from contrastlab.losses.infonce import view_logits
 from contrastlab.losses.kernels import TILED_MIN_ROWS, tiled_supcon, use_tiled
+from contrastlab.losses.sharded import local_supcon
 
 
 @loss_inputs("z1", "z2")
-@gathers("supcon")
+@gathers("supcon", local=local_supcon)
 def supcon(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -41,7 +42,7 @@ def supcon(
     base_temperature: float | None = None,
     reduction: str = "mean",
     tiled: bool | None = None,
-    gather: bool = False,
+    gather: bool | str = False,
     group: Any = None,
     check_finite: bool = True,
 ) -> torch.Tensor:
@@ -66,7 +67,9 @@ def supcon(
     inside), on both paths.
 
     ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    with the conventions of :func:`contrastlab.distributed.call_gathered`. ``gather="local"``:
+    each process computes only its own anchors against the gathered batch (the same gradient
+    after DDP's average, 1/W of the work: :mod:`contrastlab.losses.sharded`).
     """
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)
