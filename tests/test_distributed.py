@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from tests.spawn import free_port, spawn_results
 
 WORLD = 2
 B_LOCAL = 4
@@ -31,12 +31,6 @@ B = WORLD * B_LOCAL
 D = 5
 K = 6
 TOL = 1e-6
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _global_batch() -> dict[str, torch.Tensor]:
@@ -292,19 +286,7 @@ def _worker(rank: int, port: int, queue: Any) -> None:
 
 @pytest.fixture(scope="module")
 def results() -> dict[int, dict[str, Any]]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    ctx_proc = mp.start_processes(_worker, args=(_free_port(), queue), nprocs=WORLD,
-                                  join=False, start_method="spawn")
-    got: dict[int, dict[str, Any]] = {}
-    for _ in range(WORLD):
-        rank, out = queue.get(timeout=120)
-        got[rank] = out
-    while not ctx_proc.join(timeout=60):
-        pass
-    for rank, out in got.items():
-        assert "error" not in out, f"rank {rank}:\n{out['error']}"
-    return got
+    return spawn_results(_worker, WORLD, (free_port(),), timeout=120)
 
 
 CASE_NAMES = [

@@ -6,7 +6,6 @@ MASTER_ADDR, MASTER_PORT), the others reuse a group the worker initialized itsel
 from __future__ import annotations
 
 import os
-import socket
 import traceback
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import contrastlab.train as T
 from contrastlab.train.config import parse_config
+from tests.spawn import free_port, spawn_results
 
 WORLD = 2
 
@@ -49,12 +48,6 @@ def _cfg(loss: dict[str, Any], batch_size: int = 32, local_loss: bool = False) -
         "eval": {"every": 0, "linear_probe": False, "final_lsup": False, "final_knn": False,
                  "max_train": 128, "max_test": 64},
     })
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _params(model: torch.nn.Module) -> dict[str, Any]:
@@ -110,18 +103,7 @@ def _worker(rank: int, ports: tuple[int, int], ckpt_root: str, queue: Any) -> No
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
     root = tmp_path_factory.mktemp("ddp")
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = mp.start_processes(_worker, args=((_free_port(), _free_port()), str(root), queue),
-                               nprocs=WORLD, join=False, start_method="spawn")
-    got: dict[int, dict[str, Any]] = {}
-    for _ in range(WORLD):
-        rank, out = queue.get(timeout=300)
-        got[rank] = out
-    while not procs.join(timeout=60):
-        pass
-    for rank, out in got.items():
-        assert "error" not in out, f"rank {rank}:\n{out['error']}"
+    got = spawn_results(_worker, WORLD, ((free_port(), free_port()), str(root)))
     got[-1] = {"root": root}
     return got
 
@@ -204,7 +186,7 @@ def test_torchrun_cli_run_matches_single_process(tmp_path: Path) -> None:
                              str(tmp_path / "single")], capture_output=True, text=True,
                             timeout=300, check=True)
     ddp = subprocess.run([torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                          f"--master_port={_free_port()}", "-m", "contrastlab", "run",
+                          f"--master_port={free_port()}", "-m", "contrastlab", "run",
                           str(config), "--out", str(tmp_path / "ddp")], capture_output=True,
                          text=True, timeout=300, check=True)
     assert table(single.stdout) and table(ddp.stdout) == table(single.stdout)

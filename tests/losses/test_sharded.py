@@ -14,26 +14,20 @@ Relations checked on every rank r (module docstring of contrastlab.losses.sharde
 from __future__ import annotations
 
 import os
-import socket
 import traceback
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from tests.spawn import free_port, spawn_results
 
 WORLD = 2
 N_LOCAL = 5
 N = WORLD * N_LOCAL
 D = 6
 TOL = 1e-9
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _batch(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -152,19 +146,7 @@ def _worker(rank: int, port: int, queue: Any) -> None:
 
 @pytest.fixture(scope="module")
 def results() -> dict[int, dict[str, Any]]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = mp.start_processes(_worker, args=(_free_port(), queue), nprocs=WORLD, join=False,
-                               start_method="spawn")
-    got: dict[int, dict[str, Any]] = {}
-    for _ in range(WORLD):
-        rank, out = queue.get(timeout=120)
-        got[rank] = out
-    while not procs.join(timeout=60):
-        pass
-    for rank, out in got.items():
-        assert "error" not in out, f"rank {rank}:\n{out['error']}"
-    return got
+    return spawn_results(_worker, WORLD, (free_port(),), timeout=120)
 
 
 CASES = [f"{name}-{red}" for name in ("info_nce", "info_nce_none", "supcon_labels",
