@@ -53,6 +53,8 @@ bench: venv
 	$(PY) benchmarks/bench_theory.py --out benchmarks/results/theory.md
 	$(PY) benchmarks/bench_eval.py --out benchmarks/results/eval.md
 	$(PY) benchmarks/bench_kernel.py $(BENCH_KERNEL_ARGS) --out benchmarks/results/kernel.md --json benchmarks/results/kernel.json
+	$(PY) benchmarks/bench_contention.py --out benchmarks/results/contention.md
+	$(PY) benchmarks/bench_sharded.py --out benchmarks/results/sharded.md
 
 clean:
 	rm -rf $(VENV) reports runs .pytest_cache .mypy_cache .ruff_cache
