@@ -71,6 +71,7 @@ fewer when a block would exceed :data:`BLOCK_ELEMENTS` similarities; chosen by m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -86,7 +87,12 @@ from contrastlab._validation import (
 from contrastlab.losses._common import (
     debiased_anchor_loss,
 )
-from contrastlab.losses.kernels.parallel import deal, run_shared, strip_threads
+from contrastlab.losses.kernels.parallel import (
+    MIN_SHARED_BLOCK_ROWS,
+    deal,
+    run_shared,
+    strip_threads,
+)
 from contrastlab.losses.normalize import NORMALIZATIONS
 
 #: Row count (2B for the in-batch losses) from which the exact functions use the tiled kernel by
@@ -270,6 +276,20 @@ def _merged(
     return dq, (None if self_sim else dk)
 
 
+def _thread_plan(plan: BlockPlan, x: torch.Tensor) -> BlockPlan:
+    """``plan`` with its block rows divided among the threads that will share the blocks of
+    ``x``'s rows (:mod:`.parallel`), so that their buffers together hold what one loop's would:
+    sharing the work out costs no block memory. Unchanged for one thread. The symmetric engine
+    must use the same plan forward and backward (the strips' diagonal blocks are read by rows
+    in both, :func:`_strip_logits`): :class:`SymLSE` keeps it."""
+    rows = x.shape[0]
+    br = min(plan.block_rows, rows)
+    threads = strip_threads(x, -(-rows // br))
+    if threads == 1:
+        return plan
+    return dataclasses.replace(plan, block_rows=max(MIN_SHARED_BLOCK_ROWS, br // threads))
+
+
 def _row_shares(plan: BlockPlan, q: torch.Tensor) -> list[list[int]]:
     """The row blocks' starts dealt to the threads that share them (:mod:`.parallel`)."""
     starts = list(range(0, q.shape[0], plan.block_rows))
@@ -280,6 +300,7 @@ def _fused(
     plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, side: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """Forward with the gradient formed per block: (per-row loss, dQ, dK, dside)."""
+    plan = _thread_plan(plan, q)
     per_row = q.new_empty(q.shape[0], dtype=torch.float64)
     dside = torch.zeros_like(side)
     parts = run_shared([functools.partial(_fused_part, plan, q, k, side, share, per_row, dside)
@@ -311,6 +332,7 @@ def _fused_part(
 
 def _row_lse(plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None) -> torch.Tensor:
     """The (A, rows) log-sum-exps, block by block."""
+    plan = _thread_plan(plan, q)
     out = q.new_empty(len(plan.scales), q.shape[0], dtype=torch.float64)
     run_shared([functools.partial(_row_lse_part, plan, q, k, share, out)
                 for share in _row_shares(plan, q)])
@@ -333,6 +355,7 @@ def _lse_backward(
     plan: BlockPlan, q: torch.Tensor, k: torch.Tensor | None, g_lse: torch.Tensor
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of sum_{a,i} g_lse[a, i] * L_a(i) by recomputing the blocks."""
+    plan = _thread_plan(plan, q)
     g_lse = g_lse.to(q.dtype)
     parts = run_shared([functools.partial(_lse_backward_part, plan, q, k, g_lse, share)
                         for share in _row_shares(plan, q)])
@@ -666,6 +689,7 @@ class SymLSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, plan: BlockPlan) -> torch.Tensor:
+        plan = _thread_plan(plan, z)  # the same strips in the backward (ctx.plan)
         lse2 = _sym_lse(plan, z.detach())
         ctx.plan = plan
         ctx.save_for_backward(z, lse2)

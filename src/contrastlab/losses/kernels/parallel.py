@@ -10,6 +10,11 @@ descheduled there holds up every barrier, and the block loop (thousands of regio
 *strips* between threads instead leaves a single barrier per pass (the join): a descheduled
 thread delays only its own strips.
 
+Memory: each thread needs its own block buffers, so the blocks are made W times smaller when W
+threads share them (at least :data:`MIN_SHARED_BLOCK_ROWS` rows): the threads' buffers together
+take what one loop's take. What is added is a private gradient accumulator per extra thread
+(O(N d)).
+
 Determinism: the strips are dealt out by a fixed rule (:func:`deal`: a snake order that balances
 the strips' unequal widths), each thread accumulates its strips in order and the partial results
 are merged in thread order, so a given thread count always gives the same bits. One thread runs
@@ -26,13 +31,18 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["MIN_STRIPS_PER_THREAD", "deal", "run_shared", "strip_threads"]
+__all__ = ["MIN_SHARED_BLOCK_ROWS", "MIN_STRIPS_PER_THREAD", "deal", "run_shared",
+           "strip_threads"]
 
 T = TypeVar("T")
 
 #: a thread takes part only with at least this many strips to do (the threads' buffers, start
 #: and merge are not worth it for fewer)
 MIN_STRIPS_PER_THREAD = 2
+
+#: the smallest block (rows) when the threads divide a block's rows between them, so that
+#: together they use one block's memory (:func:`contrastlab.losses.kernels.engine`)
+MIN_SHARED_BLOCK_ROWS = 32
 
 _LOCK = threading.Lock()  # one shared-out pass at a time changes torch's thread count
 
