@@ -74,6 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from contrastlab._yaml import YamlError, load_yaml_file, load_yaml_text
 from contrastlab.data.options import TYPE_WORDS
+from contrastlab.data.pairs import PAIR_MODES
 from contrastlab.losses.family import LOSSES as NCE_SCORES
 from contrastlab.losses.hard_pairs import EXACT_MODES, NEGATIVE_REDUCTIONS
 from contrastlab.losses.normalize import NORMALIZATIONS
@@ -108,8 +109,8 @@ __all__ = [
 #: loss registry (:func:`contrastlab.losses.registry.loss_names`, extensible), the samplers
 #: :data:`~contrastlab.losses.samplers.SAMPLERS`, the scores
 #: :data:`~contrastlab.losses.family.LOSSES`, the exact modes and reductions of
-#: :mod:`contrastlab.losses.scl`, the normalizations of :mod:`contrastlab.losses.normalize`
-PAIR_MODES = ("latent", "augment")
+#: :mod:`contrastlab.losses.scl`, the normalizations of :mod:`contrastlab.losses.normalize`;
+#: the pair modes are the data library's (:data:`contrastlab.data.pairs.PAIR_MODES`)
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: where an explicit-k loss's negatives come from (``loss.negatives_from``)
 NEGATIVE_SOURCES = ("dataset", "queue", "batch")
