@@ -60,19 +60,8 @@ def _tiled(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return info_nce(z1, z2, temperature=T, tiled=True)
 
 
-@contextmanager
-def _intra_op() -> Iterator[None]:
-    """The kernel with its strips in one loop (torch's threads inside each op)."""
-    saved = parallel.MIN_STRIPS_PER_THREAD
-    parallel.MIN_STRIPS_PER_THREAD = 1 << 30
-    try:
-        yield
-    finally:
-        parallel.MIN_STRIPS_PER_THREAD = saved
-
-
 def _tiled_intra(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    with _intra_op():
+    with parallel.one_loop():
         return _tiled(z1, z2)
 
 

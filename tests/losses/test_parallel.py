@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from contrastlab import losses as L
-from contrastlab.losses.kernels import parallel
-from contrastlab.losses.kernels.parallel import deal, run_shared, strip_threads
+from contrastlab.losses.kernels.parallel import deal, one_loop, run_shared, strip_threads
 from contrastlab.losses.sharded import local_info_nce
 
 
@@ -26,16 +25,6 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@contextmanager
-def _one_loop() -> Iterator[None]:
-    saved = parallel.MIN_STRIPS_PER_THREAD
-    parallel.MIN_STRIPS_PER_THREAD = 1 << 30
-    try:
-        yield
-    finally:
-        parallel.MIN_STRIPS_PER_THREAD = saved
 
 
 def test_deal_is_a_balanced_snake_that_keeps_order() -> None:
@@ -141,7 +130,7 @@ def test_two_threads_equal_the_dense_loss_and_repeat_bitwise(name: str, reductio
             first = _run(summed, z1, z2, y, torch.float32, **kw)
             again = _run(summed, z1, z2, y, torch.float32, **kw)
             assert widths and max(widths) == 2  # the strips were shared out
-            with _one_loop():
+            with one_loop():
                 loop = _run(summed, z1, z2, y, torch.float32, **kw)
     finally:
         engine.default_block_rows, engine.run_shared = saved, shared

@@ -228,10 +228,16 @@ class LossSpec:
                            anchor_labels=torch.cat([labels, labels]))
         elif stats is not None:
             stats["distinct_negatives"] = float(2 * z1.shape[0] - 2)
+        return self.fn(**self._keywords(offered, config))
+
+    def _keywords(self, offered: Mapping[str, Any],
+                  config: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's keywords: the batch arguments it takes, its params from ``config``, the
+        fixed values."""
         kwargs = {arg: offered[arg] for arg in self.batch}
         kwargs.update({kw: config[key] for key, kw in self.params.items()})
         kwargs.update(self.fixed)
-        return self.fn(**kwargs)
+        return kwargs
 
     def local(self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
               config: Mapping[str, Any], group: Any = None) -> torch.Tensor:
@@ -243,10 +249,7 @@ class LossSpec:
             raise ValueError(f"loss {self.name!r} has no sharded form; train.local_loss "
                              "applies to the in-batch losses with one")
         offered = {"z1": z1, "z2": z2, "labels": labels}
-        kwargs: dict[str, Any] = {arg: offered[arg] for arg in self.batch}
-        kwargs.update({kw: config[key] for key, kw in self.params.items()})
-        kwargs.update(self.fixed)
-        return self.sharded(**kwargs, group=group)
+        return self.sharded(**self._keywords(offered, config), group=group)
 
 
 _REGISTRY: dict[str, LossSpec] = {}

@@ -26,12 +26,13 @@ reduction does; a run's thread count is part of its run id.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 
-__all__ = ["MIN_SHARED_BLOCK_ROWS", "MIN_STRIPS_PER_THREAD", "deal", "run_shared",
+__all__ = ["MIN_SHARED_BLOCK_ROWS", "MIN_STRIPS_PER_THREAD", "deal", "one_loop", "run_shared",
            "strip_threads"]
 
 T = TypeVar("T")
@@ -54,6 +55,19 @@ def strip_threads(x: torch.Tensor, strips: int) -> int:
     if x.device.type != "cpu" or _LOCK.locked():
         return 1
     return max(1, min(torch.get_num_threads(), strips // MIN_STRIPS_PER_THREAD))
+
+
+@contextmanager
+def one_loop() -> Iterator[None]:
+    """Inside: the kernels keep their blocks in one loop, torch's intra-op threads inside each
+    op (the kernel without this module; for comparisons in benchmarks and tests)."""
+    global MIN_STRIPS_PER_THREAD
+    saved = MIN_STRIPS_PER_THREAD
+    MIN_STRIPS_PER_THREAD = 1 << 30
+    try:
+        yield
+    finally:
+        MIN_STRIPS_PER_THREAD = saved
 
 
 def deal(items: Sequence[int], threads: int) -> list[list[int]]:
