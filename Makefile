@@ -7,8 +7,9 @@ PIP    := $(PY) -m pip
 TORCH_SPEC := "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
 # ray: the sweep's Ray executor (tests/experiments/test_ray_sweep.py; ~250 MB, a wheel from PyPI);
 # parquet: `results --export x.parquet`; docs: the site's strict build (tests/test_docs.py);
-# tensorboard, wandb, mlflow: the loggers, tested in their offline modes
-TEST_EXTRAS := dev,vision,text,ray,parquet,docs,tensorboard,wandb,mlflow
+# tensorboard, wandb, mlflow: the loggers, tested in their offline modes; examples: Lightning and
+# lightly, for the docs' own-loop examples
+TEST_EXTRAS := dev,vision,text,ray,parquet,docs,tensorboard,wandb,mlflow,examples
 
 .PHONY: demo test lint bench docs venv clean
 

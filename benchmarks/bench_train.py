@@ -13,6 +13,9 @@ in everything else:
   sample twice, then forward, loss, backward, step;
 - ``contrastlab, engine loop``: :func:`contrastlab.train.train` with ``data.pairs: augment``
   and the per-sample engine (the same data path as the hand-written loop with 0 workers);
+- ``contrastlab, engine loop, N workers``: the same with ``data.workers: N`` (the batches built
+  in N DataLoader worker processes from plans drawn in the training process: the same numbers
+  as with 0 workers; :mod:`contrastlab.train.feed`);
 - ``contrastlab, engine batched``: the same with ``data.augment.engine: batched``.
 
 The time of the second epoch is measured (the first warms up; contrastlab runs three, the last
@@ -22,7 +25,7 @@ The issue's targets: contrastlab no slower than the hand-written loop with the s
 (time ratio <= 1.05), and >= 2x faster with on-device augmentation on CUDA (no GPU here).
 
 Usage: ``python benchmarks/bench_train.py [--quick] [--batch B] [--steps S] [--threads T]
-[--out FILE]``.
+[--workers N] [--encoder NAME] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ def _data(n: int, side: int, seed: int = 0) -> Dataset:
     return Dataset("bench", x, y, x[:64].clone(), y[:64].clone(), 10, "image")
 
 
-def _config(encoder: str, batch: int, steps: int, engine: str, threads: int) -> Any:
+def _config(encoder: str, batch: int, steps: int, engine: str, threads: int,
+            workers: int = 0) -> Any:
     return parse_config({
         "seed": 0,
-        "data": {"name": "synthetic", "pairs": "augment",
+        "data": {"name": "synthetic", "pairs": "augment", "workers": workers,
                  "augment": {"strength": 1.0, "engine": engine}},
         "model": {"encoder": encoder, "out_dim": 512 if encoder != "mlp" else 64,
                   "head": "mlp", "head_dim": 128},
@@ -67,10 +71,10 @@ def _config(encoder: str, batch: int, steps: int, engine: str, threads: int) -> 
 
 
 def _contrastlab(data: Dataset, encoder: str, batch: int, steps: int, engine: str,
-                 threads: int) -> float:
+                 threads: int, workers: int = 0) -> float:
     """Seconds of the second of three epochs of :func:`contrastlab.train.train` (the last one
     runs the final evaluation)."""
-    result = train(_config(encoder, batch, steps, engine, threads), data)
+    result = train(_config(encoder, batch, steps, engine, threads, workers), data)
     assert result.status == "done", result.error
     return float(result.epoch_seconds[2])
 
@@ -129,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--encoder", default=None,
+                    help="the encoder (default resnet18-cifar; mlp with --quick)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    encoder = "mlp" if args.quick else "resnet18-cifar"
+    encoder = args.encoder or ("mlp" if args.quick else "resnet18-cifar")
     batch, steps = (8, 2) if args.quick else (args.batch, args.steps)
     data = _data(batch * steps * 2, 32)
     cases = {
@@ -142,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             data, encoder, batch, steps, args.workers),
         "contrastlab, engine loop": lambda: _contrastlab(
             data, encoder, batch, steps, "loop", args.threads),
+        **({f"contrastlab, engine loop, {args.workers} workers": lambda: _contrastlab(
+            data, encoder, batch, steps, "loop", args.threads, args.workers)}
+           if args.workers > 0 else {}),
         "contrastlab, engine batched": lambda: _contrastlab(
             data, encoder, batch, steps, "batched", args.threads),
     }

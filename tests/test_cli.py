@@ -10,6 +10,7 @@ Failing *work* (a run that ends NaN) gives exit code 1 with the run listed last.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,7 @@ OTHER_CASES: list[tuple[list[str], str]] = [
     (["repro", "--summary", "--out", "{tmp}/adir", "--to", "{tmp}/x.txt"], "--to must end in"),
     (["bounds", "--classes", "1"], "--classes must be an integer >= 2"),
     (["bounds", "--classes", "3", "--k", "0"], "--k must be comma-separated integers"),
+    (["bounds", "--classes", "3", "--k", "1,1000000000"], "--k must be at most 67108864"),
     (["bounds", "--classes", "3", "--b", "-1"], "--b must be a finite number > 0"),
     (["bounds", "--classes", "3", "--harmonic", "foo"], "--harmonic must be"),
     (["bounds", "--classes", "3", "--plot", "{tmp}/x.txt"], "--plot must name a .png"),
@@ -417,6 +419,18 @@ def test_the_announcement_comes_before_the_imports_under_a_pseudo_terminal(
     proc = subprocess.Popen([sys.executable, "-m", "contrastlab", "repro", "nosuch"],
                             stdout=secondary, stderr=secondary, cwd=tmp_path)
     os.close(secondary)
+    data = _read_terminal(primary)
+    assert proc.wait(timeout=300) == 2
+    os.close(primary)
+    lines = data.decode().replace("\r", "").strip().splitlines()
+    assert lines[0] == "contrastlab repro: starting (loading torch)"
+    assert lines[1].startswith("Error: recipe must be one of") and len(lines) == 2
+
+
+def _read_terminal(primary: int) -> bytes:
+    """Everything written to a pseudo terminal until the process behind it closes it."""
+    import os
+
     data = b""
     while True:
         try:
@@ -426,8 +440,49 @@ def test_the_announcement_comes_before_the_imports_under_a_pseudo_terminal(
         if not chunk:
             break
         data += chunk
-    assert proc.wait(timeout=300) == 2
+    return data
+
+
+@pytest.mark.parametrize("argv", [
+    ["optimum", "--classes", "3", "--k", "1,2", "--restarts", "1", "--json"],
+    ["bounds", "--classes", "5", "--k", "1,64,4096", "--json"],
+])
+def test_progress_bars_stay_out_of_pipes_and_json(argv: list[str],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """optimum and bounds draw their bar only at a terminal: under a capture (a pipe) stderr is
+    empty and stdout is the JSON alone."""
+    code, out, err = _invoke(argv, capsys)
+    assert code == 0 and err == ""
+    assert json.loads(out)["rows"]
+
+
+def test_optimum_draws_a_bar_at_a_pseudo_terminal_only_on_stderr(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]
+                                                                ) -> None:
+    """At a real (pseudo) terminal on stderr, ``optimum`` draws a bar over its k values with the
+    k being solved; stdout (a pipe) holds exactly what it holds without a terminal."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    argv = ["optimum", "--classes", "3", "--k", "1,2", "--restarts", "1", "--json"]
+    primary, secondary = pty.openpty()
+    # a terminal of 24 x 100 (a fresh pseudo terminal has 0 columns: tqdm would draw nothing)
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "contrastlab", *argv],
+                            stdout=subprocess.PIPE, stderr=secondary, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    os.close(secondary)
+    data = _read_terminal(primary)
+    stdout, _ = proc.communicate(timeout=300)
     os.close(primary)
-    lines = data.decode().replace("\r", "").strip().splitlines()
-    assert lines[0] == "contrastlab repro: starting (loading torch)"
-    assert lines[1].startswith("Error: recipe must be one of") and len(lines) == 2
+    assert proc.returncode == 0
+    err = data.decode()
+    assert err.startswith("contrastlab optimum: starting (loading torch)")
+    assert "optima" in err and "2/2" in err and "k=2" in err
+    code, out, piped_err = _invoke(argv, capsys)
+    assert code == 0 and piped_err == "" and stdout.decode() == out

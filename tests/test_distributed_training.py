@@ -191,3 +191,70 @@ def test_torchrun_cli_run_matches_single_process(tmp_path: Path) -> None:
                          text=True, timeout=300, check=True)
     assert table(single.stdout) and table(ddp.stdout) == table(single.stdout)
     assert "rank 1 done (results recorded by rank 0)" in ddp.stdout
+
+
+def _sync_batchnorm_worker(rank: int, port: int, queue: Any) -> None:
+    out: dict[str, Any] = {}
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=WORLD)
+        try:
+            torch.nn.SyncBatchNorm(3)(torch.randn(4, 3, 2, 2))
+            out["cpu"] = "ran"
+        except ValueError as exc:
+            out["cpu"] = str(exc)
+        dist.destroy_process_group()
+    except Exception:
+        out["error"] = traceback.format_exc()
+    queue.put((rank, out))
+
+
+def test_torch_sync_batchnorm_does_not_run_on_cpu_under_gloo() -> None:
+    """Why ``train.sync_batchnorm`` is refused off CUDA when the config is parsed: torch's
+    SyncBatchNorm raises on CPU tensors in a process group. Should a torch version lift this,
+    this test fails: then allow it on the CPU."""
+    got = spawn_results(_sync_batchnorm_worker, WORLD, (free_port(),))
+    for out in got.values():
+        assert "SyncBatchNorm expected input tensor to be on GPU" in out["cpu"]
+
+
+def _sync_batchnorm_cuda_worker(rank: int, port: int, queue: Any) -> None:
+    out: dict[str, Any] = {}
+    try:
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                           "WORLD_SIZE": str(WORLD), "RANK": str(rank),
+                           "LOCAL_RANK": str(rank)})
+        res = T.train(_bn_cfg())
+        out["run"] = (res.status, _params(res.model))
+    except Exception:
+        out["error"] = traceback.format_exc()
+    queue.put((rank, out))
+
+
+def _bn_cfg() -> Any:
+    return parse_config({
+        "seed": 0, "data": {"name": "digits"},
+        "model": {"encoder": "cnn28", "out_dim": 9},
+        "loss": {"name": "infonce", "temperature": 0.5},
+        "optim": {"lr": 0.01},
+        "train": {"epochs": 1, "batch_size": 64, "steps_per_epoch": 3, "progress": False,
+                  "threads": 1, "device": "cuda", "sync_batchnorm": True},
+        "eval": {"every": 0, "linear_probe": False, "final_lsup": False, "final_knn": False},
+    })
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < WORLD,
+                    reason="needs 2 CUDA devices")
+def test_cuda_sync_batchnorm_follows_the_single_process_run() -> None:
+    """Two nccl ranks with SyncBatchNorm: batch statistics over the global batch, so the run
+    follows the single-process run (whose BatchNorm sees the whole batch) to float tolerance."""
+    single = T.train(_bn_cfg())
+    got = spawn_results(_sync_batchnorm_cuda_worker, WORLD, (free_port(),))
+    want = _params(single.model)
+    for out in got.values():
+        status, params = out["run"]
+        assert status == "done"
+        for key, value in want.items():
+            assert abs(params[key] - value).max() < 1e-4, key

@@ -1,8 +1,9 @@
 """The documentation site (mkdocs.yml, docs/): its examples run, its conventions table matches the
 loss registry, it cites no internal label, and it builds with warnings as errors.
 
-The Lightning and lightly examples are skipped where those packages are not installed (they are
-not dependencies of contrastlab); the build is skipped without the ``docs`` extra.
+The Lightning and lightly examples need the ``examples`` extra (in ``make test``'s install; they
+are not dependencies of contrastlab) and are skipped without it; the build is skipped without the
+``docs`` extra.
 """
 
 from __future__ import annotations
@@ -152,3 +153,19 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert 'id="contrastlab.losses.info_nce"' in losses
     own_loop = (site / "own-loop" / "index.html").read_text(encoding="utf-8")
     assert "NTXentLoss" in own_loop and "training_step" in own_loop  # the included examples
+
+
+def test_sources_cite_no_internal_label() -> None:
+    """The library's docstrings, comments, help, recipe texts, configs and docs cite the papers,
+    not the labels of the internal design document (docs/hooks.py strips those on the site), the
+    project's seed files or its issue tracker."""
+    label = re.compile(r"\bSPEC [A-D]\d|\bseeds/00\d|\b[Ii]ssue \d+\b")
+    files = [p for pattern in ("*.py", "*.yaml", "*.md")
+             for p in (ROOT / "src" / "contrastlab").rglob(pattern)]
+    files += [p for folder in (ROOT / "configs", DOCS) for p in folder.rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts and p != DOCS / "hooks.py"]
+    assert len(files) > 50
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in files
+             for n, line in enumerate(p.read_text("utf-8", "replace").splitlines(), 1)
+             if label.search(line)]
+    assert not found, f"internal labels: {found}"

@@ -1,4 +1,4 @@
-"""Geometry of a representation: neural collapse and dimensional collapse (SPEC A8).
+"""Geometry of a representation: neural collapse and dimensional collapse.
 
 Everything is computed from sufficient statistics gathered in **one pass** over (H, y), so data
 that do not fit in memory can be streamed: :class:`GeometryAccumulator` keeps, in float64, the
@@ -54,7 +54,7 @@ Metrics (the attribute names of :class:`GeometryReport`):
   (Jing et al.'s dimensional-collapse plot); ``class_mean_spectrum`` = those of
   ``np.cov(M.T)`` = Mbar^T Mbar / (C - 1) (the Jiang et al. plot), d values, descending.
 - ``effective_rank`` = exp(-sum_i p_i log p_i), p_i = lambda_i / sum_j lambda_j over the
-  eigenvalues of Sigma_T (Roy & Vetterli 2007, on the covariance spectrum as in SPEC A8);
+  eigenvalues of Sigma_T (Roy & Vetterli 2007, on the covariance spectrum of Jing et al.);
   ``class_mean_effective_rank`` the same on ``class_mean_spectrum``.
 - ``numerical_rank`` = #{lambda_i > rank_tol * lambda_max} on Sigma_T (default 1e-6).
 - ``rankme`` = exp(-sum_k p_k log p_k), p_k = sigma_k / sum_j sigma_j + 1e-7, sigma_k the singular

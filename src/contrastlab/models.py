@@ -6,7 +6,7 @@ An :class:`Encoder` is ``normalize(head(backbone(x)))``:
   representation of width ``out_dim``; its last layer is linear;
 - the optional projection **head** (``none``, ``linear`` or ``mlp``, SimCLR's g) maps the
   representation to ``head_dim`` (default ``out_dim``);
-- the **normalization** (``sphere``, ``ball`` or ``none``, SPEC A4, from
+- the **normalization** (``sphere``, ``ball`` or ``none``, from
   :func:`contrastlab.losses.normalize`) is the final module, so the loss sees normalized features
   and the losses are then called with ``normalize="none"``.
 
@@ -68,7 +68,7 @@ __all__ = [
 
 
 class Normalize(nn.Module):
-    """Feature normalization as a module: ``sphere``, ``ball`` or ``none`` (SPEC A4)."""
+    """Feature normalization as a module: ``sphere``, ``ball`` or ``none``."""
 
     def __init__(self, kind: str = "sphere") -> None:
         super().__init__()

@@ -2,7 +2,8 @@
 database, resume, a killed worker retried, retries exhausted recorded as ``failed``, and bad
 options refused in one line.
 
-One local Ray instance (2 CPUs, no dashboard, listening on the loopback interface only) is shared
+One local Ray instance (2 CPUs, one declared GPU, which this machine may not have: Ray assigns
+it to a task that reserves it; no dashboard, listening on the loopback interface only) is shared
 by the module. Ray is in the ``ray``
 extra, which ``make test`` installs; without it these tests skip.
 """
@@ -66,7 +67,7 @@ def _long(epochs: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A local Ray instance started as the ray executor starts one (on the loopback only)."""
-    init_local_ray(num_cpus=2, log_to_driver=False, object_store_memory=80 * 2**20)
+    init_local_ray(num_cpus=2, num_gpus=1, log_to_driver=False, object_store_memory=80 * 2**20)
     yield
     ray.shutdown()
 
@@ -367,8 +368,67 @@ def test_bad_library_arguments(tmp_path: Path, local_ray: None) -> None:
         run_sweep(CONFIG, tmp_path / "b", executor="dask")
     with pytest.raises(ValueError, match=r"^address applies to the ray executor only"):
         run_sweep(CONFIG, tmp_path / "c", address="auto")
-    with pytest.raises(ValueError, match=r"^gpus_per_run=1 exceeds the 0 GPUs of the local Ray"):
-        run_sweep(CONFIG, tmp_path / "d", executor="ray", gpus_per_run=1, log=None)
+    with pytest.raises(ValueError, match=r"^gpus_per_run=2 exceeds the 1 GPUs of the local Ray"):
+        run_sweep(CONFIG, tmp_path / "d", executor="ray", gpus_per_run=2, log=None)
+
+
+def test_a_gpu_run_resolves_its_device_in_its_ray_task(tmp_path: Path, local_ray: None) -> None:
+    """``--gpus-per-run`` (issue 16, item 5) through Ray: the driver plans the run for a GPU
+    worker, whatever its own devices (the id and the stored config say ``cuda``); the task, to
+    which Ray assigns the instance's GPU, resolves the device in its own view. Without a usable
+    GPU in the task (this machine's case) the run fails in one line naming the device and Ray's
+    ``CUDA_VISIBLE_DEVICES``; with one it trains on it (the next test)."""
+    import torch
+
+    out = tmp_path / "gpu"
+    (rid,) = run_sweep(_long(1), out, executor="ray", gpus_per_run=1, retries=0, log=None)
+    (cpu_rid, _), = plan_sweep({**_long(1), "train": {**_long(1)["train"], "device": "cpu"}})
+    row = _rows(out)[rid]
+    assert row["config"]["train"]["device"] == "cuda" and rid != cpu_rid
+    assert yaml.safe_load((run_dir(out, rid) / "config.yaml").read_text())["train"][
+        "device"] == "cuda"
+    if not torch.cuda.is_available():
+        assert row["status"] == "failed"
+        assert ("ConfigError: train.device 'cuda' is not available on this machine (0 CUDA "
+                "device(s); CUDA_VISIBLE_DEVICES='0')") in row["error"]
+    else:  # pragma: no cover - a GPU machine: Ray's GPU 0 is this machine's
+        assert row["status"] == "done"
+
+
+def test_a_gpu_task_trains_on_the_first_gpu_of_its_view(tmp_path: Path, local_ray: None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task's side, with a GPU faked in this process: the run planned on a CPU driver
+    trains on ``cuda``, the first GPU Ray assigned (cuda:0 of CUDA_VISIBLE_DEVICES), with the
+    driver's run id; ``cuda:N`` beyond the GPUs a task gets is refused before any work."""
+    import torch
+
+    from contrastlab.experiments import ray_sweep
+    from contrastlab.experiments.runner import RunOutcome
+    from contrastlab.train.config import ConfigError, for_gpu_workers, gpu_workers, run_id
+
+    with gpu_workers():
+        (rid, p), = plan_sweep(for_gpu_workers(_long(1)))
+    seen: dict[str, Any] = {}
+
+    def compute(cfg: Any, ckdir: Path, progress: bool | None = None) -> RunOutcome:
+        seen["device"], seen["visible"] = cfg.train.device, os.environ["CUDA_VISIBLE_DEVICES"]
+        return RunOutcome(run_id(cfg), "done")
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # as Ray sets it: the task's GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(ray_sweep, "compute_run", compute)
+    outcome = ray_sweep._train_on_worker(run_config_dict(p), str(tmp_path / rid), None)
+    assert outcome.run_id == rid and seen == {"device": "cuda", "visible": "3"}
+    assert torch.device(seen["device"]).index is None  # the current device: 0 of the view
+    far = _long(1)
+    far["train"]["device"] = "cuda:1"
+    with pytest.raises(ConfigError, match=r"^train\.device 'cuda:1' is not among the 1 GPU\(s\) "
+                                          r"Ray assigns each run \(--gpus-per-run 1;"):
+        run_sweep(far, tmp_path / "far", executor="ray", gpus_per_run=1, log=None)
+    assert not (tmp_path / "far").exists()
+    with gpu_workers():
+        ray_sweep._check_gpu_devices(for_gpu_workers(far), 2)  # two GPUs: cuda:1 is one
 
 
 DRIVER = """

@@ -195,3 +195,106 @@ def test_channels_last_computes_the_same_cnn_and_enters_the_id() -> None:
     assert all(bool(torch.isfinite(p).all()) for p in res.model.parameters())
     with pytest.raises(ConfigError, match=r"^train\.channels_last applies to the 2-D image "):
         _cfg(channels_last=True)  # an MLP
+
+
+def test_channels_last_inputs_give_the_default_outputs_and_loss() -> None:
+    """``train.channels_last`` puts the input batches in the channels-last layout too
+    (:func:`encode`): the outputs and a training step's loss of the default layout, to float32
+    tolerance."""
+    import copy
+
+    from contrastlab.train.build import build_model
+    from contrastlab.train.step import step_inputs, step_loss
+
+    plain, last = _cnn_cfg(), _cnn_cfg(channels_last=True)
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = build_model(plain, tuple(data.x_train.shape[1:]))
+    other = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    seen: list[bool] = []
+    other.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = data.x_train[:64]
+    torch.testing.assert_close(encode(other, x, channels_last=True), encode(model, x),
+                               rtol=1e-4, atol=1e-5)
+    assert seen == [True]
+    inputs, labels, pool_labels, pool_ids = step_inputs(
+        plain, data.x_train, data.y_train, torch.arange(128), torch.Generator().manual_seed(0),
+        None)
+    losses = [float(step_loss(c, m, inputs, labels, pool_labels,
+                              torch.Generator().manual_seed(1), pool_ids=pool_ids).detach())
+              for c, m in ((plain, model), (last, other))]
+    assert seen[-1] is True
+    assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
+
+
+def test_channels_last_auto_is_on_for_image_cnns_on_cuda_only() -> None:
+    auto = _cnn_cfg(channels_last="auto")
+    assert auto.train.channels_last is False  # cpu
+    assert run_id(auto) == run_id(_cnn_cfg())
+    raw = _cnn_cfg().model_dump(mode="json")
+    raw["train"].update(device="auto", channels_last="auto")
+    mlp = _cfg().model_dump(mode="json")
+    mlp["train"].update(device="auto", channels_last="auto")
+    with gpu_workers():  # as planned for GPU workers: auto is cuda
+        assert parse_config(raw).train.channels_last is True
+        assert parse_config(mlp).train.channels_last is False  # not an image CNN
+    for bad in ("yes", 1):
+        with pytest.raises(ConfigError, match=r"^train\.channels_last must be one of False, "
+                                              r"True, 'auto'; got"):
+            _cnn_cfg(channels_last=bad)
+
+
+def test_sync_batchnorm_is_refused_off_cuda_and_enters_the_id_when_true(tmp_path: Path) -> None:
+    """torch's SyncBatchNorm runs on GPUs only (tests/test_distributed_training.py checks it
+    on CPU under gloo): refused off CUDA when the config is parsed, exit 2 in one line."""
+    with pytest.raises(ConfigError, match=r"^train\.sync_batchnorm: true needs train\.device "
+                                          r"'cuda' or 'cuda:N' .*got train\.device 'cpu'"):
+        _cnn_cfg(sync_batchnorm=True)
+    raw = _cnn_cfg().model_dump(mode="json")
+    raw["train"]["device"] = "cuda"
+    with gpu_workers():
+        off = parse_config(raw)
+        on = parse_config({**raw, "train": {**raw["train"], "sync_batchnorm": True}})
+    assert "sync_batchnorm" not in hashed_config(off)["train"]
+    assert hashed_config(on)["train"]["sync_batchnorm"] is True and run_id(on) != run_id(off)
+    from typer.testing import CliRunner
+
+    from contrastlab.cli import app
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {device: cpu, sync_batchnorm: true}\n")
+    res = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "train.sync_batchnorm: true needs train.device 'cuda'" in res.output
+
+
+def test_sync_batchnorm_converts_the_batchnorm_layers_of_a_data_parallel_run() -> None:
+    from contrastlab.train.build import build_model, sync_batchnorm
+
+    raw = _cnn_cfg().model_dump(mode="json")
+    raw["train"].update(device="cuda", sync_batchnorm=True)
+    with gpu_workers():
+        cfg = parse_config(raw)
+    shape = (1, 8, 8)
+    torch.manual_seed(0)
+    single = sync_batchnorm(cfg, build_model(cfg, shape), world=1)
+    torch.manual_seed(0)
+    ranks = sync_batchnorm(cfg, build_model(cfg, shape), world=2)
+    kinds = {type(m).__name__ for m in ranks.modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm2d" not in kinds
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in single.modules())
+    a, b = single.state_dict(), ranks.state_dict()  # checkpoints keep their keys and values
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+def test_cuda_channels_last_trains_close_to_the_default() -> None:
+    data = load_dataset("digits", seed=0)
+    runs = [T.train(_cnn_cfg(device="cuda", channels_last=v), data) for v in (False, True)]
+    assert all(r.status == "done" for r in runs)
+    conv = next(p for p in runs[1].model.parameters() if p.dim() == 4)
+    assert conv.is_cuda and conv.is_contiguous(memory_format=torch.channels_last)
+    a, b = (r.epochs[-1]["train_loss"] for r in runs)
+    assert abs(a - b) < 1e-3 * abs(a)

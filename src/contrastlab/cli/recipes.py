@@ -15,8 +15,9 @@ def repro(
     name: Annotated[str | None, typer.Argument(help="A recipe name (see --list) or YAML file.")
                     ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
-    profile: Annotated[str, typer.Option(help="quick (2 CPU cores, < 3 min) or full.")
-                       ] = "quick",
+    profile: Annotated[str, typer.Option(
+        help="quick (2 CPU cores, < 3 min), full, or gpu (the paper's own experiment, on a GPU, "
+             "where the recipe has it).")] = "quick",
     out: Annotated[Path, typer.Option(help="Directory for the evidence.")] = Path("runs/repro"),
     corrupt: Annotated[
         bool, typer.Option("--corrupt", help="Run the recipe's deliberately wrong variant "
@@ -53,6 +54,8 @@ def repro(
     if list_:
         emit(lambda: "\n".join(
             f"{r.name:<22} {r.title}\n{'':<22} quick: {r.profiles['quick'].get('about', '')}"
+            + (f"\n{'':<22} gpu: {' '.join(str(r.profiles['gpu'].get('about', '')).split())}"
+               if "gpu" in r.profiles else "")
             for r in list_recipes()))
         return
     if name is None:

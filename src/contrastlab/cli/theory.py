@@ -50,7 +50,7 @@ def bounds(
     code."""
     from typing import NoReturn
 
-    from contrastlab.theory.bounds import idealized_bounds
+    from contrastlab.theory.bounds import MAX_K, idealized_bounds
     from contrastlab.theory.bounds_plot import plot_bounds
 
     def fail(message: str) -> NoReturn:
@@ -65,6 +65,9 @@ def bounds(
             value = 0
         if value < 1:
             fail(f"--k must be comma-separated integers >= 1, e.g. 1,4,16,64; got {k!r}")
+        if value > MAX_K:
+            fail(f"--k must be at most {MAX_K} (2^26: the exact bounds take O(K) memory and "
+                 f"time per K); got {value}")
         ks.append(value)
     if classes < 2:
         fail(f"--classes must be an integer >= 2; got {classes}")
@@ -85,7 +88,8 @@ def bounds(
             import matplotlib  # noqa: F401
         except ImportError:
             fail("--plot needs matplotlib, which is not installed: pip install matplotlib")
-    table = idealized_bounds(classes, ks, b, harmonic=harmonic)
+    # a bar over the K (stderr, at a terminal only: not in pipes, files or --json's stdout)
+    table = idealized_bounds(classes, ks, b, harmonic=harmonic, progress=None)
     typer.echo(table.to_json() if as_json else table.to_text(None if wide else fit_width()))
     if plot is not None:
         path = plot_bounds(table, plot)
@@ -141,6 +145,7 @@ def optimum(
             seed,
             as_json,
             width=None if wide else fit_width(),
+            progress=None,  # a bar when stderr is a terminal
         )
     )
 

@@ -1,4 +1,4 @@
-"""Data: the latent-class model (SPEC A1), synthetic class samplers (SPEC B2) and data sets.
+"""Data: the latent-class model (Arora et al. 2019), synthetic class samplers and data sets.
 
 - :mod:`contrastlab.data.latent`: priors, the :class:`LatentClassModel` (anchors, positives and k
   negatives, marginal or other-class) and its exact collision statistics.

@@ -1,7 +1,7 @@
 """The generated data sets of the registry: ``synthetic`` and ``synthetic-circle``.
 
 Both are made locally from :mod:`contrastlab.data.synthetic` (the latent-class Gaussian mixture
-of SPEC A1 and Bao et al.'s circle toy of SPEC B2); :data:`BUILTINS` is what
+and Bao et al.'s circle toy); :data:`BUILTINS` is what
 :mod:`contrastlab.data.registry` registers.
 """
 
@@ -64,7 +64,7 @@ class SyntheticOptions(OptionsModel):
 
 
 def _load_synthetic(*, root: str | None, seed: int, **options: Any) -> Dataset:
-    """The latent-class model of Gaussian classes (:func:`gaussian_mixture`, SPEC A1).
+    """The latent-class model of Gaussian classes (:func:`gaussian_mixture`).
 
     Options (:class:`SyntheticOptions`): ``classes`` (C >= 2, default 10), ``dim`` (default
     32), ``n_train`` (default 2000, labels drawn i.i.d. from the prior) or ``per_class``
@@ -143,7 +143,7 @@ class CircleOptions(OptionsModel):
 
 
 def _load_synthetic_circle(*, root: str | None, seed: int, **options: Any) -> Dataset:
-    """Bao, Nagano & Nozawa 2022's 2-D circle toy (:func:`circle_toy_dataset`, SPEC B2).
+    """Bao, Nagano & Nozawa 2022's 2-D circle toy (:func:`circle_toy_dataset`).
 
     Options: ``classes`` (default 100), ``per_class`` (default 1000) and ``test_fraction``
     (default 0.4: the paper's stratified 60/40 train/validation split).

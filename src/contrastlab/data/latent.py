@@ -2,7 +2,7 @@
 
 Model (Arora, Khandeparkar, Khodak, Plevrakis & Saunshi 2019, "A theoretical analysis of
 contrastive unsupervised representation learning", Sec. 2; used by Awasthi, Dikkala & Kamath
-2022, Jiang et al. 2023 and Bao, Nagano & Nozawa 2022; SPEC A1):
+2022, Jiang et al. 2023 and Bao, Nagano & Nozawa 2022):
 
 - latent classes ``0, ..., C-1`` (0-based here; the papers count from 1) with a prior ``rho``
   (Bao et al. write ``pi``);
@@ -378,7 +378,7 @@ class ClassSampler(Protocol):
 
 @dataclass(frozen=True)
 class ContrastiveTuples:
-    """n contrastive tuples, each an anchor, a positive and k negatives (SPEC A1).
+    """n contrastive tuples, each an anchor, a positive and k negatives.
 
     Shapes (``s`` is the model's ``input_shape``): ``anchor (n, *s)``, ``positive (n, *s)``,
     ``negatives (n, k, *s)``, ``anchor_class (n,)`` and ``negative_class (n, k)`` (int64, 0-based).
@@ -403,12 +403,12 @@ class ContrastiveTuples:
 
     @property
     def collisions(self) -> torch.Tensor:
-        """``(n,)`` int64: the number m of negatives in the anchor's class (SPEC A1)."""
+        """``(n,)`` int64: the number m of negatives in the anchor's class."""
         return (self.negative_class == self.anchor_class[:, None]).sum(1)
 
 
 class LatentClassModel:
-    """The latent-class model of Arora et al. 2019 (SPEC A1): a prior over classes and one
+    """The latent-class model of Arora et al. 2019 (Sec. 2): a prior over classes and one
     :class:`ClassSampler` per class.
 
     Args:
@@ -573,7 +573,7 @@ class LatentClassModel:
         negatives: str = "marginal",
         generator: torch.Generator | None = None,
     ) -> ContrastiveTuples:
-        """n contrastive tuples with k negatives each (SPEC A1; Arora et al. 2019, Sec. 2).
+        """n contrastive tuples with k negatives each (Arora et al. 2019, Sec. 2).
 
         Anchor class ``c ~ rho``; anchor and positive are two independent draws from ``D_c``;
         the k negatives are i.i.d. from the marginal ``D`` (``negatives="marginal"``,
@@ -611,7 +611,7 @@ class LatentClassModel:
         """Exact pmf of the number m of negatives in the anchor's class, m = 0..k (float64).
 
         For unsupervised negatives (``"marginal"``) and anchor class c this is
-        ``Binomial(k, rho_c)`` (SPEC A1); with ``c=None`` the anchor class is itself random, and
+        ``Binomial(k, rho_c)``; with ``c=None`` the anchor class is itself random, and
         the pmf is the mixture ``sum_c rho_c Binomial(k, rho_c)``. (With ``"other-class"``
         negatives m = 0 always.) Computed in log space (Loader's algorithm, see
         :func:`binomial_pmf`); accurate for k up to 10^6 and beyond. Classes with equal prior
@@ -636,7 +636,7 @@ class LatentClassModel:
         """P(at least one of k unsupervised negatives is in the anchor's class), float64 scalar.
 
         ``1 - (1 - rho_c)^k`` for anchor class c; for ``c=None`` the average over c ~ rho,
-        ``sum_c rho_c (1 - (1 - rho_c)^k)`` (Arora et al. 2019's tau_k; SPEC A1). Computed as
+        ``sum_c rho_c (1 - (1 - rho_c)^k)`` (Arora et al. 2019's tau_k). Computed as
         ``-expm1(k * log1p(-rho_c))``, accurate for tiny rho_c and large k.
         """
         k = as_positive_int("k", k)
@@ -657,7 +657,7 @@ class LatentClassModel:
         return k * (self._prior**2).sum()
 
     def class_counts_log_pmf(self, counts: torch.Tensor) -> torch.Tensor:
-        """log Multinomial(k, rho) pmf of negative class-count vectors (SPEC A1).
+        """log Multinomial(k, rho) pmf of negative class-count vectors.
 
         ``counts`` is an integer tensor ``(..., C)`` of nonnegative counts, each row summing to
         its own k; returns ``(...)`` float64 ``log k! - sum_c log n_c! + sum_c n_c log rho_c``

@@ -3,7 +3,7 @@
 Two ways to make the positive ``x+`` of an anchor ``x`` (issue: "Positive pairs"):
 
 - ``latent``: ``x+`` is another sample of the anchor's class — the latent-class model of the
-  theory (Arora et al. 2019; SPEC A1), where anchor and positive are two draws of ``D_c``;
+  theory (Arora et al. 2019), where anchor and positive are two draws of ``D_c``;
 - ``augment``: ``x+`` is an augmented view, and both views are augmented independently
   (SimCLR, Chen et al. 2020).
 
@@ -18,6 +18,7 @@ equal generator states give equal outputs.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,14 +35,18 @@ __all__ = [
     "AUGMENT_KINDS",
     "PAIR_MODES",
     "AugmentOptions",
+    "Augmentation",
     "Augmenter",
+    "ViewPart",
     "apply_augment",
     "augmenter",
     "check_augment_options",
     "image_params",
     "make_views",
     "negative_pool",
+    "plan_views",
     "positive_indices",
+    "take",
 ]
 
 PAIR_MODES = ("latent", "augment")
@@ -130,108 +135,151 @@ def image_params(n: int, height: int, width: int, strength: float,
     return boxes, coins, factors, hues, orders, sigmas
 
 
-def _image_augmenter(strength: float, engine: str = "loop") -> Augmenter:
+def _image_kernel(height: int, width: int) -> int:
+    """The blur kernel's side: about a tenth of the image's smaller side, odd, >= 3."""
+    return max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
+
+
+def _image_loop(x: torch.Tensor, params: ImageParams, strength: float) -> torch.Tensor:
     """SimCLR's augmentations (Chen et al. 2020, Appendix A) with torchvision.transforms.v2
-    functionals, parameters drawn from the generator: random resized crop (area fraction in
+    functionals, one image at a time (the per-sample engine; ``batched``:
+    :mod:`contrastlab.data.batched_augment`, the same parameters on the whole batch at once),
+    with the parameters of :func:`image_params`: random resized crop (area fraction in
     ``[max(0.08, 1 - 0.8 s), 1]``, s the strength), horizontal flip (p 0.5); for 3-channel
     images colour jitter (p 0.8; brightness, contrast, saturation 0.4 s, hue 0.1 s, in a random
     order) and grayscale (p 0.2); Gaussian blur (p 0.5, sigma in ``[0.1, 0.1 + 1.9 s]``, kernel
-    about a tenth of the side, odd, >= 3). ``engine``: ``loop`` (per sample, the functionals)
-    or ``batched`` (:mod:`contrastlab.data.batched_augment`: the same parameters on the whole
-    batch at once)."""
+    about a tenth of the side, odd, >= 3)."""
     from torchvision.transforms.v2 import functional as F
 
+    n, c, height, width = x.shape
     hue = min(0.5, 0.1 * strength)
-
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, c, height, width = x.shape
-        # every random parameter is drawn up front, a fixed number of draws per sample
-        params = image_params(n, height, width, strength, generator)
-        kernel = max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
-        if engine == "batched":
-            return augment_images(x, params, kernel, hue > 0)
-        boxes, coins, factors, hues, orders, sigmas = (p.tolist() for p in params)
-        out = torch.empty_like(x)
-        with _one_thread():
-            for i in range(n):
-                top, left, h, w = boxes[i]
-                v = F.resized_crop(x[i], top, left, h, w, [height, width], antialias=True)
-                if coins[i][0] < 0.5:
-                    v = F.horizontal_flip(v)
-                if c == 3 and coins[i][1] < 0.8:
-                    for op in orders[i]:
-                        if op == 0:
-                            v = F.adjust_brightness(v, factors[i][0])
-                        elif op == 1:
-                            v = F.adjust_contrast(v, factors[i][1])
-                        elif op == 2:
-                            v = F.adjust_saturation(v, factors[i][2])
-                        elif hue > 0:
-                            v = F.adjust_hue(v, hues[i])
-                if c == 3 and coins[i][2] < 0.2:
-                    v = F.rgb_to_grayscale(v, num_output_channels=3)
-                if coins[i][3] < 0.5:
-                    v = F.gaussian_blur(v, [kernel, kernel], [sigmas[i], sigmas[i]])
-                out[i] = v
-        return out
-
-    return _checked(augment, "image", strength)
+    kernel = _image_kernel(height, width)
+    boxes, coins, factors, hues, orders, sigmas = (p.tolist() for p in params)
+    out = torch.empty_like(x)
+    with _one_thread():
+        for i in range(n):
+            top, left, h, w = boxes[i]
+            v = F.resized_crop(x[i], top, left, h, w, [height, width], antialias=True)
+            if coins[i][0] < 0.5:
+                v = F.horizontal_flip(v)
+            if c == 3 and coins[i][1] < 0.8:
+                for op in orders[i]:
+                    if op == 0:
+                        v = F.adjust_brightness(v, factors[i][0])
+                    elif op == 1:
+                        v = F.adjust_contrast(v, factors[i][1])
+                    elif op == 2:
+                        v = F.adjust_saturation(v, factors[i][2])
+                    elif hue > 0:
+                        v = F.adjust_hue(v, hues[i])
+            if c == 3 and coins[i][2] < 0.2:
+                v = F.rgb_to_grayscale(v, num_output_channels=3)
+            if coins[i][3] < 0.5:
+                v = F.gaussian_blur(v, [kernel, kernel], [sigmas[i], sigmas[i]])
+            out[i] = v
+    return out
 
 
-def _signal_augmenter(strength: float) -> Augmenter:
+def _signal_draw(shape: tuple[int, ...], strength: float,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, length = shape[0], shape[-1]
+    max_shift = round(0.1 * strength * length)
+    shift = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator)
+    scale = _uniform((n,), max(0.05, 1.0 - 0.2 * strength), 1.0 + 0.2 * strength, generator)
+    noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+    return shift, scale, noise
+
+
+def _signal_apply(x: torch.Tensor, params: tuple[torch.Tensor, ...],
+                  strength: float) -> torch.Tensor:
     """1-D signals ``(N, C, L)`` or ``(N, L)``: a random shift by up to ``round(0.1 s L)``
     positions (zero padded, not wrapped), an amplitude scale in ``[1 - 0.2 s, 1 + 0.2 s]`` and
     additive Gaussian noise of standard deviation ``0.1 s`` times the sample's RMS."""
-
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, length = x.shape[0], x.shape[-1]
-        max_shift = round(0.1 * strength * length)
-        shift = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator)
-        scale = _uniform((n,), max(0.05, 1.0 - 0.2 * strength), 1.0 + 0.2 * strength, generator)
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-        flat = x.reshape(n, -1, length)
-        src = torch.arange(length)[None, :] - shift[:, None]  # out[t] = x[t - shift]
-        valid = (src >= 0) & (src < length)
-        idx = src.clamp(0, length - 1)[:, None, :].expand_as(flat)
-        shifted = torch.where(valid[:, None, :], flat.gather(2, idx), torch.zeros_like(flat))
-        rms = flat.to(torch.float64).pow(2).mean(dim=(1, 2)).sqrt()
-        sigma = 0.1 * strength * rms
-        out = shifted.to(torch.float64) * scale[:, None, None]
-        out = out + sigma[:, None, None] * noise.reshape(n, -1, length)
-        return out.to(x.dtype).reshape(x.shape)
-
-    return _checked(augment, "signal", strength)
+    shift, scale, noise = (p.to(x.device) for p in params)
+    n, length = x.shape[0], x.shape[-1]
+    flat = x.reshape(n, -1, length)
+    src = torch.arange(length, device=x.device)[None, :] - shift[:, None]  # out[t] = x[t - shift]
+    valid = (src >= 0) & (src < length)
+    idx = src.clamp(0, length - 1)[:, None, :].expand_as(flat)
+    shifted = torch.where(valid[:, None, :], flat.gather(2, idx), torch.zeros_like(flat))
+    rms = flat.to(torch.float64).pow(2).mean(dim=(1, 2)).sqrt()
+    sigma = 0.1 * strength * rms
+    out = shifted.to(torch.float64) * scale[:, None, None]
+    out = out + sigma[:, None, None] * noise.reshape(n, -1, length)
+    return out.to(x.dtype).reshape(x.shape)
 
 
-def _vector_augmenter(strength: float) -> Augmenter:
+def _vector_draw(shape: tuple[int, ...], strength: float,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    p_drop = min(0.9, 0.1 * strength)
+    noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+    keep = torch.rand(shape, generator=generator, dtype=torch.float64) >= p_drop
+    return noise, keep
+
+
+def _vector_apply(x: torch.Tensor, params: tuple[torch.Tensor, ...],
+                  strength: float) -> torch.Tensor:
     """Vectors ``(N, d)``: additive Gaussian noise of standard deviation ``0.1 s`` times the
     sample's RMS, then feature dropout (each coordinate zeroed with probability
     ``min(0.9, 0.1 s)``, not rescaled)."""
-    p_drop = min(0.9, 0.1 * strength)
-
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x64 = x.to(torch.float64)
-        rms = x64.pow(2).mean(dim=1, keepdim=True).sqrt()
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-        keep = torch.rand(x.shape, generator=generator, dtype=torch.float64) >= p_drop
-        out = (x64 + 0.1 * strength * rms * noise) * keep
-        return out.to(x.dtype)
-
-    return _checked(augment, "vector", strength)
+    noise, keep = (p.to(x.device) for p in params)
+    x64 = x.to(torch.float64)
+    rms = x64.pow(2).mean(dim=1, keepdim=True).sqrt()
+    out = (x64 + 0.1 * strength * rms * noise) * keep
+    return out.to(x.dtype)
 
 
-def _checked(augment: Augmenter, kind: str, strength: float) -> Augmenter:
-    """``augment`` behind the checks every augmenter makes first (a floating batch of ``kind``,
-    a ``torch.Generator``), and the identity (a copy, no draw) at ``strength`` 0."""
+class Augmentation:
+    """A random augmentation of a batch: what :func:`augmenter` returns (the laws are there).
 
-    def checked(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        _check_batch(x, kind)
+    ``aug(x, generator)`` is ``aug.apply(x, aug.draw(x.shape, generator))``: :meth:`draw` takes
+    every random parameter from ``generator`` (a fixed number of draws per sample, from the
+    batch's shape alone), :meth:`apply` uses them and draws nothing. The two may run apart, in
+    another process or on another device, with the same result: the trainer draws a step's
+    parameters in step order and builds its views where it likes
+    (:mod:`contrastlab.train.feed`: in DataLoader workers, or on the GPU). Plain data: it
+    pickles, so it can be sent to a worker process."""
+
+    def __init__(self, kind: str, strength: float, engine: str = "loop") -> None:
+        self.kind, self.strength, self.engine = kind, float(strength), engine
+
+    def __repr__(self) -> str:
+        return (f"Augmentation(kind={self.kind!r}, strength={self.strength:g}, "
+                f"engine={self.engine!r})")
+
+    def draw(self, shape: Any, generator: torch.Generator) -> Any:
+        """The random parameters for a batch of ``shape`` ``(N, *input_shape)``, drawn from
+        ``generator``; None at strength 0 (the identity draws nothing)."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) not in {"image": (4,), "signal": (2, 3), "vector": (2,)}[self.kind]:
+            raise ValueError(f"shape {shape} is not a batch of kind {self.kind!r}")
         generator = _check_generator(generator)
-        if strength == 0.0:
-            return x.clone()
-        return augment(x, generator)
+        if self.strength == 0.0:
+            return None
+        if self.kind == "image":
+            return image_params(shape[0], shape[2], shape[3], self.strength, generator)
+        if self.kind == "signal":
+            return _signal_draw(shape, self.strength, generator)
+        return _vector_draw(shape, self.strength, generator)
 
-    return checked
+    def apply(self, x: torch.Tensor, params: Any) -> torch.Tensor:
+        """``x`` augmented with ``params`` (from :meth:`draw` for ``x.shape``), on ``x``'s
+        device; a copy of ``x`` for None."""
+        _check_batch(x, self.kind)
+        if params is None:
+            return x.clone()
+        if self.kind == "image":
+            if self.engine == "batched":
+                return augment_images(x, params, _image_kernel(x.shape[2], x.shape[3]),
+                                      min(0.5, 0.1 * self.strength) > 0)
+            return _image_loop(x, params, self.strength)
+        if self.kind == "signal":
+            return _signal_apply(x, params, self.strength)
+        return _vector_apply(x, params, self.strength)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        _check_batch(x, self.kind)
+        return self.apply(x, self.draw(x.shape, generator))
 
 
 def _check_batch(x: Any, kind: str) -> None:
@@ -259,13 +307,15 @@ def check_augment_options(options: Any) -> dict[str, Any]:
     return parse_options(AugmentOptions, options, "the augmenter", "data.augment").model_dump()
 
 
-def augmenter(kind: str, strength: float = 1.0, engine: str = "loop") -> Augmenter:
+def augmenter(kind: str, strength: float = 1.0, engine: str = "loop") -> Augmentation:
     """A random augmentation for a batch of inputs of the given kind.
 
     ``aug = augmenter(kind, strength)``; ``aug(x, generator)`` returns a view of every row of
     ``x`` with its own random parameters, drawn from ``generator`` only (deterministic for a
     given generator state, and torch's global generator is untouched). ``strength`` >= 0 scales
-    every perturbation (0: the identity). The kinds (see each helper for the exact laws):
+    every perturbation (0: the identity). It is an :class:`Augmentation`: its draws
+    (:meth:`~Augmentation.draw`) and its work (:meth:`~Augmentation.apply`) can be separated.
+    The kinds (see each helper for the exact laws):
 
     - ``"image"`` ``(N, C, H, W)`` in [0, 1]: SimCLR-style random resized crop, flip, colour
       jitter and grayscale (3 channels only), Gaussian blur — torchvision.transforms.v2
@@ -278,10 +328,8 @@ def augmenter(kind: str, strength: float = 1.0, engine: str = "loop") -> Augment
     strength = check_nonnegative("strength", strength)
     check_choice("engine", engine, ("loop", "batched"))
     if kind == "image":
-        return _image_augmenter(strength, engine)
-    if kind == "signal":
-        return _signal_augmenter(strength)
-    return _vector_augmenter(strength)
+        importlib.import_module("torchvision.transforms.v2.functional")  # needed: fail now
+    return Augmentation(kind, strength, engine)
 
 
 def apply_augment(augment: Augmenter, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -353,6 +401,66 @@ def positive_indices(
     return order[starts[cls] + pos]
 
 
+#: one part of a step's inputs: rows of the training set and the augmentation parameters drawn
+#: for them (None: the rows as they are); :func:`plan_views`, :func:`take`
+ViewPart = tuple[torch.Tensor, Any]
+
+
+def plan_views(
+    x_shape: Any,
+    y_all: torch.Tensor | None,
+    idx: torch.Tensor,
+    mode: str,
+    generator: torch.Generator,
+    augment: Augmentation | None = None,
+) -> tuple[ViewPart, ViewPart]:
+    """What :func:`make_views` draws, without reading x: the rows of the two views and the
+    augmentation parameters of each (:meth:`Augmentation.draw`), drawn from ``generator`` in
+    make_views' order, so that :func:`take` of each part gives make_views' views bitwise,
+    wherever and whenever it runs (another process, another device). ``x_shape``: the shape
+    ``(N, *input_shape)`` of x_all."""
+    check_choice("mode", mode, PAIR_MODES)
+    shape = tuple(int(s) for s in x_shape)
+    if len(shape) < 2:
+        raise ValueError(f"x_shape must be a shape (N, *input_shape); got {shape}")
+    generator = _check_generator(generator)
+    idx = _check_index("idx", idx, shape[0])
+    if augment is not None and not isinstance(augment, Augmentation):
+        raise ValueError("augment must be an Augmentation (see augmenter(kind)) or None; got "
+                         f"{type(augment).__name__}")
+    rows = (int(idx.shape[0]), *shape[1:])
+
+    def params() -> Any:
+        return None if augment is None else augment.draw(rows, generator)
+
+    if mode == "latent":
+        if y_all is None:
+            raise ValueError("y_all: mode 'latent' needs the class labels of x_all")
+        if not isinstance(y_all, torch.Tensor) or y_all.shape[:1] != shape[:1]:
+            raise ValueError(f"y_all must hold one label per row of x_all ({shape[0]})")
+        positives = positive_indices(y_all, idx, generator)
+        first = (idx, params())
+        return first, (positives, params())
+    if augment is None:
+        raise ValueError("augment: mode 'augment' needs an augmenter (see augmenter(kind))")
+    first = (idx, params())
+    return first, (idx, params())
+
+
+def take(x_all: torch.Tensor, part: ViewPart, augment: Augmentation | None = None
+         ) -> torch.Tensor:
+    """The rows of ``part`` (:func:`plan_views`) of ``x_all``, indexed on x_all's device, with
+    their augmentation applied there (``augment``: the augmenter that drew its parameters)."""
+    rows, params = part
+    v = x_all[rows.to(x_all.device)]
+    if params is None:
+        return v
+    if augment is None:
+        raise ValueError("augment: this part holds augmentation parameters; pass the "
+                         "augmenter that drew them")
+    return augment.apply(v, params)
+
+
 def make_views(
     x_all: torch.Tensor,
     y_all: torch.Tensor | None,
@@ -366,14 +474,18 @@ def make_views(
     ``mode="latent"``: ``(x_all[idx], x_all[positive_indices(y_all, idx)])`` (needs ``y_all``;
     ``augment``, when given, is applied to both). ``mode="augment"``: ``(augment(x_all[idx]),
     augment(x_all[idx]))``, two independent draws (needs ``augment``, e.g. from
-    :func:`augmenter`).
+    :func:`augmenter`). With an :class:`Augmentation` (or none) it is :func:`take` of the
+    parts of :func:`plan_views`; any other callable augments as it draws.
     """
     check_choice("mode", mode, PAIR_MODES)
     if not isinstance(x_all, torch.Tensor) or x_all.ndim < 2:
         raise ValueError("x_all must be a torch.Tensor of shape (N, *input_shape)")
-    generator = _check_generator(generator)
+    if augment is None or isinstance(augment, Augmentation):  # drawn first, then applied
+        first, second = plan_views(x_all.shape, y_all, idx, mode, generator, augment)
+        return take(x_all, first, augment), take(x_all, second, augment)
+    generator = _check_generator(generator)  # any other callable draws as it goes
     idx = _check_index("idx", idx, int(x_all.shape[0]))
-    if augment is not None and not callable(augment):
+    if not callable(augment):
         raise ValueError(f"augment must be callable or None; got {type(augment).__name__}")
     anchors = x_all[idx]
     if mode == "latent":

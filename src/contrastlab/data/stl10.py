@@ -1,5 +1,5 @@
 """STL-10 (Coates, Lee & Ng 2011) from its binary files: the data set of Robinson et al. 2021 and
-Chuang et al. 2020 (SPEC B4).
+Chuang et al. 2020 (the READMEs of ``joshr17/HCL`` and ``chingyaoc/DCL`` report its results).
 
 ``root`` holds ``stl10_binary/`` (or is that folder), unpacked by the user from
 https://cs.stanford.edu/~acoates/stl10/ (contrastlab never downloads), with ``train_X.bin``,

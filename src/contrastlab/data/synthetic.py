@@ -1,14 +1,14 @@
-"""Synthetic class samplers and ready-made latent-class models (SPEC A1, B2).
+"""Synthetic class samplers and ready-made latent-class models.
 
 - :class:`GaussianClass`: ``N(mean, std^2 I)`` in R^d, optionally truncated to a ball, so classes
   can have bounded, disjoint supports ("non-overlapping" classes, the assumption of Awasthi,
-  Dikkala & Kamath 2022's structural result; SPEC A1).
+  Dikkala & Kamath 2022's structural result).
 - :class:`SphericalCapClass`: the projected normal ``normalize(u + std * z)`` on S^{d-1},
   optionally restricted to a cap around ``u``.
 - :func:`gaussian_mixture`: C well-separated classes of either kind, disjoint by construction
   when asked (the guarantee is stated there).
 - :class:`CircleClass`, :func:`circle_toy`, :func:`circle_toy_dataset`: the 2-D "circle" toy of
-  Bao, Nagano & Nozawa 2022 (SPEC B2).
+  Bao, Nagano & Nozawa 2022 (their ``code/jobs/toy/circle.sh``).
 
 Conventions: every sampler computes in float64 from the ``torch.Generator`` it is given (``None``:
 torch's global generator) and returns its own ``dtype`` (float32 unless told). All draws are
@@ -324,7 +324,7 @@ def _random_rotation(dim: int, generator: torch.Generator) -> torch.Tensor:
 
 def _simplex(C: int, dim: int) -> torch.Tensor:
     """C unit vectors in R^dim (C - 1 <= dim) with pairwise inner product -1/(C-1) (the regular
-    simplex / simplex ETF, SPEC A7)."""
+    simplex / simplex ETF, Papyan et al. 2020)."""
     centered = torch.eye(C, dtype=torch.float64) - 1.0 / C
     # orthonormal basis of the (C-1)-dim subspace orthogonal to the all-ones vector
     basis = torch.linalg.qr(centered[:, : C - 1])[0]  # (C, C-1)
@@ -384,7 +384,7 @@ def gaussian_mixture(
     seed: int = 0,
     dtype: torch.dtype | None = None,
 ) -> LatentClassModel:
-    """A latent-class model (SPEC A1) of C Gaussian classes in R^dim or on S^{dim-1}.
+    """A latent-class model (Arora et al. 2019) of C Gaussian classes in R^dim or on S^{dim-1}.
 
     Class centers (seeded by ``seed``, then randomly rotated):
 
@@ -517,7 +517,7 @@ def _ball_classes(
 
 
 # --------------------------------------------------------------------------------------------
-# Bao et al.'s circle toy (SPEC B2)
+# Bao et al.'s circle toy
 # --------------------------------------------------------------------------------------------
 
 
@@ -525,7 +525,7 @@ class CircleClass:
     """One class of Bao et al.'s 2-D "circle" toy: points at distance ``radius`` from 0.
 
     Faithful to ``_generate_data_circle`` in ``code/toy_contrastive.py`` of
-    ``nzw0301/gap-contrastive-and-supervised-losses`` (Bao, Nagano & Nozawa 2022; SPEC B2): a
+    ``nzw0301/gap-contrastive-and-supervised-losses`` (Bao, Nagano & Nozawa 2022): a
     point is ``radius * u / ||u||`` with ``u`` uniform on the square ``[-0.5, 0.5)^2``. The
     direction is therefore *not* uniform in angle: it favours the diagonals (within each octant
     ``tan`` of the angle to the nearest axis is uniform on [0, 1]). A ``u`` equal to 0 (which
@@ -565,7 +565,7 @@ class CircleClass:
 def circle_toy(
     C: int = 100, prior: Any = None, *, dtype: torch.dtype | None = None
 ) -> LatentClassModel:
-    """Bao et al. 2022's circle toy (SPEC B2) as a latent-class model: class l (0-based) is a
+    """Bao et al. 2022's circle toy as a latent-class model: class l (0-based) is a
     :class:`CircleClass` of radius ``(l + 1) / 2``; ``prior`` ``None`` is balanced (the paper's
     1000 points per class). The model has no random parameters: all randomness is in the
     generator given to ``sample`` / ``sample_tuples``."""
@@ -580,7 +580,7 @@ def circle_toy_dataset(
     *,
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed circle-toy data set of Bao et al. 2022 (SPEC B2; ``conf/dataset/toy/circle.yaml``:
+    """The fixed circle-toy data set of Bao et al. 2022 (``conf/dataset/toy/circle.yaml``:
     C = 100, 1000 points per class).
 
     Returns ``(x, y)``: ``x (C * per_class, 2)`` and ``y (C * per_class,)`` int64, in class blocks

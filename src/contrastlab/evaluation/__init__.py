@@ -1,4 +1,4 @@
-"""Downstream evaluation of a representation from train/test embeddings and labels (SPEC A5).
+"""Downstream evaluation of a representation from train/test embeddings and labels.
 
 What a representation is worth to a classifier on top of it, measured four ways:
 
@@ -36,7 +36,7 @@ What a representation is worth to a classifier on top of it, measured four ways:
   that lambda, warm started, and reports test accuracy and test cross-entropy; the probe of the
   other rule on the same walk is refit and reported too (``other_selection``).
 
-- :func:`unit_norm_supervised_loss`: the L_sup of the seed slides on the data itself,
+- :func:`unit_norm_supervised_loss`: the L_sup of Awasthi et al.'s slides on the data itself,
   ``inf_{||w_c|| = 1} mean_i l({h_i^T (w_{y_i} - w_c')}_{c' != y_i})`` with l from
   :func:`contrastlab.losses.family.score_loss` (logistic, infonce, infonce-mean; the empirical
   class frequencies play the role of the prior). The convex relaxation ||w_c|| <= 1 is solved by
@@ -61,7 +61,7 @@ both take an explicit ``temperature`` t dividing their scores (the logits f(x)^T
 the margins f(x)^T (w_y - w_c) / t of the loss family), both defaulting to t = 1, and
 :func:`downstream_report` takes one ``temperature`` for both (``mean_temperature`` /
 ``lsup_temperature`` override it). The convention, shared with
-:mod:`contrastlab.theory.downstream` (SPEC A5, A6): evaluate them at the temperature of the
+:mod:`contrastlab.theory.downstream`: evaluate them at the temperature of the
 contrastive loss that trained the representation, so that R_cont, R_mu-supv and L_sup are on one
 score scale; for a loss given by its score function and t that is
 :func:`contrastlab.theory.downstream.downstream_temperature` (t for the InfoNCE forms, 1 for

@@ -1,4 +1,4 @@
-"""L_sup with unit-norm class weights on the data (SPEC A5; method:
+"""L_sup with unit-norm class weights on the data (Arora et al. 2019; method:
 :mod:`contrastlab.evaluation`)."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def unit_norm_supervised_loss(
     max_iter: int = 3000,
     dtype: torch.dtype = torch.float64,
 ) -> LsupResult:
-    """L_sup of the seed slides on embeddings H with labels y (module docstring).
+    """L_sup of Awasthi et al.'s slides on embeddings H with labels y (module docstring).
 
     L_sup = inf_{||w_1|| = .. = ||w_C|| = 1} (1/N) sum_i l({h_i^T (w_{y_i} - w_c')}_{c' != y_i})
     with l = :func:`contrastlab.losses.family.score_loss` (``loss`` in :data:`LSUP_LOSSES`;

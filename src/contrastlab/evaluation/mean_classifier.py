@@ -1,5 +1,5 @@
-"""The mean classifier of Arora et al. (2019) and Bao et al. (2022)'s R_mu-supv (SPEC A5;
-conventions: :mod:`contrastlab.evaluation`)."""
+"""The mean classifier of Arora et al. (2019) and Bao et al. (2022)'s R_mu-supv
+(conventions: :mod:`contrastlab.evaluation`)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def mean_classifier(
     normalize_means: bool = False,
     temperature: float = 1.0,
 ) -> MeanClassifierResult:
-    """Mean classifier of Arora et al. (2019) / R_mu-supv of Bao et al. (2022), SPEC A5.
+    """Mean classifier of Arora et al. (2019) / R_mu-supv of Bao et al. (2022).
 
     mu_c = mean of the (optionally L2-normalized) training features of class c (optionally
     renormalized to unit norm); test logits f(x)^T mu_c / t with f(x) normalized when

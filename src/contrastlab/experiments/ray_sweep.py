@@ -11,7 +11,10 @@
    cluster, left as it is, when an address is given (``auto``, ``HOST:6379`` or
    ``ray://HOST:10001``) — marks each unfinished point
    ``running`` and submits it as a Ray task that reserves ``cpus_per_run`` CPUs and
-   ``gpus_per_run`` GPUs; Ray schedules the tasks on the cluster;
+   ``gpus_per_run`` GPUs; Ray schedules the tasks on the cluster. With GPUs the runs are
+   planned for GPU workers (:func:`~contrastlab.train.config.for_gpu_workers`: ``train.device:
+   auto`` is ``cuda`` in the run id and the stored config, whatever the driver's own devices)
+   and each task resolves its device in its own view (:func:`_train_on_worker`);
 3. the task (:func:`_train_on_worker`) trains the run in a Ray worker with
    :func:`~contrastlab.experiments.runner.compute_run`: checkpoints go to the run's directory
    when the worker sees the driver's file system (local Ray, or a shared file system; else a
@@ -62,7 +65,9 @@ from contrastlab.experiments.runner import (
 from contrastlab.experiments.store import ResultStore
 from contrastlab.losses.registry import LossSpec, register_loss, registered_at_run_time
 from contrastlab.train.config import (
+    ConfigError,
     ExperimentConfig,
+    expand_sweep,
     for_gpu_workers,
     gpu_workers,
     run_config_dict,
@@ -184,6 +189,11 @@ def _train_on_worker(record: dict[str, Any], rdir: str, driver_node: str | None,
                      losses: tuple[LossSpec, ...] = ()) -> RunOutcome:
     """The Ray task: train one run in this worker and return its outcome (module docstring).
 
+    The run's device is resolved and checked here, in the task's view of the GPUs (the record
+    of a GPU run says ``cuda``, planned so by the driver): Ray sets ``CUDA_VISIBLE_DEVICES`` to
+    the GPUs it assigned the task, so ``cuda`` is the first of them (``cuda:0`` of the view);
+    a task without a usable one fails in one line naming the device and that variable.
+
     Args:
         record: the run's resolved config (``run_config_dict``).
         rdir: the run's directory on the driver's file system (absolute).
@@ -262,7 +272,9 @@ def run_sweep_ray(
     _require_ray()
     if gpus > 0:  # the runs train on the GPUs Ray assigns, not on this machine's devices
         with gpu_workers():
-            plan = register_plan(for_gpu_workers(cfg), out_dir)
+            gpu_cfg = for_gpu_workers(cfg)
+            _check_gpu_devices(gpu_cfg, gpus)
+            plan = register_plan(gpu_cfg, out_dir)
     else:
         plan = register_plan(cfg, out_dir)
     events = SweepLog(plan, log)
@@ -288,6 +300,19 @@ def run_sweep_ray(
         if started:
             ray.shutdown()
     return plan.run_ids
+
+
+def _check_gpu_devices(cfg: ExperimentConfig, gpus: float) -> None:
+    """Every grid point's ``train.device`` names a GPU of the task's view: Ray shows a task the
+    ``ceil(gpus)`` GPUs it assigns as ``cuda:0`` ... (``CUDA_VISIBLE_DEVICES``); a ConfigError
+    in one line before any work otherwise."""
+    view = max(1, math.ceil(gpus))
+    for point in expand_sweep(cfg):
+        device = point.train.device
+        if device.startswith("cuda:") and int(device.partition(":")[2]) >= view:
+            raise ConfigError(f"train.device {device!r} is not among the {view} GPU(s) Ray "
+                              f"assigns each run (--gpus-per-run {gpus:g}; a task sees them as "
+                              f"cuda:0..cuda:{view - 1}); use 'cuda' or 'auto'")
 
 
 def _connect(address: str | None, init_options: Mapping[str, Any] | None) -> bool:

@@ -34,8 +34,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from contrastlab._validation import check_choice, check_positive_int
-from contrastlab.experiments.plan import SweepLog, SweepPlan, plan_sweep, register_plan
+from contrastlab.experiments.plan import SweepLog, SweepPlan, plan_sweep, register_plan, run_label
 from contrastlab.experiments.runner import execute_run
 from contrastlab.losses.registry import LossSpec, register_loss, registered_at_run_time
 from contrastlab.train.config import ExperimentConfig, run_config_dict
@@ -72,6 +74,19 @@ def _log_default(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _above_bars(log: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """``log`` writing above the progress bars on the terminal (cleared, then redrawn) instead
+    of through them."""
+    if log is None:
+        return None
+
+    def say(message: str) -> None:
+        with tqdm.external_write_mode(file=sys.stderr):
+            log(message)
+
+    return say
+
+
 def run_sweep(
     cfg: Mapping[str, Any] | ExperimentConfig,
     out_dir: str | Path,
@@ -83,6 +98,7 @@ def run_sweep(
     cpus_per_run: float | None = None,
     gpus_per_run: float | None = None,
     retries: int | None = None,
+    runs_bar: bool | None = False,
 ) -> list[str]:
     """Run every point of the config's sweep grid into ``out_dir`` (module docstring).
 
@@ -96,6 +112,9 @@ def run_sweep(
             :func:`contrastlab.experiments.ray_sweep.run_sweep_ray`).
         address, cpus_per_run, gpus_per_run, retries: the Ray executor's options (see
             :func:`~contrastlab.experiments.ray_sweep.run_sweep_ray`); refused with ``local``.
+        runs_bar: a progress bar over the sweep's runs with the time left (tqdm, on stderr,
+            the ``log`` lines written above it; None: only when stderr is a terminal). Local
+            executor only (Ray logs one line per run).
 
     Returns:
         The run ids of the grid points, in grid order.
@@ -116,21 +135,28 @@ def run_sweep(
     if given:
         raise ValueError(f"{given[0]} applies to the ray executor only (executor='ray')")
     plan = register_plan(cfg, out_dir)
-    _run_local(plan, out_dir, workers, progress, SweepLog(plan, log))
+    log_lines = SweepLog(plan, log if runs_bar is False else _above_bars(log))
+    log_lines.start(f"{min(workers, max(1, len(plan.todo)))} worker(s)", out_dir)
+    with tqdm(total=len(plan.points), initial=len(plan.points) - len(plan.todo), desc="runs",
+              unit="run", file=sys.stderr, dynamic_ncols=True,
+              disable=None if runs_bar is None else not runs_bar) as bar:
+        _run_local(plan, out_dir, workers, progress, log_lines, bar)
     return plan.run_ids
 
 
 def _run_local(plan: SweepPlan, out_dir: str | Path, workers: int, progress: bool | None,
-               log: SweepLog) -> None:
+               log: SweepLog, bar: Any) -> None:
     """Run the plan's unfinished points: in this process for 1 worker (or at most 1 point), else
-    on a ``spawn`` pool of ``workers`` processes (at most one per point)."""
+    on a ``spawn`` pool of ``workers`` processes (at most one per point); ``bar`` (a tqdm bar)
+    advances by one per finished run."""
     todo = plan.todo
-    log.start(f"{min(workers, max(1, len(todo)))} worker(s)", out_dir)
     log.start_clock()
     if workers == 1 or len(todo) <= 1:
         for rid, p in todo:
+            bar.set_postfix_str(run_label(p, plan.keys))
             _, st = execute_run(p, out_dir, progress=progress)
             log.finished(rid, st, p)
+            bar.update(1)
         return
     n = min(workers, len(todo))
     parent = os.getpid()
@@ -145,3 +171,4 @@ def _run_local(plan: SweepPlan, out_dir: str | Path, workers: int, progress: boo
             rid, p = futures[fut]
             _, st = fut.result()
             log.finished(rid, st, p)
+            bar.update(1)

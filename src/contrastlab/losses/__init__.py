@@ -9,7 +9,7 @@ computes float16 / bfloat16 inputs (or inputs under autocast) in float32, return
 loss on the dense and the tiled paths alike. ``generator`` arguments must be a
 ``torch.Generator`` or None.
 
-Loss family on score vectors v_i = f^T (f+ - f_i^-)  (SPEC A2)
+Loss family on score vectors v_i = f^T (f+ - f_i^-)  (Arora et al. 2019; Awasthi et al. 2022)
     score_loss(v, loss, temperature)    logistic | infonce | infonce-mean | hinge
     LOSS_PROPERTIES, check_loss_properties
 
@@ -44,7 +44,7 @@ trainer's explicit-k losses)
 The loss registry (what the trainer and the run config know of each loss; extensible)
     LossSpec, register_loss, get_loss, loss_names     (contrastlab.losses.registry)
 
-Feature normalization (SPEC A4)
+Feature normalization
     normalize(z, kind)                  sphere | ball | none
 
 Negative samplers (indices into a pool; separate from the losses)

@@ -1,7 +1,7 @@
 """Debiased (Chuang et al. 2020) and hard-negative (Robinson et al. 2021) contrastive losses.
 
 Both as in the authors' published code (``chingyaoc/DCL@7d6345f:main.py`` and
-``joshr17/HCL@7b4647f:image/main.py``; SPEC A3). Two views stacked into 2B rows; for anchor i
+``joshr17/HCL@7b4647f:image/main.py``). Two views stacked into 2B rows; for anchor i
 the positive is its other view, the N = 2B - 2 other rows are negatives, and with
 ``s_j = z_i^T z_j``::
 

@@ -1,4 +1,4 @@
-"""The loss family on score vectors (SPEC A2; Arora et al. 2019, Awasthi et al. 2022 eq. (1)).
+"""The loss family on score vectors (Arora et al. 2019, Awasthi et al. 2022 eq. (1)).
 
 For an anchor f = f(x), a positive f+ and negatives f_1^-..f_k^-, the score vector is
 ``v_i = f^T (f+ - f_i^-)`` (i = 1..k); a loss ``l(v)`` is large when some negative scores close
@@ -22,7 +22,7 @@ applies to ``infonce`` and ``infonce-mean`` only. All forms are evaluated with l
 they are finite for any finite v in float32.
 
 Awasthi et al.'s structural result is stated for losses that are convex, permutation-symmetric
-and non-increasing in each coordinate (SPEC A2, [R]: recalled, not checked against the paper's
+and non-increasing in each coordinate (recalled, not checked against the paper's
 text). :data:`LOSS_PROPERTIES` records these properties for each member and
 :func:`check_loss_properties` verifies them numerically; the tests run it on every member.
 """

@@ -1,7 +1,7 @@
 """The per-pair losses of the Jiang et al. family, shared by the dense path
 (:func:`contrastlab.losses.hard_contrastive`), the tiled kernel
 (:mod:`contrastlab.losses.kernels.jiang`) and the pool losses (:mod:`contrastlab.losses.pool`):
-:func:`pair_losses` (three estimators: sampled, exact expectation, plug-in; SPEC A3) and the
+:func:`pair_losses` (three estimators: sampled, exact expectation, plug-in) and the
 argument checks of :func:`~contrastlab.losses.hard_contrastive`. The convention is in
 :mod:`contrastlab.losses.scl`.
 """

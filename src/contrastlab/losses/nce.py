@@ -63,7 +63,7 @@ def nce_loss(
         anchor: (B, d) anchors f(x).
         positive: (B, d) positives f(x+), row b pairs with anchor b.
         negatives: (B, k, d), (k, d) shared, or (M, d) a pool indexed by ``negative_index``.
-        loss: ``logistic``, ``infonce``, ``infonce-mean`` or ``hinge`` (SPEC A2).
+        loss: ``logistic``, ``infonce``, ``infonce-mean`` or ``hinge`` (the loss family).
         temperature: t > 0 for the InfoNCE forms.
         normalize: ``sphere``, ``ball`` or ``none``, applied to every vector first.
         reduction: ``mean`` | ``sum`` | ``none`` over the B anchors.

@@ -1,4 +1,4 @@
-"""Feature normalization: the sphere, the unit ball, or none (SPEC A4).
+"""Feature normalization: the sphere, the unit ball, or none.
 
 - ``sphere``: f <- f / ||f||, the convention of SimCLR, Awasthi et al. (2022) and Bao et al. (2022).
 - ``ball``: f <- f * min(1, 1/||f||), the projection onto the unit ball used by Jiang et al. (2023)

@@ -33,7 +33,7 @@ in the ``contrastlab.losses`` group (:func:`load_plugins`).
 The built-in entries: ``infonce`` (SimCLR NT-Xent; Chen et al. 2020), ``supcon`` (Khosla et al.
 2020, L_out), ``debiased-hard`` (Chuang et al. 2020; Robinson et al. 2021), ``nce`` (explicit-k
 NCE, Arora et al. 2019 eq. (2); Awasthi et al. 2022), ``scl``/``hscl``/``ucl``/``hucl`` (Jiang
-et al. 2023, SPEC A3).
+et al. 2023).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A sampler chooses, for each of B anchors, k indices into a pool of N candidates 
 memory bank, a negative pool). Samplers are separate from losses, as miners are in
 pytorch-metric-learning: the loss gathers ``pool[idx]`` (:func:`gather_negatives`).
 
-The laws (Jiang et al. 2023, SPEC A3):
+The laws (Jiang et al. 2023):
 
 - ``uniform``: the marginal D (unsupervised; the anchor's class may be drawn: collisions);
 - ``other-class``: D(. | c- != c) (supervised);

@@ -3,7 +3,7 @@
 Jiang, Nguyen, Aeron & Ishwar (2023), "Hard-Negative Sampling for Contrastive Learning: Optimal
 Representation Geometry and Neural- vs Dimensional-Collapse", Sec. 2 (population losses) and the
 authors' code ``rjiang03/HCL@7a55a2f:main/SCL/train_mean_classifier.py`` (``nce_supervised_hard``
-/ ``_easy``; the UCL file differs only in the negative set). SPEC A3.
+/ ``_easy``; the UCL file differs only in the negative set).
 
 Convention (the authors' code; single view, no augmentation)::
 

@@ -1,5 +1,5 @@
 """Recipes for Bao, Nagano & Nozawa, "On the surrogate gap between contrastive and supervised
-losses" (ICML 2022; seed 002), against Arora et al. (2019), Nozawa & Sato (2021) and Ash et al.
+losses" (ICML 2022), against Arora et al. (2019), Nozawa & Sato (2021) and Ash et al.
 (2022).
 
 ``bao_bounds``:
@@ -38,7 +38,7 @@ _REQUIRED = {"loss.name": "nce", "loss.score": "infonce", "loss.normalize": "sph
 
 
 def idealized_checks(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The SPEC C5 orderings on idealized bound rows (one C): counts of the K where each fails."""
+    """The orderings of the bounds on idealized rows (one C): counts of the K where each fails."""
     def fin(v: Any) -> bool:
         return isinstance(v, float) and math.isfinite(v)
 
@@ -94,10 +94,10 @@ def measured_gaps(records: list[dict[str, Any]], data: str) -> list[dict[str, An
 
 
 def accuracy_trend_metrics(trends: list[dict[str, Any]]) -> dict[str, float]:
-    """SPEC C8's direction, from :func:`~contrastlab.recipes.stats.paired_trend` rows of the
+    """The accuracy trend in K, from :func:`~contrastlab.recipes.stats.paired_trend` rows of the
     mean-classifier accuracy (every data set): ``min_accuracy_gain`` (the smallest mean gain
     from the smallest K to the largest), ``min_accuracy_gain_lower`` (its smallest one-sided
-    95 % lower bound: > 0 means accuracy improved, SPEC C8) and ``min_accuracy_step_upper``
+    95 % lower bound: > 0 means accuracy improved) and ``min_accuracy_step_upper``
     (the smallest one-sided 95 % upper bound of the change between consecutive K: < 0 means a
     significant fall somewhere)."""
     last: dict[str, dict[str, Any]] = {}
@@ -122,7 +122,7 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     [Delta_L, Delta_U]); ``min_accuracy_over_chance`` and ``min_accuracy_to_chance`` (the worst
     mean-classifier accuracy minus, and divided by, the chance level 1/C: the encoders learned
     the classes); ``min_accuracy_gain`` (per data set, the accuracy at
-    the largest K minus at the smallest, SPEC C8: it should not fall)."""
+    the largest K minus at the smallest: it should not fall)."""
     from contrastlab.report.recipe_figures import bounds_curves, gap_inside_bounds
     from contrastlab.theory.bounds import idealized_bounds
 

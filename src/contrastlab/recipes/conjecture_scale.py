@@ -1,5 +1,5 @@
-"""Awasthi, Dikkala & Kamath (ICML 2022; seed 000), their conjecture for unbalanced classes, at
-scale (SPEC C3; issue 17, item 4): ``awasthi_conjecture_scale``.
+"""Awasthi, Dikkala & Kamath (ICML 2022), their conjecture for unbalanced classes, at
+scale: ``awasthi_conjecture_scale``.
 
 For a non-uniform class prior the exact population optimum is no longer the simplex ETF, and
 Awasthi et al. conjecture that its downstream classification loss is still non-increasing in k.
@@ -97,11 +97,12 @@ def _row(c: int, t: float, loss: str, r: Mapping[str, Any], t_down: float) -> di
 
 def solve_grid(classes: Sequence[int], temperatures: Sequence[float], losses: Sequence[str],
                ks: Sequence[int], family: Mapping[str, Any] | None, study: Mapping[str, Any],
-               log: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[
-                   str, float]]:
+               log: Any = None, progress: bool | None = False
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, float]]:
     """``(rows, violations, seconds per study)``: one :func:`~contrastlab.theory.study.
     monotonicity_study` per (C, t, loss) over the prior family of C; ``study`` holds its
-    ``restarts``, ``recheck_restarts``, ``tol``, ``seed``, ``max_iter``."""
+    ``restarts``, ``recheck_restarts``, ``tol``, ``seed``, ``max_iter``. ``progress``: each
+    study's bar over its optima (None: at a terminal)."""
     import time
 
     from contrastlab.theory.study import monotonicity_study
@@ -116,7 +117,7 @@ def solve_grid(classes: Sequence[int], temperatures: Sequence[float], losses: Se
                 f"{len(ks)} k")
         t0 = time.perf_counter()
         res = monotonicity_study(num_classes=c, priors=priors, ks=ks, loss=loss, temperature=t,
-                                 **study)
+                                 progress=progress, **study)
         seconds[f"C={c} t={t:g} {loss}"] = time.perf_counter() - t0
         t_down = float(res.config["downstream_temperature"])
         rows += [_row(c, t, loss, r, t_down) for r in res.rows]
@@ -244,7 +245,8 @@ def awasthi_conjecture_scale(params: dict[str, Any], ctx: RunContext) -> Outcome
         "seed": int(take(params, "seed", 0, int))}
     if ctx.corrupt:
         study.update(restarts=1, recheck_restarts=1, max_iter=1)
-    rows, viols, seconds = solve_grid(classes, temps, losses, ks, family, study, ctx.log)
+    rows, viols, seconds = solve_grid(classes, temps, losses, ks, family, study, ctx.log,
+                                      ctx.progress)
     sizes = {c: len(conjecture_priors(c, family, study["seed"])) for c in classes}
     rises = [x for m in DOWNSTREAM for x in largest_rises(rows, m)]
     metrics = conjecture_metrics(rows, viols, sizes)

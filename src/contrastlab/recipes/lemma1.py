@@ -1,4 +1,4 @@
-"""Recipe for Lemma 1 of Awasthi, Dikkala & Kamath (ICML 2022; seed 000).
+"""Recipe for Lemma 1 of Awasthi, Dikkala & Kamath (ICML 2022).
 
 ``awasthi_lemma1``: for a strictly convex loss and any k, the optimal representation is
 latent-indistinguishable (every sample of a class at one point). Free unit-norm embeddings of n

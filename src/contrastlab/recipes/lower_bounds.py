@@ -1,5 +1,4 @@
-"""Recipe for the lower bounds of Jiang, Nguyen, Ishwar & Aeron (TMLR 2023; seed 001, SPEC A3,
-C4).
+"""Recipe for the lower bounds of Jiang, Nguyen, Ishwar & Aeron (TMLR 2023).
 
 ``jiang_lower_bounds``: for any representation f, HSCL(beta) >= SCL and HUCL(beta) >= UCL, both
 non-decreasing in beta (Harris inequality); at the NC geometry HSCL = SCL and HUCL > UCL for
@@ -115,7 +114,7 @@ def jiang_lower_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     ``min_beta_increment`` (both families), at the NC geometry ``nc_max_abs_hscl_minus_scl``,
     ``nc_min_hucl_minus_ucl`` (min over beta > 0 of the mean gap), ``nc_closed_form_gap``
     (measured vs :func:`contrastlab.theory.etf.etf_loss`), ``spec_reference_error`` (the closed
-    forms vs SPEC A7's 1.9876 and 2.1861 at C = 10, k = 16, beta = 1), ``engine_agreement``
+    forms vs reference values 1.9876 and 2.1861 at C = 10, k = 16, beta = 1), ``engine_agreement``
     (max difference with ``hscl``/``hucl(exact=True)`` per pair, and at the middle k with the
     population form :func:`contrastlab.theory.population.sample_level_loss`, which builds the
     law and the pairs independently) and ``mc_max_z`` (max |MC mean - exact| / standard error).

@@ -9,7 +9,7 @@
 - the free-feature optimizer: :func:`optimize_free_features`;
 - the loss families of Jiang et al.: :data:`FAMILIES`, :data:`HARD_LOSS`, :data:`SOFT_LOSS`.
 
-The pair convention of :func:`exact_pair_losses` is the Jiang et al. code's (SPEC A3): the
+The pair convention of :func:`exact_pair_losses` is the Jiang et al. code's: the
 anchor i counts among its own positives, the negatives are i.i.d. from
 q_i(j) ∝ exp(beta z_i^T z_j) on the other classes (supervised) or on every sample (unsupervised),
 and the loss of the pair (i, p) is log(1 + sum_r exp((s_ij_r - s_ip) / t)) (``sum``, the paper)

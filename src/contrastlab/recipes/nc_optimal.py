@@ -1,5 +1,5 @@
-"""Recipe for the optimality of neural collapse in Jiang, Nguyen, Ishwar & Aeron (TMLR 2023;
-seed 001, SPEC A3, A7).
+"""Recipe for the optimality of neural collapse in Jiang, Nguyen, Ishwar & Aeron (TMLR
+2023).
 
 ``jiang_nc_optimal``: SCL, HSCL (beta > 0) and UCL over free features on the unit sphere or in
 the unit ball with d >= C - 1 are minimized by neural collapse; the features are optimized from

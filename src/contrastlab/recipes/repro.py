@@ -27,7 +27,7 @@ from contrastlab._paths import check_output_dir, confined
 from contrastlab.recipes.catalog import all_runners
 from contrastlab.recipes.checks import CheckResult, evaluate_checks
 from contrastlab.recipes.runners import Outcome, RunContext
-from contrastlab.recipes.spec import Recipe, load_recipe
+from contrastlab.recipes.spec import Recipe, load_recipe, unmet_requirement
 
 __all__ = ["RecipeResult", "run_recipe"]
 
@@ -110,12 +110,15 @@ def run_recipe(
     workers: int = 1,
     log: Callable[[str], None] | None = None,
     params: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
 ) -> RecipeResult:
     """Run recipe ``name`` (a name of :func:`contrastlab.recipes.list_recipes` or a YAML path)
     with ``profile`` and return its :class:`RecipeResult`; ``corrupt`` runs the recipe's
     deliberately wrong variant (which must FAIL). ``params`` replace the profile's parameters
     of the same name (a ``set`` mapping is merged into the profile's ``set``); the result records
-    the parameters used. Raises ValueError (one line) on bad input."""
+    the parameters used. ``progress``: progress bars with the time left on stderr while it
+    measures (a training recipe's: one over its runs; None: only when stderr is a terminal).
+    Raises ValueError (one line) on bad input."""
     from contrastlab._validation import check_positive_int
 
     recipe = load_recipe(name)
@@ -131,6 +134,11 @@ def run_recipe(
     check_positive_int("workers", workers)
     if not isinstance(corrupt, bool):
         raise ValueError(f"corrupt must be True or False; got {corrupt!r}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress must be True, False or None; got {progress!r}")
+    missing = unmet_requirement(recipe, profile, used)  # a CUDA device, the data's files
+    if missing:
+        raise ValueError(missing)
     runner = all_runners()[recipe.runner]
     check_output_dir(out, "out")
     # confined under out (the name is checked by load_recipe; this holds for any Recipe)
@@ -142,7 +150,7 @@ def run_recipe(
     say(f"{recipe.name}, {profile} profile{' (corrupted)' if corrupt else ''}: running "
         f"({recipe.runner}; results in {out_dir})")
     t0 = time.perf_counter()
-    outcome = runner(used, RunContext(out_dir, corrupt, workers, say))
+    outcome = runner(used, RunContext(out_dir, corrupt, workers, say, progress))
     seconds = time.perf_counter() - t0
     say(f"{recipe.name}: measured in {seconds:.1f} s; checking the claims and writing the report")
     checks = evaluate_checks(recipe.checks_for(profile), outcome.metrics)

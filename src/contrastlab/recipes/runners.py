@@ -21,9 +21,10 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["RUNNERS", "Outcome", "RunContext", "Runner", "register_runner", "sweep_records"]
 
@@ -31,12 +32,14 @@ __all__ = ["RUNNERS", "Outcome", "RunContext", "Runner", "register_runner", "swe
 @dataclass
 class RunContext:
     """Where a runner writes (``out_dir``), how many sweep workers it may use, whether it must
-    produce the corrupted result, and where it logs."""
+    produce the corrupted result, where it logs, and whether its long loops show progress bars
+    with the time left on stderr (``progress``; None: only when stderr is a terminal)."""
 
     out_dir: Path
     corrupt: bool = False
     workers: int = 1
     log: Callable[[str], None] = lambda _m: None
+    progress: bool | None = False
 
 
 @dataclass
@@ -81,7 +84,8 @@ def sweep_records(
     """Run ``base`` over ``grid`` through the experiment engine into ``out_dir`` (resumable: a
     recipe run again trains only what is missing) and return the finished runs' records with
     their epochs and reports. ``overrides`` are dotted ``key: value`` settings (the profile's);
-    the corruption sets ``data.shuffle_labels``."""
+    the corruption sets ``data.shuffle_labels``. With ``ctx.progress``, a progress bar over the
+    runs (not one per run)."""
     from contrastlab.experiments.results import load_records
     from contrastlab.experiments.sweep import run_sweep
 
@@ -99,6 +103,7 @@ def sweep_records(
         from contrastlab.train.config import parse_config
 
         load_data(parse_config(cfg))
-    ids = set(run_sweep(cfg, out_dir, workers=ctx.workers, progress=False, log=ctx.log))
+    ids = set(run_sweep(cfg, out_dir, workers=ctx.workers, progress=False, log=ctx.log,
+                        runs_bar=ctx.progress))
     return [r for r in load_records(out_dir, with_details=True)
             if r["status"] == "done" and r["run_id"] in ids]

@@ -3,7 +3,7 @@
 - :mod:`~contrastlab.theory.population`: exact population losses of class-collapsed
   representations (any prior, any k, every loss of the family, marginal / other-class / tilted
   negatives) and of free per-sample embeddings, with exact gradients;
-- :mod:`~contrastlab.theory.etf`: the simplex ETF and its closed-form losses (SPEC A7);
+- :mod:`~contrastlab.theory.etf`: the simplex ETF and its closed-form losses;
 - :mod:`~contrastlab.theory.optimize`: the optimal geometry for any prior and k, with restarts and
   diagnostics; Awasthi et al.'s Lemma 1 on per-sample embeddings;
 - :mod:`~contrastlab.theory.downstream`: downstream quality of class vectors (R_mu-supv, mean

@@ -1,11 +1,11 @@
-"""Bounds between contrastive and supervised losses, and their ingredients (SPEC A6, C5-C6).
+"""Bounds between contrastive and supervised losses, and their ingredients.
 
-Setting: the latent-class model of SPEC A1 (Arora, Khandeparkar, Khodak, Plevrakis & Saunshi,
+Setting: the latent-class model (Arora, Khandeparkar, Khodak, Plevrakis & Saunshi,
 ICML 2019). ``C`` classes with prior ``rho`` (Bao et al. write ``pi``); an anchor of class
 ``c ~ rho``, its positive, and ``K`` unsupervised negatives whose classes are i.i.d. ``rho``.
 The bounds relate the contrastive (InfoNCE / logistic) loss ``R_cont`` of a representation to
-the cross-entropy of its *mean classifier*, ``R_mu-supv`` (Bao, Nagano & Nozawa, ICML 2022; SPEC
-A5): logits ``f(x)^T mu_c`` with ``mu_c`` the class means.
+the cross-entropy of its *mean classifier*, ``R_mu-supv`` (Bao, Nagano & Nozawa, ICML 2022):
+logits ``f(x)^T mu_c`` with ``mu_c`` the class means.
 
 Conventions
 -----------
@@ -33,12 +33,12 @@ losses@b1f4a40``, ``scripts/compare_upper_bound.py`` and ``scripts/plot_k_msuplo
 - collision term ``Col_K = E_{m ~ Bin(K, 1/C)} log(1 + m)``;
 - harmonic number ``H_{C-1}``: Bao's code uses the approximation ``ln(C - 1) + 0.577``; here
   :func:`harmonic_number` is exact and :func:`ash_bound` takes ``harmonic="approx"`` to
-  reproduce the code (and the SPEC A6 test-vector table, whose Ash column uses it).
+  reproduce the code (and its Ash values, which use it).
 
 Numerical notes
 ---------------
 - ``1 - tau_K`` is computed directly as ``exp(K log1p(-1/C))``, never as ``1 - tau_K``. The
-  SPEC A6 table prints "overflow" for Arora and Ash at ``C = 10, K = 512``: the authors' code
+  authors' code overflows for Arora and Ash at ``C = 10, K = 512``: it
   rounds ``tau`` to 1.0 and divides by zero. Here those entries are large finite numbers
   (2.1e23 and 4.3e23); ``+inf`` is returned only where ``1 - tau`` truly underflows.
 - Coverage, uniform prior: exact inclusion-exclusion in integer (rational) arithmetic, see
@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeAlias
@@ -60,6 +61,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from scipy.special import entr
+from tqdm import tqdm
 
 from contrastlab._tables import markdown_table, text_table
 from contrastlab._validation import as_index, check_choice, check_positive, check_positive_int
@@ -67,6 +69,7 @@ from contrastlab.data.latent import binomial_pmf, check_prior
 
 __all__ = [
     "COVERAGE_METHODS",
+    "MAX_K",
     "BoundsTable",
     "CoverageEstimate",
     "arora_bound",
@@ -221,7 +224,7 @@ def _tau(K: NDArray[np.int64], p: _Prior) -> FloatArray:
 
 
 def collision_probability(K: Any, C: Any = None, prior: Any = None) -> FloatOrArray:
-    """The collision probability ``tau_K`` (Arora et al. 2019; SPEC A6).
+    """The collision probability ``tau_K`` (Arora et al. 2019).
 
     The probability that at least one of ``K`` i.i.d. negatives falls in the anchor's class:
     ``tau_K = 1 - (1 - 1/C)^K`` for the uniform prior, and for a prior ``rho``, with the anchor's
@@ -256,8 +259,22 @@ def _expect_binomial(K: int, p: float, what: str, b2: float) -> float:
     return float(np.dot(binomial_pmf(K, p).numpy(), _g(K, what, b2)))
 
 
-def _mix_binomial(K: NDArray[np.int64], p: _Prior, what: str, b2: float = 0.0) -> FloatArray:
-    """``sum_c rho_c E_{m ~ Bin(K, rho_c)} g(m)`` per K (equal rho_c share one binomial)."""
+#: the quantities :func:`_mix_binomial` computes, as a progress bar names them
+_MIX_NAMES = {"col": "Col", "ideal": "R*_cont"}
+
+
+#: the largest K whose binomial expectations are computed exactly (about 0.5 GB per array)
+MAX_K = 2**26
+
+
+def _mix_binomial(
+    K: NDArray[np.int64], p: _Prior, what: str, b2: float = 0.0, bar: Any = None
+) -> FloatArray:
+    """``sum_c rho_c E_{m ~ Bin(K, rho_c)} g(m)`` per K (equal rho_c share one binomial);
+    ``bar`` (a tqdm bar or None) advances by K + 1, the cost of a K, after each K."""
+    if K.size and int(K.max()) > MAX_K:
+        raise ValueError(f"K must be at most {MAX_K} (2^26): the exact expectation over "
+                         f"Bin(K, rho_c) takes O(K) memory and time per K; got {int(K.max())}")
     values, inverse = np.unique(p.rho, return_inverse=True)
     weights = np.zeros_like(values)
     np.add.at(weights, inverse, p.rho)
@@ -266,8 +283,12 @@ def _mix_binomial(K: NDArray[np.int64], p: _Prior, what: str, b2: float = 0.0) -
     out = np.zeros(K.shape, dtype=np.float64)
     for idx, kk in np.ndenumerate(K):
         k = int(kk)
+        if bar is not None:
+            bar.set_postfix_str(f"{_MIX_NAMES.get(what, what)} K={k}", refresh=False)
         if values.size == 1:
             out[idx] = _expect_binomial(k, float(values[0]), what, b2)
+            if bar is not None:
+                bar.update(k + 1)
             continue
         g = _g(k, what, b2)
         chunk = max(1, (1 << 22) // (k + 1))
@@ -276,11 +297,13 @@ def _mix_binomial(K: NDArray[np.int64], p: _Prior, what: str, b2: float = 0.0) -
             pmf = binomial_pmf(k, torch.from_numpy(values[s : s + chunk])).numpy()
             total += float(weights[s : s + chunk] @ (pmf @ g))
         out[idx] = total
+        if bar is not None:
+            bar.update(k + 1)
     return out
 
 
 def collision_term(K: Any, C: Any = None, prior: Any = None) -> FloatOrArray:
-    """The collision term ``Col_K = E_{m ~ Bin(K, 1/C)} log(1 + m)`` (SPEC A6).
+    """The collision term ``Col_K = E_{m ~ Bin(K, 1/C)} log(1 + m)``.
 
     ``m`` is the number of the ``K`` negatives in the anchor's class. It is the contrastive
     loss floor due to collisions subtracted in Arora et al.'s, Nozawa & Sato's and Ash et al.'s
@@ -317,7 +340,7 @@ def harmonic_number(n: Any) -> FloatOrArray:
     """The harmonic number ``H_n = sum_{i=1}^n 1/i``, exactly (to float64 rounding).
 
     Not the approximation ``ln(n) + 0.577`` that Bao et al.'s code uses inside Ash et al.'s
-    bound (SPEC A6 writes ``H_{C-1} ~ ln(C-1) + 0.577``; that approximation is 0.05 low at
+    bound (that approximation is 0.05 low at
     ``n = 9``); see :func:`ash_bound`'s ``harmonic`` argument. ``n`` >= 0 (``H_0 = 0``), an int
     or a 1-D sequence of ints.
     """
@@ -517,7 +540,7 @@ def coverage_estimate(
 ) -> CoverageEstimate:
     """The coverage probability ``upsilon_n = P(n i.i.d. class draws cover all C classes)``.
 
-    Nozawa & Sato (NeurIPS 2021) write ``upsilon_{K+1}`` (anchor plus ``K`` negatives; SPEC A6).
+    Nozawa & Sato (NeurIPS 2021) write ``upsilon_{K+1}`` (anchor plus ``K`` negatives).
 
     Methods:
 
@@ -547,8 +570,8 @@ def coverage_estimate(
       or 1: then the truth is within ~3 / num_samples of it).
     - ``"auto"`` (default): ``"exact"`` for a uniform prior (``C`` given, or all entries of
       ``prior`` equal); otherwise ``"convolution"``, abandoned for ``"monte-carlo"`` if it
-      needs more than 2e9 multiply-adds. (This goes beyond SPEC's "exact for C <= 20, Monte
-      Carlo beyond": the convolution is exact up to rounding for any C.)
+      needs more than 2e9 multiply-adds. (Monte Carlo is thus needed only for the largest
+      problems: the convolution is exact up to rounding for any C.)
 
     A class of prior 0 can never be drawn, so then ``upsilon_n = 0``; drop such classes from
     the prior if they are not real classes.
@@ -666,10 +689,10 @@ def arora_bound(R_cont: Any, K: Any, C: Any = None, prior: Any = None) -> FloatO
 
     Arora, Khandeparkar, Khodak, Plevrakis & Saunshi, "A theoretical analysis of contrastive
     unsupervised representation learning" (ICML 2019), the bound for K negatives, in the form
-    Bao et al. evaluate it (SPEC A6; ``compare_upper_bound.py``: ``coef_arora * (nceloss -
+    Bao et al. evaluate it (``compare_upper_bound.py``: ``coef_arora * (nceloss -
     collision)``). For ``K = 1`` it is their ``L_sup <= (L_un - tau) / (1 - tau)`` [R]. Natural
     log. Defined only for ``K >= C`` (``nan`` below); ``+inf`` where ``(1 - tau_K)
-    upsilon_{K+1}`` is 0. With a prior, ``tau`` and ``upsilon`` are those of the prior (SPEC A1)
+    upsilon_{K+1}`` is 0. With a prior, ``tau`` and ``upsilon`` are those of the prior
     and ``C = len(prior)``. The feature-norm bound ``b`` does not enter.
     """
     r, k, p, scalar = _bound_inputs(R_cont, K, C, prior)
@@ -707,9 +730,9 @@ def nozawa_sato_bound(R_cont: Any, K: Any, C: Any = None, prior: Any = None) -> 
 
     Nozawa & Sato, "Understanding negative samples in instance discriminative self-supervised
     representation learning" (NeurIPS 2021), their main upper bound [R], in the form Bao et al.
-    evaluate it (SPEC A6; ``ub_nozawa = (2 * nceloss - collision) / v``). Natural log. Defined
+    evaluate it (``ub_nozawa = (2 * nceloss - collision) / v``). Natural log. Defined
     only for ``K >= C`` (``nan`` below); ``+inf`` where ``upsilon_{K+1} = 0``. (Their code's
-    version with ``L_sub`` and ``d(f)`` is not this function; see SPEC A6.)
+    version with ``L_sub`` and ``d(f)`` is not this function.)
     """
     r, k, p, scalar = _bound_inputs(R_cont, K, C, prior)
     return _finish(_coverage_bound("nozawa_sato", r, k, p, None), scalar)
@@ -721,11 +744,11 @@ def ash_bound(
     """Ash et al.'s upper bound ``2 max(1, 2 (C-1) H_{C-1} / K) (R_cont - Col_K) / (1 - tau_K)``.
 
     Ash, Goel, Krishnamurthy & Misra, "Investigating the role of negatives in contrastive
-    representation learning" (AISTATS 2022) [R], in the form Bao et al. evaluate it (SPEC A6;
+    representation learning" (AISTATS 2022) [R], in the form Bao et al. evaluate it (their
     ``coef_ash``). Defined for every ``K``; ``+inf`` where ``1 - tau_K`` underflows to 0.
 
     ``harmonic="exact"`` (default) uses the exact ``H_{C-1}``; ``harmonic="approx"`` uses Bao's
-    code's ``ln(C - 1) + 0.577`` and reproduces the SPEC A6 table's Ash column. With a prior, it
+    code's ``ln(C - 1) + 0.577`` and reproduces their code's Ash values. With a prior, it
     enters through ``tau_K`` only and ``C = len(prior)`` in the coupon-collector factor (Ash et
     al. state the bound for uniform classes: this extension is an assumption).
     """
@@ -760,7 +783,7 @@ def _delta_lower(k: NDArray[np.int64], p: _Prior, b: float) -> FloatArray:
 
 
 def bao_delta_upper(K: Any, C: Any = None, prior: Any = None, b: float = 1.0) -> FloatOrArray:
-    """``Delta_U = log(pi_max C^2 cosh^2(b^2) / K)`` (Bao, Nagano & Nozawa, ICML 2022; SPEC A6).
+    """``Delta_U = log(pi_max C^2 cosh^2(b^2) / K)`` (Bao, Nagano & Nozawa, ICML 2022).
 
     The additive gap of Bao et al.'s upper bound ``R_mu-supv <= R_cont + Delta_U``
     (``ub_intercept`` in their ``scripts/plot_k_msuploss.py``). ``pi_max`` is the largest class
@@ -773,7 +796,7 @@ def bao_delta_upper(K: Any, C: Any = None, prior: Any = None, b: float = 1.0) ->
 
 
 def bao_delta_lower(K: Any, C: Any = None, prior: Any = None, b: float = 1.0) -> FloatOrArray:
-    """``Delta_L = H(pi) + log K - 2 log(1 + K) - 2 log cosh(b^2)`` (Bao et al.; SPEC A6).
+    """``Delta_L = H(pi) + log K - 2 log(1 + K) - 2 log cosh(b^2)`` (Bao et al. 2022).
 
     The additive gap of Bao et al.'s lower bound ``R_mu-supv >= R_cont + Delta_L``
     (``lb_intercept`` in ``scripts/plot_k_msuploss.py``; the code plots ``R*_mu-supv -
@@ -802,7 +825,7 @@ def bao_lower_bound(
 ) -> FloatOrArray:
     """Bao et al.'s *lower* bound ``R_mu-supv >= R_cont + Delta_L`` (see :func:`bao_delta_lower`).
 
-    Bao, Nagano & Nozawa (ICML 2022) [R; sign confirmed by the seed slides, SPEC A6].
+    Bao, Nagano & Nozawa (ICML 2022) [R; sign confirmed by Awasthi et al.'s slides].
     """
     r, k, p, scalar = _bound_inputs(R_cont, K, C, prior)
     return _finish(r + _delta_lower(k, p, check_positive("b", b)), scalar)
@@ -814,13 +837,13 @@ def bao_lower_bound(
 
 
 def idealized_contrastive_minimum(K: Any, C: Any, b: float = 1.0) -> FloatOrArray:
-    """``R*_cont(K) = E_{m ~ Bin(K, 1/C)} log(1 + m + (K - m) e^{-2 b^2})`` (SPEC A6).
+    """``R*_cont(K) = E_{m ~ Bin(K, 1/C)} log(1 + m + (K - m) e^{-2 b^2})`` (Bao et al. 2022).
 
     The contrastive loss when each of the ``m`` same-class negatives scores like the positive and
     the other ``K - m`` are antipodal (``nceloss_min`` in Bao et al.'s
     ``scripts/plot_k_msuploss.py``, used in their Figs. 3-4). Not attainable for ``C > 2``
     (antipodal negatives for every class pair are impossible), so it is an idealization, below
-    the ETF value of SPEC A7. Uniform prior, natural log.
+    the ETF value (:func:`contrastlab.theory.etf_loss`). Uniform prior, natural log.
     """
     k, scalar = _int_array("K", K)
     c = _check_classes(C)
@@ -830,7 +853,7 @@ def idealized_contrastive_minimum(K: Any, C: Any, b: float = 1.0) -> FloatOrArra
 
 
 def idealized_supervised_minimum(C: Any, b: float = 1.0) -> float:
-    """``R*_mu-supv = log(1 + (C - 1) e^{-2 b^2})`` (SPEC A6; ``suploss_min`` in Bao's code).
+    """``R*_mu-supv = log(1 + (C - 1) e^{-2 b^2})`` (``suploss_min`` in Bao's code).
 
     0.7966 for ``C = 10`` and 2.6671 for ``C = 100`` at ``b = 1``. A Python float.
     """
@@ -950,9 +973,10 @@ def _table_rows(
     b: float,
     harmonic: str,
     cov: CoverageEstimate,
+    bar: Any = None,
 ) -> dict[str, FloatArray]:
     du, dl = _delta_upper(k, p, b), _delta_lower(k, p, b)
-    col = _mix_binomial(k, p, "col")
+    col = _mix_binomial(k, p, "col", bar=bar)
     return {
         "R_cont": r,
         "Col": col,
@@ -991,19 +1015,26 @@ def _bounds_table(
     return BoundsTable(rows, columns, meta)
 
 
-def idealized_bounds(C: Any, Ks: Any, b: float = 1.0, *, harmonic: str = "exact") -> BoundsTable:
+def idealized_bounds(
+    C: Any, Ks: Any, b: float = 1.0, *, harmonic: str = "exact", progress: bool | None = False
+) -> BoundsTable:
     """Every bound evaluated at the idealized contrastive minimum ``R*_cont(K)`` (Bao et al.,
-    Figs. 3-4; SPEC A6 test vectors and C5).
+    Figs. 3-4).
 
     One row per ``K`` in ``Ks``; uniform prior over ``C`` classes, feature-norm bound ``b``.
-    ``harmonic`` is passed to :func:`ash_bound` (``"approx"`` reproduces the SPEC table's Ash
-    column). The rows also carry ``R_mu_supv_star`` = :func:`idealized_supervised_minimum`.
+    ``harmonic`` is passed to :func:`ash_bound` (``"approx"`` reproduces their code's Ash
+    values). The rows also carry ``R_mu_supv_star`` = :func:`idealized_supervised_minimum`.
 
-    What the table shows (SPEC C5, checked in the tests): Bao's upper bound is finite for every
+    What the table shows (checked in the tests): Bao's upper bound is finite for every
     K and the smallest for ``K >= C``; it decreases in K, but toward ``R*_mu-supv + 2 log
     cosh(b^2)`` (0.868 above ``R*_mu-supv`` at ``b = 1``), not toward ``R*_mu-supv`` itself.
     Arora's and Nozawa-Sato's are ``nan`` for ``K < C`` and huge where ``upsilon_{K+1}`` is
     tiny; Ash's grows with K through ``1 / (1 - tau_K)``.
+
+    ``progress``: a progress bar (tqdm, on stderr) with the time left, over the two binomial
+    expectations per K (``R*_cont`` and ``Col``, each costing O(K): about 20 s on one core for
+    1,000 values of K up to 65,536); None: only when stderr is a terminal, and once the work has
+    lasted half a second.
     """
     c = _check_classes(C)
     k, _ = _int_array("Ks", Ks)
@@ -1011,9 +1042,13 @@ def idealized_bounds(C: Any, Ks: Any, b: float = 1.0, *, harmonic: str = "exact"
     bb = check_positive("b", b)
     check_choice("harmonic", harmonic, HARMONIC_CHOICES)
     p = _Prior(np.full(c, 1.0 / c), True)
-    r = _mix_binomial(k, p, "ideal", bb * bb)
-    cov = coverage_estimate(k + 1, c)
-    cols = _table_rows(r, k, p, bb, harmonic, cov)
+    with tqdm(total=2 * int((k + 1).sum()), desc="bounds", file=sys.stderr,
+              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]",
+              disable=None if progress is None else not progress,
+              delay=0.5 if progress is None else 0.0) as bar:
+        r = _mix_binomial(k, p, "ideal", bb * bb, bar)
+        cov = coverage_estimate(k + 1, c)
+        cols = _table_rows(r, k, p, bb, harmonic, cov, bar)
     star = idealized_supervised_minimum(c, bb)
     extra = {"R_mu_supv_star": star}
     return _bounds_table("idealized", k, p, cols, (*_BOUND_COLUMNS, "R_mu_supv_star"), bb,

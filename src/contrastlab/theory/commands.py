@@ -6,7 +6,10 @@ The CLI (:mod:`contrastlab.cli`) only parses arguments and prints what these fun
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
+
+from tqdm import tqdm
 
 from contrastlab._tables import columns_table
 from contrastlab.data.latent import parse_prior
@@ -41,31 +44,38 @@ def optimum_output(
     seed: int = 0,
     as_json: bool = False,
     width: int | None = None,
+    progress: bool | None = False,
 ) -> str:
     """The geometry table of the optimum for each k (one row per k; with ``width``, split into
-    blocks of columns that repeat k when wider)."""
+    blocks of columns that repeat k when wider). ``progress``: a progress bar (tqdm, on stderr)
+    over the k values, with the k being solved and the time left (None: only when stderr is a
+    terminal)."""
     rho = parse_prior(prior, classes)
     rows = []
-    for k in ks:
-        res = optimize_population(
-            prior=rho,
-            k=k,
-            loss=loss,
-            temperature=temperature,
-            negatives=negatives,
-            beta=beta,
-            dim=dim,
-            constraint=constraint,
-            restarts=restarts,
-            seed=seed,
-        )
-        row = res.summary()
-        row["prior"] = prior
-        row["min_cosine"] = float(res.cosines.min())
-        if as_json:
-            row["cosines"] = res.cosines.tolist()
-            row["V"] = res.V.tolist()
-        rows.append(row)
+    with tqdm(total=len(ks), desc="optima", unit="optimum", file=sys.stderr,
+              disable=None if progress is None else not progress) as bar:
+        for k in ks:
+            bar.set_postfix_str(f"k={k}")
+            res = optimize_population(
+                prior=rho,
+                k=k,
+                loss=loss,
+                temperature=temperature,
+                negatives=negatives,
+                beta=beta,
+                dim=dim,
+                constraint=constraint,
+                restarts=restarts,
+                seed=seed,
+            )
+            row = res.summary()
+            row["prior"] = prior
+            row["min_cosine"] = float(res.cosines.min())
+            if as_json:
+                row["cosines"] = res.cosines.tolist()
+                row["V"] = res.V.tolist()
+            rows.append(row)
+            bar.update(1)
     if as_json:
         return json.dumps({"prior": rho.tolist(), "rows": rows}, indent=2)
     cols = [

@@ -12,7 +12,7 @@ Temperature: the downstream losses of every optimum, R_mu-supv (Bao et al. 2022'
 supervised loss, the mean classifier's cross-entropy) and L_sup, are evaluated at the
 temperature of the study's contrastive loss, t = ``downstream_temperature(loss, temperature)``
 (``temperature`` for the InfoNCE forms, 1 for ``logistic`` and ``hinge``): the module convention
-of :mod:`contrastlab.theory.downstream` (SPEC A5, A6). So at t != 1 the R_mu-supv column is on
+of :mod:`contrastlab.theory.downstream`. So at t != 1 the R_mu-supv column is on
 the same score scale f^T mu_c / t as the contrastive loss and L_sup; at t = 1 it is Bao et al.'s
 R_mu-supv. The t used is recorded in the result's config as ``downstream_temperature``.
 

@@ -1,6 +1,6 @@
 """The parts a run is built from, given its resolved config: the data (:func:`load_data`,
 :func:`as_train_data`: a :class:`~contrastlab.data.base.Dataset`; the shuffled-label
-control), the encoder (:func:`build_model`), the
+control), the encoder (:func:`build_model`; :func:`sync_batchnorm`), the
 optimizer and its learning-rate schedule (:func:`build_optimizer`, :func:`build_scheduler`,
 :func:`lr_factor`).
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ __all__ = [
     "load_data",
     "lr_factor",
     "shuffled_labels",
+    "sync_batchnorm",
 ]
 
 
@@ -76,6 +77,16 @@ def build_model(cfg: ExperimentConfig, input_shape: tuple[int, ...]) -> Encoder:
     return build_encoder(m.encoder, input_shape, m.out_dim, head=m.head,
                          normalize=cfg.loss.normalize, head_dim=m.head_dim,
                          head_hidden=m.head_hidden, **m.options)
+
+
+def sync_batchnorm(cfg: ExperimentConfig, model: Encoder, world: int) -> Encoder:
+    """``model`` for a data-parallel run of ``world`` processes: with ``train.sync_batchnorm``
+    and ``world`` > 1 its BatchNorm layers become ``torch.nn.SyncBatchNorm`` (the same
+    parameters and buffers, so checkpoints keep their keys; batch statistics over the global
+    batch); otherwise ``model`` as it is."""
+    if cfg.train.sync_batchnorm and world > 1:
+        return cast(Encoder, nn.SyncBatchNorm.convert_sync_batchnorm(model))
+    return model
 
 
 def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:

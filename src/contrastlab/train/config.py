@@ -65,6 +65,7 @@ import importlib.util
 import itertools
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -131,6 +132,7 @@ LOGGERS: dict[str, tuple[str | None, str | None]] = {
 # parts of the config that do not change what a run computes: left out of the run id
 _NOT_HASHED: dict[str, tuple[str, ...]] = {
     "": ("sweep", "output"),
+    "data": ("workers", "pin_memory"),
     "train": ("progress", "max_memory_gb", "loggers"),
 }
 
@@ -204,6 +206,16 @@ class DataConfig(_Section):
     (a seeded permutation of the *training* labels, so latent-class positives and the
     classifiers' training labels carry no information; test labels are kept): a correct
     pipeline must then score near chance.
+
+    Where the batches are built (:mod:`contrastlab.train.feed`): on the training device (the
+    training set moved there once) for ``latent`` pairs and the batched engine; on the host for
+    ``augment`` pairs with the per-sample engine (``data.augment.engine: loop``, the default),
+    there in ``workers`` DataLoader worker processes when ``workers`` > 0 (default 0: in the
+    training process; no effect where the batches are built on the device). Every random
+    choice of a step is drawn in the training process, in step order, from the run's seed, so
+    the numbers are the same for any ``workers``. ``pin_memory`` (null: true when
+    ``train.device`` is CUDA): the workers' batches in pinned memory, for asynchronous copies
+    to the GPU (refused off CUDA). Neither is part of the run id.
     """
 
     name: str = "synthetic"
@@ -213,8 +225,11 @@ class DataConfig(_Section):
     pairs: str = "latent"
     augment: dict[str, Any] = Field(default_factory=dict)
     shuffle_labels: bool = False
+    workers: int = 0
+    pin_memory: bool | None = None
 
     _seed = field_validator("seed")(classmethod(lambda cls, v: _positive_int(v, 0)))
+    _workers = field_validator("workers")(classmethod(lambda cls, v: _positive_int(v, 0)))
 
     _pairs = _one_of("pairs", PAIR_MODES)
 
@@ -326,10 +341,18 @@ class TrainConfig(_Section):
     autocast in bfloat16) or ``fp16`` (float16 autocast with a gradient scaler); the loss is
     always computed in float32 on the float32 cast of the embeddings. ``compile``: the training
     forward through ``torch.compile`` (evaluation runs the plain module; the first steps pay the
-    compilation). ``channels_last``: the 2-D CNN encoders' weights (and so their convolutions)
-    in the channels-last memory format, the fast layout of tensor cores (refused for an encoder
-    that is not an image CNN). All four enter the run id (they change the numbers, if only in
-    round-off) except at ``cpu`` / ``fp32`` / false / false, so earlier runs keep their ids.
+    compilation). ``channels_last``: the 2-D CNN encoders' weights and input batches (and so
+    their convolutions) in the channels-last memory format, the fast layout of tensor cores
+    (refused for an encoder that is not an image CNN; ``auto``: true on CUDA for an image CNN,
+    resolved when the config is parsed). All four enter the run id (they change the numbers, if
+    only in round-off) except at ``cpu`` / ``fp32`` / false / false, so earlier runs keep their
+    ids.
+
+    ``sync_batchnorm`` (data-parallel runs under torchrun): the encoder's BatchNorm layers
+    become ``torch.nn.SyncBatchNorm`` (batch statistics over the global batch, as in one
+    process, instead of per rank); it needs a CUDA ``train.device`` (torch's SyncBatchNorm
+    synchronizes GPU tensors only) and is refused off CUDA when the config is parsed. No effect
+    in a single process. In the run id when true.
 
     ``local_loss`` (data-parallel runs under torchrun): each rank computes the loss of its own
     anchors against the gathered batch (:mod:`contrastlab.losses.sharded`, open_clip's
@@ -358,8 +381,9 @@ class TrainConfig(_Section):
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
-    channels_last: bool = False
+    channels_last: bool | str = False
     local_loss: bool = False
+    sync_batchnorm: bool = False
     loggers: list[str] = Field(default_factory=lambda: ["csv"])
 
     _ints = field_validator("epochs", "batch_size", "steps_per_epoch", "threads")(
@@ -368,6 +392,7 @@ class TrainConfig(_Section):
     _pos = field_validator("grad_clip", "max_memory_gb")(
         classmethod(lambda cls, v: _finite(v, 0.0, True)))
     _precision = _one_of("precision", PRECISIONS)
+    _channels_last = _one_of("channels_last", (False, True, "auto"), before=True)
 
     @field_validator("loggers")
     @classmethod
@@ -594,14 +619,36 @@ def _check_model(model: ModelConfig) -> None:
                           f"got {model.head_dim}")
 
 
-def _check_channels_last(cfg: ExperimentConfig) -> None:
-    """``train.channels_last`` needs a 2-D image CNN (an encoder for images only)."""
+def _resolve_channels_last(cfg: ExperimentConfig, device: str) -> bool:
+    """``train.channels_last``: ``auto`` -> true on CUDA for a 2-D image CNN (an encoder for
+    images only); true needs such an encoder."""
     from contrastlab.models import ENCODERS
 
-    if cfg.train.channels_last and ENCODERS[cfg.model.encoder].kinds != ("image",):
+    cnn = ENCODERS[cfg.model.encoder].kinds == ("image",)
+    if cfg.train.channels_last == "auto":
+        return cnn and device.startswith("cuda")
+    if cfg.train.channels_last and not cnn:
         cnns = sorted(n for n, s in ENCODERS.items() if s.kinds == ("image",))
         raise ConfigError(f"train.channels_last applies to the 2-D image encoders "
                           f"({', '.join(cnns)}); got model.encoder {cfg.model.encoder!r}")
+    return bool(cfg.train.channels_last)
+
+
+def _resolve_cuda_options(cfg: ExperimentConfig, device: str) -> bool:
+    """``train.sync_batchnorm`` needs CUDA; ``data.pin_memory``: None -> whether the device is
+    CUDA, true refused off CUDA. Returns the resolved ``data.pin_memory``."""
+    on_cuda = device.startswith("cuda")
+    if cfg.train.sync_batchnorm and not on_cuda:
+        raise ConfigError(f"train.sync_batchnorm: true needs train.device 'cuda' or 'cuda:N' "
+                          f"(torch's SyncBatchNorm synchronizes GPU tensors only); got "
+                          f"train.device {device!r}; set train.sync_batchnorm=false")
+    if cfg.data.pin_memory is None:
+        return on_cuda
+    if cfg.data.pin_memory and not on_cuda:
+        raise ConfigError(f"data.pin_memory: true needs a CUDA train.device (pinned memory is "
+                          f"for copies to a GPU); got train.device {device!r}; set "
+                          "data.pin_memory=false or null (auto)")
+    return cfg.data.pin_memory
 
 
 def _check_local_loss(cfg: ExperimentConfig) -> None:
@@ -761,8 +808,10 @@ def _resolve_device(device: str) -> str:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.partition(":")[2] or 0)
         if index >= count:
+            seen = os.environ.get("CUDA_VISIBLE_DEVICES")  # e.g. the GPUs Ray assigned
+            view = "" if seen is None else f"; CUDA_VISIBLE_DEVICES={seen!r}"
             raise ConfigError(f"train.device {device!r} is not available on this machine ({count} "
-                              "CUDA device(s)); use 'cpu' or 'auto'")
+                              f"CUDA device(s){view}); use 'cpu' or 'auto'")
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device 'mps' is not available on this machine; use 'cpu' or "
                           "'auto'")
@@ -785,16 +834,18 @@ def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     options = _check_data(cfg.data)
     _check_model(cfg.model)
     _check_loggers(cfg.train.loggers)
-    _check_channels_last(cfg)
     _check_local_loss(cfg)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
-    train = cfg.train.model_copy(update={"device": _resolve_device(cfg.train.device)})
+    device = _resolve_device(cfg.train.device)
+    train = cfg.train.model_copy(update={
+        "device": device, "channels_last": _resolve_channels_last(cfg, device)})
+    data = cfg.data.model_copy(update={"pin_memory": _resolve_cuda_options(cfg, device)})
     model = cfg.model
     if cfg.model.momentum and loss.negatives_from != "queue":
         raise ConfigError(f"model.momentum ({cfg.model.momentum:g}) is the key encoder of a "
                           "queue of negatives: set loss.negatives_from=queue (and an explicit-k "
                           "loss) or model.momentum=0")
-    out = cfg.model_copy(update={"loss": loss, "train": train, "model": model})
+    out = cfg.model_copy(update={"loss": loss, "train": train, "model": model, "data": data})
     _check_sizes(out, train_size(cfg.data.name, options))
     _check_memory(out)
     return out
@@ -916,6 +967,7 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
     for section, key, default in (("train", "device", "cpu"), ("train", "precision", "fp32"),
                                   ("train", "compile", False), ("train", "channels_last", False),
                                   ("train", "local_loss", False),
+                                  ("train", "sync_batchnorm", False),
                                   ("loss", "negatives_from", "dataset"),
                                   ("loss", "queue_size", None), ("model", "momentum", 0.0)):
         if d[section].get(key) == default:  # added later, likewise

@@ -14,14 +14,15 @@ Callbacks (:mod:`contrastlab.train.callbacks`): the ``on_epoch`` function, the l
 the call ends (even by an exception).
 
 Reproducibility: the model is initialized from ``seed``; batches, views and the pool come from one
-``torch.Generator``, the negative draws from a second; evaluation uses its own generators, seeded
-from (seed, epoch), so it never perturbs training. ``train.deterministic`` turns on
-``torch.use_deterministic_algorithms`` for the run. A checkpoint after every epoch holds the
-model, optimizer, scheduler, both generators, the global RNG state, the epoch and the metric
-history; :func:`train` resumes from it and reproduces the uninterrupted run's metrics exactly on
-CPU (same thread count). Checkpoints are checksummed and the previous one is kept
-(:mod:`contrastlab.checkpoint`): a damaged or inconsistent one is set aside, named on stderr,
-and the run resumes from the previous one or from scratch.
+``torch.Generator`` (planned in the training process, in step order, wherever the batches are
+then built: :mod:`contrastlab.train.feed`), the negative draws from a second; evaluation uses
+its own generators, seeded from (seed, epoch), so it never perturbs training.
+``train.deterministic`` turns on ``torch.use_deterministic_algorithms`` for the run. A
+checkpoint after every epoch holds the model, optimizer, scheduler, both generators, the global
+RNG state, the epoch and the metric history; :func:`train` resumes from it and reproduces the
+uninterrupted run's metrics exactly on CPU (same thread count). Checkpoints are checksummed and
+the previous one is kept (:mod:`contrastlab.checkpoint`): a damaged or inconsistent one is set
+aside, named on stderr, and the run resumes from the previous one or from scratch.
 
 Per-epoch metrics (every ``eval.every`` epochs and after the last): the training loss and
 learning rate; ``distinct_negatives``, the mean over the anchors of the number of distinct
@@ -40,7 +41,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -60,13 +61,15 @@ from contrastlab.train.build import (
     build_scheduler,
     load_data,
     shuffled_labels,
+    sync_batchnorm,
 )
 from contrastlab.train.callbacks import Callback, CallbackList, EpochFunction, FitState
 from contrastlab.train.config import ExperimentConfig, parse_config, run_id
+from contrastlab.train.feed import BatchFeed, StepBatch
 from contrastlab.train.loggers import build_loggers
 from contrastlab.train.metrics import evaluate
 from contrastlab.train.queue import NegativeQueue, key_encoder, update_key_encoder
-from contrastlab.train.step import all_ranks_ok, fill_queue, step_inputs, step_loss
+from contrastlab.train.step import all_ranks_ok, fill_queue, step_loss
 
 __all__ = ["CHECKPOINT_NAME", "TrainResult", "run_threads", "train"]
 
@@ -195,7 +198,8 @@ def train(
     ``train.batch_size`` (which must be divisible by W), encodes its contiguous 1/W slice of the
     views (and of the pool, when its size is divisible by W) and computes the loss on the
     gathered global batch, so the run follows the single-process one up to float rounding
-    (BatchNorm layers use per-rank statistics, the one exception). Evaluation, ``on_epoch``,
+    (BatchNorm layers use per-rank statistics, the one exception, unless
+    ``train.sync_batchnorm``: CUDA only). Evaluation, ``on_epoch``,
     the callbacks and loggers, progress output and checkpoints are done by rank 0 only; the
     other ranks return the training loss and learning rate per epoch and no reports. Rank 0
     reads the checkpoint in ``checkpoint_dir`` and sends it to the other ranks, so only rank 0
@@ -271,6 +275,7 @@ class _Run:
     g_neg: torch.Generator
     steps: int
     scaler: torch.amp.GradScaler
+    feed: BatchFeed
     hooks: CallbackList = field(default_factory=CallbackList)
     queue: NegativeQueue | None = None  # loss.negatives_from: queue
     key_model: nn.Module | None = None  # its momentum (EMA) key encoder, model.momentum > 0
@@ -337,8 +342,10 @@ def _train(
 
 
 def _end(run: _Run, fit: FitState) -> None:
-    """Close the progress bar, then every callback's ``on_fit_end``. After a failure (status
-    ``failed``) an error of the callbacks is named on stderr and the failure propagates."""
+    """End the batch feed's workers, close the progress bar, then every callback's
+    ``on_fit_end``. After a failure (status ``failed``) an error of the callbacks is named on
+    stderr and the failure propagates."""
+    run.feed.close()  # its DataLoader workers, if any
     if run.bar is not None:
         run.bar.close()
     if fit.status != "failed":
@@ -388,7 +395,8 @@ def _prepare(cfg: ExperimentConfig, dataset: Any, checkpoint_dir: str | Path | N
 def _build(cfg: ExperimentConfig, prep: _Prepared, rank: int, world: int) -> _Run:
     """The model (initialized from ``seed``), optimizer, schedule and generators of the run."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, prep.data.input_shape).to(cfg.train.device)
+    model = sync_batchnorm(cfg, build_model(cfg, prep.data.input_shape), world)
+    model = model.to(cfg.train.device)
     if cfg.train.channels_last:  # the convolutions then run in the channels-last layout
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, model)
@@ -400,12 +408,14 @@ def _build(cfg: ExperimentConfig, prep: _Prepared, rank: int, world: int) -> _Ru
     # fp16: the loss scaled against gradient underflow (a no-op scaler otherwise)
     scaler = torch.amp.GradScaler(torch.device(cfg.train.device).type,
                                   enabled=cfg.train.precision == "fp16")
-    run = _Run(cfg, prep, rank, world, model, opt, sched, g_data, g_neg, steps, scaler)
+    # the training inputs on the device once, where the batches are built there (train.feed)
+    feed = BatchFeed(cfg, prep.data, prep.augment, run_threads(cfg))
+    run = _Run(cfg, prep, rank, world, model, opt, sched, g_data, g_neg, steps, scaler, feed)
     if cfg.loss.negatives_from == "queue":
         run.key_model = key_encoder(model) if cfg.model.momentum > 0 else None
         g_queue = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 3)
-        run.queue = fill_queue(cfg, run.key_model or model, prep.data.x_train,
-                               prep.data.y_train, prep.augment, g_queue)
+        run.queue = fill_queue(cfg, run.key_model or model, feed.x, prep.data.y_train,
+                               prep.augment, g_queue)
     return run
 
 
@@ -497,43 +507,54 @@ def _run_epochs(run: _Run, stop_after: int | None) -> None:
 def _train_epoch(run: _Run, epoch: int) -> dict[str, Any] | None:
     """The steps of epoch ``epoch`` (0-based): its training metrics, or None when a non-finite
     loss or embedding stopped the run."""
-    cfg, data, steps = run.cfg, run.prep.data, run.steps
+    cfg, steps = run.cfg, run.steps
     assert run.forward is not None
-    n, b = data.x_train.shape[0], cfg.train.batch_size
+    n, b = run.feed.n, cfg.train.batch_size
     order = torch.cat([torch.randperm(n, generator=run.g_data)
                        for _ in range(-(-steps * b // n))])
     loss_sum = 0.0
     draw_stats: dict[str, float] = {}
-    for s in range(steps):
-        idx = order[s * b : (s + 1) * b]
-        inputs, labels, pool_labels, pool_ids = step_inputs(
-            cfg, data.x_train, data.y_train, idx, run.g_data, run.prep.augment)
-        try:
-            loss = step_loss(cfg, run.forward, inputs, labels, pool_labels, run.g_neg,
-                             run.rank, run.world, stats=draw_stats if s == 0 else None,
-                             pool_ids=pool_ids, queue=run.queue, key_model=run.key_model,
-                             batch_ids=idx)
-        except FloatingPointError as exc:
-            run.stop(f"{exc} at epoch {epoch + 1}, step {s + 1}")
-            return None
-        if not bool(torch.isfinite(loss)):
-            run.stop(f"non-finite loss at epoch {epoch + 1}, step {s + 1}")
-            return None
-        _optimize(run, loss)
-        value = float(loss.detach())
-        loss_sum += value
-        if run.bar is not None:
-            run.bar.update(1)
-            run.bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
-        if run.hooks:  # the loss as a float only for a callback that asks for it
-            run.hooks.on_step(epoch * steps + s + 1,
-                              value if run.hooks.wants_step_loss else None)
+    with closing(run.feed.epoch(order, steps, run.g_data)) as batches:
+        for s, batch in enumerate(batches):
+            value = _train_step(run, epoch, s, batch, draw_stats)
+            if value is None:
+                return None
+            loss_sum += value
     return {
         "epoch": epoch + 1,
         "train_loss": loss_sum / steps,
         "lr": run.opt.param_groups[0]["lr"],
         "distinct_negatives": draw_stats.get("distinct_negatives"),
     }
+
+
+def _train_step(run: _Run, epoch: int, s: int, batch: StepBatch,
+                draw_stats: dict[str, float]) -> float | None:
+    """Step ``s`` of epoch ``epoch`` (0-based): the loss, the optimizer step, progress and
+    ``on_step``. Returns the step's loss, or None when a non-finite loss or embedding stopped
+    the run."""
+    cfg = run.cfg
+    assert run.forward is not None
+    try:
+        loss = step_loss(cfg, run.forward, batch.inputs, batch.labels, batch.pool_labels,
+                         run.g_neg, run.rank, run.world, stats=draw_stats if s == 0 else None,
+                         pool_ids=batch.pool_ids, queue=run.queue, key_model=run.key_model,
+                         batch_ids=batch.batch_ids)
+    except FloatingPointError as exc:
+        run.stop(f"{exc} at epoch {epoch + 1}, step {s + 1}")
+        return None
+    if not bool(torch.isfinite(loss)):
+        run.stop(f"non-finite loss at epoch {epoch + 1}, step {s + 1}")
+        return None
+    _optimize(run, loss)
+    value = float(loss.detach())
+    if run.bar is not None:
+        run.bar.update(1)
+        run.bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
+    if run.hooks:  # the loss as a float only for a callback that asks for it
+        run.hooks.on_step(epoch * run.steps + s + 1,
+                          value if run.hooks.wants_step_loss else None)
+    return value
 
 
 def _optimize(run: _Run, loss: torch.Tensor) -> None:

@@ -15,6 +15,12 @@ One step (``B = train.batch_size``, ``P = loss.pool_size``, default ``max(k, B)`
    (:func:`contrastive_loss`: the configured loss's registry spec called on the views and pool,
    :mod:`contrastlab.losses.registry`) with a check of the embeddings (:func:`step_loss`).
 
+A step is *planned*, then *built* (:func:`plan_step`, :func:`build_inputs`; :func:`step_inputs`
+does both): the plan holds every random choice (rows, pool, augmentation parameters), drawn from
+the run's data generator in one fixed order from the labels and the inputs' shape alone; building
+reads the inputs and draws nothing, so it may run in a DataLoader worker or on the GPU with the
+same result (:mod:`contrastlab.train.feed`).
+
 Which losses take a pool, and whether its negatives are drawn from the other classes, is the
 spec's to say (:attr:`~contrastlab.losses.registry.LossSpec.explicit_k`,
 :meth:`~contrastlab.losses.registry.LossSpec.supervised`): the trainer holds no loss math and
@@ -23,7 +29,8 @@ no per-name dispatch.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,23 +39,21 @@ from contrastlab.losses.registry import get_loss
 from contrastlab.train.config import ExperimentConfig, LossConfig
 from contrastlab.train.queue import NegativeQueue
 
+if TYPE_CHECKING:
+    from contrastlab.data.pairs import Augmentation
+
 __all__ = [
     "AUTOCAST",
+    "StepPlan",
     "all_ranks_ok",
+    "build_inputs",
     "contrastive_loss",
     "encode",
     "fill_queue",
+    "plan_step",
     "step_inputs",
     "step_loss",
 ]
-
-
-def _views(data_x: torch.Tensor, data_y: torch.Tensor, idx: torch.Tensor, mode: str,
-           generator: torch.Generator, augment: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    from contrastlab.data.pairs import make_views
-
-    x1, x2 = make_views(data_x, data_y, idx, mode, generator, augment=augment)
-    return torch.as_tensor(x1, dtype=torch.float32), torch.as_tensor(x2, dtype=torch.float32)
 
 
 def _pool(y: torch.Tensor, size: int, generator: torch.Generator, anchor_labels: torch.Tensor,
@@ -71,16 +76,36 @@ def _augment_pool(x: torch.Tensor, augment: Any, generator: torch.Generator) -> 
     return torch.as_tensor(apply_augment(augment, x, generator), dtype=torch.float32)
 
 
-def step_inputs(
-    cfg: ExperimentConfig, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
-    generator: torch.Generator, augment: Any, heldout: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(inputs to encode: [x1; x2; pool], the batch labels, the pool labels or None, the pool's
-    data-set indices or None). A pool of the data set is drawn for ``loss.negatives_from:
-    dataset``, and for ``queue`` on held-out data (``heldout``: the held-out loss is measured
-    against a fresh pool of ``loss.queue_size`` samples, the queue holding training keys)."""
-    x1, x2 = _views(x, y, idx, cfg.data.pairs, generator, augment)
-    parts = [x1, x2]
+@dataclass(frozen=True)
+class StepPlan:
+    """One step's inputs before any input is read: the parts of ``[x1; x2; pool]`` (rows of the
+    training set and the augmentation parameters drawn for them,
+    :data:`contrastlab.data.pairs.ViewPart`), the batch labels, the pool's labels and data-set
+    indices (None without a pool) and the batch's data-set indices. Plain tensors: it pickles
+    (a DataLoader worker builds the inputs, :mod:`contrastlab.train.feed`)."""
+
+    parts: tuple[Any, ...]
+    labels: torch.Tensor
+    pool_labels: torch.Tensor | None
+    pool_ids: torch.Tensor | None
+    batch_ids: torch.Tensor
+
+
+def plan_step(
+    cfg: ExperimentConfig, x_shape: Any, y: torch.Tensor, idx: torch.Tensor,
+    generator: torch.Generator, augment: Augmentation | None, heldout: bool = False,
+) -> StepPlan:
+    """Every random choice of a step (views, pool, augmentations), drawn from ``generator`` in
+    one fixed order, from the shape ``x_shape`` of the training inputs and the labels ``y``
+    alone: :func:`build_inputs` then builds the inputs anywhere, drawing nothing. A pool of the
+    data set is drawn for ``loss.negatives_from: dataset``, and for ``queue`` on held-out data
+    (``heldout``: the held-out loss is measured against a fresh pool of ``loss.queue_size``
+    samples, the queue holding training keys); in ``augment`` mode each pool member is one
+    augmented view (negatives are views too)."""
+    from contrastlab.data.pairs import plan_views
+
+    shape = tuple(int(s) for s in x_shape)
+    parts: list[Any] = list(plan_views(shape, y, idx, cfg.data.pairs, generator, augment))
     pool_labels = pidx = None
     spec = get_loss(cfg.loss.name)
     source = cfg.loss.negatives_from
@@ -89,9 +114,30 @@ def step_inputs(
         assert size is not None
         pidx = _pool(y, size, generator, y[idx], spec.supervised(cfg.loss.sampler),
                      cfg.loss.replacement)
-        parts.append(_augment_pool(x[pidx], augment, generator))
+        drawn = (None if augment is None
+                 else augment.draw((int(pidx.shape[0]), *shape[1:]), generator))
+        parts.append((pidx, drawn))
         pool_labels = y[pidx]
-    return torch.cat(parts), y[idx], pool_labels, pidx
+    return StepPlan(tuple(parts), y[idx], pool_labels, pidx, idx)
+
+
+def build_inputs(plan: StepPlan, x: torch.Tensor, augment: Augmentation | None) -> torch.Tensor:
+    """The inputs ``[x1; x2; pool]`` of a planned step (:func:`plan_step`), float32, on ``x``'s
+    device: the planned rows of ``x`` with their augmentations applied (no draw)."""
+    from contrastlab.data.pairs import take
+
+    return torch.cat([torch.as_tensor(take(x, part, augment), dtype=torch.float32)
+                      for part in plan.parts])
+
+
+def step_inputs(
+    cfg: ExperimentConfig, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+    generator: torch.Generator, augment: Augmentation | None, heldout: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(inputs to encode: [x1; x2; pool], the batch labels, the pool labels or None, the pool's
+    data-set indices or None): :func:`build_inputs` of :func:`plan_step`, in one go."""
+    plan = plan_step(cfg, x.shape, y, idx, generator, augment, heldout)
+    return build_inputs(plan, x, augment), plan.labels, plan.pool_labels, plan.pool_ids
 
 
 def contrastive_loss(
@@ -136,12 +182,17 @@ def _other_negatives(
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def encode(model: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """The encoder's output for ``x`` (moved to the model's device): in float32, or for ``bf16``
-    / ``fp16`` the forward under autocast, its output cast to float32 (the loss is computed in
-    float32 on it)."""
+def encode(model: nn.Module, x: torch.Tensor, precision: str = "fp32",
+           channels_last: bool = False) -> torch.Tensor:
+    """The encoder's output for ``x`` (moved to the model's device; a copy from the host does
+    not block, pinned or not): in float32, or for ``bf16`` / ``fp16`` the forward under
+    autocast, its output cast to float32 (the loss is computed in float32 on it).
+    ``channels_last``: a batch of images enters in the channels-last layout
+    (``train.channels_last``; the same values)."""
     device = next(model.parameters()).device
-    x = x.to(device)
+    x = x.to(device, non_blocking=x.device.type == "cpu" and device.type == "cuda")
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
     dtype = AUTOCAST[precision]
     if dtype is None:
         return model(x)
@@ -185,7 +236,7 @@ def step_loss(
     and, after DDP's gradient average, the same gradient."""
     b = labels.shape[0]
     if world == 1:
-        z = encode(model, inputs, cfg.train.precision)
+        z = encode(model, inputs, cfg.train.precision, cfg.train.channels_last is True)
         if not bool(torch.isfinite(z).all()):
             raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
         labels, pool_labels, pool_ids = _to(z.device, labels, pool_labels, pool_ids)
@@ -199,7 +250,8 @@ def step_loss(
             keys = z[b : 2 * b]
             if key_model is not None:
                 with torch.no_grad():
-                    keys = encode(key_model, inputs[b : 2 * b], cfg.train.precision)
+                    keys = encode(key_model, inputs[b : 2 * b], cfg.train.precision,
+                                  cfg.train.channels_last is True)
             queue.push(keys, labels, batch_ids if batch_ids is not None
                        else torch.full_like(labels, -1))
         return loss
@@ -221,7 +273,7 @@ def step_loss(
             local_pool_labels = pool_labels[rank * pl : (rank + 1) * pl]
         else:
             parts.append(inputs[2 * b :])
-    z = encode(model, torch.cat(parts), cfg.train.precision)
+    z = encode(model, torch.cat(parts), cfg.train.precision, cfg.train.channels_last is True)
     if not all_ranks_ok(bool(torch.isfinite(z).all()), world):  # every rank stops together
         raise FloatingPointError("non-finite embeddings (NaN or inf) from the encoder")
     labels, local_pool_labels, pool_ids = _to(z.device, labels, local_pool_labels, pool_ids)
@@ -261,8 +313,9 @@ def fill_queue(cfg: ExperimentConfig, model: nn.Module, x: torch.Tensor, y: torc
     model.eval()
     try:
         with torch.no_grad():
-            keys = torch.cat([encode(model, _augment_pool(x[ids[i : i + 1024]], augment,
-                                                          generator), cfg.train.precision)
+            keys = torch.cat([encode(model, _augment_pool(x[ids[i : i + 1024].to(x.device)],
+                                                          augment, generator),
+                                     cfg.train.precision, cfg.train.channels_last is True)
                               for i in range(0, size, 1024)])
     finally:
         model.train(was)

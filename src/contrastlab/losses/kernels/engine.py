@@ -146,20 +146,21 @@ def use_tiled(tiled: bool | None, size: int, threshold: int) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BlockPlan:
-    """What the kernel computes: which scales a, which columns each row masks, the per-row head."""
+    """What the kernel computes: which scales a, which columns each row masks, the per-row head.
+    By default no column is masked, the weight is 1 and both gradients are formed."""
 
     inv_t: float
     scales: tuple[float, ...]  # 1 or 2 positive scales a
-    mask_self: bool  # self-similarity: row i masks column i
-    mask_shift: int | None  # also mask column (i + shift) % N (the other view)
+    mask_self: bool = False  # self-similarity: row i masks column i
+    mask_shift: int | None = None  # also mask column (i + shift) % N (the other view)
     block_rows: int
     # head(lse (A, b), side (S, b)) -> (loss (b,), dloss/dlse (A, b), dloss/dside (S, b))
     head: Head
-    weight: float  # the loss is weight * sum_i loss_i (mean: 1/N)
-    need_dq: bool
-    need_dk: bool
+    weight: float = 1.0  # the loss is weight * sum_i loss_i (mean: 1/N)
+    need_dq: bool = True
+    need_dk: bool = True
     # self-similarity only, rows sorted by class: also mask the pairs of one class (N_i = the
     # other classes of SCL / HSCL, Jiang et al. 2023): the classes' row ranges [start, end), so
     # each strip masks a few rectangles, never an N x N (or strip-sized) label comparison

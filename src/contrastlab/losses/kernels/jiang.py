@@ -442,17 +442,12 @@ def _plug_in_symmetric(
     ends = torch.cumsum(torch.unique_consecutive(cls.row_start[perm], return_counts=True)[1], 0)
     segs = tuple(zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True))
 
-    def plan(*scales: float) -> BlockPlan:
+    def plan(*scales: float) -> BlockPlan:  # unmasked but for the classes' segments, weight 1
         return BlockPlan(
             inv_t=1.0 / t,
             scales=scales,
-            mask_self=False,
-            mask_shift=None,
             block_rows=block_rows,
             head=head_lse_minus_side,
-            weight=1.0,
-            need_dq=True,
-            need_dk=True,
             segments=segs if other_class else None,
         )
 

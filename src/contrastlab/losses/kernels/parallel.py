@@ -2,7 +2,7 @@
 few threads, each running torch single-threaded on its own strips with its own buffers and
 accumulators, merged in a fixed order at the end.
 
-Why (issue 17, "a CPU kernel that survives contention"). A strip is a handful of medium-sized
+Why: the kernel must survive a busy machine. A strip is a handful of medium-sized
 ops (a product, an exponential, a few reductions). With torch's intra-op threads every one of
 them is a parallel region that ends at a barrier; when another process holds a core, the thread
 descheduled there holds up every barrier, and the block loop (thousands of regions) slowed up to

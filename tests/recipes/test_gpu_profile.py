@@ -1,0 +1,74 @@
+"""The ``gpu`` profiles: the papers' own experiments, refused off a GPU (one line, exit 2,
+before any work) and judged against the published numbers (:func:`published_comparison`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from contrastlab.cli import app
+from contrastlab.recipes import list_recipes, load_recipe
+from contrastlab.recipes.jiang import published_comparison
+
+PAPER = {"loss": "hscl", "normalize": "ball",
+         "accuracy": {0: 0.1038, 2: 0.3186, 5: 0.5839, 10: 0.5707, 30: 0.5457}}
+
+
+def _curve(acc: dict[float, float], normalize: str = "ball") -> list[dict]:
+    return [{"loss": "hscl", "normalize": normalize, "beta": b, "mc_acc": a, "mc_acc_sd": 0.01}
+            for b, a in acc.items()]
+
+
+def test_published_comparison_measures_the_gap_and_the_effect():
+    measured = {0.0: 0.12, 2.0: 0.30, 5.0: 0.55, 10.0: 0.57, 30.0: 0.50}
+    metrics, table = published_comparison(_curve(measured) + _curve({0.0: 0.9}, "none"), PAPER)
+    assert metrics["published_max_abs_gap"] == pytest.approx(0.0457)  # beta = 30
+    assert metrics["published_hard_gain"] == pytest.approx(0.55 - 0.12)  # the paper's best: 5
+    assert metrics["published_hard_gain_paper"] == pytest.approx(0.5839 - 0.1038)
+    assert [r["beta"] for r in table] == [0.0, 2.0, 5.0, 10.0, 30.0]
+    assert table[2]["gap"] == pytest.approx(0.55 - 0.5839)
+    # a published beta that was not measured is an infinite gap: the check cannot pass
+    metrics, _ = published_comparison(_curve({0.0: 0.1038, 5.0: 0.5839}), PAPER)
+    assert math.isinf(metrics["published_max_abs_gap"])
+    with pytest.raises(ValueError, match="must map beta = 0"):
+        published_comparison(_curve(measured), {**PAPER, "accuracy": {5: 0.58}})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        published_comparison(_curve(measured), {**PAPER, "acc": {}})
+
+
+def test_the_gpu_profiles_name_their_needs():
+    gpu = [r for r in list_recipes() if "gpu" in r.profiles]
+    assert "jiang-nc-vs-dc" in {r.name for r in gpu}
+    for r in gpu:
+        assert "cuda" in r.requires("gpu") and r.profiles["gpu"].get("about")
+        assert any(c.kind == "claim" and c.metric.startswith("published")
+                   for c in r.checks_for("gpu"))
+        assert r.params("gpu")["config"]["train"]["device"] == "cuda"
+
+
+def test_a_gpu_profile_is_refused_without_cuda_in_one_line(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = CliRunner().invoke(app, ["repro", "jiang-nc-vs-dc", "--profile", "gpu", "--out",
+                                   str(tmp_path)])
+    assert res.exit_code == 2 and "needs a CUDA device" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    res = CliRunner().invoke(app, ["repro", "jiang-nc-vs-dc", "--profile", "gpu", "--out",
+                                   str(tmp_path)])
+    assert res.exit_code == 2 and "--param set.data.root=DIR" in res.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_jiang_gpu_profile_is_the_papers_setup():
+    r = load_recipe("jiang-nc-vs-dc")
+    p = r.params("gpu")
+    cfg = p["config"]
+    assert (cfg["data"]["name"], cfg["model"]["encoder"], cfg["model"]["out_dim"]) == (
+        "cifar100", "resnet50", 99)
+    assert (cfg["loss"]["k"], cfg["loss"]["temperature"], cfg["train"]["epochs"],
+            cfg["train"]["batch_size"]) == (256, 1.0, 401, 512)
+    assert p["published"]["accuracy"][5] == 0.5839 and p["betas"] == [0, 2, 5, 10, 30]
