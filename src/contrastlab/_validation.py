@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the checks of tensors only: the others stay light
+    import torch
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
@@ -75,6 +77,8 @@ def as_positive_int(name: str, value: Any) -> int:
 
 def check_generator(generator: Any) -> torch.Generator | None:
     """Require a ``torch.Generator`` or None."""
+    import torch
+
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(
             f"generator must be a torch.Generator or None; got {type(generator).__name__}"
@@ -91,6 +95,8 @@ def check_tensor(
     shape_hint: str = "",
 ) -> torch.Tensor:
     """Require a torch tensor with the given number of dimensions (and a floating dtype)."""
+    import torch
+
     dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     hint = f" {shape_hint}" if shape_hint else ""
     if not isinstance(x, torch.Tensor):
@@ -112,6 +118,8 @@ def as_float64_vector(name: str, value: Any, *, items: str, vector: str) -> torc
     tensor; otherwise ``ValueError("<name> must be a 1-D <items>; ...")`` when it is not
     numeric, ``"<name> must be a non-empty 1-D <vector>; got shape ..."`` when it has the wrong
     shape."""
+    import torch
+
     try:
         t = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
@@ -131,6 +139,8 @@ def check_same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor)
 
 def check_labels(name: str, labels: Any, n: int) -> torch.Tensor:
     """Require an integer label vector of length ``n``."""
+    import torch
+
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of integer class labels, shape ({n},)")
     if labels.ndim != 1 or labels.shape[0] != n:

@@ -1,9 +1,11 @@
+import re
 from pathlib import Path
 
 import pytest
 
 from contrastlab.recipes import PROFILES, list_recipes, load_recipe
 from contrastlab.recipes.catalog import all_runners
+from contrastlab.recipes.spec import OPTIONAL_PROFILES, unmet_requirement
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {"awasthi-balanced-etf", "awasthi-unbalanced", "awasthi-k-sweep", "jiang-nc-vs-dc",
@@ -23,12 +25,33 @@ def test_the_catalog_holds_exactly_the_runners_the_recipes_use():
     assert set(all_runners()) == {r.runner for r in list_recipes()}
 
 
+def test_the_catalog_names_the_module_of_every_registered_runner():
+    import importlib
+
+    from contrastlab.recipes.catalog import RUNNER_MODULES
+    from contrastlab.recipes.runners import RUNNERS
+
+    runners = all_runners()
+    for name, module in RUNNER_MODULES.items():  # a lookup imports the module, which registers
+        assert runners[name].__module__ == f"contrastlab.recipes.{module}", name
+    # and no module registers a runner not listed
+    src = REPO / "src" / "contrastlab" / "recipes"
+    registering = {p.stem for p in src.glob("*.py") if "@register_runner(" in p.read_text()}
+    assert registering == set(RUNNER_MODULES.values())
+    for module in registering:
+        importlib.import_module(f"contrastlab.recipes.{module}")
+    assert set(RUNNERS) == set(RUNNER_MODULES)
+    with pytest.raises(KeyError):
+        runners["no_such_runner"]
+
+
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_recipe_is_complete(name):
     r = load_recipe(name)
     assert r.name == name and r.path is not None and r.path.stem == name
-    assert set(r.profiles) == set(PROFILES)
-    assert "seeds/" in r.source and r.claim and r.corruption
+    assert set(PROFILES) <= set(r.profiles) <= set(PROFILES) | set(OPTIONAL_PROFILES)
+    # the source cites the paper (authors, venue and year) and quotes it
+    assert re.search(r"\((?:ICML|TMLR) 20\d\d\)", r.source) and r.claim and r.corruption
     assert all(c.why for c in r.checks)
     for p in PROFILES:
         assert r.profiles[p].get("about")
@@ -68,7 +91,13 @@ def test_load_from_path_and_threshold_override(tmp_path):
 @pytest.mark.parametrize(("old", "new", "match"), [
     ("runner: awasthi_balanced_etf", "runner: nope", "runner must be one of"),
     ("corruption: unconverged", "corruption: ''", "corruption must be a non-empty string"),
-    ("  full: {params: {classes: [3], ks: [1, 2]}}\n", "", "profiles must define exactly"),
+    ("  full: {params: {classes: [3], ks: [1, 2]}}\n", "", "profiles must define quick, full"),
+    ("  full: {", "  fast: {params: {}}\n  full: {", "may define gpu"),
+    ("  full: {params: {classes: [3], ks: [1, 2]}}", "  full: {params: {}, requires: [tpu]}",
+     "requires must be a list of cuda, data.root"),
+    ("  full: {params: {classes: [3], ks: [1, 2]}}",
+     "  full: {params: {}, checks: [{name: etf, metric: m, op: '<=', value: 1, kind: claim}]}",
+     "check names must be unique"),
     ("thresholds: {etf: 0.5}", "thresholds: {nope: 0.5}", "names no check"),
     ("op: \"<=\"", "op: \"=<\"", "op must be one of"),
     ("name: t\n", "name: t\nextra: 1\n", "unknown field"),
@@ -79,6 +108,34 @@ def test_bad_recipe_files_fail_in_one_line(tmp_path, old, new, match):
     with pytest.raises(ValueError, match=match) as info:
         load_recipe(_write(tmp_path, GOOD.replace(old, new, 1)))
     assert "\n" not in str(info.value)
+
+
+GPU = GOOD.replace("checks:\n", """  gpu:
+    requires: [cuda, data.root]
+    params: {classes: [3], ks: [1, 2], config: {data: {root: null}}}
+    thresholds: {published: 0.1}
+    checks:
+      - {name: published, kind: claim, metric: published_gap, op: "<=", value: 0.05, why: p}
+checks:
+""")
+
+
+def test_a_gpu_profile_adds_its_checks_and_requirements(tmp_path, monkeypatch):
+    r = load_recipe(_write(tmp_path, GPU))
+    assert [c.name for c in r.checks_for("quick")] == ["etf"]
+    assert [(c.name, c.value) for c in r.checks_for("gpu")] == [("etf", 1e-4),
+                                                                ("published", 0.1)]
+    assert r.requires("quick") == [] and r.requires("gpu") == ["cuda", "data.root"]
+    assert unmet_requirement(r, "quick", r.params("quick")) is None
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    msg = unmet_requirement(r, "gpu", r.params("gpu"))
+    assert msg is not None and "needs a CUDA device" in msg and "\n" not in msg
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    msg = unmet_requirement(r, "gpu", r.params("gpu"))
+    assert msg is not None and "--param set.data.root=DIR" in msg
+    assert unmet_requirement(r, "gpu", {**r.params("gpu"), "set": {"data.root": "/d"}}) is None
 
 
 def test_unknown_name_lists_the_recipes():

@@ -287,3 +287,29 @@ def test_every_report_figure_has_nothing_clipped_and_no_legend_on_data(out: Path
     for store in (out, beta_k):
         for name, fig in F.figures_from_store(store).items():
             assert layout_problems(fig) == [], name
+
+
+def test_save_lays_out_once_and_crops_as_savefig_tight(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from tests.figure_layout import layout_problems
+
+    etf = [[1.0 if i == j else -0.5 for j in range(3)] for i in range(3)]
+    fig = F.cosine_heatmaps({1: etf, 64: etf, 4096: etf})
+    engine = fig.get_layout_engine()
+    assert engine is not None
+    runs = []
+    execute = type(engine).execute
+    monkeypatch.setattr(type(engine), "execute", lambda self, f: runs.append(1) or execute(self, f))
+    png, svg = F.save(fig, tmp_path / "sub" / "heat.pdf")
+    assert (png.name, svg.name) == ("heat.png", "heat.svg")
+    assert len(runs) == 1  # one constrained layout for both files (matplotlib's: one per file)
+    assert fig.get_layout_engine() is engine  # and the figure is left as it was
+    assert svg.read_text().rstrip().endswith("</svg>") and png_stats(png.read_bytes())[0] > 20
+    monkeypatch.undo()
+    tight = tmp_path / "tight.png"  # matplotlib's own: lay out a fresh figure, crop, draw
+    F.cosine_heatmaps({1: etf, 64: etf, 4096: etf}).savefig(tight, dpi=110, bbox_inches="tight")
+    ours, theirs = Image.open(png), Image.open(tight)
+    assert ours.size == theirs.size and ours.tobytes() == theirs.tobytes()  # the same pixels
+    assert layout_problems(fig) == []

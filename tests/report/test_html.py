@@ -134,3 +134,13 @@ def test_report_with_one_seed_says_there_is_no_interval(tmp_path: Path) -> None:
     assert "undecided in 1 (one seed: no interval)" in answer
     assert "one seed: no interval" in answer
     assert "0.89</td>" in text  # no interval printed in the summary over seeds
+
+
+def test_page_cells_are_those_of_the_results_table() -> None:
+    # the pages format their cells themselves (no experiment engine to import): the same text
+    from contrastlab.experiments.results import cell as results_cell
+    from contrastlab.report.style import cell
+
+    for value in (None, 0.0, 1.0, -2.5e-7, 123456.789, float("nan"), float("inf"), 3, True,
+                  "hucl", [1, 2]):
+        assert cell(value) == results_cell(value), value

@@ -1,19 +1,20 @@
 """Recipes for Awasthi, Dikkala & Kamath, "Do more negative samples necessarily hurt in
-contrastive learning?" (ICML 2022; seed 000).
+contrastive learning?" (ICML 2022).
 
 - ``awasthi_balanced_etf``: the exact population optimum for balanced classes is the simplex ETF
-  for every k, so its downstream loss does not depend on k (their Theorem for rho_c = 1/C;
-  SPEC A7, C1-C2).
+  for every k, so its downstream loss does not depend on k (their Theorem for rho_c = 1/C).
 - ``awasthi_unbalanced``: the unbalanced-prior study of their conjecture (downstream loss of the
-  optimum non-increasing in k; SPEC C3).
+  optimum non-increasing in k).
 - ``awasthi_k_sweep``: trained encoders on real data for k from 1 to 1024 (their CIFAR
   experiment at CPU scale).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,11 +54,12 @@ def awasthi_balanced_etf(params: dict[str, Any], ctx: RunContext) -> Outcome:
     Params: ``classes`` (list), ``ks`` (see :func:`ks_list`), ``losses`` (``infonce``,
     ``logistic``), ``temperature``, ``restarts``, ``max_iter``, ``seed``. The corruption stops
     L-BFGS after one iteration of a single random start.
+
+    The solves are independent: they run in forked processes, one per usable CPU core (not
+    ``--workers``, which counts training processes), while this process imports what draws the
+    figures (:mod:`contrastlab._fork`); every result is that of the serial loop, bit for bit.
     """
-    from contrastlab.report.figures import cosine_heatmaps
-    from contrastlab.report.recipe_figures import metric_vs_k
-    from contrastlab.theory.etf import etf_loss
-    from contrastlab.theory.optimize import optimize_population
+    from contrastlab._fork import fork_available, fork_call, usable_cores
 
     check_keys("params", params, ("classes", "ks", "losses", "temperature", "restarts",
                                   "max_iter", "seed"))
@@ -68,28 +70,24 @@ def awasthi_balanced_etf(params: dict[str, Any], ctx: RunContext) -> Outcome:
     restarts = 1 if ctx.corrupt else int(take(params, "restarts", 2, int))
     max_iter = 1 if ctx.corrupt else int(take(params, "max_iter", 3000, int))
     seed = int(take(params, "seed", 0, int))
-    rows: list[dict[str, Any]] = []
-    heat: dict[int, Any] = {}
+    tasks = [(c, loss, k) for c in classes for loss in losses for k in ks]
+    workers = usable_cores() if fork_available() else 1
     for c in classes:
         for loss in losses:
             ctx.log(f"awasthi-balanced-etf: C={c} loss={loss} k={ks[0]}..{ks[-1]}")
-            for k in ks:
-                opt = optimize_population(num_classes=c, k=k, loss=loss, temperature=t,
-                                          restarts=restarts, max_iter=max_iter, seed=seed + k)
-                closed = etf_loss(c, k, loss=loss, temperature=t)
-                ds = opt.downstream
-                rows.append({
-                    "C": c, "loss": loss, "k": k, "contrastive_loss": opt.loss,
-                    "etf_closed_form": closed, "closed_form_gap": abs(opt.loss - closed),
-                    "etf_cosine_error": opt.etf_cosine_error, "zero_sum": opt.zero_sum,
-                    "mean_classifier_loss": float(ds["mean_classifier_loss"]),
-                    "supervised_loss": float(ds["supervised_loss"]),
-                    "mean_classifier_accuracy": float(ds["mean_classifier_accuracy"]),
-                    "converged": bool(opt.converged), "iterations": opt.iterations,
-                })
-                if c == classes[0] and loss == losses[0] and k in (ks[0], ks[len(ks) // 2],
-                                                                   ks[-1]):
-                    heat[k] = opt.cosines.numpy()
+    ctx.log(f"awasthi-balanced-etf: {len(tasks)} independent solves on {workers} process(es)")
+    # the solves run in a forked process (which imports the theory engine, torch included) while
+    # this one imports what draws the figures
+    pending = fork_call(_balanced_solves, tasks, functools.partial(
+        _balanced_solve, temperature=t, restarts=restarts, max_iter=max_iter, seed=seed), workers)
+    from contrastlab.report.figures import cosine_heatmaps
+    from contrastlab.report.recipe_figures import metric_vs_k
+
+    solved = pending.result()
+    rows = [row for row, _ in solved]
+    heat: dict[int, Any] = {
+        k: cos for (c, loss, k), (_, cos) in zip(tasks, solved, strict=True)
+        if c == classes[0] and loss == losses[0] and k in (ks[0], ks[len(ks) // 2], ks[-1])}
     metrics = {
         "max_etf_cosine_error": max(r["etf_cosine_error"] for r in rows),
         "max_zero_sum": max(r["zero_sum"] for r in rows),
@@ -112,6 +110,42 @@ def awasthi_balanced_etf(params: dict[str, Any], ctx: RunContext) -> Outcome:
         "optimum_cosines": cosine_heatmaps(heat),
     }
     return Outcome(metrics, {"optima": rows}, figs)
+
+
+def _balanced_solves(tasks: list[tuple[int, str, int]],
+                     solve: Callable[[tuple[int, str, int]], tuple[dict[str, Any], np.ndarray]],
+                     workers: int) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """``[solve(task) for task in tasks]`` over ``workers`` processes, forked after the theory
+    engine is imported (so that they share it). A solve depends on its task and the settings
+    only: the same results in the same order for any number of processes."""
+    from contrastlab._fork import fork_map
+    from contrastlab.theory import etf, optimize  # noqa: F401  (imported here, once, for all)
+
+    return fork_map(solve, tasks, workers)
+
+
+def _balanced_solve(task: tuple[int, str, int], temperature: float, restarts: int,
+                    max_iter: int, seed: int) -> tuple[dict[str, Any], np.ndarray]:
+    """One program of :func:`awasthi_balanced_etf`, ``task`` = (C, loss, k): its row of the
+    ``optima`` table and the cosine matrix of its optimum."""
+    from contrastlab.theory.etf import etf_loss
+    from contrastlab.theory.optimize import optimize_population
+
+    c, loss, k = task
+    opt = optimize_population(num_classes=c, k=k, loss=loss, temperature=temperature,
+                              restarts=restarts, max_iter=max_iter, seed=seed + k)
+    closed = etf_loss(c, k, loss=loss, temperature=temperature)
+    ds = opt.downstream
+    row = {
+        "C": c, "loss": loss, "k": k, "contrastive_loss": opt.loss,
+        "etf_closed_form": closed, "closed_form_gap": abs(opt.loss - closed),
+        "etf_cosine_error": opt.etf_cosine_error, "zero_sum": opt.zero_sum,
+        "mean_classifier_loss": float(ds["mean_classifier_loss"]),
+        "supervised_loss": float(ds["supervised_loss"]),
+        "mean_classifier_accuracy": float(ds["mean_classifier_accuracy"]),
+        "converged": bool(opt.converged), "iterations": opt.iterations,
+    }
+    return row, opt.cosines.numpy()
 
 
 @register_runner("awasthi_unbalanced")

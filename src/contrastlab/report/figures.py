@@ -14,10 +14,12 @@ outside the axes; the simplex-ETF reference is drawn wherever the number of clas
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -618,29 +620,56 @@ def panel_figure(n: int, panel_width: float, panel_height: float,
 def save(fig: Figure, path: str | Path, dpi: int = 110) -> list[Path]:
     """Write ``fig`` as ``<path>.png`` and ``<path>.svg`` (any suffix of ``path`` is replaced),
     cropped to what is drawn (``bbox_inches="tight"``: no clipped labels or legends); returns
-    the two paths."""
+    the two paths.
+
+    The figure is laid out once (:func:`tight_box`) and both files are drawn from that layout,
+    the SVG in a forked process while this one draws the PNG (:mod:`contrastlab._fork`): the
+    PNG has the pixels of matplotlib's ``savefig(bbox_inches="tight")`` of the fresh figure,
+    which would run the constrained layout (the costliest part of a draw) again for every file
+    (tests/report/test_figures.py)."""
+    from contrastlab._fork import fork_call
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    out = []
-    box = tight_box(fig, dpi)  # laid out and measured once for both formats
-    for suffix in (".png", ".svg"):
-        target = p.with_suffix(suffix)
-        fig.savefig(target, dpi=dpi, bbox_inches=box)
-        out.append(target)
-    return out
+    png, svg = p.with_suffix(".png"), p.with_suffix(".svg")
+    box = tight_box(fig, dpi)
+    with frozen_layout(fig):
+        pending = fork_call(functools.partial(fig.savefig, svg, dpi=dpi, bbox_inches=box))
+        try:
+            fig.savefig(png, dpi=dpi, bbox_inches=box)
+        finally:
+            pending.result()
+    return [png, svg]
 
 
 def tight_box(fig: Figure, dpi: int) -> Any:
-    """What ``bbox_inches="tight"`` crops to (the drawn extent plus matplotlib's default pad),
-    computed once: saving with it skips the extra layout-and-draw pass that "tight" makes for
-    every file."""
+    """What ``bbox_inches="tight"`` crops to at ``dpi`` (the drawn extent plus matplotlib's
+    default pad), after laying the figure out (its layout engine, e.g. constrained, runs once;
+    nothing is rendered)."""
     from matplotlib import rcParams
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     fig.set_dpi(dpi)
-    canvas.draw()
+    fig.draw_without_rendering()
     return fig.get_tightbbox(canvas.get_renderer()).padded(rcParams["savefig.pad_inches"])
+
+
+@contextlib.contextmanager
+def frozen_layout(fig: Figure) -> Iterator[None]:
+    """Keep the figure's current layout (no layout engine) inside the block, so that drawing it
+    again does not lay it out again; the engine is back afterwards."""
+    engine = fig.get_layout_engine()
+    if engine is None:
+        yield
+        return
+    with matplotlib.rc_context({"figure.autolayout": False,
+                                "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)  # None, not 'none': savefig then skips its layout pass
+    try:
+        yield
+    finally:
+        fig.set_layout_engine(engine)
 
 
 def open_store(out_dir: str | Path) -> Any:

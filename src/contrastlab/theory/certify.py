@@ -1,11 +1,11 @@
-"""A duality-gap certificate of global optimality for the Gram-matrix program (SPEC A7, C1-C3).
+"""A duality-gap certificate of global optimality for the Gram-matrix program.
 
 Awasthi et al. (2022) note that the population loss of class-collapsed representations depends
 on V only through G = V V^T, and that for their loss family the program
 
     minimize L(G)  subject to  G PSD,  G_ii = 1 (sphere)  or  G_ii <= 1 (ball)          (P)
 
-is convex (SPEC A7, "Awasthi's convex reformulation"). Which losses of
+is convex. Which losses of
 :func:`contrastlab.theory.population.population_loss` make L convex in G
 (:func:`gram_convexity`):
 

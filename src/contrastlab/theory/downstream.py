@@ -1,4 +1,4 @@
-"""Downstream quality of a class-collapsed representation (SPEC A5, A7).
+"""Downstream quality of a class-collapsed representation.
 
 A class-collapsed representation maps every input of class c to one vector v_c; ``V`` is the
 (C, d) matrix of these vectors and the classes are drawn from a prior rho (default balanced,
@@ -8,12 +8,12 @@ reduces to a rho-weighted sum over classes. This module evaluates:
 
 - :func:`mean_classifier_loss`: the "mean supervised loss" of Bao et al. (2022),
   R_mu-supv = E_{y ~ rho}[ -log( exp(f^T mu_y / t) / sum_c exp(f^T mu_c / t) ) ] with f = v_y.
-  Bao et al.'s code uses t = 1 and does not renormalize the means (SPEC A5); Nozawa & Sato use
-  t = 0.5. At a unit simplex ETF it equals log(1 + (C - 1) e^{-a}), a = C / ((C - 1) t) (A7).
+  Bao et al.'s code uses t = 1 and does not renormalize the means; Nozawa & Sato use
+  t = 0.5. At a unit simplex ETF it equals log(1 + (C - 1) e^{-a}), a = C / ((C - 1) t).
 - :func:`mean_classifier_accuracy`: the top-1 accuracy of the mean classifier argmax_c f^T mu_c
   (the downstream metric of the Jiang et al. code), ties counted as errors.
 - :func:`supervised_loss`: the supervised loss of the best unit-norm linear classifier (the
-  L_sup of Arora et al. 2019 / Awasthi et al. 2022 in the seed slides),
+  L_sup of Arora et al. 2019 / Awasthi et al. 2022, as in Awasthi et al.'s slides),
 
       L_sup(V) = inf_{||w_c|| = 1 for all c}  sum_y rho_y l( {v_y^T (w_y - w_c')}_{c' != y} ),
 
@@ -24,8 +24,8 @@ reduces to a rho-weighted sum over classes. This module evaluates:
 Temperature convention
 ----------------------
 One temperature t scales every score of this module: R_mu-supv scores the classes by
-f(x)^T mu_c / t and L_sup by the margins f(x)^T (w_y - w_c) / t (the loss family's l_t, SPEC
-A2), and both take it as an explicit ``temperature`` argument defaulting to t = 1. The t to use
+f(x)^T mu_c / t and L_sup by the margins f(x)^T (w_y - w_c) / t (the loss family's l_t),
+and both take it as an explicit ``temperature`` argument defaulting to t = 1. The t to use
 is the temperature *of the contrastive loss* being studied, so that the contrastive loss,
 R_mu-supv and L_sup of one representation are measured on the same scale of scores:
 :func:`downstream_temperature` maps a loss and its temperature to that t (the temperature itself
@@ -34,11 +34,11 @@ for ``infonce`` / ``infonce-mean``; 1 for ``logistic``, which is InfoNCE at t = 
 R_mu-supv and L_sup, as do its callers (:func:`contrastlab.theory.optimize.optimize_population`
 and the unbalanced-prior study, :mod:`contrastlab.theory.study`).
 
-Sources (SPEC A5, A6): R_mu-supv is the mean supervised loss of Bao, Nagano & Nozawa (ICML 2022;
+Sources: R_mu-supv is the mean supervised loss of Bao, Nagano & Nozawa (ICML 2022;
 the softmax cross-entropy of the mean classifier over all C classes, cf. the mean-classifier
 L^mu_sup of Arora et al. 2019), whose code has no temperature; Nozawa & Sato (2021) divide the
 same logits by the SimCLR t = 0.5 (``NT_Xent.bound_loss``). Bao's gap bounds
-R_cont + Delta_L <= R_mu-supv <= R_cont + Delta_U (SPEC A6) are stated for features of norm at
+R_cont + Delta_L <= R_mu-supv <= R_cont + Delta_U are stated for features of norm at
 most b without a temperature; b = 1 (unit-sphere features at t = 1) is the setting of the Bao
 recipes, where this convention is Bao's own. Dividing every score by t is the same as scaling
 the features (and hence the class means) by 1 / sqrt(t), so with R_cont and R_mu-supv both at
@@ -147,8 +147,7 @@ def downstream_temperature(loss: str, temperature: float = 1.0) -> float:
 
     The loss's own temperature: ``temperature`` for ``infonce`` and ``infonce-mean``, 1 for
     ``logistic`` (InfoNCE at t = 1) and ``hinge`` (no temperature; its margin 1 fixes the scale),
-    whatever ``temperature`` is. See "Temperature convention" in the module docstring (SPEC A5,
-    A6).
+    whatever ``temperature`` is. See "Temperature convention" in the module docstring.
 
     Args:
         loss: a member of :data:`contrastlab.losses.family.LOSSES` (for a trained run, the
@@ -174,11 +173,11 @@ def mean_classifier_loss(
     """Bao et al. (2022)'s mean supervised loss R_mu-supv of a class-collapsed representation.
 
     R_mu-supv = sum_y rho_y [ -log( exp(v_y^T mu_y / t) / sum_c exp(v_y^T mu_c / t) ) ] with the
-    class means mu_c = v_c (class collapse: every input of class c has feature v_c), SPEC A5.
+    class means mu_c = v_c (class collapse: every input of class c has feature v_c).
     Bao et al.'s code (``MeanClassifier``, ``mean_classifier_eval``) uses t = 1 and does not
     renormalize the means; ``normalize_means=True`` uses mu_c = v_c / ||v_c|| instead (the
     feature f = v_y itself is never renormalized). At a unit simplex ETF the value is
-    log(1 + (C - 1) e^{-a}) with a = C / ((C - 1) t) (SPEC A7). Natural logarithm.
+    log(1 + (C - 1) e^{-a}) with a = C / ((C - 1) t). Natural logarithm.
 
     Args:
         V: (C, d) class vectors, C >= 2.
@@ -213,7 +212,7 @@ def mean_classifier_accuracy(V: torch.Tensor, prior: Any = None) -> float:
 
     The rho-weighted fraction of classes y whose feature v_y scores its own mean strictly
     highest: v_y^T v_y > v_y^T v_c for every c != y (mu_c = v_c by class collapse; the
-    downstream metric of the Jiang et al. 2023 code, SPEC A5). A tie for the maximum counts as
+    downstream metric of the Jiang et al. 2023 code). A tie for the maximum counts as
     an error (the comparison is exact, in V's dtype). No temperature: argmax is scale-free.
     """
     V = _check_V(V)
@@ -764,7 +763,7 @@ def supervised_loss(
     """L_sup of a class-collapsed representation: the best unit-norm linear classifier's loss.
 
     L_sup(V) = inf_W sum_y rho_y l({v_y^T (w_y - w_c')}_{c' != y}) over W = (w_1..w_C) with
-    ||w_c|| = 1 (Arora et al. 2019; Awasthi et al. 2022; the seed slides), l from
+    ||w_c|| = 1 (Arora et al. 2019; Awasthi et al. 2022 and their slides), l from
     :func:`contrastlab.losses.family.score_loss` on the C - 1 scores. The convex relaxation
     ||w_c|| <= 1 is solved to a certified duality gap ``tol`` (FISTA with backtracking and
     restarts; smoothing continuation with an exact dual certificate for ``hinge``), and its

@@ -1,4 +1,4 @@
-"""The simplex equiangular tight frame (SPEC A7; Papyan et al. 2020; Awasthi et al. 2022).
+"""The simplex equiangular tight frame (Papyan et al. 2020; Awasthi et al. 2022).
 
 C vectors v_1..v_C in R^d (d >= C - 1) with ||v_c|| = r, v_c^T v_c' = -r^2 / (C - 1) for c != c'
 and sum_c v_c = 0. Construction: the columns of sqrt(C/(C-1)) (I_C - 11^T / C) expressed in an
@@ -69,7 +69,7 @@ def etf_loss(
     beta: float = 0.0,
     radius: float = 1.0,
 ) -> float:
-    """Closed-form population loss of a simplex ETF of radius r under a balanced prior (SPEC A7).
+    """Closed-form population loss of a simplex ETF of radius r under a balanced prior.
 
     With Delta = r^2 C / (C - 1) (the gap v_c^T v_c - v_c^T v_j) and a = Delta / t
     (t = 1 for ``logistic``):

@@ -2,8 +2,8 @@
 
 For class vectors V (C x d) the population loss of :func:`contrastlab.theory.population.
 population_loss` depends on V only through the Gram matrix G = V V^T (Awasthi et al. 2022's
-convex reformulation, SPEC A7). With an untilted negative law (``beta = 0``) and a smooth member
-of the loss family (``logistic``, ``infonce``, ``infonce-mean``, SPEC A2) it reads::
+convex reformulation). With an untilted negative law (``beta = 0``) and a smooth member
+of the loss family (``logistic``, ``infonce``, ``infonce-mean``) it reads::
 
     L(G) = sum_c rho_c E_c(G),   E_c = E_{c_1..c_k ~ q_c iid} log(1 + sum_i exp(x_{c c_i})),
     x_cj = (G_cj - G_cc) / s - o,

@@ -1,4 +1,4 @@
-"""The optimal geometry: minimize the exact population loss over class vectors (SPEC A7, C1-C3).
+"""The optimal geometry: minimize the exact population loss over class vectors.
 
 Awasthi et al. (2022) show that for balanced classes the optimum of the population NCE loss
 (with unit-norm representations, d >= C - 1) is the simplex ETF for every k; Jiang et al. (2023)

@@ -1,4 +1,4 @@
-"""Exact population contrastive losses of class-collapsed representations (SPEC A1-A3, A7).
+"""Exact population contrastive losses of class-collapsed representations.
 
 Under the latent-class model (Arora et al. 2019) with class prior rho, a class-collapsed
 representation maps every input of class c to one vector v_c (V is C x d). The anchor's class is
