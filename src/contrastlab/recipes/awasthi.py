@@ -178,7 +178,7 @@ def awasthi_unbalanced(params: dict[str, Any], ctx: RunContext) -> Outcome:
         num_classes=c, priors=priors, ks=ks, loss=str(take(params, "loss", "infonce", str)),
         restarts=int(take(params, "restarts", 3, int)),
         recheck_restarts=int(take(params, "recheck_restarts", 12, int)), tol=tol,
-        seed=int(take(params, "seed", 0, int)))
+        seed=int(take(params, "seed", 0, int)), progress=ctx.progress)
     if ctx.corrupt:
         kwargs.update(restarts=1, recheck_restarts=1, max_iter=1)
     ctx.log(f"awasthi-unbalanced: C={c}, {len(priors)} priors x {len(ks)} k")
