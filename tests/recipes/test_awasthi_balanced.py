@@ -3,6 +3,8 @@ bit, for any number of them (results are a function of the config only)."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,14 @@ from contrastlab.recipes.awasthi import awasthi_balanced_etf
 from contrastlab.recipes.runners import RunContext
 
 PARAMS = {"classes": [3, 5], "ks": [1, 2, 8, 64], "restarts": 2}
+
+
+@pytest.fixture(autouse=True)
+def _fork_even_with_threads(monkeypatch):
+    """Fork on Linux even where an earlier test left a thread running (a progress bar's
+    monitor), so that several processes really solve here: the children run only the solves."""
+    if sys.platform.startswith("linux"):
+        monkeypatch.setattr(_fork, "fork_available", lambda: True)
 
 
 def _run(tmp_path, monkeypatch, cores: int):
