@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "MAX_WIDTH",
+    "cell",
     "columns_table",
     "fit_table",
     "fit_width",
@@ -24,6 +25,17 @@ __all__ = [
 
 #: the widest a :func:`fit_table` gets by default (a narrower terminal narrows it)
 MAX_WIDTH = 100
+
+
+def cell(value: Any) -> str:
+    """The text of a results cell: ``-`` for None, 4 significant digits for a float (the tables
+    of :func:`contrastlab.experiments.results.results_table` and of the HTML pages,
+    :mod:`contrastlab.report.style`)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def format_cell(v: Any) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from contrastlab._tables import fit_table, markdown_table
+from contrastlab._tables import cell, fit_table, markdown_table
 from contrastlab._validation import check_choice
 from contrastlab._yaml import YamlError, load_yaml_text
 from contrastlab.experiments.records import load_records
@@ -123,16 +123,6 @@ def _varying(records: list[dict[str, Any]], config_keys: set[str]) -> list[str]:
         if rest and _n_groups(records, rest) == target:
             out = rest
     return out
-
-
-def cell(value: Any) -> str:
-    """The text of a table cell: ``-`` for None, 4 significant digits for a float (the tables
-    of :func:`results_table` and of the HTML pages, :mod:`contrastlab.report.style`)."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

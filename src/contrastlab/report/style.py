@@ -1,6 +1,6 @@
 """What the HTML pages of :mod:`contrastlab.report` share: the style sheet, the image-load
-check, escaping, table cells (as those of ``contrastlab results``:
-:func:`contrastlab.experiments.results.cell`), embedded figures and the software versions.
+check, escaping, table cells (those of ``contrastlab results``:
+:func:`contrastlab._tables.cell`), embedded figures and the software versions.
 
 Used by the report of an output directory (:func:`contrastlab.report.html.write_report`) and the
 page of a recipe run (:func:`contrastlab.report.recipe_html.write_recipe_report`), so both look
@@ -17,6 +17,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from contrastlab._tables import cell  # the results table's cells, on every page
 
 __all__ = ["CSS", "IMAGE_CHECK_JS", "cell", "escape", "figure_html", "page_head", "png_base64",
            "software_versions", "versions_table", "write_page"]
@@ -57,19 +59,6 @@ window.addEventListener("load", function () {
   document.body.dataset.figures = ok + "/" + imgs.length;
 });
 """
-
-
-def cell(value: Any) -> str:
-    """The text of a table cell: ``-`` for None, 4 significant digits for a float, as in the
-    tables of ``contrastlab results`` (:func:`contrastlab.experiments.results.cell`; the two
-    agree, tests/report/test_html.py). Written here so that writing a page does not import the
-    experiment engine (and torch with it): a recipe's page is written by a process that needs
-    neither."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def escape(text: Any) -> str:
