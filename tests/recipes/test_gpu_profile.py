@@ -40,7 +40,8 @@ def test_published_comparison_measures_the_gap_and_the_effect():
 
 def test_the_gpu_profiles_name_their_needs():
     gpu = [r for r in list_recipes() if "gpu" in r.profiles]
-    assert "jiang-nc-vs-dc" in {r.name for r in gpu}
+    assert {"jiang-nc-vs-dc", "nozawa-k-sweep",
+            "robinson-hard-negatives"} <= {r.name for r in gpu}
     for r in gpu:
         assert "cuda" in r.requires("gpu") and r.profiles["gpu"].get("about")
         assert any(c.kind == "claim" and c.metric.startswith("published")
@@ -72,3 +73,59 @@ def test_the_jiang_gpu_profile_is_the_papers_setup():
     assert (cfg["loss"]["k"], cfg["loss"]["temperature"], cfg["train"]["epochs"],
             cfg["train"]["batch_size"]) == (256, 1.0, 401, 512)
     assert p["published"]["accuracy"][5] == 0.5839 and p["betas"] == [0, 2, 5, 10, 30]
+
+
+def test_nozawa_published_comparison_measures_the_gap_and_the_gain():
+    from contrastlab.recipes.nozawa import nozawa_published_comparison
+
+    paper = {"mu_accuracy": {32: 0.7275, 128: 0.7722, 512: 0.8012}}
+    curve = [{"train.batch_size": b, "mu_accuracy": a, "mu_accuracy_sd": 0.01}
+             for b, a in ((32, 0.70), (128, 0.78), (512, 0.79))]
+    metrics, table = nozawa_published_comparison(curve, paper)
+    assert metrics["published_max_abs_gap"] == pytest.approx(0.0275)  # K + 1 = 32
+    assert metrics["published_gain"] == pytest.approx(0.79 - 0.70)
+    assert metrics["published_gain_paper"] == pytest.approx(0.8012 - 0.7275)
+    assert [r["batch_size"] for r in table] == [32, 128, 512]
+    metrics, _ = nozawa_published_comparison(curve[:2], paper)  # 512 not measured
+    assert math.isinf(metrics["published_max_abs_gap"])
+    with pytest.raises(ValueError, match="at least two sizes"):
+        nozawa_published_comparison(curve, {"mu_accuracy": {32: 0.7}})
+
+
+def test_the_nozawa_gpu_profile_is_the_papers_setup():
+    p = load_recipe("nozawa-k-sweep").params("gpu")
+    cfg = p["config"]
+    assert (cfg["data"]["name"], cfg["model"]["encoder"], cfg["model"]["head_dim"]) == (
+        "cifar10", "resnet18-cifar", 128)
+    assert (cfg["loss"]["temperature"], cfg["optim"]["name"], cfg["optim"]["lr"],
+            cfg["train"]["epochs"], p["lr_scaling"]) == (0.5, "sgd", 1.0, 500, "linear")
+    assert p["batch_sizes"] == [32, 64, 128, 256, 512]
+    assert p["published"]["mu_accuracy"][512] == 0.8012
+
+
+def test_robinson_published_comparison_measures_the_gap_and_the_gain():
+    from contrastlab.recipes.robinson import robinson_published_comparison
+
+    paper = {"accuracy": {"biased": 0.8015, 0: 0.8426, 1: 0.8744, 6: 0.8309}}
+    curve = [{"beta": b, "accuracy": a, "accuracy_sd": 0.01}
+             for b, a in (("biased", 0.79), (0.0, 0.84), (1.0, 0.86), (6.0, 0.85))]
+    metrics, table = robinson_published_comparison(curve, paper, 1.0)
+    assert metrics["published_max_abs_gap"] == pytest.approx(0.85 - 0.8309)  # beta = 6
+    assert metrics["published_hard_gain"] == pytest.approx(0.86 - 0.84)
+    assert metrics["published_hard_gain_paper"] == pytest.approx(0.8744 - 0.8426)
+    assert [r["beta"] for r in table] == ["biased", 0.0, 1.0, 6.0]
+    metrics, _ = robinson_published_comparison(curve[1:], paper, 1.0)  # no biased run
+    assert math.isinf(metrics["published_max_abs_gap"])
+    with pytest.raises(ValueError, match="hard_beta"):
+        robinson_published_comparison(curve, paper, 2.0)
+
+
+def test_the_robinson_gpu_profile_is_the_papers_setup():
+    p = load_recipe("robinson-hard-negatives").params("gpu")
+    cfg = p["config"]
+    assert (cfg["data"]["name"], cfg["model"]["encoder"], cfg["model"]["head_dim"]) == (
+        "stl10", "resnet50", 128)
+    assert (cfg["loss"]["tau_plus"], cfg["loss"]["temperature"], cfg["train"]["batch_size"],
+            cfg["train"]["epochs"], p["biased"], p["accuracy"]) == (
+        0.1, 0.5, 256, 400, True, "probe_acc")
+    assert p["published"]["accuracy"][1] == 0.8744 and p["betas"] == [0, 0.5, 1, 2, 6]

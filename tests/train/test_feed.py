@@ -250,3 +250,15 @@ def test_the_workers_persist_across_epochs_and_end_with_the_run() -> None:
     before = {p.pid for p in multiprocessing.active_children()}
     assert T.train(_cfg(workers=2), data).status == "done"
     assert {p.pid for p in multiprocessing.active_children()} <= before  # ended with the run
+
+
+def test_inputs_too_large_for_the_device_are_refused_in_one_line():
+    from contrastlab.train.feed import DEVICE_DATA_FRACTION, check_fits_on_device
+
+    gib = 2 ** 30
+    check_fits_on_device(int(DEVICE_DATA_FRACTION * 10 * gib), 10 * gib, "cuda")  # at the limit
+    with pytest.raises(ValueError) as err:
+        check_fits_on_device(6 * gib, 10 * gib, "cuda:1")
+    msg = str(err.value)
+    assert "\n" not in msg and "train.device 'cuda:1'" in msg and "6.00 GiB" in msg
+    assert "data.augment.engine: loop" in msg

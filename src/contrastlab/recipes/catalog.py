@@ -28,6 +28,8 @@ RUNNER_MODULES: dict[str, str] = {
     "jiang_nc_vs_dc": "jiang",
     "jiang_lower_bounds": "lower_bounds",
     "jiang_nc_optimal": "nc_optimal",
+    "nozawa_k_sweep": "nozawa",
+    "robinson_beta_sweep": "robinson",
 }
 
 

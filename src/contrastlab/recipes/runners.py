@@ -1,9 +1,9 @@
 """The registry of recipe runners and what they share.
 
 The runner modules (:mod:`.awasthi`, :mod:`.bao`, :mod:`.jiang`, :mod:`.lemma1`,
-:mod:`.lower_bounds`, :mod:`.nc_optimal`) register themselves here with
-:func:`register_runner`; this module imports none of them. :mod:`.catalog` imports them all
-and hands out the full registry.
+:mod:`.lower_bounds`, :mod:`.nc_optimal`, :mod:`.nozawa`, :mod:`.robinson`) register
+themselves here with :func:`register_runner`; this module imports none of them.
+:mod:`.catalog` imports them all and hands out the full registry.
 
 A runner is a function ``runner(params, ctx) -> Outcome``: it measures a claim (solving the
 theory engine's programs, or training through the experiment engine) and returns the metrics the

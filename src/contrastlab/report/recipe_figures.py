@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from contrastlab.report.figures import colour, legend_outside, log2_k_axis
 from contrastlab.report.grouping import finite
 
-__all__ = ["bounds_curves", "gap_inside_bounds", "metric_vs_k", "nc_vs_dc_grid"]
+__all__ = ["accuracy_vs_beta", "bounds_curves", "gap_inside_bounds", "metric_vs_k", "nc_vs_dc_grid",
+           "nozawa_k_curves"]
 
 
 def _panel_row(n: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
@@ -148,3 +149,50 @@ def nc_vs_dc_grid(rows: Sequence[Mapping[str, Any]], metric: str, ylabel: str,
         ax.set_title(loss)
         ax.grid(alpha=0.3)
     return _finish(fig, title)
+
+
+def nozawa_k_curves(curve: Sequence[Mapping[str, Any]], key: str, title: str = "") -> Figure:
+    """Nozawa & Sato's K sweep from its ``k_curve`` rows (one per K + 1 = ``key``): left, the
+    measured single-view InfoNCE loss L_Info against their lower bound, the CURL bound and the
+    collision term; right, the mean-classifier accuracy (mean over seeds, +- one standard
+    deviation)."""
+    fig, (left, right) = _panel_row(2, 4.8, 3.8)
+    xs = [int(r[key]) for r in curve]
+    for i, (col, label) in enumerate((("info_loss", "L_Info (measured)"),
+                                      ("lower_bound", "lower bound (Nozawa & Sato)"),
+                                      ("curl_lower_bound", "lower bound (CURL)"),
+                                      ("collision", "collision term Col"))):
+        left.plot(xs, [r[col] for r in curve], marker="o", ms=3, color=colour(i),
+                  ls="-" if i == 0 else "--", label=label)
+    left.set_ylabel("nats (held-out, mean over seeds)")
+    sd = [finite(r.get("mu_accuracy_sd")) or 0.0 for r in curve]
+    right.errorbar(xs, [r["mu_accuracy"] for r in curve], yerr=sd, marker="o", ms=3,
+                   capsize=3, color=colour(0), label="mu accuracy")
+    right.set_ylabel("mean-classifier accuracy (test)")
+    for ax in (left, right):
+        log2_k_axis(ax)
+        ax.set_xlabel("K + 1 (minibatch size)")
+        ax.grid(alpha=0.3)
+    return _finish(fig, title or "Nozawa & Sato: L_Info, its lower bounds and accuracy vs K")
+
+
+def accuracy_vs_beta(curve: Sequence[Mapping[str, Any]], ylabel: str, title: str = "") -> Figure:
+    """Robinson et al.'s beta sweep from its ``beta_curve`` rows: the accuracy (mean over seeds,
+    +- one standard deviation) against the hardness beta (beta = 0: the debiased loss), and the
+    biased baseline (``beta: 'biased'``), if any, as a dashed line."""
+    fig, (ax,) = _panel_row(1, 5.2, 3.8)
+    hard = [r for r in curve if r["beta"] != "biased"]
+    ax.errorbar([float(r["beta"]) for r in hard], [r["accuracy"] for r in hard],
+                yerr=[finite(r.get("accuracy_sd")) or 0.0 for r in hard], marker="o", ms=3,
+                capsize=3, color=colour(0), label="debiased hard-negative loss")
+    for r in curve:
+        if r["beta"] == "biased":
+            ax.axhline(r["accuracy"], ls="--", color=colour(1), label="biased (InfoNCE)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ticks = [float(r["beta"]) for r in hard]
+    ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("hardness beta (0: debiased)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return _finish(fig, title or "Robinson et al.: accuracy vs the hardness beta")

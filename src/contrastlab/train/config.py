@@ -415,7 +415,10 @@ class EvalConfig(_Section):
     """Per-epoch metrics (every ``every`` epochs and after the last; 0: only after the last) and
     the final reports. Embeddings of at most ``max_train`` / ``max_test`` samples (a fixed,
     seeded, stratified-by-chance subset) are used; ``features``: ``output`` (normalized, what the
-    loss sees) or ``backbone`` (the representation before the head)."""
+    loss sees) or ``backbone`` (the representation before the head). ``final_nozawa_sato``: the
+    final reports add Nozawa & Sato's lower bound on the self-supervised InfoNCE loss at K + 1 =
+    ``train.batch_size`` (:mod:`contrastlab.evaluation.nozawa_sato`; ``data.pairs: augment``
+    only)."""
 
     every: int = 1
     geometry: bool = True
@@ -430,6 +433,7 @@ class EvalConfig(_Section):
     final_probes: list[str] = Field(default_factory=lambda: ["bias-free"])
     final_knn: bool = True
     final_lsup: bool = True
+    final_nozawa_sato: bool = False
 
     _every = field_validator("every")(classmethod(lambda cls, v: _positive_int(v, 0)))
     _ints = field_validator("max_train", "max_test", "batch_size")(
@@ -651,6 +655,13 @@ def _resolve_cuda_options(cfg: ExperimentConfig, device: str) -> bool:
     return cfg.data.pin_memory
 
 
+def _check_nozawa_sato(cfg: ExperimentConfig) -> None:
+    """``eval.final_nozawa_sato`` measures a bound on augmented views: ``data.pairs: augment``."""
+    if cfg.eval.final_nozawa_sato and cfg.data.pairs != "augment":
+        raise ConfigError("eval.final_nozawa_sato: true needs data.pairs 'augment' (the bound "
+                          f"is on augmented views); got data.pairs {cfg.data.pairs!r}")
+
+
 def _check_local_loss(cfg: ExperimentConfig) -> None:
     """``train.local_loss`` needs a loss with a sharded form (the in-batch losses)."""
     if cfg.train.local_loss and get_loss(cfg.loss.name).sharded is None:
@@ -835,6 +846,7 @@ def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     _check_model(cfg.model)
     _check_loggers(cfg.train.loggers)
     _check_local_loss(cfg)
+    _check_nozawa_sato(cfg)
     loss = _resolve_loss(cfg.loss, cfg.train.batch_size)
     device = _resolve_device(cfg.train.device)
     train = cfg.train.model_copy(update={
@@ -968,6 +980,7 @@ def hashed_config(cfg: ExperimentConfig) -> dict[str, Any]:
                                   ("train", "compile", False), ("train", "channels_last", False),
                                   ("train", "local_loss", False),
                                   ("train", "sync_batchnorm", False),
+                                  ("eval", "final_nozawa_sato", False),
                                   ("loss", "negatives_from", "dataset"),
                                   ("loss", "queue_size", None), ("model", "momentum", 0.0)):
         if d[section].get(key) == default:  # added later, likewise

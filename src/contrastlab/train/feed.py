@@ -8,9 +8,10 @@ processes, a batch is built therefore changes no number: a run stays a function 
 
 - **On the training device** (:func:`builds_on_device`: ``latent`` pairs, or the batched
   augmentation engine): when ``train.device`` is not the CPU, the training inputs are moved to it
-  once, at the start of the run (:meth:`BatchFeed.__init__`), and every batch is indexed (and
-  augmented) there; the labels, which the seeded draws read, stay on the host. On the CPU this
-  is the path of earlier versions, bitwise.
+  once, at the start of the run (:meth:`BatchFeed.__init__`; refused in one line when they would
+  take more than half of the device's free memory, :func:`check_fits_on_device`), and every
+  batch is indexed (and augmented) there; the labels, which the seeded draws read, stay on the
+  host. On the CPU this is the path of earlier versions, bitwise.
 - **On the host**: ``augment`` pairs with the per-sample engine (``data.augment.engine: loop``,
   the default; signals and vectors too): in the training process, or with ``data.workers`` > 0
   in that many ``torch.utils.data.DataLoader`` worker processes, started at the first epoch and
@@ -33,7 +34,12 @@ from contrastlab.data.base import Dataset
 from contrastlab.train.config import ExperimentConfig
 from contrastlab.train.step import StepPlan, build_inputs, plan_step
 
-__all__ = ["BatchFeed", "StepBatch", "builds_on_device"]
+__all__ = ["DEVICE_DATA_FRACTION", "BatchFeed", "StepBatch", "builds_on_device",
+           "check_fits_on_device"]
+
+#: the largest share of the device's free memory that the training inputs may take when they
+#: are moved there once (the rest is for the model, its activations and the loss)
+DEVICE_DATA_FRACTION = 0.5
 
 
 class StepBatch(NamedTuple):
@@ -51,6 +57,28 @@ def builds_on_device(cfg: ExperimentConfig) -> bool:
     """Whether the run's batches are built on its training device (module docstring): latent
     pairs, or the batched engine; otherwise (the per-sample engine) on the host."""
     return cfg.data.pairs != "augment" or cfg.data.augment.get("engine", "loop") == "batched"
+
+
+def check_fits_on_device(nbytes: int, free: int, device: str) -> None:
+    """Refuse, in one line, training inputs of ``nbytes`` that would take more than
+    :data:`DEVICE_DATA_FRACTION` of the ``free`` bytes of ``device``: the run would fail later,
+    out of memory, or leave the model no room."""
+    if nbytes > DEVICE_DATA_FRACTION * free:
+        gib = 2.0 ** 30
+        raise ValueError(
+            f"train.device {device!r}: the training inputs ({nbytes / gib:.2f} GiB) exceed "
+            f"{DEVICE_DATA_FRACTION:.0%} of its free memory ({free / gib:.2f} GiB), and latent "
+            "pairs and the batched augmentation engine keep them there; use "
+            "data.augment.engine: loop (batches built on the host and copied) or a smaller "
+            "data set (e.g. data.options)")
+
+
+def _to_device(x: torch.Tensor, device: str) -> torch.Tensor:
+    """``x`` moved to ``device``, after :func:`check_fits_on_device` on a CUDA device."""
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        check_fits_on_device(x.numel() * x.element_size(), free, device)
+    return x.to(device)
 
 
 def _built(plan: StepPlan, x: torch.Tensor, augment: Any) -> StepBatch:
@@ -108,7 +136,7 @@ class BatchFeed:
                  threads: int = 1) -> None:
         self.cfg, self.y, self.augment, self.threads = cfg, data.y_train, augment, threads
         on_device = builds_on_device(cfg)
-        self.x = data.x_train.to(cfg.train.device) if on_device else data.x_train
+        self.x = _to_device(data.x_train, cfg.train.device) if on_device else data.x_train
         self.workers = 0 if on_device else cfg.data.workers
         self._sampler = _Plans()
         self._loader: torch.utils.data.DataLoader[StepBatch] | None = None

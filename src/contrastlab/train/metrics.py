@@ -102,13 +102,14 @@ def heldout_loss(cfg: ExperimentConfig, model: Encoder, x: torch.Tensor, y: torc
 
 
 class _Subsets(NamedTuple):
-    """The evaluation subsets of one epoch: embeddings and labels (train, test), test indices."""
+    """The evaluation subsets of one epoch: embeddings and labels (train, test), their indices."""
 
     Htr: torch.Tensor
     ytr: torch.Tensor
     Hte: torch.Tensor
     yte: torch.Tensor
     te: torch.Tensor
+    tr: torch.Tensor
 
 
 def _embed_subsets(cfg: ExperimentConfig, model: Encoder, data: Dataset,
@@ -120,7 +121,7 @@ def _embed_subsets(cfg: ExperimentConfig, model: Encoder, data: Dataset,
     Hte = embed(model, data.x_test[te], e.features, e.batch_size)
     if not (bool(torch.isfinite(Htr).all()) and bool(torch.isfinite(Hte).all())):
         raise FloatingPointError(f"non-finite embeddings at epoch {epoch}")
-    return _Subsets(Htr, data.y_train[tr], Hte, data.y_test[te], te)
+    return _Subsets(Htr, data.y_train[tr], Hte, data.y_test[te], te, tr)
 
 
 def _epoch_metrics(cfg: ExperimentConfig, model: Encoder, data: Dataset, sub: _Subsets,
@@ -154,6 +155,42 @@ def _epoch_metrics(cfg: ExperimentConfig, model: Encoder, data: Dataset, sub: _S
         metrics["heldout_loss"] = _finite_or_none(
             heldout_loss(cfg, model, te_x, te_y, cfg.seed * 1_000_003 + 17, augment))
     return metrics
+
+
+#: Nozawa & Sato's bound: augmented views averaged per sample (their mean over augmentations),
+#: and random partitions of the test subset into batches of K + 1 (their passes over the data)
+NS_AUGMENTATIONS = 4
+NS_ROUNDS = 10
+
+
+@torch.no_grad()
+def _nozawa_sato(cfg: ExperimentConfig, model: Encoder, data: Dataset, sub: _Subsets,
+                augment: Any, temperature: float) -> dict[str, Any]:
+    """Nozawa & Sato's bound on the test subset at K + 1 = ``train.batch_size`` (at most the
+    subset's size), with the class means of the training subset, from ``NS_AUGMENTATIONS``
+    augmented views of every sample (fixed draws from the run's seed) of the features the loss
+    sees (``output``): :func:`contrastlab.evaluation.nozawa_sato.nozawa_sato_report`."""
+    from contrastlab.data.pairs import apply_augment
+    from contrastlab.evaluation.nozawa_sato import nozawa_sato_report
+
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 31)
+    bs = cfg.eval.batch_size
+
+    def views(x: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.nn.functional.normalize(embed(model, apply_augment(augment, x, g),
+                                                    "output", bs), dim=1)
+                for _ in range(NS_AUGMENTATIONS)]
+
+    c = data.num_classes
+    vtr = views(data.x_train[sub.tr])
+    mean_tr = torch.stack(vtr).mean(0).double()
+    sums = torch.zeros(c, mean_tr.shape[1], dtype=torch.float64).index_add_(0, sub.ytr, mean_tr)
+    counts = torch.bincount(sub.ytr, minlength=c).clamp(min=1).to(torch.float64)
+    vte = views(data.x_test[sub.te])
+    report = nozawa_sato_report(
+        vte[0], vte[1], torch.stack(vte).mean(0), sub.yte, sums / counts[:, None],
+        min(cfg.train.batch_size, int(sub.yte.shape[0])), temperature, g, NS_ROUNDS)
+    return report.to_dict()
 
 
 def _final_reports(cfg: ExperimentConfig, sub: _Subsets, num_classes: int,
@@ -201,4 +238,6 @@ def evaluate(
     sub = _embed_subsets(cfg, model, data, epoch)
     metrics = _epoch_metrics(cfg, model, data, sub, augment, t_down)
     reports = _final_reports(cfg, sub, data.num_classes, t_down) if final else {}
+    if final and cfg.eval.final_nozawa_sato:
+        reports["nozawa_sato"] = _nozawa_sato(cfg, model, data, sub, augment, t_down)
     return metrics, reports
