@@ -24,13 +24,18 @@ second.
 The issue's targets: contrastlab no slower than the hand-written loop with the same data path
 (time ratio <= 1.05), and >= 2x faster with on-device augmentation on CUDA (no GPU here).
 
+With ``--repeats R`` every case runs R times, the cases interleaved in a rotating order (so a
+change in the machine's load falls on every case alike), and the table gives the median and the
+smallest time of each case and the ratio of the medians.
+
 Usage: ``python benchmarks/bench_train.py [--quick] [--batch B] [--steps S] [--threads T]
-[--workers N] [--encoder NAME] [--out FILE]``.
+[--workers N] [--encoder NAME] [--repeats R] [--out FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -135,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--encoder", default=None,
                     help="the encoder (default resnet18-cifar; mlp with --quick)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of every case, interleaved in a rotating order (median reported)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1; got {args.repeats}")
     torch.set_num_threads(args.threads)
     encoder = args.encoder or ("mlp" if args.quick else "resnet18-cifar")
     batch, steps = (8, 2) if args.quick else (args.batch, args.steps)
@@ -154,16 +163,23 @@ def main(argv: list[str] | None = None) -> int:
         "contrastlab, engine batched": lambda: _contrastlab(
             data, encoder, batch, steps, "batched", args.threads),
     }
-    seconds = {name: fn() for name, fn in cases.items()}
+    names = list(cases)
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.repeats):  # rotate the order: each case runs first once in a while
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            runs[name].append(cases[name]())
+    seconds = {name: statistics.median(v) for name, v in runs.items()}
     base = seconds["hand-written, per-sample v2, 0 workers"]
-    rows = [f"| {name} | {s:.2f} | {batch * steps / s:.1f} | {s / base:.2f} |"
-            for name, s in seconds.items()]
+    rows = [f"| {name} | {s:.2f} | {min(runs[name]):.2f} | {batch * steps / s:.1f} | "
+            f"{s / base:.2f} |" for name, s in seconds.items()]
     table = "\n".join([
         f"Encoder {encoder}, batch {batch} (2 x {batch} views), {steps} steps per epoch, "
-        f"32 px, InfoNCE; {args.threads} torch thread(s); CPU"
+        f"32 px, InfoNCE; {args.threads} torch thread(s); {args.repeats} interleaved run(s) "
+        f"per case; CPU"
         f"{' (CUDA present but unused)' if torch.cuda.is_available() else ', no GPU'}.", "",
-        "| loop | s / epoch | images / s | time / hand-written (0 workers) |",
-        "|---|---|---|---|", *rows])
+        "| loop | s / epoch (median) | s / epoch (min) | images / s | time / hand-written "
+        "(0 workers) |",
+        "|---|---|---|---|---|", *rows])
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

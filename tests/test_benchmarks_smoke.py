@@ -32,8 +32,10 @@ def test_bench_augment_quick_runs(tmp_path: Path) -> None:
 
 
 def test_bench_train_quick_runs(tmp_path: Path) -> None:
-    table = _table("bench_train", ["--quick", "--threads", "1", "--workers", "0"], tmp_path)
+    table = _table("bench_train", ["--quick", "--threads", "1", "--workers", "0", "--repeats", "2"],
+                   tmp_path)
     assert "| contrastlab, engine batched |" in table and "hand-written" in table
+    assert "2 interleaved run(s) per case" in table
 
 
 def test_bench_sharded_quick_runs(tmp_path: Path) -> None:

@@ -64,41 +64,19 @@ def robinson_beta_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
                          f"beta; got {betas}")
     if acc_key == "probe_acc":
         overrides = {**overrides, "eval.linear_probe": True}
-    recs = sweep_records(base, {"loss.beta": betas, "seed": seeds}, ctx.out_dir / "runs", ctx,
-                         overrides)
-    if biased:
-        loss = dict(base.get("loss") or {})
-        plain = {"name": "infonce", "temperature": loss.get("temperature", 0.5),
-                 "normalize": loss.get("normalize", "sphere")}
-        recs += sweep_records({**base, "loss": plain}, {"seed": seeds}, ctx.out_dir / "runs",
-                              ctx, overrides)
+    recs = _train(base, betas, seeds, biased, overrides, ctx)
     if not recs:
         return Outcome({}, notes=["no run finished"])
     rows = [_row(r, acc_key) for r in recs]
-    by = {(x["beta"], x["seed"]): x["accuracy"] for x in rows}
-
-    def paired(a: Any, b: Any) -> dict[str, float]:
-        common = sorted({s for (k, s) in by if k == a} & {s for (k, s) in by if k == b})
-        if not common:
-            return {"mean": math.nan, "lower": math.nan, "upper": math.nan}
-        return paired_bounds([by[(a, s)] for s in common], [by[(b, s)] for s in common])
-
-    gain, too_hard, debiased = paired(0.0, hard), paired(hard, max(betas)), paired(BIASED, 0.0)
-    c = rows[0]["C"]
     curve = _beta_curve(rows)
-    metrics = {
-        "hard_gain": gain["mean"], "hard_gain_lower": gain["lower"],
-        "too_hard_change": too_hard["mean"], "too_hard_change_upper": too_hard["upper"],
-        "debiased_gain": debiased["mean"], "debiased_gain_lower": debiased["lower"],
-        "min_accuracy_over_chance": min(r["accuracy"] for r in curve) - 1.0 / c,
+    metrics, said = _comparisons(rows, hard, max(betas))
+    metrics.update({
+        "min_accuracy_over_chance": min(r["accuracy"] for r in curve) - 1.0 / rows[0]["C"],
         "unconverged_runs": float(sum(1 for x in rows if not x["converged"])),
         "runs": float(len(rows)),
-    }
+    })
     notes = [f"{_label(r['beta'])}: {acc_key} {r['accuracy']:.4f} (sd {r['accuracy_sd']:.4f}) "
-             f"over {r['seeds']} seeds" for r in curve]
-    notes.append(f"accuracy at beta = {hard:g} minus at beta = 0: {gain['mean']:+.4f} (one-sided "
-                 f"95 % lower bound {gain['lower']:+.4f}); at beta = {max(betas):g} minus at "
-                 f"beta = {hard:g}: {too_hard['mean']:+.4f} (upper bound {too_hard['upper']:+.4f})")
+             f"over {r['seeds']} seeds" for r in curve] + [said]
     unconverged = [x for x in rows if not x["converged"]]
     if unconverged:
         notes.append("not converged (held-out loss still falling over the last 20 % of "
@@ -114,6 +92,42 @@ def robinson_beta_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
             f"{r['published']:.4f}"
             for r in table))
     return Outcome(metrics, tables, _figures(curve, acc_key), notes)
+
+
+def _train(base: dict[str, Any], betas: list[float], seeds: list[Any], biased: bool,
+           overrides: dict[str, Any], ctx: RunContext) -> list[dict[str, Any]]:
+    """The finished runs: every beta and seed, and the biased baseline (plain InfoNCE at the
+    loss's temperature and normalization) for every seed when ``biased``."""
+    recs = sweep_records(base, {"loss.beta": betas, "seed": seeds}, ctx.out_dir / "runs", ctx,
+                         overrides)
+    if biased:
+        loss = dict(base.get("loss") or {})
+        plain = {"name": "infonce", "temperature": loss.get("temperature", 0.5),
+                 "normalize": loss.get("normalize", "sphere")}
+        recs += sweep_records({**base, "loss": plain}, {"seed": seeds}, ctx.out_dir / "runs",
+                              ctx, overrides)
+    return recs
+
+
+def _comparisons(rows: list[dict[str, Any]], hard: float, top: float
+                 ) -> tuple[dict[str, float], str]:
+    """The paired comparisons of the accuracy over seeds (the runner's metrics ``hard_gain``,
+    ``too_hard_change`` and ``debiased_gain`` with their bounds) and a note."""
+    by = {(x["beta"], x["seed"]): x["accuracy"] for x in rows}
+
+    def paired(a: Any, b: Any) -> dict[str, float]:
+        common = sorted({s for (k, s) in by if k == a} & {s for (k, s) in by if k == b})
+        if not common:
+            return {"mean": math.nan, "lower": math.nan, "upper": math.nan}
+        return paired_bounds([by[(a, s)] for s in common], [by[(b, s)] for s in common])
+
+    gain, too_hard, debiased = paired(0.0, hard), paired(hard, top), paired(BIASED, 0.0)
+    note = (f"accuracy at beta = {hard:g} minus at beta = 0: {gain['mean']:+.4f} (one-sided 95 % "
+            f"lower bound {gain['lower']:+.4f}); at beta = {top:g} minus at beta = {hard:g}: "
+            f"{too_hard['mean']:+.4f} (upper bound {too_hard['upper']:+.4f})")
+    return {"hard_gain": gain["mean"], "hard_gain_lower": gain["lower"],
+            "too_hard_change": too_hard["mean"], "too_hard_change_upper": too_hard["upper"],
+            "debiased_gain": debiased["mean"], "debiased_gain_lower": debiased["lower"]}, note
 
 
 def robinson_published_comparison(curve: list[dict[str, Any]], published: dict[str, Any],
