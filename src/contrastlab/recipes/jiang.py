@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contrastlab.recipes.params import check_keys, take
+from contrastlab.recipes.published import attach_published, published_rows
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 from contrastlab.recipes.stats import paired_bounds
 
@@ -94,12 +95,8 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     curve = _beta_curve(rows, notes)
     tables: dict[str, Any] = {"runs": rows, "beta_curve": curve}
     if published is not None:
-        compared, table = published_comparison(curve, published)
-        metrics.update(compared)
-        tables["published"] = table
-        notes.append("against the published accuracies: " + "; ".join(
-            f"beta={r['beta']:g} measured {r['measured']:.4f} published {r['published']:.4f}"
-            for r in table))
+        attach_published(*published_comparison(curve, published), "beta",
+                         lambda b: f"beta={b:g}", metrics, tables, notes)
     return Outcome(metrics, tables,
                    _nc_vs_dc_figures(rows, recs, seeds[0], c), notes)
 
@@ -121,16 +118,11 @@ def published_comparison(curve: list[dict[str, Any]], published: dict[str, Any]
     if 0.0 not in paper or len(paper) < 2:
         raise ValueError("params.published.accuracy must map beta = 0 and at least one beta > 0 "
                          f"to an accuracy; got {published.get('accuracy')!r}")
-    measured = {r["beta"]: r for r in curve if r["loss"] == loss and r["normalize"] == norm}
-    table = [{"beta": b, "published": a,
-              "measured": measured[b]["mc_acc"] if b in measured else math.nan,
-              "measured_sd": measured[b]["mc_acc_sd"] if b in measured else math.nan,
-              "gap": measured[b]["mc_acc"] - a if b in measured else math.nan}
-             for b, a in sorted(paper.items())]
-    gaps = [abs(r["gap"]) if math.isfinite(r["gap"]) else math.inf for r in table]
+    table, gap = published_rows(paper, {r["beta"]: (r["mc_acc"], r["mc_acc_sd"]) for r in curve
+                                        if r["loss"] == loss and r["normalize"] == norm}, "beta")
     best = max((b for b in paper if b > 0), key=lambda b: paper[b])
     at = {r["beta"]: r["measured"] for r in table}
-    return {"published_max_abs_gap": max(gaps),
+    return {"published_max_abs_gap": gap,
             "published_hard_gain": at[best] - at[0.0],
             "published_hard_gain_paper": paper[best] - paper[0.0]}, table
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from contrastlab.recipes.bao import accuracy_trend_metrics
 from contrastlab.recipes.params import check_keys, take
+from contrastlab.recipes.published import attach_published, published_rows
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 from contrastlab.recipes.stats import paired_trend
 
@@ -95,12 +96,8 @@ def nozawa_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
                                              for r in unconverged))
     tables: dict[str, Any] = {"runs": rows, "k_curve": curve, "accuracy_trend": trends}
     if published is not None:
-        compared, table = nozawa_published_comparison(curve, published)
-        metrics.update(compared)
-        tables["published"] = table
-        notes.append("against the published mu accuracies: " + "; ".join(
-            f"K+1={r['batch_size']} measured {r['measured']:.4f} published {r['published']:.4f}"
-            for r in table))
+        attach_published(*nozawa_published_comparison(curve, published), "batch_size",
+                         lambda b: f"K+1={b}", metrics, tables, notes)
     return Outcome(metrics, tables, _figures(curve), notes)
 
 
@@ -119,16 +116,11 @@ def nozawa_published_comparison(curve: list[dict[str, Any]], published: dict[str
     if len(paper) < 2:
         raise ValueError("params.published.mu_accuracy must map at least two sizes K + 1 to an "
                          f"accuracy; got {published.get('mu_accuracy')!r}")
-    measured = {int(r[_KEY]): r for r in curve}
-    table = [{"batch_size": b, "published": a,
-              "measured": measured[b]["mu_accuracy"] if b in measured else math.nan,
-              "measured_sd": measured[b]["mu_accuracy_sd"] if b in measured else math.nan,
-              "gap": measured[b]["mu_accuracy"] - a if b in measured else math.nan}
-             for b, a in sorted(paper.items())]
-    gaps = [abs(r["gap"]) if math.isfinite(r["gap"]) else math.inf for r in table]
+    table, gap = published_rows(paper, {int(r[_KEY]): (r["mu_accuracy"], r["mu_accuracy_sd"])
+                                        for r in curve}, "batch_size")
     lo, hi = min(paper), max(paper)
     at = {r["batch_size"]: r["measured"] for r in table}
-    return {"published_max_abs_gap": max(gaps), "published_gain": at[hi] - at[lo],
+    return {"published_max_abs_gap": gap, "published_gain": at[hi] - at[lo],
             "published_gain_paper": paper[hi] - paper[lo]}, table
 
 

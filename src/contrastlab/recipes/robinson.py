@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contrastlab.recipes.params import check_keys, take
+from contrastlab.recipes.published import attach_published, published_rows
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
 from contrastlab.recipes.stats import paired_bounds
 
@@ -84,13 +85,8 @@ def robinson_beta_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
                                              for x in unconverged))
     tables: dict[str, Any] = {"runs": rows, "beta_curve": curve}
     if published is not None:
-        compared, table = robinson_published_comparison(curve, published, hard)
-        metrics.update(compared)
-        tables["published"] = table
-        notes.append("against the published accuracies: " + "; ".join(
-            f"{_label(r['beta'])}: measured {r['measured']:.4f} published "
-            f"{r['published']:.4f}"
-            for r in table))
+        attach_published(*robinson_published_comparison(curve, published, hard), "beta",
+                         _label, metrics, tables, notes)
     return Outcome(metrics, tables, _figures(curve, acc_key), notes)
 
 
@@ -147,15 +143,10 @@ def robinson_published_comparison(curve: list[dict[str, Any]], published: dict[s
     if 0.0 not in paper or hard_beta not in paper:
         raise ValueError(f"params.published.accuracy must give beta = 0 and hard_beta "
                          f"({hard_beta:g}); got {published.get('accuracy')!r}")
-    measured = {r["beta"]: r for r in curve}
-    table = [{"beta": b, "published": a,
-              "measured": measured[b]["accuracy"] if b in measured else math.nan,
-              "measured_sd": measured[b]["accuracy_sd"] if b in measured else math.nan,
-              "gap": measured[b]["accuracy"] - a if b in measured else math.nan}
-             for b, a in sorted(paper.items(), key=lambda kv: _order(kv[0]))]
-    gaps = [abs(r["gap"]) if math.isfinite(r["gap"]) else math.inf for r in table]
+    table, gap = published_rows(paper, {r["beta"]: (r["accuracy"], r["accuracy_sd"])
+                                        for r in curve}, "beta", _order)
     at = {r["beta"]: r["measured"] for r in table}
-    return {"published_max_abs_gap": max(gaps),
+    return {"published_max_abs_gap": gap,
             "published_hard_gain": at[hard_beta] - at[0.0],
             "published_hard_gain_paper": paper[hard_beta] - paper[0.0]}, table
 
