@@ -56,6 +56,13 @@ What a representation is worth to a classifier on top of it, measured four ways:
   training points vote for their class with weight exp(s / t) (default k = 200, t = 0.07);
   prediction = argmax of the summed votes. Chunked matrix products and ``topk``.
 
+- :func:`nozawa_sato_report`: Nozawa & Sato (2021)'s lower bound on the self-supervised
+  InfoNCE loss at K + 1 = the batch size, term by term as their code evaluates it (the
+  single-view L_Info, upsilon, the mean classifier's full and class-restricted cross-entropies,
+  the collision term, d(f)) from two augmented views, the augmentation means and the training
+  class means; the CURL variant beside it. The trainer computes it with
+  ``eval.final_nozawa_sato``.
+
 Temperature. R_mu-supv (:func:`mean_classifier`) and L_sup (:func:`unit_norm_supervised_loss`)
 both take an explicit ``temperature`` t dividing their scores (the logits f(x)^T mu_c / t, and
 the margins f(x)^T (w_y - w_c) / t of the loss family), both defaulting to t = 1, and
@@ -77,6 +84,7 @@ use t = 0.5 for both. ``logistic`` L_sup ignores t (it is InfoNCE at t = 1).
 One module per evaluation: :mod:`~contrastlab.evaluation.mean_classifier`,
 :mod:`~contrastlab.evaluation.probe` (with its solver :mod:`~contrastlab.evaluation.logreg`),
 :mod:`~contrastlab.evaluation.lsup`, :mod:`~contrastlab.evaluation.knn`,
+:mod:`~contrastlab.evaluation.nozawa_sato`,
 :mod:`~contrastlab.evaluation.report` (all of them in one call) and
 :mod:`~contrastlab.evaluation.npz` (the ``contrastlab geometry`` command); the shared input checks
 in :mod:`~contrastlab.evaluation.checks`.
@@ -90,6 +98,7 @@ from contrastlab.evaluation.mean_classifier import (
     MeanClassifierResult,
     mean_classifier,
 )
+from contrastlab.evaluation.nozawa_sato import NozawaSatoReport, nozawa_sato_report
 from contrastlab.evaluation.npz import geometry_command_output
 from contrastlab.evaluation.probe import (
     DEFAULT_WEIGHT_DECAYS,
@@ -111,11 +120,13 @@ __all__ = [
     "LinearProbeResult",
     "LsupResult",
     "MeanClassifierResult",
+    "NozawaSatoReport",
     "downstream_report",
     "geometry_command_output",
     "holdout_split",
     "knn_classifier",
     "linear_probe",
     "mean_classifier",
+    "nozawa_sato_report",
     "unit_norm_supervised_loss",
 ]
