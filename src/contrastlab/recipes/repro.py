@@ -160,11 +160,17 @@ def run_recipe(
 
 
 def _write(result: RecipeResult) -> None:
+    """The evidence: the figures (each figure's PNG and SVG written in its own process where
+    the cores allow, :mod:`contrastlab._fork`: the files are the same), ``result.json`` and
+    ``report.html``."""
+    from contrastlab._fork import fork_map, usable_cores
     from contrastlab.report.figures import save
     from contrastlab.report.recipe_html import write_recipe_report
 
-    for fig_name, fig in result.outcome.figures.items():
-        result.figure_paths[fig_name] = save(fig, result.out_dir / "figures" / fig_name)
+    figures = list(result.outcome.figures.items())
+    paths = fork_map(lambda item: save(item[1], result.out_dir / "figures" / item[0]), figures,
+                     usable_cores())
+    result.figure_paths.update({name: p for (name, _), p in zip(figures, paths, strict=True)})
     tmp = result.out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result.to_dict(), indent=1))
     tmp.replace(result.out_dir / "result.json")
