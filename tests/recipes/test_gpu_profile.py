@@ -3,7 +3,9 @@ before any work) and judged against the published numbers (:func:`published_comp
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -129,3 +131,55 @@ def test_the_robinson_gpu_profile_is_the_papers_setup():
             cfg["train"]["epochs"], p["biased"], p["accuracy"]) == (
         0.1, 0.5, 256, 400, True, "probe_acc")
     assert p["published"]["accuracy"][1] == 0.8744 and p["betas"] == [0, 0.5, 1, 2, 6]
+
+
+def _tiny(config: dict, root: Path) -> dict:
+    """A gpu profile's config on the CPU, on small files in the data set's real format, one
+    step per run: the same data path, model, loss and evaluation, a fraction of the cost."""
+    cfg = copy.deepcopy(config)
+    cfg["data"]["root"] = str(root)
+    cfg["train"] = {**cfg["train"], "device": "cpu", "epochs": 1, "steps_per_epoch": 1,
+                    "batch_size": 8, "checkpoint": False}
+    # evaluated on the 128-d head output (the 2048-d backbone's spectra cost most of the time)
+    cfg["eval"] = {**cfg["eval"], "every": 0, "max_train": 40, "max_test": 20, "features": "output",
+                   "linear_probe": False, "final_probes": [], "final_knn": False,
+                   "final_lsup": False}
+    return cfg
+
+
+def test_the_nozawa_gpu_profile_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
+    # their ResNet-18 on (fake) CIFAR-10 files, K + 1 in {4, 8}, through the runner and its
+    # comparison with the published accuracies: the pipeline a GPU would run, one step a size
+    import torchvision.datasets.cifar
+
+    from contrastlab.recipes.nozawa import nozawa_k_sweep
+    from contrastlab.recipes.runners import RunContext
+    from tests.data.test_real import write_cifar
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    write_cifar(tmp_path / "cifar", hundred=False, per_file=12)
+    params = copy.deepcopy(load_recipe("nozawa-k-sweep").params("gpu"))
+    params.update(config=_tiny(params["config"], tmp_path / "cifar"), batch_sizes=[4, 8],
+                  seeds=[0], published={"mu_accuracy": {4: 0.7, 8: 0.75}})
+    out = nozawa_k_sweep(params, RunContext(tmp_path / "out"))
+    assert out.metrics["runs"] == 2 and math.isfinite(out.metrics["published_max_abs_gap"])
+    assert [r["train.batch_size"] for r in out.tables["k_curve"]] == [4, 8]
+    assert [r["batch_size"] for r in out.tables["published"]] == [4, 8]
+
+
+def test_the_robinson_gpu_profile_runs_end_to_end_on_cpu(tmp_path):
+    # their ResNet-50 on (fake) STL-10 binary files, beta in {0, 1, 6} and the biased baseline
+    from contrastlab.recipes.robinson import robinson_beta_sweep
+    from contrastlab.recipes.runners import RunContext
+    from tests.data.test_stl10 import _write
+
+    _write(tmp_path / "stl", n_train=40, n_test=20)
+    params = copy.deepcopy(load_recipe("robinson-hard-negatives").params("gpu"))
+    config = _tiny(params["config"], tmp_path / "stl")
+    config["data"]["options"] = {"size": 32}  # ResNet-50 on 32 px: the same path, 9x cheaper
+    params.update(config=config, betas=[0, 1, 6], seeds=[0], accuracy="mc_acc")
+    out = robinson_beta_sweep(params, RunContext(tmp_path / "out"))
+    assert out.metrics["runs"] == 4  # three betas and the biased baseline
+    assert [r["beta"] for r in out.tables["published"]] == ["biased", 0.0, 0.5, 1.0, 2.0, 6.0]
+    assert math.isinf(out.metrics["published_max_abs_gap"])  # 0.5 and 2 were not run here
+    assert math.isfinite(out.metrics["debiased_gain"])
