@@ -139,5 +139,5 @@ def test_the_trainer_measures_the_bound_when_asked(tmp_path):
     assert "final_nozawa_sato" not in hashed_config(parse_config(cfg))["eval"]
     cfg["data"]["pairs"] = "latent"
     cfg["eval"]["final_nozawa_sato"] = True
-    with pytest.raises(ConfigError, match="eval.final_nozawa_sato: true needs data.pairs"):
+    with pytest.raises(ConfigError, match=r"eval\.final_nozawa_sato: true needs data\.pairs"):
         parse_config(cfg)
