@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy.stats import t as student_t
 
-from contrastlab.recipes.stats import paired_bounds, paired_trend
+from contrastlab.recipes.stats import accuracy_trend_metrics, paired_bounds, paired_trend
 
 
 def test_paired_bounds_match_the_t_interval_written_out() -> None:
@@ -48,3 +48,24 @@ def test_paired_trend_pairs_by_seed_against_first_and_previous() -> None:
     # seeds missing on one side are left out of the pairing
     rows = paired_trend([*recs, {"loss.k": 64, "seed": 7, "acc": 1.0}], "acc")
     assert not any(r["loss.k_b"] == 64 for r in rows)
+
+
+def test_accuracy_trend_metrics_along_any_key_and_per_data_set() -> None:
+    # accuracy per (batch size, seed): rises from 16 to 64, falls from 64 to 128
+    acc = {16: [0.30, 0.32, 0.31], 64: [0.40, 0.43, 0.41], 128: [0.35, 0.36, 0.34]}
+    rows = [{"train.batch_size": b, "seed": s, "acc": a}
+            for b, vals in acc.items() for s, a in enumerate(vals)]
+    trends = paired_trend(rows, "acc", key="train.batch_size")
+    m = accuracy_trend_metrics(trends, key="train.batch_size")
+    first_to_last = paired_bounds(acc[16], acc[128])
+    assert m["min_accuracy_gain"] == pytest.approx(first_to_last["mean"])
+    assert m["min_accuracy_gain_lower"] == pytest.approx(first_to_last["lower"])
+    assert m["min_accuracy_step_upper"] == pytest.approx(paired_bounds(acc[64], acc[128])["upper"])
+    assert m["min_accuracy_step_upper"] < 0 < m["min_accuracy_gain_lower"]
+    # per data set: the worst set decides (here a flat copy of the first two sizes)
+    flat = [{**t, "data": "b"} for t in paired_trend(
+        [{"loss.k": r["train.batch_size"], "seed": r["seed"], "acc": 0.5} for r in rows],
+        "acc")]
+    tagged = [{**t, "data": "a", "loss.k_b": t["train.batch_size_b"]} for t in trends]
+    both = accuracy_trend_metrics(tagged + flat)
+    assert both["min_accuracy_gain"] == pytest.approx(0.0)

@@ -28,9 +28,9 @@ import numpy as np
 
 from contrastlab.recipes.params import check_keys, ks_list, take
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
-from contrastlab.recipes.stats import paired_trend
+from contrastlab.recipes.stats import accuracy_trend_metrics, paired_trend
 
-__all__ = ["accuracy_trend_metrics", "bao_bounds", "idealized_checks", "measured_gaps"]
+__all__ = ["bao_bounds", "idealized_checks", "measured_gaps"]
 
 # nce with score "infonce" is the sum form log(1 + sum_i exp(v_i)) (its reduction is the score's)
 _REQUIRED = {"loss.name": "nce", "loss.score": "infonce", "loss.normalize": "sphere",
@@ -91,27 +91,6 @@ def measured_gaps(records: list[dict[str, Any]], data: str) -> list[dict[str, An
             "C": int(counts.size),
         })
     return rows
-
-
-def accuracy_trend_metrics(trends: list[dict[str, Any]]) -> dict[str, float]:
-    """The accuracy trend in K, from :func:`~contrastlab.recipes.stats.paired_trend` rows of the
-    mean-classifier accuracy (every data set): ``min_accuracy_gain`` (the smallest mean gain
-    from the smallest K to the largest), ``min_accuracy_gain_lower`` (its smallest one-sided
-    95 % lower bound: > 0 means accuracy improved) and ``min_accuracy_step_upper``
-    (the smallest one-sided 95 % upper bound of the change between consecutive K: < 0 means a
-    significant fall somewhere)."""
-    last: dict[str, dict[str, Any]] = {}
-    for t in trends:
-        if t["from"] == "first":
-            d = t["data"]
-            if d not in last or t["loss.k_b"] > last[d]["loss.k_b"]:
-                last[d] = t
-    steps = [t for t in trends if t["from"] == "previous"]
-    return {
-        "min_accuracy_gain": min(t["mean"] for t in last.values()),
-        "min_accuracy_gain_lower": min(t["lower"] for t in last.values()),
-        "min_accuracy_step_upper": min(t["upper"] for t in steps),
-    }
 
 
 @register_runner("bao_bounds")

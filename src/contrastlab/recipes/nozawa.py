@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from contrastlab.recipes.bao import accuracy_trend_metrics
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.published import attach_published, published_rows
 from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
-from contrastlab.recipes.stats import paired_trend
+from contrastlab.recipes.stats import accuracy_trend_metrics, paired_trend
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -72,9 +71,8 @@ def nozawa_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
         return Outcome({}, notes=["no run finished"])
     rows = [_row(r) for r in recs]
     curve = _k_curve(rows)
-    trends = [{**t, "data": "all", "loss.k_b": t[_KEY + "_b"]}
-              for t in paired_trend(rows, "mu_accuracy", key=_KEY)]
-    metrics = accuracy_trend_metrics(trends)
+    trends = paired_trend(rows, "mu_accuracy", key=_KEY)
+    metrics = accuracy_trend_metrics(trends, key=_KEY)
     c = rows[0]["C"]
     info = [r["info_loss"] for r in curve]
     metrics.update({

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["paired_bounds", "paired_trend"]
+__all__ = ["accuracy_trend_metrics", "paired_bounds", "paired_trend"]
 
 
 def paired_bounds(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> dict[str, float]:
@@ -62,3 +62,26 @@ def paired_trend(records: Sequence[Mapping[str, Any]], metric: str, level: float
             b = paired_bounds([by[ref][s] for s in seeds], [by[v][s] for s in seeds], level)
             rows.append({"from": frm, key + "_a": ref, key + "_b": v, **b})
     return rows
+
+
+def accuracy_trend_metrics(trends: Sequence[Mapping[str, Any]], key: str = "loss.k"
+                           ) -> dict[str, float]:
+    """The accuracy trend along ``key`` (k, or the batch size K + 1), from :func:`paired_trend`
+    rows of an accuracy, optionally tagged with the ``data`` set they belong to (untagged rows
+    are one set): ``min_accuracy_gain`` (the smallest, over data sets, mean gain from the
+    smallest value of ``key`` to the largest), ``min_accuracy_gain_lower`` (its smallest
+    one-sided 95 % lower bound: > 0 means accuracy improved) and ``min_accuracy_step_upper`` (the
+    smallest one-sided 95 % upper bound of the change between consecutive values: < 0 means a
+    significant fall somewhere)."""
+    last: dict[Any, Mapping[str, Any]] = {}
+    for t in trends:
+        if t["from"] == "first":
+            d = t.get("data")
+            if d not in last or t[key + "_b"] > last[d][key + "_b"]:
+                last[d] = t
+    steps = [t for t in trends if t["from"] == "previous"]
+    return {
+        "min_accuracy_gain": min(t["mean"] for t in last.values()),
+        "min_accuracy_gain_lower": min(t["lower"] for t in last.values()),
+        "min_accuracy_step_upper": min(t["upper"] for t in steps),
+    }
