@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "contrastlab"
 PACKAGE = "contrastlab"
 #: the layer of each top-level module or subpackage (lower numbers lower); unlisted: 3
 RANK = {
-    "_validation": 0, "_yaml": 0, "_paths": 0, "_tables": 0, "_plugins": 0,
+    "_validation": 0, "_yaml": 0, "_paths": 0, "_tables": 0, "_plugins": 0, "_progress": 0,
     "distributed": 1,
     "losses": 2, "theory": 2, "data": 2,
     "models": 3, "geometry": 3, "evaluation": 3, "convergence": 3, "checkpoint": 3,

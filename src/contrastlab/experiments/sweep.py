@@ -34,8 +34,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from contrastlab._progress import ProgressBar, progress_bar
 from contrastlab._validation import check_choice, check_positive_int
 from contrastlab.experiments.plan import SweepLog, SweepPlan, plan_sweep, register_plan, run_label
 from contrastlab.experiments.runner import execute_run
@@ -81,7 +80,7 @@ def _above_bars(log: Callable[[str], None] | None) -> Callable[[str], None] | No
         return None
 
     def say(message: str) -> None:
-        with tqdm.external_write_mode(file=sys.stderr):
+        with ProgressBar.external_write_mode(file=sys.stderr):
             log(message)
 
     return say
@@ -137,9 +136,9 @@ def run_sweep(
     plan = register_plan(cfg, out_dir)
     log_lines = SweepLog(plan, log if runs_bar is False else _above_bars(log))
     log_lines.start(f"{min(workers, max(1, len(plan.todo)))} worker(s)", out_dir)
-    with tqdm(total=len(plan.points), initial=len(plan.points) - len(plan.todo), desc="runs",
-              unit="run", file=sys.stderr, dynamic_ncols=True,
-              disable=None if runs_bar is None else not runs_bar) as bar:
+    with progress_bar(len(plan.points), "runs", runs_bar,
+                      initial=len(plan.points) - len(plan.todo), unit="run",
+                      dynamic_ncols=True) as bar:
         _run_local(plan, out_dir, workers, progress, log_lines, bar)
     return plan.run_ids
 

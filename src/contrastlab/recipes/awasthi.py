@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contrastlab.recipes.params import check_keys, ks_list, take
-from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.runners import (
+    Outcome,
+    RunContext,
+    register_runner,
+    sweep_records,
+    unconverged_note,
+)
 from contrastlab.recipes.stats import paired_trend
 
 if TYPE_CHECKING:
@@ -268,9 +274,7 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     etf, pair = kmean("etf_distance"), kmean("max_pair_cosine_error")
     notes += [f"k={k}: accuracy {acc[k]:.3f}, ETF distance {etf[k]:.3f}, largest pair cosine "
               f"error {pair[k]:.3f} (means over {len(by_k[k])} seeds)" for k in sorted(by_k)]
-    if unconverged:
-        notes.append("not converged (held-out loss still falling over the last 20 % of epochs): "
-                     + ", ".join(f"k={x['k']} seed {x['seed']}" for x in unconverged))
+    notes += unconverged_note([f"k={x['k']} seed {x['seed']}" for x in unconverged])
     return Outcome(metrics, {"runs": rows, "accuracy_trend": trend}, _k_sweep_figures(recs, c),
                    notes)
 

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from contrastlab.recipes.params import check_keys, ks_list, take
-from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.runners import (
+    Outcome,
+    RunContext,
+    register_runner,
+    sweep_records,
+    unconverged_note,
+)
 from contrastlab.recipes.stats import accuracy_trend_metrics, paired_trend
 
 __all__ = ["bao_bounds", "idealized_checks", "measured_gaps"]
@@ -147,9 +153,7 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
         metrics.update(accuracy_trend_metrics(trends))
         tables["accuracy_trend"] = trends
         metrics["unconverged_runs"] = float(len(unconverged))
-        if unconverged:
-            notes.append("not converged (held-out loss still falling over the last 20 % of "
-                         "epochs): " + ", ".join(unconverged))
+        notes += unconverged_note(unconverged)
     if gaps:
         out = [g for g in gaps if not g["delta_lower"] <= g["gap"] <= g["delta_upper"]]
         metrics["measured_outside_bounds"] = float(len(out))

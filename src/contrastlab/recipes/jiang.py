@@ -16,7 +16,13 @@ import numpy as np
 
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.published import attach_published, published_rows
-from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.runners import (
+    Outcome,
+    RunContext,
+    register_runner,
+    sweep_records,
+    unconverged_note,
+)
 from contrastlab.recipes.stats import paired_bounds
 
 if TYPE_CHECKING:
@@ -87,11 +93,8 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     c = rows[0]["C"]
     best, notes = _hard_beta_summary(rows, family, norms, betas)
     metrics = _nc_vs_dc_metrics(rows, best, c)
-    unconverged = [x for x in rows if not x["converged"]]
-    if unconverged:
-        notes.append("not converged (held-out loss still falling over the last 20 % of epochs): "
-                     + ", ".join(f"{x['loss']} beta={x['beta']:g} {x['normalize']} seed "
-                                 f"{x['seed']}" for x in unconverged))
+    notes += unconverged_note([f"{x['loss']} beta={x['beta']:g} {x['normalize']} seed "
+                               f"{x['seed']}" for x in rows if not x["converged"]])
     curve = _beta_curve(rows, notes)
     tables: dict[str, Any] = {"runs": rows, "beta_curve": curve}
     if published is not None:

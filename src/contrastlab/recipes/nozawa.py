@@ -19,7 +19,13 @@ import numpy as np
 
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.published import attach_published, published_rows
-from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.runners import (
+    Outcome,
+    RunContext,
+    register_runner,
+    sweep_records,
+    unconverged_note,
+)
 from contrastlab.recipes.stats import accuracy_trend_metrics, paired_trend
 
 if TYPE_CHECKING:
@@ -87,11 +93,8 @@ def nozawa_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
              f" L_Info {r['info_loss']:.3f}, lower bound {r['lower_bound']:.3f} (CURL "
              f"{r['curl_lower_bound']:.3f}), Col {r['collision']:.3f}, d(f) {r['d']:.3f}, "
              f"upsilon {r['upsilon']:.3f} over {r['seeds']} seeds" for r in curve]
-    unconverged = [r for r in rows if not r["converged"]]
-    if unconverged:
-        notes.append("not converged (held-out loss still falling over the last 20 % of "
-                     "epochs): " + ", ".join(f"K+1={r[_KEY]} seed {r['seed']}"
-                                             for r in unconverged))
+    notes += unconverged_note([f"K+1={r[_KEY]} seed {r['seed']}" for r in rows
+                               if not r["converged"]])
     tables: dict[str, Any] = {"runs": rows, "k_curve": curve, "accuracy_trend": trends}
     if published is not None:
         attach_published(*nozawa_published_comparison(curve, published), "batch_size",

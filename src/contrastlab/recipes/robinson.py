@@ -18,7 +18,13 @@ import numpy as np
 
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.published import attach_published, published_rows
-from contrastlab.recipes.runners import Outcome, RunContext, register_runner, sweep_records
+from contrastlab.recipes.runners import (
+    Outcome,
+    RunContext,
+    register_runner,
+    sweep_records,
+    unconverged_note,
+)
 from contrastlab.recipes.stats import paired_bounds
 
 if TYPE_CHECKING:
@@ -78,11 +84,8 @@ def robinson_beta_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     })
     notes = [f"{_label(r['beta'])}: {acc_key} {r['accuracy']:.4f} (sd {r['accuracy_sd']:.4f}) "
              f"over {r['seeds']} seeds" for r in curve] + [said]
-    unconverged = [x for x in rows if not x["converged"]]
-    if unconverged:
-        notes.append("not converged (held-out loss still falling over the last 20 % of "
-                     "epochs): " + ", ".join(f"{_label(x['beta'])} seed {x['seed']}"
-                                             for x in unconverged))
+    notes += unconverged_note([f"{_label(x['beta'])} seed {x['seed']}" for x in rows
+                               if not x["converged"]])
     tables: dict[str, Any] = {"runs": rows, "beta_curve": curve}
     if published is not None:
         attach_published(*robinson_published_comparison(curve, published, hard), "beta",

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["RUNNERS", "Outcome", "RunContext", "Runner", "register_runner", "sweep_records"]
+__all__ = ["RUNNERS", "Outcome", "RunContext", "Runner", "register_runner", "sweep_records",
+           "unconverged_note"]
 
 
 @dataclass
@@ -107,3 +108,12 @@ def sweep_records(
                         runs_bar=ctx.progress))
     return [r for r in load_records(out_dir, with_details=True)
             if r["status"] == "done" and r["run_id"] in ids]
+
+
+def unconverged_note(labels: Sequence[str]) -> list[str]:
+    """The note naming the runs (``labels``) that failed the convergence test
+    (:mod:`contrastlab.convergence`), as a list of one note; no note when every run converged."""
+    if not labels:
+        return []
+    return ["not converged (held-out loss still falling over the last 20 % of epochs): "
+            + ", ".join(labels)]

@@ -52,7 +52,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeAlias
@@ -61,8 +60,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from scipy.special import entr
-from tqdm import tqdm
 
+from contrastlab._progress import progress_bar
 from contrastlab._tables import markdown_table, text_table
 from contrastlab._validation import as_index, check_choice, check_positive, check_positive_int
 from contrastlab.data.latent import binomial_pmf, check_prior
@@ -1042,10 +1041,9 @@ def idealized_bounds(
     bb = check_positive("b", b)
     check_choice("harmonic", harmonic, HARMONIC_CHOICES)
     p = _Prior(np.full(c, 1.0 / c), True)
-    with tqdm(total=2 * int((k + 1).sum()), desc="bounds", file=sys.stderr,
-              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]",
-              disable=None if progress is None else not progress,
-              delay=0.5 if progress is None else 0.0) as bar:
+    with progress_bar(2 * int((k + 1).sum()), "bounds", progress,
+                      bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]",
+                      delay=0.5 if progress is None else 0.0) as bar:
         r = _mix_binomial(k, p, "ideal", bb * bb, bar)
         cov = coverage_estimate(k + 1, c)
         cols = _table_rows(r, k, p, bb, harmonic, cov, bar)

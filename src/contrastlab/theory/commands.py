@@ -6,11 +6,9 @@ The CLI (:mod:`contrastlab.cli`) only parses arguments and prints what these fun
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 
-from tqdm import tqdm
-
+from contrastlab._progress import progress_bar
 from contrastlab._tables import columns_table
 from contrastlab.data.latent import parse_prior
 from contrastlab.theory.optimize import optimize_population
@@ -52,8 +50,7 @@ def optimum_output(
     terminal)."""
     rho = parse_prior(prior, classes)
     rows = []
-    with tqdm(total=len(ks), desc="optima", unit="optimum", file=sys.stderr,
-              disable=None if progress is None else not progress) as bar:
+    with progress_bar(len(ks), "optima", progress, unit="optimum") as bar:
         for k in ks:
             bar.set_postfix_str(f"k={k}")
             res = optimize_population(

@@ -24,14 +24,13 @@ starts from both neighbours) before it is reported, with its size and its prior.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from contrastlab._progress import progress_bar
 from contrastlab._tables import markdown_table
 from contrastlab._validation import check_positive_int
 from contrastlab.data.latent import (
@@ -256,8 +255,7 @@ def monotonicity_study(
     rows: list[dict[str, Any]] = []
     violations: list[Violation] = []
     rechecked = 0
-    bar = tqdm(total=len(priors) * len(ks), desc="optima", unit="optimum", file=sys.stderr,
-               disable=None if progress is None else not progress)
+    bar = progress_bar(len(priors) * len(ks), "optima", progress, unit="optimum")
     for name, prior in priors.items():
         rho = check_prior(prior, num_classes)
         bar.set_postfix_str(f"prior {name}")

@@ -136,13 +136,10 @@ def _run_context(cfg: ExperimentConfig) -> Iterator[None]:
 def _progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
     if not enabled:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional
-        return None
-    # disable=None: no bar when stderr is not a terminal (logs, CI, sweep workers)
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
-                file=sys.stderr, disable=None)
+    from contrastlab._progress import progress_bar
+
+    # progress None: no bar when stderr is not a terminal (logs, CI, sweep workers)
+    return progress_bar(total, desc, None, initial=initial, leave=False, dynamic_ncols=True)
 
 
 def _save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
