@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -28,9 +28,20 @@ F64 = torch.float64
 # --------------------------------------------------------------------------------------------
 
 
+class Split(NamedTuple):
+    """A checked train / test split: the features and int64 labels on the training features'
+    device, and the number of classes."""
+
+    Htr: torch.Tensor
+    ytr: torch.Tensor
+    Hte: torch.Tensor
+    yte: torch.Tensor
+    c: int
+
+
 def check_split(
     H_train: Any, y_train: Any, H_test: Any, y_test: Any, num_classes: int | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+) -> Split:
     Htr = check_embeddings("H_train", H_train)
     ytr = check_labels("y_train", y_train, Htr.shape[0])
     Hte = check_embeddings("H_test", H_test)
@@ -49,7 +60,7 @@ def check_split(
     check_label_range("y_test", yte, c)
     check_coverage(ytr, c)
     yte = yte.to(device=Htr.device, dtype=torch.int64)
-    return Htr, ytr.to(device=Htr.device, dtype=torch.int64), Hte.to(Htr.device), yte, c
+    return Split(Htr, ytr.to(device=Htr.device, dtype=torch.int64), Hte.to(Htr.device), yte, c)
 
 
 def check_coverage(y: torch.Tensor, c: int, name: str = "y_train") -> None:

@@ -12,7 +12,7 @@ from contrastlab._validation import (
     check_positive,
     check_positive_int,
 )
-from contrastlab.evaluation.checks import PlainResult, check_split
+from contrastlab.evaluation.checks import PlainResult, Split, check_split
 from contrastlab.geometry import (
     serial_when_small,
 )
@@ -46,24 +46,17 @@ def knn_classifier(
     the value used). Similarities in float32, ``chunk_size`` test rows at a time (default: about
     32M similarities per chunk).
     """
-    Htr, ytr, Hte, yte, c = check_split(H_train, y_train, H_test, y_test, num_classes)
+    split = check_split(H_train, y_train, H_test, y_test, num_classes)
     k = check_positive_int("k", k)
     t = check_positive("temperature", temperature)
     if chunk_size is not None:
         chunk_size = check_positive_int("chunk_size", chunk_size)
-    return knn_unchecked(Htr, ytr, Hte, yte, c, k, t, chunk_size)
+    return knn_unchecked(split, k, t, chunk_size)
 
 
-def knn_unchecked(
-    Htr: torch.Tensor,
-    ytr: torch.Tensor,
-    Hte: torch.Tensor,
-    yte: torch.Tensor,
-    c: int,
-    k: int,
-    t: float,
-    chunk_size: int | None,
-) -> KNNResult:
+def knn_unchecked(split: Split, k: int, t: float, chunk_size: int | None) -> KNNResult:
+    """:func:`knn` on a checked split, with checked arguments."""
+    Htr, ytr, Hte, yte, c = split
     n = Htr.shape[0]
     k = min(k, n)
     bank = F.normalize(Htr.detach().to(torch.float32), dim=1)

@@ -14,6 +14,7 @@ from contrastlab._validation import (
 from contrastlab.evaluation.checks import (
     F64,
     PlainResult,
+    Split,
     check_split,
     cross_entropy_accuracy,
 )
@@ -68,25 +69,20 @@ def mean_classifier(
     the contrastive loss's temperature, the same t as L_sup (module docstring, "Temperature");
     the accuracy does not depend on it.
     """
-    Htr, ytr, Hte, yte, c = check_split(H_train, y_train, H_test, y_test, num_classes)
+    split = check_split(H_train, y_train, H_test, y_test, num_classes)
     for name, flag in (("normalize_features", normalize_features),
                        ("normalize_means", normalize_means)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False; got {flag!r}")
     t = check_positive("temperature", temperature)
-    return mean_classifier_unchecked(Htr, ytr, Hte, yte, c, normalize_features, normalize_means, t)
+    return mean_classifier_unchecked(split, normalize_features, normalize_means, t)
 
 
 def mean_classifier_unchecked(
-    Htr: torch.Tensor,
-    ytr: torch.Tensor,
-    Hte: torch.Tensor,
-    yte: torch.Tensor,
-    c: int,
-    normalize_features: bool,
-    normalize_means: bool,
-    t: float,
+    split: Split, normalize_features: bool, normalize_means: bool, t: float
 ) -> MeanClassifierResult:
+    """:func:`mean_classifier` on a checked split, with checked arguments."""
+    Htr, ytr, Hte, yte, c = split
     Xtr = Htr.detach().to(F64)
     Xte = Hte.detach().to(F64)
     if normalize_features:

@@ -16,7 +16,7 @@ from contrastlab._validation import (
     check_positive,
     check_positive_int,
 )
-from contrastlab.evaluation.checks import F64, PlainResult, check_split
+from contrastlab.evaluation.checks import F64, PlainResult, Split, check_split
 from contrastlab.evaluation.knn import KNNResult, knn_unchecked
 from contrastlab.evaluation.lsup import (
     LSUP_LOSSES,
@@ -124,13 +124,13 @@ def _check_report_options(
 
 
 def _report_means(
-    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+    split: Split,
     mean_classifiers: Sequence[str], t_mean: float, seconds: dict[str, float],
 ) -> dict[str, MeanClassifierResult]:
     """The mean classifiers of :func:`downstream_report`, timed together in ``seconds``."""
     t0 = time.perf_counter()
     means = {
-        name: mean_classifier_unchecked(*split, *MEAN_CLASSIFIERS[name], t_mean)
+        name: mean_classifier_unchecked(split, *MEAN_CLASSIFIERS[name], t_mean)
         for name in mean_classifiers
     }
     seconds["mean_classifier"] = time.perf_counter() - t0
@@ -138,7 +138,7 @@ def _report_means(
 
 
 def _report_probes(
-    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+    split: Split,
     probes: Sequence[str], options: dict[str, Any], seconds: dict[str, float],
     notes: list[str],
 ) -> dict[str, LinearProbeResult]:
@@ -170,13 +170,13 @@ def _report_lsup(
 
 
 def _report_knn(
-    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], knn_k: int,
+    split: Split, knn_k: int,
     knn_temperature: float, seconds: dict[str, float], notes: list[str],
 ) -> KNNResult:
     """The kNN classifier of :func:`downstream_report`, timed in ``seconds``; a note when k
     exceeds the training-set size."""
     t0 = time.perf_counter()
-    kn = knn_unchecked(*split, int(knn_k), float(knn_temperature), None)
+    kn = knn_unchecked(split, int(knn_k), float(knn_temperature), None)
     seconds["knn"] = time.perf_counter() - t0
     if kn.k < knn_k:
         notes.append(f"kNN: k reduced from {knn_k} to the training-set size {kn.k}")

@@ -3,11 +3,35 @@
 k (the number of negatives), the negative sampler, the hardness beta and the feature
 normalization are explicit arguments everywhere; none is tied to the batch size.
 
-Every loss function and module rejects NaN / inf embeddings with a one-line ``ValueError`` naming
-the tensor (``check_finite=True``, one ``isfinite(x).all()`` per input; False skips it), and
-computes float16 / bfloat16 inputs (or inputs under autocast) in float32, returning a float32
-loss on the dense and the tiled paths alike. ``generator`` arguments must be a
-``torch.Generator`` or None.
+Common arguments. The loss functions, their tiled and fused kernels and the modules share the
+arguments below; they are documented here once, and each function documents its own arguments
+and refers here.
+
+- ``reduction``: ``mean`` (default) | ``sum`` | ``none`` over the loss's terms; ``none`` returns
+  them as a vector: (2B,) for the two-view losses (the rows of z1 first), (B,) over the anchors
+  for NCE, one entry per (anchor, positive) pair in row-major order of (i, p) for the
+  SCL / HSCL / UCL / HUCL family (whose ``mean`` is over all the pairs, as Jiang et al.'s code).
+- ``tiled``: True: the loss's tiled kernel (*Tiled kernels* below: no N x N or B x k tensor in
+  memory; the same values and gradients to float tolerance; differentiable once); False: the
+  dense path (every score formed, plain autograd, double backward too); None (default): by
+  size, the kernel from ``TILED_MIN_ROWS`` rows (2B for the two-view losses, B for the Jiang et
+  al. family) or ``TILED_MIN_PAIRS`` anchor-negative pairs (B k, NCE over a pool). A form
+  without a kernel (each function says which) always runs dense, and ``tiled=True`` with it
+  raises ``ValueError``.
+- ``block_rows`` (the kernels): rows (anchors) per block; None: :func:`default_block_rows`.
+- ``check_finite``: True (default) rejects NaN / inf embeddings with a one-line ``ValueError``
+  naming the tensor (one ``isfinite(x).all()`` per input, before any sampling); False skips the
+  check.
+- ``gather`` / ``group``: ``gather=True`` (or a process ``group``): the loss of the batch gathered
+  over the processes, with the conventions of :func:`contrastlab.distributed.call_gathered`.
+  ``gather="local"`` (:func:`info_nce`, :func:`supcon`, :func:`debiased_hard`): each process
+  computes only its own anchors against the gathered batch (the same gradient after DDP's
+  average, 1/W of the work: :mod:`contrastlab.losses.sharded`).
+- ``generator``: a ``torch.Generator`` (reproducible sampling) or None.
+
+Precision. float16 / bfloat16 inputs (or inputs under autocast) are computed in float32 (autocast
+is off inside) and the loss is float32, on the dense, the tiled and the fused paths alike; float64
+inputs give a float64 loss.
 
 Loss family on score vectors v_i = f^T (f+ - f_i^-)  (Arora et al. 2019; Awasthi et al. 2022)
     score_loss(v, loss, temperature)    logistic | infonce | infonce-mean | hinge
@@ -23,11 +47,12 @@ In-batch losses over two views (2B rows)
     debiased_hard(z1, z2, temperature, tau_plus, beta)  Chuang et al. 2020 (beta=0) /
                                                       Robinson et al. 2021 (beta>0), with clamp
 
-Tiled kernels (row blocks, no N x N matrix; used by default from TILED_MIN_ROWS rows, or
-TILED_MIN_PAIRS anchor-negative pairs; ``tiled=False`` forces the exact dense path)
-    tiled_info_nce, tiled_supcon, tiled_debiased_hard, tiled_nce_loss (shared (k, d) pool),
-    tiled_nce_indexed ((M, d) pool + (B, k) index, no (B, k, d) gather), default_block_rows
+Tiled kernels (row blocks, no N x N matrix; what ``tiled`` picks, see *Common arguments*)
+    tiled_info_nce, tiled_supcon, tiled_debiased_hard    of info_nce, supcon, debiased_hard
+    tiled_nce_loss (shared (k, d) pool), tiled_nce_indexed ((M, d) pool + (B, k) index, no
+    (B, k, d) gather)                   of nce_loss
     tiled_hard_contrastive              SCL/HSCL/UCL/HUCL, exact=True/"loss"/"mean" (anchor blocks)
+    default_block_rows
 
 Jiang et al. 2023 family (single view, anchor among its positives, mean over k negatives)
     scl(z, labels, k, ..., exact)       other-class negatives
@@ -73,12 +98,12 @@ from contrastlab.losses.kernels import (
     TILED_MIN_ROWS,
     default_block_rows,
     tiled_debiased_hard,
+    tiled_hard_contrastive,
     tiled_info_nce,
+    tiled_nce_indexed,
     tiled_nce_loss,
     tiled_supcon,
 )
-from contrastlab.losses.kernels.indexed import tiled_nce_indexed
-from contrastlab.losses.kernels.jiang import tiled_hard_contrastive
 from contrastlab.losses.modules import (
     DebiasedHardLoss,
     HardContrastiveLoss,

@@ -68,20 +68,10 @@ def debiased_hard(
         tau_plus: the positive-class prior, in [0, 1) (their default 0.1).
         beta: hardness >= 0 (Robinson et al.'s default 1.0).
         normalize: ``sphere`` (as published), ``ball`` or ``none``.
-        reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector).
-        tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_debiased_hard` (no
-            2B x 2B matrix; differentiable once); False: the dense path below; None (default):
-            tiled when 2B >= ``TILED_MIN_ROWS``.
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
 
-    float16 / bfloat16 inputs are computed in float32 and the loss is float32 (autocast is off
-    inside), on both paths.
-
-    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`. ``gather="local"``:
-    each process computes only its own anchors against the gathered batch (the same gradient
-    after DDP's average, 1/W of the work: :mod:`contrastlab.losses.sharded`).
+    ``reduction``, ``tiled`` (the kernel: :func:`contrastlab.losses.tiled_debiased_hard`),
+    ``gather`` (``"local"`` too), ``group``, ``check_finite``: the common arguments of
+    :mod:`contrastlab.losses`.
     """
     t, tau, beta = check_debiased_args(temperature, tau_plus, beta)
     b = check_two_views(z1, z2, min_batch=2)

@@ -59,20 +59,10 @@ def info_nce(
         z1, z2: (B, d) the two views (row b of z1 and row b of z2 are a positive pair).
         temperature: t > 0.
         normalize: ``sphere`` (SimCLR), ``ball`` or ``none``.
-        reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector, rows of z1 first).
-        tiled: True: the row-block kernel :func:`contrastlab.losses.tiled_info_nce` (no 2B x 2B
-            matrix; differentiable once); False: the dense path below; None (default): tiled when
-            2B >= ``TILED_MIN_ROWS``.
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
 
-    float16 / bfloat16 inputs are computed in float32 and the loss is float32 (autocast is off
-    inside), on both paths.
-
-    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`. ``gather="local"``:
-    each process computes only its own anchors against the gathered batch (the same gradient
-    after DDP's average, 1/W of the work: :mod:`contrastlab.losses.sharded`).
+    ``reduction``, ``tiled`` (the kernel: :func:`contrastlab.losses.tiled_info_nce`), ``gather``
+    (``"local"`` too), ``group``, ``check_finite``: the common arguments of
+    :mod:`contrastlab.losses`.
     """
     check_positive("temperature", temperature)
     b = check_two_views(z1, z2, min_batch=1)

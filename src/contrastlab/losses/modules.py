@@ -1,8 +1,8 @@
 """Thin ``nn.Module`` wrappers over the pure loss functions (arguments are checked at
 construction, so a bad configuration fails before the first batch).
 
-Every module takes ``check_finite`` (default True), passed to its loss: NaN / inf embeddings
-raise a one-line ``ValueError`` naming the tensor; False skips the check."""
+Every module takes ``gather`` and ``check_finite`` (the common arguments of
+:mod:`contrastlab.losses`), passed to its loss."""
 
 from __future__ import annotations
 
@@ -139,9 +139,8 @@ class HardContrastiveLoss(nn.Module):
     """Module form of the SCL / HSCL / UCL / HUCL family (:func:`hard_contrastive`).
 
     ``negatives="other-class"`` with ``beta=0`` is SCL, with ``beta>0`` HSCL;
-    ``negatives="marginal"`` gives UCL / HUCL. ``tiled``: as :func:`hard_contrastive` (the
-    exact forms use the tiled kernel by default from ``TILED_MIN_ROWS`` rows; ``tiled=True``
-    with ``exact=False`` is refused here, at construction).
+    ``negatives="marginal"`` gives UCL / HUCL. ``tiled``: as :func:`hard_contrastive`
+    (``tiled=True`` with ``exact=False`` is refused here, at construction).
     """
 
     def __init__(

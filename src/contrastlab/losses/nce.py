@@ -66,27 +66,18 @@ def nce_loss(
         loss: ``logistic``, ``infonce``, ``infonce-mean`` or ``hinge`` (the loss family).
         temperature: t > 0 for the InfoNCE forms.
         normalize: ``sphere``, ``ball`` or ``none``, applied to every vector first.
-        reduction: ``mean`` | ``sum`` | ``none`` over the B anchors.
-        tiled: for a pool ((k, d) shared or (M, d) indexed) and a log-sum-exp loss (not
-            ``hinge``): True uses an anchor-block kernel, differentiable once
-            (:func:`contrastlab.losses.tiled_nce_loss` for a shared pool: no B x k matrix;
-            :func:`contrastlab.losses.tiled_nce_indexed` for an indexed pool: no (B, k, d)
-            gather nor B x M matrix), False the dense path below, None (default) the kernel
-            when B * k >= ``TILED_MIN_PAIRS``. With (B, k, d) negatives or ``hinge`` the dense
-            path is always used (``tiled=True`` is then an error); ``hinge`` with an index
-            gathers ``negatives[negative_index]`` densely.
         negative_index: None, or a (B, k) integer tensor of rows of the (M, d) pool
             ``negatives``, in [0, M), k >= 1.
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
 
-    float16 / bfloat16 inputs are computed in float32 and the loss is float32 (autocast is off
-    inside), on every path.
-
-    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`. ``negative_index`` is
-    gathered with the anchors (no gradient); the pool it points into is replicated, so it must be
-    the same on every rank (e.g. a memory bank; a sharded pool: gather it first).
+    ``reduction``, ``tiled``, ``gather``, ``group``, ``check_finite``: the common arguments of
+    :mod:`contrastlab.losses`. The kernels (for a pool and a log-sum-exp loss, not ``hinge``):
+    :func:`contrastlab.losses.tiled_nce_loss` for a shared pool (no B x k matrix),
+    :func:`contrastlab.losses.tiled_nce_indexed` for an indexed pool (no (B, k, d) gather nor
+    B x M matrix). With (B, k, d) negatives or ``hinge`` the dense path is always used;
+    ``hinge`` with an index gathers ``negatives[negative_index]`` densely. With ``gather``,
+    ``negative_index`` is gathered with the anchors (no gradient); the pool it points into is
+    replicated, so it must be the same on every rank (e.g. a memory bank; a sharded pool: gather
+    it first).
     """
     check_choice("loss", loss, LOSSES)
     check_positive("temperature", temperature)

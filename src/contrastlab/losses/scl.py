@@ -39,10 +39,9 @@ Tiling. The two exact forms (``exact`` True / ``"loss"`` and ``"mean"``) are com
 anchor-block kernels of :func:`contrastlab.losses.tiled_hard_contrastive`
 (:mod:`contrastlab.losses.kernels.jiang`: no B x B tensor; the plug-in in O(B d + block_rows B)
 memory, the quadrature one block of anchors at a time, checkpointed; the same values and
-gradients to float tolerance) by default from B >= ``TILED_MIN_ROWS`` (1024) rows;
-``tiled=False`` forces the dense path below (e.g. for double backward), ``tiled=True`` the kernel
-at any B. The sampled form (``exact=False``) is always dense: ``tiled=True`` with it raises
-``ValueError``.
+gradients to float tolerance), chosen by ``tiled`` (a common argument of
+:mod:`contrastlab.losses`: by default from B >= ``TILED_MIN_ROWS`` rows). The sampled form
+(``exact=False``) is always dense: ``tiled=True`` with it raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -94,19 +93,12 @@ def hard_contrastive(
             (plug-in expected negative term).
         negatives_reduction: ``mean`` (the code: log(1 + mean_r ...)) or ``sum`` (the paper:
             log(1 + sum_r ...)).
-        reduction: ``mean`` (over all (anchor, positive) pairs, as the code), ``sum`` or
-            ``none`` (a vector over pairs, in row-major order of (i, p)).
-        generator: a ``torch.Generator`` for reproducible sampling (``exact=False``).
-        tiled: for the exact forms (``exact`` True, ``"loss"`` or ``"mean"``): True: the
-            anchor-block kernel :func:`contrastlab.losses.tiled_hard_contrastive` (no B x B
-            tensor; differentiable once); False: the dense path; None (default): tiled when
-            B >= ``TILED_MIN_ROWS``. The sampled form is always dense (``tiled=True`` with
-            ``exact=False`` raises ``ValueError``).
-        check_finite: reject NaN / inf in ``z`` with a one-line ``ValueError`` naming it
-            (default; one ``isfinite(z).all()``), before any sampling; False skips the check.
 
-    float16 / bfloat16 features are computed in float32 and the loss is float32 (autocast is
-    off inside), on the dense and the tiled paths.
+    ``reduction`` (over the (anchor, positive) pairs), ``generator`` (for ``exact=False``),
+    ``tiled``, ``check_finite``: the common arguments of :mod:`contrastlab.losses`. The kernel of
+    the exact forms (``exact`` True, ``"loss"`` or ``"mean"``):
+    :func:`contrastlab.losses.tiled_hard_contrastive` (no B x B tensor); the sampled form is
+    always dense.
     """
     check_generator(generator)
     b, labels, beta, t, mode = check_hard_contrastive_args(
@@ -115,7 +107,6 @@ def hard_contrastive(
     if mode == "sampled":
         check_tiled(tiled, mode)
     elif use_tiled(tiled, b, TILED_MIN_ROWS):
-
         return tiled_hard_contrastive(
             z, labels, negatives, beta, k, t, normalize, exact, negatives_reduction, reduction,
             check_finite=False,
@@ -163,10 +154,8 @@ def scl(
     check_finite: bool = True,
 ) -> torch.Tensor:
     """Supervised contrastive loss SCL (Jiang et al. 2023): k negatives uniform over the other
-    classes of the batch. Conventions and arguments: see :func:`hard_contrastive`.
-
-    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    classes of the batch. Conventions and arguments: :func:`hard_contrastive` and the common
+    arguments (``gather``, ``group``) of :mod:`contrastlab.losses`.
     """
     return family_loss(z, labels, "other-class", 0.0, k, temperature, normalize, exact,
                        negatives_reduction, reduction, generator, tiled, gather, group,
@@ -191,10 +180,8 @@ def hscl(
 ) -> torch.Tensor:
     """Hard supervised contrastive loss HSCL (Jiang et al. 2023): k negatives from the other
     classes with probability ∝ exp(beta z_i^T z_j). beta = 0 is SCL. HSCL >= SCL for every
-    representation (Harris inequality, Jiang et al. Thm. 2). See :func:`hard_contrastive`.
-
-    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    representation (Harris inequality, Jiang et al. Thm. 2). Conventions and arguments:
+    :func:`hard_contrastive` and the common arguments of :mod:`contrastlab.losses`.
     """
     return family_loss(z, labels, "other-class", beta, k, temperature, normalize, exact,
                        negatives_reduction, reduction, generator, tiled, gather, group,
@@ -218,11 +205,8 @@ def ucl(
 ) -> torch.Tensor:
     """Unsupervised contrastive loss UCL (Jiang et al. 2023): k negatives uniform over the whole
     batch (the marginal; the anchor's own class, and the anchor itself, can be drawn:
-    collisions). ``labels`` are the latent classes that define the positives.
-    See :func:`hard_contrastive`.
-
-    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    collisions). ``labels`` are the latent classes that define the positives. Conventions and
+    arguments: :func:`hard_contrastive` and the common arguments of :mod:`contrastlab.losses`.
     """
     return family_loss(z, labels, "marginal", 0.0, k, temperature, normalize, exact,
                        negatives_reduction, reduction, generator, tiled, gather, group,
@@ -247,10 +231,8 @@ def hucl(
 ) -> torch.Tensor:
     """Hard unsupervised contrastive loss HUCL (Jiang et al. 2023): k negatives from the whole
     batch with probability ∝ exp(beta z_i^T z_j). beta = 0 is UCL; HUCL >= UCL (Harris
-    inequality). See :func:`hard_contrastive`.
-
-    ``gather=True`` (or a process ``group``): the loss of the batch gathered over the processes,
-    with the conventions of :func:`contrastlab.distributed.call_gathered`.
+    inequality). Conventions and arguments: :func:`hard_contrastive` and the common arguments
+    of :mod:`contrastlab.losses`.
     """
     return family_loss(z, labels, "marginal", beta, k, temperature, normalize, exact,
                        negatives_reduction, reduction, generator, tiled, gather, group,

@@ -44,7 +44,7 @@ import torch
 from contrastlab._validation import check_labels, check_positive
 from contrastlab.distributed import all_gather_no_grad, all_gather_with_grad, rank_and_world
 from contrastlab.losses._common import base_temperature_factor, check_debiased_args
-from contrastlab.losses.kernels._inputs import check_views
+from contrastlab.losses.kernels._inputs import check_views, mean_positive_logits
 from contrastlab.losses.kernels.engine import (
     compute_dtype,
     head_debiased,
@@ -125,17 +125,8 @@ def local_supcon(z1: Tensor, z2: Tensor, labels: Tensor | None, temperature: flo
     if labels is None:
         return v.run(v.positive_logits(t), t, (1.0,), v.n, head_logaddexp(0.0), factor,
                      block_rows)
-    lab = check_labels("labels", labels, v.n_local).to(v.z.device)
-    _, inv = torch.unique(all_gather_no_grad(lab, group), return_inverse=True)
-    inv2 = torch.cat([inv, inv])
-    n_cls = int(inv.max()) + 1
-    z64 = v.z.double()
-    class_sum = z64.new_zeros(n_cls, z64.shape[1]).index_add(0, inv2, z64)
-    count = torch.bincount(inv2, minlength=n_cls).to(torch.float64)
-    q64 = v.q.double()
-    mine = inv2.index_select(0, v.rows)
-    pos_dot = torch.linalg.vecdot(q64, class_sum.index_select(0, mine), dim=1)
-    side = (pos_dot - torch.linalg.vecdot(q64, q64, dim=1)) / ((count[mine] - 1.0) * t)
+    lab = all_gather_no_grad(check_labels("labels", labels, v.n_local).to(v.z.device), group)
+    side = mean_positive_logits(v.z, torch.cat([lab, lab]), t, rows=v.rows, q=v.q)
     return v.run(side, t, (1.0,), None, head_lse_minus_side, factor, block_rows)
 
 

@@ -19,14 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from contrastlab.recipes import runners
 from contrastlab.recipes.params import check_keys, ks_list, take
-from contrastlab.recipes.runners import (
-    Outcome,
-    RunContext,
-    register_runner,
-    sweep_records,
-    unconverged_note,
-)
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner
 from contrastlab.recipes.stats import paired_trend
 
 if TYPE_CHECKING:
@@ -240,8 +235,8 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     base = take(params, "config", None, dict)
     ks = ks_list("params.ks", params.get("ks", [1, 16, 256, 1024]))
     seeds = take(params, "seeds", [0], list)
-    recs = sweep_records(base, {"loss.k": ks, "seed": seeds}, ctx.out_dir / "runs", ctx,
-                         take(params, "set", {}, dict))
+    recs = runners.sweep_records(base, {"loss.k": ks, "seed": seeds}, ctx.out_dir / "runs",
+                                 ctx, take(params, "set", {}, dict))
     if not recs:
         return Outcome({}, notes=["no run finished"])
     c = int(recs[0]["reports"]["geometry"]["num_classes"])
@@ -274,7 +269,7 @@ def awasthi_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     etf, pair = kmean("etf_distance"), kmean("max_pair_cosine_error")
     notes += [f"k={k}: accuracy {acc[k]:.3f}, ETF distance {etf[k]:.3f}, largest pair cosine "
               f"error {pair[k]:.3f} (means over {len(by_k[k])} seeds)" for k in sorted(by_k)]
-    notes += unconverged_note([f"k={x['k']} seed {x['seed']}" for x in unconverged])
+    notes += runners.unconverged_note([f"k={x['k']} seed {x['seed']}" for x in unconverged])
     return Outcome(metrics, {"runs": rows, "accuracy_trend": trend}, _k_sweep_figures(recs, c),
                    notes)
 

@@ -26,14 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from contrastlab.recipes import runners
 from contrastlab.recipes.params import check_keys, ks_list, take
-from contrastlab.recipes.runners import (
-    Outcome,
-    RunContext,
-    register_runner,
-    sweep_records,
-    unconverged_note,
-)
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner
 from contrastlab.recipes.stats import accuracy_trend_metrics, paired_trend
 
 __all__ = ["bao_bounds", "idealized_checks", "measured_gaps"]
@@ -140,10 +135,10 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
     for name, spec in take(params, "datasets", {}, dict).items():
         spec = take({"d": spec}, "d", None, dict)
         check_keys(f"params.datasets.{name}", spec, ("config", "ks", "seeds", "set"))
-        recs = sweep_records(take(spec, "config", None, dict),
-                             {"loss.k": ks_list(f"params.datasets.{name}.ks", spec.get("ks")),
-                              "seed": take(spec, "seeds", [0], list)},
-                             ctx.out_dir / "runs" / name, ctx, take(spec, "set", {}, dict))
+        grid = {"loss.k": ks_list(f"params.datasets.{name}.ks", spec.get("ks")),
+                "seed": take(spec, "seeds", [0], list)}
+        recs = runners.sweep_records(take(spec, "config", None, dict), grid,
+                                     ctx.out_dir / "runs" / name, ctx, take(spec, "set", {}, dict))
         if recs:
             gaps += measured_gaps(recs, name)
             trends += [{"data": name, **t} for t in paired_trend(recs, "mc_acc")]
@@ -153,7 +148,7 @@ def bao_bounds(params: dict[str, Any], ctx: RunContext) -> Outcome:
         metrics.update(accuracy_trend_metrics(trends))
         tables["accuracy_trend"] = trends
         metrics["unconverged_runs"] = float(len(unconverged))
-        notes += unconverged_note(unconverged)
+        notes += runners.unconverged_note(unconverged)
     if gaps:
         out = [g for g in gaps if not g["delta_lower"] <= g["gap"] <= g["delta_upper"]]
         metrics["measured_outside_bounds"] = float(len(out))

@@ -14,15 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from contrastlab.recipes import runners
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.published import attach_published, published_rows
-from contrastlab.recipes.runners import (
-    Outcome,
-    RunContext,
-    register_runner,
-    sweep_records,
-    unconverged_note,
-)
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner
 from contrastlab.recipes.stats import paired_bounds
 
 if TYPE_CHECKING:
@@ -83,9 +78,9 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     hard_betas = [b for b in betas if b > 0] or [0.0]
     names = [n for pair in pairs for n in pair]
     # one grid: the soft losses resolve beta to 0, so each runs once per normalization
-    recs = sweep_records(base, {"loss.name": names, "loss.beta": hard_betas,
-                                "loss.normalize": norms, "seed": seeds},
-                         ctx.out_dir / "runs", ctx, overrides)
+    recs = runners.sweep_records(base, {"loss.name": names, "loss.beta": hard_betas,
+                                        "loss.normalize": norms, "seed": seeds},
+                                 ctx.out_dir / "runs", ctx, overrides)
     if not recs:
         return Outcome({}, notes=["no run finished"])
     family = {soft: hard for soft, hard in pairs}
@@ -93,8 +88,8 @@ def jiang_nc_vs_dc(params: dict[str, Any], ctx: RunContext) -> Outcome:
     c = rows[0]["C"]
     best, notes = _hard_beta_summary(rows, family, norms, betas)
     metrics = _nc_vs_dc_metrics(rows, best, c)
-    notes += unconverged_note([f"{x['loss']} beta={x['beta']:g} {x['normalize']} seed "
-                               f"{x['seed']}" for x in rows if not x["converged"]])
+    notes += runners.unconverged_note([f"{x['loss']} beta={x['beta']:g} {x['normalize']} "
+                                       f"seed {x['seed']}" for x in rows if not x["converged"]])
     curve = _beta_curve(rows, notes)
     tables: dict[str, Any] = {"runs": rows, "beta_curve": curve}
     if published is not None:

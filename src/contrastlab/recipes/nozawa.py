@@ -17,15 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from contrastlab.recipes import runners
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.published import attach_published, published_rows
-from contrastlab.recipes.runners import (
-    Outcome,
-    RunContext,
-    register_runner,
-    sweep_records,
-    unconverged_note,
-)
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner
 from contrastlab.recipes.stats import accuracy_trend_metrics, paired_trend
 
 if TYPE_CHECKING:
@@ -71,8 +66,8 @@ def nozawa_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     recs: list[dict[str, Any]] = []
     for b in sizes:  # one sweep per size: the rate is tied to it, which a product grid cannot do
         rate = lr * b / 256 if scaling == "linear" else lr
-        recs += sweep_records(base, {"seed": seeds}, ctx.out_dir / "runs", ctx,
-                              {**overrides, _KEY: b, "optim.lr": rate})
+        recs += runners.sweep_records(base, {"seed": seeds}, ctx.out_dir / "runs", ctx,
+                                      {**overrides, _KEY: b, "optim.lr": rate})
     if not recs:
         return Outcome({}, notes=["no run finished"])
     rows = [_row(r) for r in recs]
@@ -93,8 +88,8 @@ def nozawa_k_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
              f" L_Info {r['info_loss']:.3f}, lower bound {r['lower_bound']:.3f} (CURL "
              f"{r['curl_lower_bound']:.3f}), Col {r['collision']:.3f}, d(f) {r['d']:.3f}, "
              f"upsilon {r['upsilon']:.3f} over {r['seeds']} seeds" for r in curve]
-    notes += unconverged_note([f"K+1={r[_KEY]} seed {r['seed']}" for r in rows
-                               if not r["converged"]])
+    notes += runners.unconverged_note([f"K+1={r[_KEY]} seed {r['seed']}" for r in rows
+                                       if not r["converged"]])
     tables: dict[str, Any] = {"runs": rows, "k_curve": curve, "accuracy_trend": trends}
     if published is not None:
         attach_published(*nozawa_published_comparison(curve, published), "batch_size",

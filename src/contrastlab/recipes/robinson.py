@@ -16,15 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from contrastlab.recipes import runners
 from contrastlab.recipes.params import check_keys, take
 from contrastlab.recipes.published import attach_published, published_rows
-from contrastlab.recipes.runners import (
-    Outcome,
-    RunContext,
-    register_runner,
-    sweep_records,
-    unconverged_note,
-)
+from contrastlab.recipes.runners import Outcome, RunContext, register_runner
 from contrastlab.recipes.stats import paired_bounds
 
 if TYPE_CHECKING:
@@ -84,8 +79,8 @@ def robinson_beta_sweep(params: dict[str, Any], ctx: RunContext) -> Outcome:
     })
     notes = [f"{_label(r['beta'])}: {acc_key} {r['accuracy']:.4f} (sd {r['accuracy_sd']:.4f}) "
              f"over {r['seeds']} seeds" for r in curve] + [said]
-    notes += unconverged_note([f"{_label(x['beta'])} seed {x['seed']}" for x in rows
-                               if not x["converged"]])
+    notes += runners.unconverged_note([f"{_label(x['beta'])} seed {x['seed']}" for x in rows
+                                       if not x["converged"]])
     tables: dict[str, Any] = {"runs": rows, "beta_curve": curve}
     if published is not None:
         attach_published(*robinson_published_comparison(curve, published, hard), "beta",
@@ -97,14 +92,14 @@ def _train(base: dict[str, Any], betas: list[float], seeds: list[Any], biased: b
            overrides: dict[str, Any], ctx: RunContext) -> list[dict[str, Any]]:
     """The finished runs: every beta and seed, and the biased baseline (plain InfoNCE at the
     loss's temperature and normalization) for every seed when ``biased``."""
-    recs = sweep_records(base, {"loss.beta": betas, "seed": seeds}, ctx.out_dir / "runs", ctx,
-                         overrides)
+    recs = runners.sweep_records(base, {"loss.beta": betas, "seed": seeds},
+                                 ctx.out_dir / "runs", ctx, overrides)
     if biased:
         loss = dict(base.get("loss") or {})
         plain = {"name": "infonce", "temperature": loss.get("temperature", 0.5),
                  "normalize": loss.get("normalize", "sphere")}
-        recs += sweep_records({**base, "loss": plain}, {"seed": seeds}, ctx.out_dir / "runs",
-                              ctx, overrides)
+        recs += runners.sweep_records({**base, "loss": plain}, {"seed": seeds},
+                                      ctx.out_dir / "runs", ctx, overrides)
     return recs
 
 

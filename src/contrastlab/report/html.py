@@ -17,15 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from contrastlab.report.style import (
-    IMAGE_CHECK_JS,
-    cell,
-    escape,
-    figure_html,
-    page_head,
-    versions_table,
-    write_page,
-)
+from contrastlab.report import style
+from contrastlab.report.style import cell, escape
 
 __all__ = ["write_report"]
 
@@ -113,15 +106,15 @@ def write_report(out_dir: str | Path, path: str | Path | None = None) -> Path:
     parts += _runs_table(runs, all_records)
     parts += _figures_section(figs)
     parts += _configs_section(runs)
-    parts += versions_table()
+    parts += style.versions_table()
     run_seconds = sum(float(r["seconds"]) for r in runs
                       if isinstance(r.get("seconds"), float | int))
     report_s = time.perf_counter() - t0
     parts.append(f"<h2>Wall time</h2><p>Runs: {run_seconds:.1f} s in total "
                  f"(sum over runs); this report: {report_s:.1f} s.</p>")
-    parts.append(f"<script>{IMAGE_CHECK_JS}</script>")
+    parts.append(f"<script>{style.IMAGE_CHECK_JS}</script>")
     parts.append("</body></html>")
-    return write_page(target, parts)
+    return style.write_page(target, parts)
 
 
 def _figures_and_answer(out_dir: str | Path, done: list[dict[str, Any]]
@@ -152,7 +145,7 @@ def _head(out_dir: str | Path, runs: Sequence[Mapping[str, Any]], answer: list[s
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     return [
-        *page_head(f"contrastlab report: {escape(Path(out_dir).name)}"),
+        *style.page_head(f"contrastlab report: {escape(Path(out_dir).name)}"),
         "<h1>contrastlab report</h1>",
         *_answer_html(answer),
         f"<p>Results directory: <code>{escape(out_dir)}</code><br>",
@@ -214,7 +207,7 @@ def _runs_table(runs: Sequence[Mapping[str, Any]], all_records: list[dict[str, A
 
 def _figures_section(figs: Mapping[str, Any]) -> list[str]:
     parts = ["<h2>Figures</h2>"]
-    parts += [figure_html(name, fig) for name, fig in figs.items()]
+    parts += [style.figure_html(name, fig) for name, fig in figs.items()]
     if not figs:
         parts.append("<p>No figures: no finished run has the data they need.</p>")
     return parts

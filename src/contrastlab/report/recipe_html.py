@@ -11,15 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contrastlab.report.style import (
-    IMAGE_CHECK_JS,
-    cell,
-    escape,
-    figure_html,
-    page_head,
-    versions_table,
-    write_page,
-)
+from contrastlab.report import style
+from contrastlab.report.style import cell, escape
 
 __all__ = ["write_recipe_report"]
 
@@ -36,7 +29,7 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
     r = result.recipe
     tag = f" (deliberately corrupted: {escape(r.corruption)})" if result.corrupt else ""
     parts = [
-        *page_head(f"contrastlab recipe {escape(r.name)}: {result.verdict}", _EXTRA_CSS),
+        *style.page_head(f"contrastlab recipe {escape(r.name)}: {result.verdict}", _EXTRA_CSS),
         f"<h1>{escape(r.name)}: {escape(r.title)}</h1>",
         f"<p class='verdict {result.verdict}'>{result.verdict}</p>",
         f"<p>Profile <b>{escape(result.profile)}</b>{tag}; generated "
@@ -64,7 +57,7 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
         parts += [f"<li>{escape(n)}</li>" for n in result.outcome.notes]
         parts.append("</ul>")
     parts.append("<h2>Figures</h2>")
-    parts += [figure_html(name, fig, _saved_png(result.figure_paths.get(name, [])))
+    parts += [style.figure_html(name, fig, _saved_png(result.figure_paths.get(name, [])))
               for name, fig in result.outcome.figures.items()]
     if not result.outcome.figures:
         parts.append("<p>No figures: nothing was measured.</p>")
@@ -86,9 +79,9 @@ def write_recipe_report(result: Any, path: str | Path) -> Path:
     parts.append("<h2>Parameters</h2><pre>"
                  + escape(json.dumps(result.params, indent=1, sort_keys=True, default=str))
                  + "</pre>")
-    parts += versions_table()
-    parts.append(f"<script>{IMAGE_CHECK_JS}</script></body></html>")
-    return write_page(path, parts)
+    parts += style.versions_table()
+    parts.append(f"<script>{style.IMAGE_CHECK_JS}</script></body></html>")
+    return style.write_page(path, parts)
 
 
 def _saved_png(paths: list[Path]) -> bytes | None:

@@ -1,7 +1,8 @@
 """The argument checks and inputs shared by the entry points of the tiled
 (:mod:`~contrastlab.losses.kernels.inbatch`, :mod:`~contrastlab.losses.kernels.indexed`) and the
-fused (:mod:`~contrastlab.losses.kernels.fused`) kernels: the two stacked views of the in-batch
-losses and their positive logits, and the options of NCE over a pool.
+fused (:mod:`~contrastlab.losses.kernels.fused`) kernels and of the sharded losses
+(:mod:`~contrastlab.losses.sharded`): the two stacked views of the in-batch losses, their
+positive logits and SupCon's mean positive logits, and the options and rows of NCE over a pool.
 """
 
 from __future__ import annotations
@@ -38,6 +39,43 @@ def view_positive_logits(z: torch.Tensor, b: int, t: float) -> torch.Tensor:
     :func:`~contrastlab.losses.kernels.engine.run_blocks`)."""
     s = torch.linalg.vecdot(z[:b].double(), z[b:].double(), dim=1) / t
     return torch.cat([s, s])
+
+
+def mean_positive_logits(
+    z: torch.Tensor, labels: torch.Tensor, t: float, rows: torch.Tensor | None = None,
+    q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SupCon's positive term (Khosla et al. 2020, eq. (2)) ``(1/|P(i)|) sum_{p in P(i)}
+    z_i . z_p / t`` of the rows of ``z`` (``labels``: one per row; every class has >= 2 rows, e.g.
+    the two views), from the class sums C_c as ``z_i . (C_{y_i} - z_i) / (t (|c| - 1))``: O(N d),
+    no N x N label mask, in float64 (the difference cancels). ``rows``: only those rows of z
+    (e.g. a data-parallel rank's own anchors), ``q`` their features ``z[rows]`` if already formed.
+    """
+    _, inv = torch.unique(labels, return_inverse=True)
+    n_cls = int(inv.max()) + 1
+    z64 = z.double()
+    class_sum = z64.new_zeros(n_cls, z.shape[1]).index_add(0, inv, z64)
+    count = torch.bincount(inv, minlength=n_cls).to(torch.float64)
+    if rows is None:
+        q64 = z64
+    else:
+        q64 = (z.index_select(0, rows) if q is None else q).double()
+        inv = inv.index_select(0, rows)
+    to_class = torch.linalg.vecdot(q64, class_sum.index_select(0, inv))
+    return (to_class - torch.linalg.vecdot(q64, q64)) / ((count[inv] - 1.0) * t)
+
+
+def nce_rows(
+    anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, normalize: str,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The anchors, positives and negatives (or pool) of NCE in ``dtype``, each normalized
+    (differentiably, :func:`~contrastlab.losses.kernels.engine.rows_normalized`)."""
+    return (
+        rows_normalized(anchor.to(dtype), normalize),
+        rows_normalized(positive.to(dtype), normalize),
+        rows_normalized(negatives.to(dtype), normalize),
+    )
 
 
 def check_nce_options(loss: str, temperature: float, reduction: str) -> float:

@@ -86,6 +86,7 @@ from contrastlab._validation import (
 )
 from contrastlab.losses._common import (
     debiased_anchor_loss,
+    reduce,
 )
 from contrastlab.losses.kernels.parallel import (
     MIN_SHARED_BLOCK_ROWS,
@@ -864,7 +865,7 @@ def run_blocks(
         mask_shift=mask_shift,
         block_rows=br,
         head=head,
-        weight=factor / rows if reduction == "mean" else factor,
+        weight=row_weight(reduction, rows, factor),
         need_dq=grad_on and q.requires_grad,
         need_dk=grad_on and (q.requires_grad if k is None else k.requires_grad),
         row_ids=row_ids,
@@ -876,12 +877,21 @@ def run_blocks(
     else:
         total, _ = _FusedLoss.apply(q, k, side, plan)
         return total.to(out_dtype)
-    per_row = autograd_head(head, lse, side) * factor
-    if reduction == "mean":
-        return per_row.mean().to(out_dtype)
-    if reduction == "sum":
-        return per_row.sum().to(out_dtype)
-    return per_row.to(out_dtype)
+    return reduce_rows(autograd_head(head, lse, side), reduction, factor, out_dtype)
+
+
+def row_weight(reduction: str, rows: int, factor: float = 1.0) -> float:
+    """The weight of each row's loss in a fused total ``weight * sum_i loss_i``: ``factor / rows``
+    for ``reduction="mean"``, ``factor`` otherwise."""
+    return factor / rows if reduction == "mean" else factor
+
+
+def reduce_rows(per_row: torch.Tensor, reduction: str, factor: float,
+                out_dtype: torch.dtype) -> torch.Tensor:
+    """``factor`` times the per-row losses, reduced (:func:`contrastlab.losses._common.reduce`)
+    and cast to ``out_dtype``: the loss when the rows' heads are formed (``reduction="none"``,
+    or the fused kernels)."""
+    return reduce(per_row * factor, reduction).to(out_dtype)
 
 
 def autograd_head(
@@ -941,12 +951,19 @@ def normalize_rows_backward(
     return g.addcmul_(zn, proj, value=-1.0).div_(denom)
 
 
+def norm_floor(kind: str) -> float | None:
+    """The floor of normalization ``kind`` (checked) in z / max(||z||, floor): 1e-12 on the
+    sphere (:func:`contrastlab.losses.normalize`'s ``eps``), 1 for the ball, None for ``none``."""
+    check_choice("normalize", kind, NORMALIZATIONS)
+    return {"sphere": 1e-12, "ball": 1.0}.get(kind)
+
+
 def rows_normalized(z: torch.Tensor, kind: str) -> torch.Tensor:
     """:func:`contrastlab.losses.normalize` of the rows of a (n, d) tensor, fused."""
-    check_choice("normalize", kind, NORMALIZATIONS)
-    if kind == "none":
+    floor = norm_floor(kind)
+    if floor is None:
         return z
-    return _RowNormalize.apply(z, 1e-12 if kind == "sphere" else 1.0)
+    return _RowNormalize.apply(z, floor)
 
 
 #: the score losses of NCE that the tiled kernels compute (shared pool and indexed pool)

@@ -61,13 +61,14 @@ from contrastlab.losses._common import (
     base_temperature_factor,
     check_debiased_args,
     check_finite,
-    reduce,
 )
 from contrastlab.losses.family import lse_scale
 from contrastlab.losses.kernels._inputs import (
     check_nce_options,
     check_shared_pool,
     check_views,
+    mean_positive_logits,
+    nce_rows,
     stacked_views,
     view_positive_logits,
 )
@@ -78,7 +79,7 @@ from contrastlab.losses.kernels.engine import (
     head_debiased,
     head_logaddexp,
     head_lse_minus_side,
-    rows_normalized,
+    reduce_rows,
 )
 
 #: Route CUDA tensors of the tiled entry points to the Triton kernels (when triton imports).
@@ -205,10 +206,6 @@ def _exact(names: str, *xs: torch.Tensor, check: bool) -> Iterator[None]:
         yield
 
 
-def _reduced(per_row: torch.Tensor, reduction: str, factor: float) -> torch.Tensor:
-    return reduce(per_row * factor, reduction).float()
-
-
 def _view_loss(z: torch.Tensor, b: int, t: float, scales: tuple[float, ...], head: Head,
                reduction: str, factor: float, op: tuple[torch.dtype, bool],
                cfg: Any) -> torch.Tensor:
@@ -217,7 +214,7 @@ def _view_loss(z: torch.Tensor, b: int, t: float, scales: tuple[float, ...], hea
     NT-Xent (``softplus(L_neg - s_pos)``) and the debiased / hard loss."""
     lse = torch.cat([_lse(z, None, t, a, True, b, op, cfg) for a in scales])
     per_row = autograd_head(head, lse, view_positive_logits(z, b, t).unsqueeze(0))
-    return _reduced(per_row, reduction, factor)
+    return reduce_rows(per_row, reduction, factor, torch.float32)
 
 
 def _lse(x: torch.Tensor, y: torch.Tensor | None, t: float, a: float, mask_self: bool,
@@ -280,23 +277,10 @@ def fused_supcon(
         if labels is None:  # each sample its own class: NT-Xent
             return _view_loss(z, b, t, (1.0,), head_logaddexp(0.0), reduction, factor, op, cfg)
         lab = check_labels("labels", labels, b).to(z.device)
-        side = mean_positive_logit(z, torch.cat([lab, lab]), t)
+        side = mean_positive_logits(z, torch.cat([lab, lab]), t)
         lse = _lse(z, None, t, 1.0, True, None, op, cfg)
         per_row = autograd_head(head_lse_minus_side, lse, side.unsqueeze(0))
-        return _reduced(per_row, reduction, factor)
-
-
-def mean_positive_logit(z: torch.Tensor, labels: torch.Tensor, t: float) -> torch.Tensor:
-    """``(1/|P(i)|) sum_{p in P(i)} z_i . z_p / t`` for every row, from the class sums C_c as
-    ``z_i . (C_{y_i} - z_i) / (t (|c| - 1))`` in float64 (O(N d), no N x N label mask; the
-    difference cancels, hence float64). Every class has >= 2 rows (the two views)."""
-    _, inv = torch.unique(labels, return_inverse=True)
-    n_cls = int(inv.max()) + 1
-    z64 = z.double()
-    class_sum = z64.new_zeros(n_cls, z.shape[1]).index_add(0, inv, z64)
-    count = torch.bincount(inv, minlength=n_cls).to(torch.float64)
-    to_class = torch.linalg.vecdot(z64, class_sum[inv])
-    return (to_class - torch.linalg.vecdot(z64, z64)) / ((count[inv] - 1.0) * t)
+        return reduce_rows(per_row, reduction, factor, torch.float32)
 
 
 def fused_debiased_hard(
@@ -348,8 +332,8 @@ def fused_nce_loss(
     t, shift = lse_scale(loss, temperature, negatives.shape[0])
     op, cfg = _setup(anchor, precision, config)
     with _exact("anchor,positive,negatives", anchor, positive, negatives, check=check_finite):
-        a, p, n = (rows_normalized(x.float(), normalize) for x in (anchor, positive, negatives))
+        a, p, n = nce_rows(anchor, positive, negatives, normalize, torch.float32)
         lse = _lse(a, n, t, 1.0, False, None, op, cfg)
         s_pos = torch.linalg.vecdot(a.double(), p.double()) / t
         per_row = autograd_head(head_logaddexp(shift), lse, s_pos.unsqueeze(0))
-        return _reduced(per_row, reduction, 1.0)
+        return reduce_rows(per_row, reduction, 1.0, torch.float32)

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
-from contrastlab._validation import check_choice, check_labels, check_positive
+from contrastlab._validation import check_labels, check_positive
 from contrastlab.losses._common import base_temperature_factor, check_debiased_args, loss_inputs
 from contrastlab.losses.family import lse_scale
 from contrastlab.losses.kernels._inputs import (
     check_nce_options,
     check_shared_pool,
     check_views,
+    nce_rows,
     stacked_views,
     view_positive_logits,
 )
@@ -32,9 +33,10 @@ from contrastlab.losses.kernels.engine import (
     head_logaddexp,
     head_lse_minus_side,
     loss_dtype,
+    norm_floor,
     normalize_rows,
     normalize_rows_backward,
-    rows_normalized,
+    row_weight,
     run_blocks,
 )
 from contrastlab.losses.kernels.fused import (
@@ -44,7 +46,6 @@ from contrastlab.losses.kernels.fused import (
     fused_supcon,
     use_fused,
 )
-from contrastlab.losses.normalize import NORMALIZATIONS
 
 
 @loss_inputs("z1", "z2")
@@ -67,14 +68,8 @@ def tiled_info_nce(
     ``sigmoid(L_neg - s_pos) (softmax_neg - 1_pos)`` is formed small, not as the difference of
     two O(1) terms (``softmax_pos - 1``) accumulated separately into dz.
 
-    Args:
-        z1, z2: (B, d) the two views.
-        temperature: t > 0.
-        normalize: ``sphere`` (SimCLR), ``ball`` or ``none``.
-        reduction: ``mean`` | ``sum`` | ``none`` (a (2B,) vector, rows of z1 first).
-        block_rows: rows per block (default :func:`default_block_rows`).
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+    Args: as :func:`contrastlab.losses.info_nce` (``check_finite`` included), plus
+    ``block_rows``.
     """
     if use_fused(z1, z2):  # CUDA: the Triton kernels (kernels/fused.py; block_rows unused)
         return fused_info_nce(z1, z2, temperature, normalize, reduction, check_finite=check_finite)
@@ -214,8 +209,8 @@ class _OneBlockNCE(torch.autograd.Function):
     For small B k (e.g. B = 256, k <= 256) the products are a few microseconds and the cost is the
     per-op overhead of a loss built from many small autograd nodes (three normalizations, the
     positive logit, the block engine); this path forms every gradient in the forward pass and
-    its backward only scales them. ``floor``: None (no normalization), 1e-12 (sphere) or 1 (ball),
-    as :class:`_RowNormalize`.
+    its backward only scales them. ``floor``: that of the normalization
+    (:func:`~contrastlab.losses.kernels.engine.norm_floor`; None: none).
     """
 
     @staticmethod
@@ -273,8 +268,6 @@ class _OneBlockNCE(torch.autograd.Function):
         return (*grads, None, None, None, None)
 
 
-
-
 @loss_inputs("anchor", "positive", "negatives")
 def tiled_nce_loss(
     anchor: torch.Tensor,
@@ -297,13 +290,8 @@ def tiled_nce_loss(
     negative unless the caller puts it in the pool. ``hinge`` is not a log-sum-exp loss and has
     no tiled form (use :func:`contrastlab.losses.nce_loss`).
 
-    Args:
-        anchor, positive: (B, d).
-        negatives: (k, d), shared by every anchor.
-        loss, temperature, normalize, reduction: as :func:`contrastlab.losses.nce_loss`.
-        block_rows: anchors per block (default :func:`default_block_rows`).
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+    Args: as :func:`contrastlab.losses.nce_loss` (``check_finite`` included; ``negatives``:
+    (k, d), shared by every anchor), plus ``block_rows``.
     """
     if use_fused(anchor, positive, negatives):  # CUDA: the Triton kernels (kernels/fused.py)
         return fused_nce_loss(anchor, positive, negatives, loss, temperature, normalize, reduction,
@@ -314,16 +302,10 @@ def tiled_nce_loss(
     t, shift = lse_scale(loss, temperature, negatives.shape[0])
     b, k = anchor.shape[0], negatives.shape[0]
     if reduction != "none" and b * k <= ONE_BLOCK_PAIRS and block_rows is None:
-        check_choice("normalize", normalize, NORMALIZATIONS)
-        floor = {"none": None, "sphere": 1e-12, "ball": 1.0}[normalize]
-        weight = 1.0 / b if reduction == "mean" else 1.0
-        out = _OneBlockNCE.apply(
-            anchor.to(dt), positive.to(dt), negatives.to(dt), 1.0 / t, shift, floor, weight
-        )
+        out = _OneBlockNCE.apply(anchor.to(dt), positive.to(dt), negatives.to(dt), 1.0 / t, shift,
+                                 norm_floor(normalize), row_weight(reduction, b))
         return out.to(loss_dtype(anchor))
-    a = rows_normalized(anchor.to(dt), normalize)
-    p = rows_normalized(positive.to(dt), normalize)
-    n = rows_normalized(negatives.to(dt), normalize)
+    a, p, n = nce_rows(anchor, positive, negatives, normalize, dt)
     s_pos = (a * p).sum(dim=1) / t
     return run_blocks(
         a,

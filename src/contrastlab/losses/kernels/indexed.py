@@ -72,14 +72,14 @@ from contrastlab._validation import (
 from contrastlab.losses._common import check_anchor_positive, check_feature_dim, loss_inputs
 from contrastlab.losses.family import lse_scale
 from contrastlab.losses.kernels import engine  # BLOCK_ELEMENTS read at call time
-from contrastlab.losses.kernels._inputs import check_nce_options
+from contrastlab.losses.kernels._inputs import check_nce_options, nce_rows
 from contrastlab.losses.kernels.engine import (
     Head,
     autograd_head,
     compute_dtype,
     head_logaddexp,
     loss_dtype,
-    rows_normalized,
+    row_weight,
 )
 
 #: How a block's scores are formed: by the cost model, one GEMM against the whole pool, or a
@@ -401,11 +401,10 @@ def tiled_nce_indexed(
         loss: ``infonce`` | ``infonce-mean`` | ``logistic``.
         temperature: t > 0 (ignored by ``logistic``).
         normalize: ``sphere`` | ``ball`` | ``none``.
-        reduction: ``mean`` | ``sum`` | ``none`` over the B anchors.
         block_rows: anchors per block (default :func:`indexed_block_shape`).
         method: ``auto`` (cost model :func:`choose_method`), ``bank`` or ``gather``.
-        check_finite: reject NaN / inf in the embeddings with a one-line ``ValueError`` naming
-            the tensor (default; one ``isfinite(x).all()`` per input); False skips the check.
+
+    ``reduction``, ``check_finite``: the common arguments of :mod:`contrastlab.losses`.
     """
     temperature = check_nce_options(loss, temperature, reduction)
     check_choice("method", method, INDEXED_METHODS)
@@ -414,10 +413,7 @@ def tiled_nce_indexed(
     chosen = choose_method(k, m, d) if method == "auto" else method
     br, chunk = indexed_block_shape(rows, k, m, d, chosen, block_rows)
 
-    dt = compute_dtype(anchor)
-    a = rows_normalized(anchor.to(dt), normalize)
-    p = rows_normalized(positive.to(dt), normalize)
-    n = rows_normalized(pool.to(dt), normalize)
+    a, p, n = nce_rows(anchor, positive, pool, normalize, compute_dtype(anchor))
     t, shift = lse_scale(loss, temperature, k)
     side = ((a * p).sum(dim=1) / t).unsqueeze(0)
     head = head_logaddexp(shift)
@@ -428,7 +424,7 @@ def tiled_nce_indexed(
         block_rows=br,
         chunk=chunk,
         head=head,
-        weight=1.0 / rows if reduction == "mean" else 1.0,
+        weight=row_weight(reduction, rows),
         need_da=grad_on and a.requires_grad,
         need_dpool=grad_on and n.requires_grad,
     )

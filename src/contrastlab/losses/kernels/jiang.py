@@ -522,9 +522,8 @@ def tiled_hard_contrastive(
             as :func:`contrastlab.losses.hard_contrastive`.
         exact: ``"mean"`` (the plug-in) or ``True`` / ``"loss"`` (the exact expected loss by
             quadrature). The sampled form (``False``) has no tiled kernel.
-        block_rows: anchors per block (default :func:`contrastlab.losses.default_block_rows`).
-        check_finite: reject NaN / inf in ``z`` with a one-line ``ValueError`` (default; one
-            ``isfinite(z).all()``); False skips the check.
+
+    ``block_rows``, ``check_finite``: the common arguments of :mod:`contrastlab.losses`.
     """
     b, labels, beta, t, mode = check_hard_contrastive_args(
         z, labels, negatives, beta, k, temperature, exact, negatives_reduction
