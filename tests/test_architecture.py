@@ -7,6 +7,12 @@
    it (models, geometry, evaluation), the trainer, ``experiments``, ``report``/``recipes`` and the
    command line; no module imports one of a higher layer.
 4. No function longer than 80 lines.
+5. No repeated block: no 6 lines of code or docstring repeated, in one module or two, up to
+   the strings and numbers in them (:func:`_repeated_blocks`). Parameter lists, imports,
+   ``__all__`` and constant tables do not count: a family of public functions with the same
+   arguments (a loss, its tiled and its fused kernel) keeps explicit signatures. The one
+   exception, :data:`REPEATED_BLOCKS_ALLOWED`, is the four public members of Jiang et al.'s
+   family, each one call of ``family_loss``.
 
 Since the renovation of issue 15 every rule holds with no exception: any violation fails.
 """
@@ -14,6 +20,8 @@ Since the renovation of issue 15 every rule holds with no exception: any violati
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,6 +39,10 @@ RANK = {
     "cli": 7, "__main__": 8, "": 8,
 }
 MAX_LINES = 80
+#: lines of a repeated block (the ``duplicates`` tool's threshold)
+BLOCK = 6
+#: the module pairs allowed to repeat a block (see rule 5)
+REPEATED_BLOCKS_ALLOWED = {("losses/scl.py", "losses/scl.py")}
 
 
 def _short(module: str) -> str:
@@ -195,6 +207,82 @@ def test_no_function_over_80_lines() -> None:
                 if node.end_lineno - node.lineno + 1 > MAX_LINES:
                     found.add(_short(f"{name}.{node.name}"))
     assert found == set(), f"over {MAX_LINES} lines: {sorted(found)}"
+
+
+def _skipped_lines(tree: ast.Module) -> set[int]:
+    """The lines rule 5 does not read: decorators and parameter lists, imports, ``__all__``,
+    and dict literals of constants (tables)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        first, last = getattr(node, "lineno", 0), getattr(node, "end_lineno", 0) or 0
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            last = node.body[0].lineno - 1
+        elif isinstance(node, ast.Assign):
+            if not any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                continue
+        elif isinstance(node, ast.Dict):
+            if not all(isinstance(x, ast.Constant) for x in [*node.keys, *node.values]):
+                continue
+        elif not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        skip.update(range(first, last + 1))
+    return skip
+
+
+def _shape_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, shape) of every line rule 5 reads: its tokens, strings as ``S`` and numbers
+    as ``0``, without comments."""
+    skip = _skipped_lines(ast.parse(text))
+    shape: dict[int, list[str]] = defaultdict(list)
+    ignored = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+               tokenize.ENDMARKER}
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type in ignored:
+            continue
+        word = {tokenize.STRING: "S", tokenize.NUMBER: "0"}.get(tok.type, tok.string)
+        shape[tok.start[0]].append(word)
+    return [(i, " ".join(shape[i])) for i in sorted(shape) if i not in skip]
+
+
+def _repeated_blocks(files: dict[str, str]) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """The pairs of modules (a module with itself included) that share a block of
+    :data:`BLOCK` read lines, with the first lines of each shared block. A block of one line
+    repeated, or with fewer than 3 lines of 4 tokens or more, does not count."""
+    where: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
+    for name, text in files.items():
+        lines = _shape_lines(text)
+        for j in range(len(lines) - BLOCK + 1):
+            block = tuple(s for _, s in lines[j:j + BLOCK])
+            if len(set(block)) > 1 and sum(len(s.split()) >= 4 for s in block) >= 3:
+                where[block].append((name, lines[j][0]))
+    pairs: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+    for places in where.values():
+        for a, (fa, la) in enumerate(places):
+            for fb, lb in places[a + 1:]:
+                if fa != fb or abs(la - lb) >= BLOCK:
+                    key = (fa, fb) if fa <= fb else (fb, fa)
+                    pairs[key].append((la, lb) if fa <= fb else (lb, la))
+    return dict(pairs)
+
+
+def test_no_repeated_block() -> None:
+    files = {str(p.relative_to(SRC)): p.read_text() for p in sorted(SRC.rglob("*.py"))}
+    found = {pair: lines[:3] for pair, lines in _repeated_blocks(files).items()
+             if pair not in REPEATED_BLOCKS_ALLOWED}
+    assert found == {}, f"repeated blocks (module pair: first lines): {found}"
+
+
+def test_the_checker_sees_a_repeated_block() -> None:
+    body = "".join(f"    x{i} = compute({i}, 'a', y + {i})\n" for i in range(6))
+    a = f"import os\n\n\ndef f(y):\n{body}    return x0\n"
+    b = a.replace("def f(y)", "def g(y, z=1)").replace("'a'", "'b'").replace("(3,", "(7,")
+    assert _repeated_blocks({"a.py": a, "b.py": b}) == {("a.py", "b.py"): [(5, 5), (6, 6)]}
+    c = a.replace("x4 = compute", "x4 = other")  # one line differs in a name: no block of 6
+    assert _repeated_blocks({"a.py": a, "c.py": c}) == {}
+    signature = "def h(\n" + "".join(f"    p{i}: int = {i},\n" for i in range(8)) + "):\n"
+    assert _repeated_blocks({"a.py": signature + "    pass\n",
+                             "b.py": signature.replace("h(", "k(") + "    return 1\n"}) == {}
 
 
 def test_the_checker_sees_a_cycle() -> None:

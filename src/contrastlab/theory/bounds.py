@@ -116,13 +116,20 @@ def _int_scalar(name: str, value: Any, minimum: int) -> int:
     return int(v)
 
 
-def _int_array(name: str, value: Any, minimum: int = 1) -> tuple[NDArray[np.int64], bool]:
-    """An int or a 1-D sequence of ints >= minimum, as an int64 array; and whether it was scalar."""
-    what = f"{name} must be an integer >= {minimum} or a 1-D sequence of such integers"
+def _plain_value(value: Any, what: str) -> Any:
+    """``value`` with a tensor as a NumPy array; a bool or a string is a ``ValueError`` that
+    starts with ``what`` (the allowed values)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, bool | np.bool_ | str | bytes):
         raise ValueError(f"{what}; got {value!r}")
+    return value
+
+
+def _int_array(name: str, value: Any, minimum: int = 1) -> tuple[NDArray[np.int64], bool]:
+    """An int or a 1-D sequence of ints >= minimum, as an int64 array; and whether it was scalar."""
+    what = f"{name} must be an integer >= {minimum} or a 1-D sequence of such integers"
+    value = _plain_value(value, what)
     if np.ndim(value) == 0:
         try:
             v = _int_scalar(name, value, minimum)
@@ -146,10 +153,7 @@ def _int_array(name: str, value: Any, minimum: int = 1) -> tuple[NDArray[np.int6
 def _float_array(name: str, value: Any) -> tuple[FloatArray, bool]:
     """A finite real or a 1-D sequence of finite reals, as a float64 array; and scalar-ness."""
     what = f"{name} must be a finite number or a 1-D sequence of finite numbers"
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, bool | np.bool_ | str | bytes):
-        raise ValueError(f"{what}; got {value!r}")
+    value = _plain_value(value, what)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

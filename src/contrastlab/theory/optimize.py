@@ -417,13 +417,7 @@ def optimize_population(
     check_positive_int("max_iter", max_iter)
     check_choice("constraint", constraint, CONSTRAINTS)
     check_choice("loss", loss, LOSSES)
-    objective: dict[str, Any] = {
-        "k": k,
-        "loss": loss,
-        "temperature": temperature,
-        "negatives": negatives,
-        "beta": beta,
-    }
+    objective = _objective(k, loss, temperature, negatives, beta)
     if init is not None and init.shape != (c, d):
         raise ValueError(f"init must have shape ({c}, {d}); got {tuple(init.shape)}")
     problem = _Problem(rho, objective, d, constraint, restarts, seed, max_iter, tol, init)
@@ -435,6 +429,15 @@ def optimize_population(
             report = downstream_report(result.V, rho, loss=loss, temperature=temperature)
             result.downstream = {key: val for key, val in report.items() if key != "cosine"}
     return result
+
+
+def _objective(
+    k: int, loss: str, temperature: float, negatives: str, beta: float
+) -> dict[str, Any]:
+    """The keywords that define the objective of :func:`population_loss` and
+    :func:`sample_level_loss` (the other keywords are the prior or the labels)."""
+    return {"k": k, "loss": loss, "temperature": temperature, "negatives": negatives,
+            "beta": beta}
 
 
 def balanced_etf_check(num_classes: int, k: int, **kwargs: Any) -> float:
@@ -484,14 +487,7 @@ def optimize_per_sample(
     n = check_positive_int("n_per_class", n_per_class)
     d = c - 1 if dim is None else check_positive_int("dim", dim)
     labels = torch.arange(c).repeat_interleave(n)
-    objective: dict[str, Any] = {
-        "prior": rho,
-        "k": k,
-        "loss": loss,
-        "temperature": temperature,
-        "negatives": negatives,
-        "beta": beta,
-    }
+    objective = {"prior": rho, **_objective(k, loss, temperature, negatives, beta)}
     best, losses = _per_sample_restarts(labels, objective, d, restarts, seed, max_iter, tol)
     return _per_sample_result(best, losses, labels, objective, c)
 
