@@ -375,6 +375,8 @@ if which == "info_nce":
     loss = L.info_nce(z1, z2, 0.1)
 elif which == "supcon":
     loss = L.supcon(z1, z2, y, 0.1)
+elif which == "supcon-distinct":  # every sample its own class: C = B
+    loss = L.supcon(z1, z2, torch.arange(b), 0.1)
 else:
     loss = L.debiased_hard(z1, z2, 0.5, 0.1, 1.0)
 loss.backward()
@@ -393,6 +395,13 @@ def _peak_extra_mb(which: str) -> float:
 
 def test_memory_n16384_info_nce() -> None:
     extra = _peak_extra_mb("info_nce")
+    assert extra < MEMORY_LIMIT_MB, f"peak RSS grew by {extra:.0f} MB"
+
+
+def test_memory_n16384_supcon_with_as_many_classes_as_samples() -> None:
+    # SupCon's positive term from the class sums is O(N d); a (2B, C) product of the rows with
+    # the class sums, with C = B here, would take 1 GB in float64
+    extra = _peak_extra_mb("supcon-distinct")
     assert extra < MEMORY_LIMIT_MB, f"peak RSS grew by {extra:.0f} MB"
 
 

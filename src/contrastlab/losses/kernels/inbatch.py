@@ -19,6 +19,7 @@ from contrastlab.losses.kernels._inputs import (
     check_nce_options,
     check_shared_pool,
     check_views,
+    mean_positive_logits,
     nce_rows,
     stacked_views,
     view_positive_logits,
@@ -143,15 +144,7 @@ def tiled_supcon(
         return _view_loss(z, b, t, (1.0,), head_logaddexp(0.0), reduction, factor, block_rows,
                           loss_dtype(z1))
     lab = check_labels("labels", labels, b).to(z.device)
-    _, inv = torch.unique(lab, return_inverse=True)
-    inv2 = torch.cat([inv, inv])
-    n_cls = int(inv.max()) + 1
-    z64 = z.double()  # O(N d) in float64: the difference below cancels
-    class_sum = z64.new_zeros(n_cls, z.shape[1]).index_add(0, inv2, z64)
-    count = torch.bincount(inv2, minlength=n_cls).to(torch.float64)
-    to_class = (z64 @ class_sum.T).gather(1, inv2.unsqueeze(1)).squeeze(1)  # z_i^T C_{y_i}
-    pos_dot = to_class - torch.linalg.vecdot(z64, z64)
-    side = pos_dot / ((count[inv2] - 1.0) * t)
+    side = mean_positive_logits(z, torch.cat([lab, lab]), t)  # O(N d), no N x C matrix
     return run_blocks(
         z,
         None,
