@@ -1,8 +1,8 @@
 """Thin ``nn.Module`` wrappers over the pure loss functions (arguments are checked at
 construction, so a bad configuration fails before the first batch).
 
-Every module takes ``gather`` and ``check_finite`` (the common arguments of
-:mod:`contrastlab.losses`), passed to its loss."""
+Every module takes ``gather`` (True or False: no process ``group`` and no ``"local"`` here) and
+``check_finite`` (the common arguments of :mod:`contrastlab.losses`), passed to its loss."""
 
 from __future__ import annotations
 
